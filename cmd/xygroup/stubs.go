@@ -2,14 +2,6 @@ package main
 
 import "github.com/urfave/cli/v3"
 
-func workerCommand() *cli.Command {
-	return &cli.Command{Name: "worker", Usage: "run one worker replica (the main job)", Action: notYet}
-}
-
-func publishCommand() *cli.Command {
-	return &cli.Command{Name: "publish", Usage: "publish commands (a JSON object, a JSON array or NDJSON)", ArgsUsage: "[FILE|-]", Action: notYet}
-}
-
 func eventsCommand() *cli.Command {
 	return &cli.Command{Name: "events", Usage: "tail or read back the event stream", Action: notYet}
 }

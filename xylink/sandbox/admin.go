@@ -111,6 +111,16 @@ type MeetingSpec struct {
 	MaxGroups int       `json:"maxGroups,omitempty"`
 	// Participants for random mode; empty: ten generated ones.
 	Participants []Participant `json:"participants,omitempty"`
+	// Fail makes every create in this meeting answer this failure, e.g.
+	// {"status": 400, "errorCode": 60001} or {"status": 503}.
+	Fail *FixedAnswer `json:"fail,omitempty"`
+}
+
+// FixedAnswer is a failure a meeting answers to every create.
+type FixedAnswer struct {
+	Status      int    `json:"status"`
+	ErrorCode   int    `json:"errorCode,omitempty"`
+	UserMessage string `json:"userMessage,omitempty"`
 }
 
 // AddMeeting creates or replaces a meeting.
@@ -120,7 +130,10 @@ func (s *Sandbox) AddMeeting(spec MeetingSpec) (Meeting, error) {
 	}
 	now := time.Now()
 	m := &Meeting{Number: spec.Number, EnterpriseID: spec.EnterpriseID, StartsAt: now, MaxGroups: spec.MaxGroups,
-		Participants: spec.Participants, Answers: map[string]int{}}
+		Participants: spec.Participants, Answers: map[string]int{}, Fail: spec.Fail}
+	if spec.Fail != nil && (spec.Fail.Status < 400 || spec.Fail.Status > 599) {
+		return Meeting{}, fmt.Errorf("fail.status must be an HTTP error status (4xx or 5xx)")
+	}
 	switch {
 	case spec.StartsIn > 0:
 		m.StartsAt = now.Add(time.Duration(spec.StartsIn))

@@ -102,6 +102,13 @@ func (s *Sandbox) dynamicGroup(r *http.Request, rec *Request, enterpriseID strin
 		m.Answers[rec.answerKey()]++
 		return status, code, v, latency
 	}
+	if f := m.Fail; f != nil {
+		user := f.UserMessage
+		if user == "" {
+			user = "error.sandbox.fixed"
+		}
+		return answer(f.Status, f.ErrorCode, errorBody(f.ErrorCode, user, "fixed answer of this meeting"))
+	}
 	if m.State(now) != "in_progress" {
 		return answer(http.StatusBadRequest, xylink.CodeNoMeeting, errorBody(xylink.CodeNoMeeting, "error.no.meeting", ""))
 	}

@@ -180,6 +180,8 @@ type Meeting struct {
 	Creates int `json:"creates"`
 	// Answers counts answers by key (see Stats.ByAnswer).
 	Answers map[string]int `json:"answers"`
+	// Fail, when set, is answered to every create.
+	Fail *FixedAnswer `json:"fail,omitempty"`
 	// FirstSuccessAt is when groups were first created.
 	FirstSuccessAt *time.Time `json:"firstSuccessAt,omitempty"`
 }

@@ -1,0 +1,88 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// buildBinary builds xygroup once per test run.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	binOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "xygroup-bin")
+		if err != nil {
+			binErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "xygroup")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			binErr = err
+			binPath = string(out)
+		}
+	})
+	if binErr != nil {
+		t.Fatalf("go build: %v\n%s", binErr, binPath)
+	}
+	return binPath
+}
+
+// startProcess runs the binary with args, logging to a buffer.
+func startProcess(t *testing.T, bin string, args ...string) (*exec.Cmd, *syncBuffer) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _, _ = cmd.Process.Wait() })
+	return cmd, &out
+}
+
+// The README's quickstart with the real binary: `worker --sandbox` on its embedded
+// default, `publish --wait` prints the created event, SIGTERM ends the worker
+// with exit code 0.
+func TestBinaryQuickstartAndSIGTERM(t *testing.T) {
+	bin := buildBinary(t)
+	natsAddr, httpAddr, sbAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+	worker, logs := startProcess(t, bin, "worker", "--sandbox", "--data-dir", t.TempDir(),
+		"--embedded-listen", natsAddr, "--http-addr", httpAddr, "--sandbox-listen", sbAddr, "--nats-url", "")
+	awaitHTTP(t, "http://"+httpAddr+"/healthz", 60*time.Second)
+
+	publish := exec.Command(bin, "publish", "--wait", "--timeout", "60s", "--embedded-listen", natsAddr,
+		"../../schemas/examples/command-manual.json")
+	publish.Env = append(os.Environ(), "NATS_URL=")
+	var stdout, stderr bytes.Buffer
+	publish.Stdout, publish.Stderr = &stdout, &stderr
+	if err := publish.Run(); err != nil {
+		t.Fatalf("publish --wait: %v\n%s\nworker:\n%s", err, stderr.String(), logs.String())
+	}
+	if !strings.Contains(stdout.String(), `"commandId":"sched-2026-11-25-0001"`) || !strings.Contains(stdout.String(), `"groupNo":"mms`) {
+		t.Fatalf("publish --wait printed %s", stdout.String())
+	}
+	awaitHTTP(t, "http://"+httpAddr+"/readyz", 10*time.Second)
+
+	if err := worker.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- worker.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("worker exited with %v\n%s", err, logs.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("worker did not exit after SIGTERM\n%s", logs.String())
+	}
+	if !strings.Contains(logs.String(), "worker stopped") {
+		t.Fatalf("no clean stop in the log:\n%s", logs.String())
+	}
+}

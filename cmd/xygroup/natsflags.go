@@ -1,0 +1,35 @@
+package main
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/urfave/cli/v3"
+)
+
+// natsFlags are the connection settings every NATS-facing subcommand shares.
+func natsFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "nats-url", Usage: "NATS servers; empty: the worker's embedded server", Sources: cli.EnvVars("NATS_URL")},
+		&cli.StringFlag{Name: "nats-creds", Usage: "NATS credentials file (NKEY/JWT)", Sources: cli.EnvVars("NATS_CREDS"), TakesFile: true},
+		&cli.StringFlag{Name: "embedded-listen", Value: "127.0.0.1:4222", Usage: "where the embedded server listens", Sources: cli.EnvVars("XYGROUP_EMBEDDED_LISTEN")},
+	}
+}
+
+// connectNATS connects to NATS_URL, or to the embedded server's address when it is empty.
+func connectNATS(cmd *cli.Command, name string) (*nats.Conn, error) {
+	url := cmd.String("nats-url")
+	if url == "" {
+		url = "nats://" + cmd.String("embedded-listen")
+	}
+	opts := []nats.Option{nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(500 * time.Millisecond), nats.Timeout(5 * time.Second)}
+	if creds := cmd.String("nats-creds"); creds != "" {
+		opts = append(opts, nats.UserCredentials(creds))
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s: %w (is a worker or NATS server running?)", url, err)
+	}
+	return nc, nil
+}

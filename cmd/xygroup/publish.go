@@ -1,0 +1,127 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/urfave/cli/v3"
+
+	"github.com/xygroup/xygroup/worker/commands"
+)
+
+func publishCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "publish",
+		Usage:     "publish commands: a JSON object, a JSON array or NDJSON, from files or stdin",
+		ArgsUsage: "[FILE|-]...",
+		Flags: append(natsFlags(),
+			&cli.BoolFlag{Name: "wait", Usage: "wait for each command's terminal event, print it, exit 1 if any failed"},
+			&cli.DurationFlag{Name: "timeout", Value: 10 * time.Minute, Usage: "with --wait, how long to wait"},
+			&cli.BoolFlag{Name: "skip-invalid", Usage: "publish the valid commands of a file that has invalid ones"},
+		),
+		Action: runPublish,
+	}
+}
+
+func runPublish(ctx context.Context, cmd *cli.Command) error {
+	sources := cmd.Args().Slice()
+	if len(sources) == 0 {
+		sources = []string{"-"}
+	}
+	var items []commands.Item
+	invalid := 0
+	for _, src := range sources {
+		var r io.Reader = os.Stdin
+		if src != "-" {
+			f, err := os.Open(src)
+			if err != nil {
+				return cli.Exit(err.Error(), 2)
+			}
+			defer f.Close()
+			r = f
+		}
+		got, err := commands.Parse(r, src)
+		if err != nil {
+			return cli.Exit(err.Error(), 2)
+		}
+		for _, it := range got {
+			if it.Err != nil {
+				invalid++
+				fmt.Fprintf(os.Stderr, "%s: invalid command: %v\n", it.Where(), it.Err)
+				continue
+			}
+			items = append(items, it)
+		}
+	}
+	if invalid > 0 && !cmd.Bool("skip-invalid") {
+		return cli.Exit(fmt.Sprintf("%d invalid command(s); nothing published (use --skip-invalid to publish the others)", invalid), 2)
+	}
+	if len(items) == 0 {
+		return cli.Exit("no commands to publish", 2)
+	}
+	nc, err := connectNATS(cmd, "xygroup-publish")
+	if err != nil {
+		return cli.Exit(err.Error(), 1)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	var waiter *commands.Waiter
+	if cmd.Bool("wait") {
+		if waiter, err = newWaiterWhenReady(ctx, js); err != nil {
+			return cli.Exit(err.Error(), 1)
+		}
+	}
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	ids := make([]string, 0, len(items))
+	for _, it := range items {
+		id, err := commands.Publish(pctx, js, it.Raw, nil)
+		if err != nil {
+			return cli.Exit(fmt.Sprintf("%s: %v", it.Where(), err), 1)
+		}
+		ids = append(ids, id)
+	}
+	fmt.Fprintf(os.Stderr, "published %d command(s)\n", len(ids))
+	if waiter == nil {
+		return nil
+	}
+	wctx, wcancel := context.WithTimeout(ctx, cmd.Duration("timeout"))
+	defer wcancel()
+	failed := 0
+	err = waiter.Await(wctx, ids, func(e commands.Event) {
+		fmt.Println(string(e.Data))
+		if e.Failed {
+			failed++
+		}
+	})
+	if err != nil {
+		return cli.Exit(err.Error(), 1)
+	}
+	if failed > 0 {
+		return cli.Exit(fmt.Sprintf("%d of %d command(s) failed", failed, len(ids)), 1)
+	}
+	return nil
+}
+
+// newWaiterWhenReady waits for the events stream: a worker that just started may
+// not have created it yet.
+func newWaiterWhenReady(ctx context.Context, js jetstream.JetStream) (*commands.Waiter, error) {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		w, err := commands.NewWaiter(ctx, js, time.Hour)
+		if err == nil {
+			return w, nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return nil, fmt.Errorf("%v (is a worker running?)", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}

@@ -1,0 +1,187 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/urfave/cli/v3"
+
+	"github.com/xygroup/xygroup/worker"
+	"github.com/xygroup/xygroup/worker/embedded"
+	"github.com/xygroup/xygroup/xylink"
+	"github.com/xygroup/xygroup/xylink/sandbox"
+)
+
+func workerCommand() *cli.Command {
+	flags := append(natsFlags(),
+		&cli.StringFlag{Name: "data-dir", Value: "./data", Usage: "the embedded server's storage", Sources: cli.EnvVars("XYGROUP_DATA_DIR")},
+		&cli.StringFlag{Name: "xylink-base-url", Value: xylink.DefaultBaseURL, Usage: "XYLink API host", Sources: cli.EnvVars("XYLINK_BASE_URL")},
+		&cli.StringFlag{Name: "enterprise-id", Usage: "default tenant", Sources: cli.EnvVars("XYLINK_ENTERPRISE_ID")},
+		&cli.StringFlag{Name: "token", Usage: "signature 1.0 key (prefer the variable: flags show in ps)", Sources: cli.EnvVars("XYLINK_TOKEN"), HideDefault: true},
+		&cli.StringFlag{Name: "sign-type", Value: "MD5", Usage: "signature 2.0 sign type: MD5, SHA256, HMAC_SHA256", Sources: cli.EnvVars("XYLINK_SIGN_TYPE")},
+		&cli.StringFlag{Name: "tenants-file", Usage: "several enterprises and their credentials (JSON)", Sources: cli.EnvVars("XYGROUP_TENANTS_FILE"), TakesFile: true},
+		&cli.FloatFlag{Name: "rate", Value: 20, Usage: "API requests per second per enterprise", Sources: cli.EnvVars("XYGROUP_RATE")},
+		&cli.IntFlag{Name: "concurrency", Value: 32, Usage: "commands in flight per replica", Sources: cli.EnvVars("XYGROUP_CONCURRENCY")},
+		&cli.DurationFlag{Name: "max-wait", Value: 2 * time.Hour, Usage: "how long a command without a deadline waits for its meeting", Sources: cli.EnvVars("XYGROUP_MAX_WAIT")},
+		&cli.StringFlag{Name: "http-addr", Value: "127.0.0.1:9090", Usage: "/metrics, /healthz, /readyz", Sources: cli.EnvVars("XYGROUP_HTTP_ADDR")},
+		&cli.BoolFlag{Name: "sandbox", Usage: "start the XYLink sandbox in-process and use it (with its own credentials)", Sources: cli.EnvVars("XYGROUP_SANDBOX")},
+		&cli.StringFlag{Name: "sandbox-listen", Value: "127.0.0.1:8090", Usage: "where --sandbox serves (its admin API included)", Sources: cli.EnvVars("XYGROUP_SANDBOX_LISTEN")},
+		&cli.IntFlag{Name: "stream-replicas", Value: 1, Usage: "replicas of the streams the worker creates (3 on a 3-node cluster)", Sources: cli.EnvVars("XYGROUP_STREAM_REPLICAS")},
+		&cli.IntFlag{Name: "max-ack-pending", Value: 1000, Usage: "MaxAckPending of the consumer the worker creates", Sources: cli.EnvVars("XYGROUP_MAX_ACK_PENDING")},
+		&cli.DurationFlag{Name: "drain-timeout", Value: 20 * time.Second, Usage: "on SIGTERM, how long commands in flight may finish", Sources: cli.EnvVars("XYGROUP_DRAIN_TIMEOUT")},
+		logFormatFlag(), logLevelFlag(),
+	)
+	return &cli.Command{
+		Name:   "worker",
+		Usage:  "run one worker replica (the main job)",
+		Flags:  flags,
+		Action: runWorker,
+	}
+}
+
+func runWorker(ctx context.Context, cmd *cli.Command) error {
+	log := newLogger(cmd)
+	if cmd.Int("concurrency") < 1 || cmd.Float("rate") <= 0 || cmd.Duration("max-wait") <= 0 {
+		return cli.Exit("--concurrency, --rate and --max-wait must be positive", 2)
+	}
+	var cleanups []func()
+	defer func() {
+		for i := len(cleanups) - 1; i >= 0; i-- {
+			cleanups[i]()
+		}
+	}()
+
+	// XYLink: the sandbox, or the configured tenants.
+	baseURL, tenants, defaultEnterprise := cmd.String("xylink-base-url"), []xylink.Credentials(nil), cmd.String("enterprise-id")
+	if cmd.Bool("sandbox") {
+		sb, err := sandbox.Start(sandbox.Config{Rate: cmd.Float("rate"), Logger: log.With().Str("component", "sandbox").Logger(),
+			Enterprises: []sandbox.Enterprise{{ID: sandboxEnterprise, Token: sandboxToken, ClientID: sandboxClientID, ClientSecret: sandboxClientSecret}}},
+			cmd.String("sandbox-listen"))
+		if err != nil {
+			return cli.Exit(fmt.Sprintf("sandbox: %v", err), 1)
+		}
+		cleanups = append(cleanups, func() { _ = sb.Close(context.Background()) })
+		baseURL, defaultEnterprise = sb.URL, sandboxEnterprise
+		tenants = []xylink.Credentials{{EnterpriseID: sandboxEnterprise, Token: sandboxToken}}
+		log.Info().Str("url", sb.URL).Str("enterpriseId", sandboxEnterprise).Msg("XYLink sandbox started; calls go to it")
+	} else {
+		var err error
+		if tenants, err = configuredTenants(cmd); err != nil {
+			return cli.Exit(err.Error(), 2)
+		}
+	}
+	rates := map[string]float64{}
+	for _, t := range tenants {
+		if t.Rate > 0 {
+			rates[t.EnterpriseID] = t.Rate
+		}
+	}
+	client, err := xylink.NewClient(baseURL, xylink.WithTenants(tenants...), xylink.WithLogger(log.With().Str("component", "xylink").Logger()))
+	if err != nil {
+		return cli.Exit(err.Error(), 2)
+	}
+
+	// NATS: the configured cluster, or the embedded server.
+	var nc *nats.Conn
+	if cmd.String("nats-url") == "" {
+		srv, err := embedded.Start(embedded.Config{Listen: cmd.String("embedded-listen"), StoreDir: cmd.String("data-dir"), Logger: &log})
+		if err != nil {
+			return cli.Exit(err.Error(), 1)
+		}
+		cleanups = append(cleanups, srv.Stop)
+		log.Info().Str("url", srv.ClientURL()).Str("dataDir", cmd.String("data-dir")).Msg("embedded NATS JetStream server started")
+		nc, err = srv.Connect(nats.Name("xygroup-worker"))
+		if err != nil {
+			return cli.Exit(err.Error(), 1)
+		}
+	} else {
+		nc, err = connectNATS(cmd, "xygroup-worker")
+		if err != nil {
+			return cli.Exit(err.Error(), 1)
+		}
+	}
+	cleanups = append(cleanups, func() { _ = nc.Drain() })
+
+	host, _ := os.Hostname()
+	w, err := worker.New(nc, client, client,
+		worker.WithConcurrency(cmd.Int("concurrency")),
+		worker.WithRate(cmd.Float("rate"), rates),
+		worker.WithMaxWait(cmd.Duration("max-wait")),
+		worker.WithDefaultEnterprise(defaultEnterprise),
+		worker.WithDrainTimeout(cmd.Duration("drain-timeout")),
+		worker.WithStreams(worker.StreamSettings{Replicas: cmd.Int("stream-replicas"), MaxAckPending: cmd.Int("max-ack-pending")}),
+		worker.WithSource("xygroup/"+host),
+		worker.WithLogger(log),
+	)
+	if err != nil {
+		return cli.Exit(err.Error(), 2)
+	}
+	hs, err := worker.StartHealthServer(cmd.String("http-addr"), w.Metrics(), w.Checks())
+	if err != nil {
+		return cli.Exit(fmt.Sprintf("http: %v", err), 1)
+	}
+	cleanups = append(cleanups, func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = hs.Close(sctx)
+	})
+	log.Info().Str("http", hs.Addr()).Int("tenants", len(tenants)).Msg("worker starting")
+	return w.Run(ctx)
+}
+
+// configuredTenants gathers credentials from the tenants file and from the
+// XYLINK_* variables (the default tenant).
+func configuredTenants(cmd *cli.Command) ([]xylink.Credentials, error) {
+	var tenants []xylink.Credentials
+	if path := cmd.String("tenants-file"); path != "" {
+		list, err := xylink.LoadTenants(path)
+		if err != nil {
+			return nil, err
+		}
+		tenants = list
+	}
+	id := cmd.String("enterprise-id")
+	st, err := xylink.ParseSignType(cmd.String("sign-type"))
+	if err != nil {
+		return nil, err
+	}
+	env := xylink.Credentials{EnterpriseID: id, Token: xylink.Secret(cmd.String("token")),
+		ClientID: os.Getenv("XYLINK_CLIENT_ID"), ClientSecret: xylink.Secret(os.Getenv("XYLINK_CLIENT_SECRET")), SignType: st}
+	if env.V2() {
+		env.Token = "" // "when set, 2.0 is used"
+	}
+	hasKeys := env.Token != "" || env.ClientID != "" || env.ClientSecret != ""
+	switch {
+	case hasKeys && id == "":
+		return nil, errors.New("XYLINK_TOKEN or XYLINK_CLIENT_ID/SECRET is set but XYLINK_ENTERPRISE_ID is not")
+	case hasKeys:
+		if err := env.Check(); err != nil {
+			return nil, err
+		}
+		for i, t := range tenants {
+			if t.EnterpriseID == id {
+				tenants = append(tenants[:i], tenants[i+1:]...) // the variables win over the file
+				break
+			}
+		}
+		tenants = append(tenants, env)
+	}
+	if len(tenants) == 0 {
+		return nil, errors.New("no XYLink credentials: set XYLINK_ENTERPRISE_ID with XYLINK_TOKEN (signature 1.0) or " +
+			"XYLINK_CLIENT_ID and XYLINK_CLIENT_SECRET (2.0), or XYGROUP_TENANTS_FILE; or try --sandbox")
+	}
+	if id != "" {
+		found := false
+		for _, t := range tenants {
+			found = found || t.EnterpriseID == id
+		}
+		if !found {
+			return nil, fmt.Errorf("XYLINK_ENTERPRISE_ID %q has no credentials", id)
+		}
+	}
+	return tenants, nil
+}

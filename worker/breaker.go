@@ -1,0 +1,106 @@
+package worker
+
+import (
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/sony/gobreaker/v2"
+
+	"github.com/xygroup/xygroup/xylink"
+)
+
+// ErrBreakerOpen: the tenant's breaker is open; the call was not made.
+var ErrBreakerOpen = errors.New("circuit breaker open")
+
+// Breaker stops calls to a tenant whose API is failing.
+type Breaker interface {
+	// Allow asks to make one call. When allowed, done must be called with the
+	// call's outcome; otherwise the error is ErrBreakerOpen.
+	Allow(enterpriseID string) (done func(xylink.Outcome), err error)
+	// State is "closed", "half-open" or "open".
+	State(enterpriseID string) string
+}
+
+// BreakerSettings tune the per-replica breaker.
+type BreakerSettings struct {
+	// ConsecutiveFailures that open the breaker (default 5).
+	ConsecutiveFailures uint32
+	// OpenFor is how long it stays open before one probe (default 10 s).
+	OpenFor time.Duration
+	// OnChange is told of every state change.
+	OnChange func(enterpriseID, from, to string)
+}
+
+// LocalBreaker is a gobreaker two-step breaker per tenant. Failures are
+// unavailable answers (5xx, timeouts, network); business answers (66620, 66684,
+// 66685, other 4xx) prove the API alive; rate-limit and credential answers say
+// nothing about its health and are excluded.
+type LocalBreaker struct {
+	settings BreakerSettings
+	log      zerolog.Logger
+	mu       sync.Mutex
+	byTenant map[string]*gobreaker.TwoStepCircuitBreaker[struct{}]
+}
+
+var (
+	errCallFailed   = errors.New("api unavailable")
+	errCallExcluded = errors.New("excluded from breaker counts")
+)
+
+// NewLocalBreaker returns a per-replica breaker.
+func NewLocalBreaker(s BreakerSettings, log zerolog.Logger) *LocalBreaker {
+	if s.ConsecutiveFailures == 0 {
+		s.ConsecutiveFailures = 5
+	}
+	if s.OpenFor == 0 {
+		s.OpenFor = 10 * time.Second
+	}
+	return &LocalBreaker{settings: s, log: log, byTenant: map[string]*gobreaker.TwoStepCircuitBreaker[struct{}]{}}
+}
+
+func (b *LocalBreaker) get(enterpriseID string) *gobreaker.TwoStepCircuitBreaker[struct{}] {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	cb, ok := b.byTenant[enterpriseID]
+	if !ok {
+		n := b.settings.ConsecutiveFailures
+		cb = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
+			Name:        enterpriseID,
+			MaxRequests: 1,
+			Timeout:     b.settings.OpenFor,
+			ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= n },
+			IsExcluded:  func(err error) bool { return errors.Is(err, errCallExcluded) },
+			OnStateChange: func(name string, from, to gobreaker.State) {
+				b.log.Warn().Str("enterpriseId", name).Str("from", from.String()).Str("to", to.String()).Msg("circuit breaker")
+				if b.settings.OnChange != nil {
+					b.settings.OnChange(name, from.String(), to.String())
+				}
+			},
+		})
+		b.byTenant[enterpriseID] = cb
+	}
+	return cb
+}
+
+// Allow implements Breaker.
+func (b *LocalBreaker) Allow(enterpriseID string) (func(xylink.Outcome), error) {
+	done, err := b.get(enterpriseID).Allow()
+	if err != nil {
+		return nil, ErrBreakerOpen
+	}
+	return func(o xylink.Outcome) {
+		switch {
+		case o.BreakerExcluded:
+			done(errCallExcluded)
+		case o.BreakerFailure:
+			done(errCallFailed)
+		default:
+			done(nil)
+		}
+	}, nil
+}
+
+// State implements Breaker.
+func (b *LocalBreaker) State(enterpriseID string) string { return b.get(enterpriseID).State().String() }

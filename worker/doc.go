@@ -1,0 +1,19 @@
+// Package worker takes "create breakout groups" commands from NATS JetStream
+// through a limiter and a circuit breaker to XYLink's API, and publishes one
+// terminal event per command.
+//
+// The pipeline is a row of small steps, each in its own file and composed in one
+// place (pipeline.go):
+//
+//	decode.go    raw message → Command, or an invalid_command failure
+//	limiter.go   one grant per API call (interface; per-replica x/time/rate here)
+//	breaker.go   stop calling a failing tenant (interface; per-replica gobreaker here)
+//	             call and classify: xylink.Client and xylink.Classify
+//	decide.go    outcome → terminal event, or a retry after a backoff
+//	events.go    event bodies, subjects, CloudEvents headers, derived Nats-Msg-Id
+//
+// worker.go consumes with bounded concurrency, keeps long waits alive with
+// InProgress, acknowledges a command only after its event was stored (PubAck),
+// and drains on shutdown: it stops pulling, finishes what is in flight within a
+// bound and releases the rest to other replicas.
+package worker

@@ -1,0 +1,63 @@
+package worker
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics are the worker's Prometheus metrics, on a registry of their own so that
+// several workers can live in one process (tests) without clashing.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	Commands     *prometheus.CounterVec   // outcome: created|failed, class
+	APICalls     *prometheus.HistogramVec // API latency by answer
+	Attempts     prometheus.Histogram     // API calls per finished command
+	LimiterWait  *prometheus.HistogramVec // by priority
+	BreakerState *prometheus.GaugeVec     // 0 closed, 1 half-open, 2 open, by enterprise
+	InFlight     prometheus.Gauge
+	Parked       prometheus.Gauge
+	Retries      *prometheus.CounterVec // by disposition
+	Redeliveries prometheus.Counter
+}
+
+// NewMetrics registers the metrics on a new registry (with Go and process collectors).
+func NewMetrics() *Metrics {
+	r := prometheus.NewRegistry()
+	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := &Metrics{
+		Registry: r,
+		Commands: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "xygroup_commands_total",
+			Help: "Commands that ended, by outcome (created, failed) and failure class."}, []string{"outcome", "class"}),
+		APICalls: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "xygroup_api_request_duration_seconds",
+			Help:    "XYLink API call latency, by answer (ok, an errorCode, an HTTP status, or transport).",
+			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}, []string{"enterprise", "answer"}),
+		Attempts: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "xygroup_command_attempts",
+			Help: "API calls made per ended command.", Buckets: []float64{0, 1, 2, 3, 5, 10, 20, 50}}),
+		LimiterWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "xygroup_limiter_wait_seconds",
+			Help:    "Time spent waiting for a rate-limiter grant, by priority.",
+			Buckets: []float64{.001, .01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}}, []string{"priority"}),
+		BreakerState: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "xygroup_breaker_state",
+			Help: "Circuit breaker state per enterprise: 0 closed, 1 half-open, 2 open."}, []string{"enterprise"}),
+		InFlight: prometheus.NewGauge(prometheus.GaugeOpts{Name: "xygroup_in_flight",
+			Help: "Commands being processed by this replica."}),
+		Parked: prometheus.NewGauge(prometheus.GaugeOpts{Name: "xygroup_parked",
+			Help: "Commands waiting for their meeting to start (as seen by this replica)."}),
+		Retries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "xygroup_retries_total",
+			Help: "Commands put back for a later try, by reason."}, []string{"reason"}),
+		Redeliveries: prometheus.NewCounter(prometheus.CounterOpts{Name: "xygroup_redeliveries_total",
+			Help: "Command deliveries after the first."}),
+	}
+	r.MustRegister(m.Commands, m.APICalls, m.Attempts, m.LimiterWait, m.BreakerState, m.InFlight, m.Parked, m.Retries, m.Redeliveries)
+	return m
+}
+
+func breakerStateValue(s string) float64 {
+	switch s {
+	case "half-open":
+		return 1
+	case "open":
+		return 2
+	}
+	return 0
+}

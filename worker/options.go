@@ -1,0 +1,74 @@
+package worker
+
+import (
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// Option configures a Worker.
+type Option func(*options)
+
+type options struct {
+	concurrency       int
+	streams           StreamSettings
+	limiter           Limiter
+	breaker           Breaker
+	rate              float64
+	tenantRates       map[string]float64
+	maxWait           time.Duration
+	backoff           Backoff
+	defaultEnterprise string
+	log               zerolog.Logger
+	metrics           *Metrics
+	drainTimeout      time.Duration
+	source            string
+	now               func() time.Time
+}
+
+func defaultOptions() options {
+	return options{concurrency: 32, rate: 20, maxWait: 2 * time.Hour, drainTimeout: 20 * time.Second,
+		source: "xygroup", log: zerolog.Nop(), now: time.Now}
+}
+
+// WithConcurrency bounds the commands in flight on this replica (default 32).
+func WithConcurrency(n int) Option { return func(o *options) { o.concurrency = n } }
+
+// WithStreams sizes the streams and the consumer created when missing.
+func WithStreams(s StreamSettings) Option { return func(o *options) { o.streams = s } }
+
+// WithLimiter replaces the per-replica limiter.
+func WithLimiter(l Limiter) Option { return func(o *options) { o.limiter = l } }
+
+// WithBreaker replaces the per-replica breaker.
+func WithBreaker(b Breaker) Option { return func(o *options) { o.breaker = b } }
+
+// WithRate sets API calls per second per enterprise (default 20), and per-tenant
+// exceptions.
+func WithRate(perSecond float64, perTenant map[string]float64) Option {
+	return func(o *options) { o.rate, o.tenantRates = perSecond, perTenant }
+}
+
+// WithMaxWait sets how long a command without a deadline may wait (default 2 h).
+func WithMaxWait(d time.Duration) Option { return func(o *options) { o.maxWait = d } }
+
+// WithBackoff sets the retry backoff.
+func WithBackoff(b Backoff) Option { return func(o *options) { o.backoff = b } }
+
+// WithDefaultEnterprise is the tenant of commands that name none.
+func WithDefaultEnterprise(id string) Option { return func(o *options) { o.defaultEnterprise = id } }
+
+// WithLogger sets the logger; lines carry commandId and meetingRoomNumber.
+func WithLogger(l zerolog.Logger) Option { return func(o *options) { o.log = l } }
+
+// WithMetrics shares a metrics set (default: a new one per worker).
+func WithMetrics(m *Metrics) Option { return func(o *options) { o.metrics = m } }
+
+// WithDrainTimeout bounds how long shutdown waits for commands in flight (default 20 s).
+func WithDrainTimeout(d time.Duration) Option { return func(o *options) { o.drainTimeout = d } }
+
+// WithSource sets the CloudEvents ce-source of events (default "xygroup").
+func WithSource(s string) Option { return func(o *options) { o.source = s } }
+
+// WithClock replaces time.Now (tests).
+func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }

@@ -1,0 +1,319 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+)
+
+// Tenants tells the worker which enterprises it has credentials for;
+// *xylink.Client is one.
+type Tenants interface {
+	HasTenant(enterpriseID string) bool
+}
+
+// Worker is one replica.
+type Worker struct {
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	opts options
+	p    *pipeline
+	log  zerolog.Logger
+
+	ready    atomic.Bool
+	setupErr atomic.Value // string
+}
+
+// New makes a worker that takes commands from nc's JetStream and calls caller.
+// tenants may be nil when caller knows every enterprise.
+func New(nc *nats.Conn, caller Caller, tenants Tenants, opts ...Option) (*Worker, error) {
+	o := defaultOptions()
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.concurrency < 1 {
+		return nil, fmt.Errorf("worker: concurrency must be at least 1")
+	}
+	if o.rate <= 0 {
+		return nil, fmt.Errorf("worker: rate must be positive")
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("worker: jetstream: %w", err)
+	}
+	if o.metrics == nil {
+		o.metrics = NewMetrics()
+	}
+	if o.limiter == nil {
+		o.limiter = NewLocalLimiter(o.rateOf)
+	}
+	if o.breaker == nil {
+		m := o.metrics
+		o.breaker = NewLocalBreaker(BreakerSettings{OnChange: func(ent, _, to string) {
+			m.BreakerState.WithLabelValues(ent).Set(breakerStateValue(to))
+		}}, o.log)
+	}
+	dec := &decoder{defaultEnterprise: o.defaultEnterprise}
+	if tenants != nil {
+		dec.hasTenant = tenants.HasTenant
+	}
+	w := &Worker{nc: nc, js: js, opts: o, log: o.log}
+	w.p = &pipeline{decoder: dec, caller: caller, limiter: o.limiter, breaker: o.breaker, backoff: o.backoff,
+		maxWait: o.maxWait, metrics: o.metrics, now: o.now, stopped: map[string]string{}}
+	return w, nil
+}
+
+func (o *options) rateOf(enterpriseID string) float64 {
+	if r, ok := o.tenantRates[enterpriseID]; ok && r > 0 {
+		return r
+	}
+	return o.rate
+}
+
+// Metrics returns the worker's metrics.
+func (w *Worker) Metrics() *Metrics { return w.opts.metrics }
+
+// Checks are the readiness conditions for /readyz.
+func (w *Worker) Checks() map[string]Check {
+	return map[string]Check{
+		"nats": func() error {
+			if s := w.nc.Status(); s != nats.CONNECTED {
+				return fmt.Errorf("NATS connection is %s", s)
+			}
+			return nil
+		},
+		"streams": func() error {
+			if !w.ready.Load() {
+				if msg, ok := w.setupErr.Load().(string); ok {
+					return errors.New(msg)
+				}
+				return errors.New("streams and consumer not ready yet")
+			}
+			return nil
+		},
+		"credentials": func() error {
+			if s := w.p.stoppedTenants(); len(s) > 0 {
+				ids := make([]string, 0, len(s))
+				for id := range s {
+					ids = append(ids, id)
+				}
+				return fmt.Errorf("credentials refused for %v", ids)
+			}
+			return nil
+		},
+	}
+}
+
+// Run consumes until ctx ends, then drains: it stops pulling, lets commands in
+// flight finish within the drain timeout, releases the rest to other replicas,
+// and returns nil.
+func (w *Worker) Run(ctx context.Context) error {
+	cons, err := w.setup(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(w.opts.concurrency))
+	if err != nil {
+		return fmt.Errorf("worker: consume: %w", err)
+	}
+	w.log.Info().Int("concurrency", w.opts.concurrency).Msg("worker consuming")
+
+	// Handlers run on a context that outlives ctx by the drain timeout.
+	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	stopPulling := sync.OnceFunc(it.Drain)
+	go func() {
+		<-ctx.Done()
+		stopPulling()
+	}()
+
+	slots := make(chan struct{}, w.opts.concurrency)
+	var inFlight sync.WaitGroup
+	for {
+		acquired := false
+		select {
+		case slots <- struct{}{}:
+			acquired = true
+		case <-ctx.Done():
+		}
+		if !acquired {
+			// Stopping with every slot busy: what is still buffered goes back at once.
+			w.releaseBuffered(it)
+			break
+		}
+		msg, err := it.Next()
+		if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+			<-slots
+			break
+		}
+		if err != nil {
+			<-slots
+			w.log.Warn().Err(err).Msg("pull")
+			continue
+		}
+		if ctx.Err() != nil {
+			_ = msg.Nak() // drained from the buffer while stopping: another replica takes it
+			<-slots
+			continue
+		}
+		inFlight.Add(1)
+		w.opts.metrics.InFlight.Inc()
+		go func() {
+			defer func() { <-slots; w.opts.metrics.InFlight.Dec(); inFlight.Done() }()
+			w.handle(work, msg)
+		}()
+	}
+	done := make(chan struct{})
+	go func() { inFlight.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(w.opts.drainTimeout):
+		w.log.Warn().Dur("drainTimeout", w.opts.drainTimeout).Msg("commands still in flight; releasing them")
+		cancelWork()
+		<-done
+	}
+	w.log.Info().Msg("worker stopped")
+	return nil
+}
+
+func (w *Worker) releaseBuffered(it jetstream.MessagesContext) {
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			return
+		}
+		_ = msg.Nak()
+	}
+}
+
+// setup creates or checks the streams and consumer, retrying until ctx ends:
+// replicas may start before NATS or before its JetStream leader is elected.
+func (w *Worker) setup(ctx context.Context) (jetstream.Consumer, error) {
+	for delay := 200 * time.Millisecond; ; delay = min(delay*2, 5*time.Second) {
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		cons, err := Setup(sctx, w.js, w.opts.streams, w.log)
+		cancel()
+		if err == nil {
+			w.ready.Store(true)
+			return cons, nil
+		}
+		w.setupErr.Store(err.Error())
+		w.log.Warn().Err(err).Dur("retryIn", delay).Msg("streams not ready")
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(delay):
+		}
+	}
+}
+
+// handle processes one delivery and acknowledges it only after its event is stored.
+func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
+	log := w.log
+	defer func() {
+		if r := recover(); r != nil {
+			log.Error().Interface("panic", r).Msg("command handler panicked; the command will be retried")
+			_ = msg.NakWithDelay(5 * time.Second)
+		}
+	}()
+	meta, err := msg.Metadata()
+	if err != nil {
+		log.Error().Err(err).Msg("message without JetStream metadata")
+		_ = msg.Term()
+		return
+	}
+	if meta.NumDelivered > 1 {
+		w.opts.metrics.Redeliveries.Inc()
+	}
+	stop := keepAlive(msg, w.opts.streams.withDefaults().AckWait/3)
+	v, d := w.p.process(ctx, msg, meta, &log)
+	stop()
+	switch {
+	case v.release:
+		_ = msg.Nak()
+	case v.event != nil:
+		if err := w.publish(ctx, v.event, msg.Headers().Get("traceparent")); err != nil {
+			log.Error().Err(err).Msg("could not store the event; the command stays queued")
+			_ = msg.NakWithDelay(time.Second)
+			return
+		}
+		if err := msg.DoubleAck(ctx); err != nil {
+			// The event is stored; a redelivery republishes it under the same Nats-Msg-Id.
+			log.Warn().Err(err).Msg("ack not confirmed")
+		}
+		w.count(v.event, d, log)
+	default:
+		if err := msg.NakWithDelay(v.retry); err != nil {
+			log.Warn().Err(err).Msg("nak")
+		}
+	}
+}
+
+func (w *Worker) count(ev *outEvent, d *Decoded, log zerolog.Logger) {
+	m := w.opts.metrics
+	switch body := ev.body.(type) {
+	case *CreatedEvent:
+		m.Commands.WithLabelValues("created", "").Inc()
+		m.Attempts.Observe(float64(body.Attempts))
+		log.Info().Int("attempts", body.Attempts).Int("groups", len(body.Groups)).Msg("groups created")
+	case *FailedEvent:
+		m.Commands.WithLabelValues("failed", string(body.Class)).Inc()
+		m.Attempts.Observe(float64(body.Attempts))
+		log.Info().Str("class", string(body.Class)).Str("reason", body.DeveloperMessage).Msg("command failed")
+	}
+}
+
+// publish stores an event, retrying while the stream has no leader or NATS is
+// briefly away, until ctx ends.
+func (w *Worker) publish(ctx context.Context, ev *outEvent, traceparent string) error {
+	for delay := 100 * time.Millisecond; ; delay = min(delay*2, 2*time.Second) {
+		m, err := ev.natsMsg(w.opts.source, traceparent, w.opts.now())
+		if err != nil {
+			return err
+		}
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err = w.js.PublishMsg(pctx, m)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return err
+		}
+		w.log.Warn().Err(err).Str("subject", ev.subject).Msg("publish event; retrying")
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(delay):
+		}
+	}
+}
+
+// keepAlive tells the server every interval that the message is still being
+// worked on, so a long limiter wait or API call does not cause a redelivery.
+func keepAlive(msg jetstream.Msg, every time.Duration) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				_ = msg.InProgress()
+			}
+		}
+	}()
+	return func() { close(done) }
+}

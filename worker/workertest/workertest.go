@@ -1,0 +1,234 @@
+// Package workertest starts the real parts a worker test needs: an embedded
+// nats-server, the XYLink sandbox over HTTP, workers; and collects events.
+package workertest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/xygroup/xygroup/worker"
+	"github.com/xygroup/xygroup/worker/embedded"
+	"github.com/xygroup/xygroup/xylink"
+	"github.com/xygroup/xygroup/xylink/sandbox"
+)
+
+// Tenant the sandbox and clients of these helpers share.
+const (
+	Enterprise = "test-enterprise"
+	Token      = "test-token-0123456789"
+)
+
+// StartNATS starts a JetStream server on a free loopback port, stopped at cleanup.
+func StartNATS(t testing.TB) *embedded.Server {
+	t.Helper()
+	s, err := embedded.Start(embedded.Config{Listen: "127.0.0.1:0", StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// Connect opens a connection of its own, closed at cleanup.
+func Connect(t testing.TB, s *embedded.Server) *nats.Conn {
+	t.Helper()
+	nc, err := s.Connect(nats.Name(t.Name()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// JetStream for a connection.
+func JetStream(t testing.TB, nc *nats.Conn) jetstream.JetStream {
+	t.Helper()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+// StartSandbox serves the sandbox with the Enterprise tenant (and any in cfg).
+func StartSandbox(t testing.TB, cfg sandbox.Config) *sandbox.Server {
+	t.Helper()
+	cfg.Enterprises = append(cfg.Enterprises, sandbox.Enterprise{ID: Enterprise, Token: Token})
+	sb, err := sandbox.Start(cfg, "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sb.Close(context.Background()) })
+	return sb
+}
+
+// Client for the sandbox with the Enterprise tenant (and extra tenants).
+func Client(t testing.TB, sb *sandbox.Server, extra ...xylink.Credentials) *xylink.Client {
+	t.Helper()
+	c, err := xylink.NewClient(sb.URL, xylink.WithTenants(append(extra, xylink.Credentials{EnterpriseID: Enterprise, Token: Token})...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// Running is a worker started by StartWorker.
+type Running struct {
+	*worker.Worker
+	Stop func() error // cancels its context (as SIGTERM does) and waits for Run
+}
+
+// StartWorker runs a worker on its own connection until Stop or cleanup.
+func StartWorker(t testing.TB, s *embedded.Server, c *xylink.Client, opts ...worker.Option) *Running {
+	t.Helper()
+	nc := Connect(t, s)
+	opts = append([]worker.Option{worker.WithDefaultEnterprise(Enterprise), worker.WithRate(10000, nil),
+		worker.WithBackoff(worker.Backoff{Initial: 50 * time.Millisecond, Max: 500 * time.Millisecond})}, opts...)
+	w, err := worker.New(nc, c, c, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	var stopped bool
+	var result error
+	stop := func() error {
+		if !stopped {
+			stopped = true
+			cancel()
+			select {
+			case result = <-done:
+			case <-time.After(60 * time.Second):
+				result = errors.New("worker did not stop within 60s")
+			}
+		}
+		return result
+	}
+	t.Cleanup(func() { _ = stop() })
+	return &Running{Worker: w, Stop: stop}
+}
+
+// Publish publishes raw commands, each with its Nats-Msg-Id when id is not empty.
+func Publish(t testing.TB, js jetstream.JetStream, id string, payload []byte, headers ...string) {
+	t.Helper()
+	m := nats.NewMsg(worker.SubjectCreate)
+	m.Data = payload
+	if id != "" {
+		m.Header.Set(nats.MsgIdHdr, id)
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		m.Header.Set(headers[i], headers[i+1])
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for {
+		_, err := js.PublishMsg(ctx, m)
+		if err == nil {
+			return
+		}
+		// The worker creates the stream; before that there is no responder.
+		if !errors.Is(err, nats.ErrNoResponders) && !errors.Is(err, jetstream.ErrNoStreamResponse) {
+			t.Fatalf("publish: %v", err)
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("publish: %v", err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// Command builds a valid manual-mode command as JSON.
+func Command(id, meeting string, extra ...string) []byte {
+	fields := fmt.Sprintf(`"commandId":%q,"meetingRoomNumber":%q,"mode":"manual","groupList":[{"groupName":"分组1","memberList":[{"id":101990441,"type":5,"participantNumber":"18961782725"}]}]`, id, meeting)
+	for i := 0; i+1 < len(extra); i += 2 {
+		fields += fmt.Sprintf(",%q:%s", extra[i], extra[i+1])
+	}
+	return []byte("{" + fields + "}")
+}
+
+// Event is a received event with its subject and headers.
+type Event struct {
+	Subject string
+	Header  nats.Header
+	Data    []byte
+	Fields  map[string]any
+}
+
+// CommandID of the event.
+func (e Event) CommandID() string { s, _ := e.Fields["commandId"].(string); return s }
+
+// Terminal reports whether the event ends its command.
+func (e Event) Terminal() bool { return e.Subject != worker.SubjectWaiting }
+
+// AwaitTerminal reads the events stream from the start until n commands have a
+// terminal event, and fails the test if that takes longer than within. It
+// returns every event by commandId.
+func AwaitTerminal(t testing.TB, js jetstream.JetStream, n int, within time.Duration) map[string][]Event {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	var cons jetstream.Consumer
+	for {
+		var err error
+		cons, err = js.OrderedConsumer(ctx, worker.StreamEvents, jetstream.OrderedConsumerConfig{})
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("events stream: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	byCommand := map[string][]Event{}
+	terminal := map[string]bool{}
+	for len(terminal) < n {
+		msg, err := cons.Next(jetstream.FetchMaxWait(time.Until(deadlineOf(ctx))))
+		if err != nil {
+			t.Fatalf("after %d of %d terminal events: %v", len(terminal), n, err)
+		}
+		e := Event{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data()}
+		if err := json.Unmarshal(msg.Data(), &e.Fields); err != nil {
+			t.Fatalf("event is not JSON: %s", msg.Data())
+		}
+		byCommand[e.CommandID()] = append(byCommand[e.CommandID()], e)
+		if e.Terminal() {
+			terminal[e.CommandID()] = true
+		}
+	}
+	return byCommand
+}
+
+func deadlineOf(ctx context.Context) time.Time {
+	d, _ := ctx.Deadline()
+	return d
+}
+
+// TerminalCount is how many terminal events the events stream holds.
+func TerminalCount(t testing.TB, js jetstream.JetStream) int {
+	t.Helper()
+	s, err := js.Stream(context.Background(), worker.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(context.Background(), jetstream.WithSubjectFilter(">"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for subj, c := range info.State.Subjects {
+		if subj == worker.SubjectCreated || strings.HasPrefix(subj, worker.SubjectFailed+".") {
+			n += int(c)
+		}
+	}
+	return n
+}
