@@ -67,9 +67,11 @@ func BenchmarkPipeline(b *testing.B) {
 	}
 }
 
-func publishAsync(b *testing.B, js jetstream.JetStream, id string) {
+func publishAsync(b *testing.B, js jetstream.JetStream, id string) { publishTo(b, js, id, "m-"+id) }
+
+func publishTo(b *testing.B, js jetstream.JetStream, id, meeting string) {
 	m := nats.NewMsg(worker.SubjectCreate)
-	m.Data = wt.Command(id, "m-"+id)
+	m.Data = wt.Command(id, meeting)
 	m.Header.Set(nats.MsgIdHdr, id)
 	if _, err := js.PublishMsgAsync(m); err != nil {
 		b.Fatal(err)

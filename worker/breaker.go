@@ -12,7 +12,7 @@ import (
 )
 
 // ErrBreakerOpen: the tenant's breaker is open; the call was not made.
-var ErrBreakerOpen = errors.New("circuit breaker open")
+var ErrBreakerOpen = errors.New("the circuit breaker of this enterprise is open: its API kept failing")
 
 // Breaker stops calls to a tenant whose API is failing.
 type Breaker interface {

@@ -33,12 +33,22 @@ func (b Backoff) Delay(n int) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
-// verdict is what to do with a message after one pass through the pipeline.
+// verdict is what to do with a delivery after one pass through the pipeline.
 type verdict struct {
-	event *outEvent     // publish this, then ack (terminal) ...
-	retry time.Duration // ... or nak with this delay
-	// release: nak at once without a delay (shutdown: another replica takes it).
+	event *outEvent     // publish this terminal event, record it, then ack ...
+	retry time.Duration // ... or try again after this delay ...
+	// ... or park it (shared deliveries): the meeting waits; first probe at parkFirst.
+	park      bool
+	parkFirst time.Time
+	// release: give it back at once (shutting down: another replica takes it).
 	release bool
+
+	repeat        bool // the event was published before; this publishes it again
+	waiting       bool // the meeting answered 66620
+	meetingAnswer bool // the meeting answered (success or a business error): release its parked commands
+	noNews        bool // nothing was learnt about the meeting (no call, or the API failed)
+	attempts      int
+	deadline      time.Time
 }
 
 // decide turns a call's outcome into a verdict: a terminal event, or a retry
@@ -73,6 +83,20 @@ func decide(d *Decoded, o xylink.Outcome, callErr error, groups []xylink.Group, 
 	return verdict{retry: delay}
 }
 
+// lastError is the last API answer as an error (for a failure that ends the
+// command without a call of its own), or fallback when there was none.
+func (r commandRecord) lastError(fallback error) error {
+	if r.Last == nil || (r.Last.HTTPStatus == 0 && r.Last.ErrorCode == 0) {
+		return fallback
+	}
+	dev := r.Last.DeveloperMessage
+	if fallback != nil {
+		dev = fallback.Error() + "; last answer: " + dev
+	}
+	return &xylink.APIError{HTTPStatus: r.Last.HTTPStatus, ErrorCode: r.Last.ErrorCode,
+		UserMessage: r.Last.UserMessage, DeveloperMessage: dev}
+}
+
 // failureOf describes a failed call for its event. Errors of this project carry
 // no secrets (xylink redacts URLs), so their text can be the developer message.
 func failureOf(class xylink.Class, err error) failure {
@@ -85,6 +109,9 @@ func failureOf(class xylink.Class, err error) failure {
 		if f.developerMessage == "" {
 			f.developerMessage = ae.Error()
 		}
+	case errors.Is(err, ErrBreakerOpen):
+		f.userMessage = string(class)
+		f.developerMessage = "the circuit breaker of this enterprise was open: its API kept failing"
 	case err != nil:
 		f.userMessage = string(class)
 		f.developerMessage = err.Error()

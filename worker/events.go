@@ -175,6 +175,9 @@ func (e *outEvent) natsMsg(source string, traceparent string, now time.Time) (*n
 // marshalEvent encodes an event. A failed event's command is spliced in byte for
 // byte: encoding/json would compact it, and replays need it exactly as received.
 func marshalEvent(v any) ([]byte, error) {
+	if rb, ok := v.(rawBody); ok {
+		return rb, nil
+	}
 	f, ok := v.(*FailedEvent)
 	if !ok {
 		b, err := json.Marshal(v)

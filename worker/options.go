@@ -24,11 +24,16 @@ type options struct {
 	drainTimeout      time.Duration
 	source            string
 	now               func() time.Time
+	probeBackoff      Backoff
+	callLease         time.Duration
+	recordTTL         time.Duration
 }
 
 func defaultOptions() options {
 	return options{concurrency: 32, rate: 20, maxWait: 2 * time.Hour, drainTimeout: 20 * time.Second,
-		source: "xygroup", log: zerolog.Nop(), now: time.Now}
+		source: "xygroup", log: zerolog.Nop(), now: time.Now,
+		probeBackoff: Backoff{Initial: time.Second, Max: 15 * time.Second},
+		callLease:    30 * time.Second, recordTTL: 30 * 24 * time.Hour}
 }
 
 // WithConcurrency bounds the commands in flight on this replica (default 32).
@@ -72,3 +77,15 @@ func WithSource(s string) Option { return func(o *options) { o.source = s } }
 
 // WithClock replaces time.Now (tests).
 func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
+
+// WithProbeBackoff sets the interval between probes of a waiting meeting
+// (default 1 s doubling to 15 s, with jitter).
+func WithProbeBackoff(b Backoff) Option { return func(o *options) { o.probeBackoff = b } }
+
+// WithCallLease is how long another worker waits for a call in flight before it
+// treats the call's outcome as unknown (default 30 s; longer than the client's
+// timeout).
+func WithCallLease(d time.Duration) Option { return func(o *options) { o.callLease = d } }
+
+// WithRecordTTL is how long a command's idempotency record is kept (default 30 days).
+func WithRecordTTL(d time.Duration) Option { return func(o *options) { o.recordTTL = d } }

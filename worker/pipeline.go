@@ -7,7 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/xygroup/xygroup/xylink"
@@ -27,6 +26,9 @@ type pipeline struct {
 	caller  Caller
 	limiter Limiter
 	breaker Breaker
+	idem    *idempotency
+	parker  *parker
+	gate    *meetingGate
 	backoff Backoff
 	maxWait time.Duration
 	metrics *Metrics
@@ -37,54 +39,98 @@ type pipeline struct {
 }
 
 // process runs one delivery of a command through the steps and says what to do
-// with the message.
-func (p *pipeline) process(ctx context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata, log *zerolog.Logger) (verdict, *Decoded) {
-	d := p.decoder.decode(msg.Data(), msg.Headers(), meta.Stream, meta.Sequence.Stream)
+// with it.
+func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logger) (verdict, *Decoded) {
+	// 1. decode and validate
+	d := p.decoder.decode(del.data, del.header, del.stream, del.seq)
 	l := log.With().Str("commandId", d.ID).Str("enterpriseId", d.EnterpriseID)
 	if d.Cmd != nil {
 		l = l.Str("meetingRoomNumber", d.Cmd.MeetingRoomNumber)
 	}
 	*log = l.Logger()
 	now := p.now()
-
-	// 1. decode and validate
 	if d.Invalid != nil {
 		log.Warn().Str("reason", d.Invalid.DeveloperMessage).Msg("invalid command")
 		return verdict{event: failedEvent(d, failure{class: xylink.ClassInvalidCommand,
 			userMessage: d.Invalid.UserMessage, developerMessage: d.Invalid.DeveloperMessage}, 0, now)}, d
 	}
-	deadline := meta.Timestamp.Add(p.maxWait)
+	deadline := del.received.Add(p.maxWait)
 	if d.Cmd.Deadline != nil {
 		deadline = *d.Cmd.Deadline
 	}
-	// 2. not before its time
+
+	// 2. idempotency: a command with a recorded outcome is not sent again
+	rec, _, err := p.idem.get(ctx, d.ID)
+	if err != nil {
+		log.Warn().Err(err).Msg("idempotency record unreadable; retrying")
+		return verdict{retry: time.Second}, d
+	}
+	if rec.Terminal != nil {
+		log.Info().Msg("already done; publishing its terminal event again")
+		return verdict{event: rec.Terminal.outEvent(), repeat: true}, d
+	}
+
+	// 3. parking: not before notBefore, and not while the meeting is known to wait
+	if del.kind == fromShared {
+		if nb := d.Cmd.NotBefore; nb != nil && now.Before(*nb) {
+			return verdict{park: true, parkFirst: *nb, attempts: rec.Attempts, deadline: deadline}, d
+		}
+		if v, parked := p.parkIfWaiting(d, rec, deadline, now); parked {
+			return v, d
+		}
+		// One call per meeting at a time on this replica: its answer decides for the rest.
+		token := meetingToken(d.EnterpriseID, d.Cmd.MeetingRoomNumber)
+		leave := p.gate.enter(token, time.Second)
+		defer leave()
+		if v, parked := p.parkIfWaiting(d, rec, deadline, p.now()); parked {
+			return v, d
+		}
+	}
 	if nb := d.Cmd.NotBefore; nb != nil && now.Before(*nb) {
-		p.metrics.Retries.WithLabelValues("not_before").Inc()
 		return verdict{retry: nb.Sub(now)}, d
 	}
-	attempts := int(meta.NumDelivered)
-	prio := PriorityLive
-	switch {
-	case msg.Headers().Get(HeaderReplay) != "":
-		prio = PriorityReplay
-	case attempts > 1:
-		prio = PriorityRetry
-	}
-	// 3. breaker: a failing tenant is not called (checked before the limiter so
-	// an open breaker spends no grant)
+
+	// 4. breaker (before the limiter, so that an open breaker spends no grant)
 	done, err := p.breaker.Allow(d.EnterpriseID)
 	if err != nil {
 		p.metrics.Retries.WithLabelValues("breaker_open").Inc()
-		return verdict{retry: p.backoff.Delay(1)}, d
+		v := decide(d, xylink.Outcome{Class: xylink.ClassUnavailable, Disposition: xylink.Retry}, rec.lastError(err), nil,
+			rec.Attempts, deadline, p.backoff, now)
+		v.noNews = true
+		return v, d
 	}
-	// 4. limiter
+	// 5. limiter
+	prio := PriorityLive
+	switch {
+	case del.header.Get(HeaderReplay) != "":
+		prio = PriorityReplay
+	case del.kind != fromShared || del.delivered > 1:
+		prio = PriorityRetry
+	}
 	waitStart := time.Now()
 	if err := p.limiter.Wait(ctx, d.EnterpriseID, prio); err != nil {
 		done(xylink.Outcome{BreakerExcluded: true})
 		return verdict{release: true}, d
 	}
 	p.metrics.LimiterWait.WithLabelValues(prio.String()).Observe(time.Since(waitStart).Seconds())
-	// 5. call and classify
+
+	// 6. mark the call in flight; learn whether an earlier call's outcome is unknown
+	before, err := p.idem.begin(ctx, d.ID)
+	if err != nil {
+		done(xylink.Outcome{BreakerExcluded: true})
+		var busy errBusy
+		switch {
+		case errors.Is(err, errDone):
+			return verdict{event: before.Terminal.outEvent(), repeat: true}, d
+		case errors.As(err, &busy):
+			return verdict{retry: max(busy.until.Sub(p.now()), 100*time.Millisecond), noNews: true}, d
+		}
+		log.Warn().Err(err).Msg("idempotency record not written; retrying")
+		return verdict{retry: time.Second, noNews: true}, d
+	}
+	attempts := before.Attempts + 1
+
+	// 7. call and classify
 	callStart := time.Now()
 	groups, callErr := p.caller.CreateGroups(ctx, d.EnterpriseID, &d.Cmd.CreateGroupsRequest)
 	outcome := xylink.Classify(callErr)
@@ -94,17 +140,61 @@ func (p *pipeline) process(ctx context.Context, msg jetstream.Msg, meta *jetstre
 	if outcome.Disposition == xylink.RateLimited {
 		p.limiter.Throttled(d.EnterpriseID)
 	}
-	if ctx.Err() != nil && outcome.Disposition != xylink.Done && outcome.Disposition != xylink.Terminal {
-		return verdict{release: true}, d // shutting down: another replica retries at once
+	// An earlier call may have created the groups: this 66684 is its success.
+	if outcome.Class == xylink.ClassAlreadyOpen && before.MaybeCreated {
+		log.Info().Int("attempts", attempts).Msg("66684 after a call with an unknown outcome: reconciled as created")
+		return verdict{event: createdEvent(d, nil, true, attempts, p.now()), meetingAnswer: true}, d
 	}
-	// 6. decide
-	v := decide(d, outcome, callErr, groups, attempts, deadline, p.backoff, p.now())
+	terminal := outcome.Disposition == xylink.Done || outcome.Disposition == xylink.Terminal
+	if !terminal {
+		// Record that no call is in flight, and whether this one may have taken effect.
+		ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		if err := p.idem.end(ectx, d.ID, outcome.Unknown, failureOf(outcome.Class, callErr)); err != nil {
+			log.Warn().Err(err).Msg("idempotency record not updated")
+		}
+		cancel()
+		if ctx.Err() != nil {
+			return verdict{release: true}, d // shutting down: another replica retries at once
+		}
+	}
+
+	// 8. decide
+	now = p.now()
+	if outcome.Disposition == xylink.Park {
+		p.gate.hint(meetingToken(d.EnterpriseID, d.Cmd.MeetingRoomNumber), now)
+		if now.Before(deadline) {
+			v := verdict{waiting: true, attempts: attempts, deadline: deadline}
+			if del.kind == fromShared {
+				v.park, v.parkFirst = true, now.Add(p.parker.backoff.Delay(1))
+			} else {
+				v.retry = p.parker.backoff.Delay(attempts)
+			}
+			return v, d
+		}
+	}
+	v := decide(d, outcome, callErr, groups, attempts, deadline, p.backoff, now)
+	v.meetingAnswer = outcome.Disposition == xylink.Done || (outcome.Disposition == xylink.Terminal && outcome.Class != xylink.ClassInvalidCommand)
+	v.noNews = !v.meetingAnswer && outcome.Disposition != xylink.Park
 	if v.event == nil {
 		p.metrics.Retries.WithLabelValues(outcome.Disposition.String()).Inc()
 		log.Info().Str("answer", answerLabel(callErr)).Stringer("disposition", outcome.Disposition).Dur("retryIn", v.retry).
 			Int("attempts", attempts).Msg("will retry")
 	}
 	return v, d
+}
+
+// parkIfWaiting parks a command whose meeting is known to wait: by the shared
+// meetings bucket, or by an answer on this replica a moment ago.
+func (p *pipeline) parkIfWaiting(d *Decoded, rec commandRecord, deadline, now time.Time) (verdict, bool) {
+	m, waiting := p.parker.waiting(d.EnterpriseID, d.Cmd.MeetingRoomNumber)
+	if !waiting && !p.gate.hinted(meetingToken(d.EnterpriseID, d.Cmd.MeetingRoomNumber), now) {
+		return verdict{}, false
+	}
+	first := m.NextProbeAt
+	if first.IsZero() {
+		first = now.Add(p.parker.backoff.Delay(1))
+	}
+	return verdict{park: true, parkFirst: first, attempts: rec.Attempts, deadline: deadline}, true
 }
 
 // noteTenant tracks tenants whose credentials were refused, for readiness.

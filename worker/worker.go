@@ -27,6 +27,15 @@ type Worker struct {
 	p    *pipeline
 	log  zerolog.Logger
 
+	// set up by Run
+	parked   jetstream.Stream
+	meetings jetstream.KeyValue
+	parker   *parker
+	view     *meetingView
+	slots    chan struct{}   // commands in flight on this replica, whatever their source
+	work     context.Context // outlives Run's context by the drain timeout
+	draining sync.Map        // meeting tokens this replica drains
+
 	ready    atomic.Bool
 	setupErr atomic.Value // string
 }
@@ -64,9 +73,12 @@ func New(nc *nats.Conn, caller Caller, tenants Tenants, opts ...Option) (*Worker
 	if tenants != nil {
 		dec.hasTenant = tenants.HasTenant
 	}
-	w := &Worker{nc: nc, js: js, opts: o, log: o.log}
+	w := &Worker{nc: nc, js: js, opts: o, log: o.log, slots: make(chan struct{}, o.concurrency),
+		view: &meetingView{meetings: map[string]meetingEntry{}, ready: make(chan struct{})}}
+	w.parker = &parker{js: js, view: w.view, backoff: o.probeBackoff, now: o.now}
 	w.p = &pipeline{decoder: dec, caller: caller, limiter: o.limiter, breaker: o.breaker, backoff: o.backoff,
-		maxWait: o.maxWait, metrics: o.metrics, now: o.now, stopped: map[string]string{}}
+		maxWait: o.maxWait, metrics: o.metrics, now: o.now, stopped: map[string]string{}, parker: w.parker, gate: newMeetingGate(),
+		idem: &idempotency{lease: o.callLease, now: o.now}}
 	return w, nil
 }
 
@@ -115,6 +127,10 @@ func (w *Worker) Checks() map[string]Check {
 // flight finish within the drain timeout, releases the rest to other replicas,
 // and returns nil.
 func (w *Worker) Run(ctx context.Context) error {
+	// Handlers run on a context that outlives ctx by the drain timeout.
+	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	w.work = work
 	cons, err := w.setup(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -127,22 +143,18 @@ func (w *Worker) Run(ctx context.Context) error {
 		return fmt.Errorf("worker: consume: %w", err)
 	}
 	w.log.Info().Int("concurrency", w.opts.concurrency).Msg("worker consuming")
-
-	// Handlers run on a context that outlives ctx by the drain timeout.
-	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelWork()
 	stopPulling := sync.OnceFunc(it.Drain)
 	go func() {
 		<-ctx.Done()
 		stopPulling()
 	}()
+	go w.runProber(ctx)
 
-	slots := make(chan struct{}, w.opts.concurrency)
 	var inFlight sync.WaitGroup
 	for {
 		acquired := false
 		select {
-		case slots <- struct{}{}:
+		case w.slots <- struct{}{}:
 			acquired = true
 		case <-ctx.Done():
 		}
@@ -153,34 +165,41 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 		msg, err := it.Next()
 		if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-			<-slots
+			<-w.slots
 			break
 		}
 		if err != nil {
-			<-slots
+			<-w.slots
 			w.log.Warn().Err(err).Msg("pull")
 			continue
 		}
 		if ctx.Err() != nil {
 			_ = msg.Nak() // drained from the buffer while stopping: another replica takes it
-			<-slots
+			<-w.slots
 			continue
 		}
 		inFlight.Add(1)
 		w.opts.metrics.InFlight.Inc()
 		go func() {
-			defer func() { <-slots; w.opts.metrics.InFlight.Dec(); inFlight.Done() }()
+			defer func() { <-w.slots; w.opts.metrics.InFlight.Dec(); inFlight.Done() }()
 			w.handle(work, msg)
 		}()
 	}
-	done := make(chan struct{})
-	go func() { inFlight.Wait(); close(done) }()
+	// Probes and release drains hold slots too: wait until every slot is free.
+	drained := make(chan struct{})
+	go func() {
+		inFlight.Wait()
+		for range cap(w.slots) {
+			w.slots <- struct{}{}
+		}
+		close(drained)
+	}()
 	select {
-	case <-done:
+	case <-drained:
 	case <-time.After(w.opts.drainTimeout):
 		w.log.Warn().Dur("drainTimeout", w.opts.drainTimeout).Msg("commands still in flight; releasing them")
 		cancelWork()
-		<-done
+		<-drained
 	}
 	w.log.Info().Msg("worker stopped")
 	return nil
@@ -202,6 +221,9 @@ func (w *Worker) setup(ctx context.Context) (jetstream.Consumer, error) {
 	for delay := 200 * time.Millisecond; ; delay = min(delay*2, 5*time.Second) {
 		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		cons, err := Setup(sctx, w.js, w.opts.streams, w.log)
+		if err == nil {
+			err = w.setupParking(sctx, ctx)
+		}
 		cancel()
 		if err == nil {
 			w.ready.Store(true)
@@ -217,7 +239,56 @@ func (w *Worker) setup(ctx context.Context) (jetstream.Consumer, error) {
 	}
 }
 
-// handle processes one delivery and acknowledges it only after its event is stored.
+// setupParking opens (creating when missing) the parked stream and the buckets,
+// and starts watching the meetings.
+func (w *Worker) setupParking(ctx, runCtx context.Context) error {
+	settings := w.opts.streams.withDefaults()
+	if _, err := ensureStream(ctx, w.js, settings.ParkedStream()); err != nil {
+		return err
+	}
+	parked, err := w.js.Stream(ctx, StreamParked)
+	if err != nil {
+		return err
+	}
+	commands, err := ensureBucket(ctx, w.js, commandsBucket(settings.Replicas, w.opts.recordTTL))
+	if err != nil {
+		return err
+	}
+	meetings, err := ensureBucket(ctx, w.js, meetingsBucket(settings.Replicas))
+	if err != nil {
+		return err
+	}
+	w.parked, w.meetings = parked, meetings
+	w.parker.parked, w.parker.meetings = parked, meetings
+	w.p.idem.kv = commands
+	if err := w.view.watch(runCtx, meetings, w.log); err != nil {
+		return err
+	}
+	select {
+	case <-w.view.ready:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// settler acknowledges or returns a delivery, whatever its source.
+type settler interface {
+	ack(ctx context.Context) error
+	nak(delay time.Duration) error
+}
+
+type msgSettler struct{ msg jetstream.Msg }
+
+func (s *msgSettler) ack(ctx context.Context) error { return s.msg.DoubleAck(ctx) }
+func (s *msgSettler) nak(delay time.Duration) error {
+	if delay <= 0 {
+		return s.msg.Nak()
+	}
+	return s.msg.NakWithDelay(delay)
+}
+
+// handle processes one delivery of the shared consumer.
 func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 	log := w.log
 	defer func() {
@@ -236,24 +307,55 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 		w.opts.metrics.Redeliveries.Inc()
 	}
 	stop := keepAlive(msg, w.opts.streams.withDefaults().AckWait/3)
-	v, d := w.p.process(ctx, msg, meta, &log)
+	del := sharedDelivery(msg, meta)
+	v, d := w.p.process(ctx, del, &log)
 	stop()
+	w.apply(ctx, v, d, del, &msgSettler{msg: msg}, log)
+}
+
+// apply carries out a verdict: an event is stored and recorded before the
+// delivery is acknowledged; a parked command is stored before it is.
+func (w *Worker) apply(ctx context.Context, v verdict, d *Decoded, del *delivery, s settler, log zerolog.Logger) {
 	switch {
 	case v.release:
-		_ = msg.Nak()
+		_ = s.nak(0)
 	case v.event != nil:
-		if err := w.publish(ctx, v.event, msg.Headers().Get("traceparent")); err != nil {
+		body, err := w.publish(ctx, v.event, del.header.Get("traceparent"))
+		if err != nil {
 			log.Error().Err(err).Msg("could not store the event; the command stays queued")
-			_ = msg.NakWithDelay(time.Second)
+			_ = s.nak(time.Second)
 			return
 		}
-		if err := msg.DoubleAck(ctx); err != nil {
+		if !v.repeat {
+			if err := w.p.idem.finish(ctx, d.ID, v.event, body); err != nil {
+				// The event is stored; a redelivery meets 66684 after an unknown
+				// outcome and is reconciled under the same Nats-Msg-Id.
+				log.Warn().Err(err).Msg("idempotency record not written")
+			}
+			w.count(v.event, d, log)
+		}
+		if err := s.ack(ctx); err != nil {
 			// The event is stored; a redelivery republishes it under the same Nats-Msg-Id.
 			log.Warn().Err(err).Msg("ack not confirmed")
 		}
-		w.count(v.event, d, log)
+	case v.park:
+		next, err := w.parker.park(ctx, d, del, v.deadline, v.parkFirst)
+		if err != nil {
+			log.Error().Err(err).Msg("could not park the command; it stays queued")
+			_ = s.nak(time.Second)
+			return
+		}
+		if already, err := w.p.idem.markWaiting(ctx, d.ID); err == nil && !already {
+			if _, err := w.publish(ctx, waitingEvent(d, v.deadline, next, v.attempts, w.opts.now()), del.header.Get("traceparent")); err != nil {
+				log.Warn().Err(err).Msg("waiting event not published")
+			}
+		}
+		if err := s.ack(ctx); err != nil {
+			log.Warn().Err(err).Msg("ack not confirmed")
+		}
+		log.Debug().Time("nextProbeAt", next).Msg("parked until the meeting starts")
 	default:
-		if err := msg.NakWithDelay(v.retry); err != nil {
+		if err := s.nak(v.retry); err != nil {
 			log.Warn().Err(err).Msg("nak")
 		}
 	}
@@ -275,25 +377,25 @@ func (w *Worker) count(ev *outEvent, d *Decoded, log zerolog.Logger) {
 
 // publish stores an event, retrying while the stream has no leader or NATS is
 // briefly away, until ctx ends.
-func (w *Worker) publish(ctx context.Context, ev *outEvent, traceparent string) error {
+func (w *Worker) publish(ctx context.Context, ev *outEvent, traceparent string) ([]byte, error) {
+	m, err := ev.natsMsg(w.opts.source, traceparent, w.opts.now())
+	if err != nil {
+		return nil, err
+	}
 	for delay := 100 * time.Millisecond; ; delay = min(delay*2, 2*time.Second) {
-		m, err := ev.natsMsg(w.opts.source, traceparent, w.opts.now())
-		if err != nil {
-			return err
-		}
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		_, err = w.js.PublishMsg(pctx, m)
 		cancel()
 		if err == nil {
-			return nil
+			return m.Data, nil
 		}
 		if ctx.Err() != nil {
-			return err
+			return nil, err
 		}
 		w.log.Warn().Err(err).Str("subject", ev.subject).Msg("publish event; retrying")
 		select {
 		case <-ctx.Done():
-			return err
+			return nil, err
 		case <-time.After(delay):
 		}
 	}

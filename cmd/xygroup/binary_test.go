@@ -34,11 +34,12 @@ func buildBinary(t *testing.T) string {
 }
 
 // startProcess runs the binary with args, logging to a buffer.
-func startProcess(t *testing.T, bin string, args ...string) (*exec.Cmd, *syncBuffer) {
+func startProcess(t *testing.T, bin string, env []string, args ...string) (*exec.Cmd, *syncBuffer) {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	var out syncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.Env = append(os.Environ(), env...)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +53,7 @@ func startProcess(t *testing.T, bin string, args ...string) (*exec.Cmd, *syncBuf
 func TestBinaryQuickstartAndSIGTERM(t *testing.T) {
 	bin := buildBinary(t)
 	natsAddr, httpAddr, sbAddr := freeAddr(t), freeAddr(t), freeAddr(t)
-	worker, logs := startProcess(t, bin, "worker", "--sandbox", "--data-dir", t.TempDir(),
+	worker, logs := startProcess(t, bin, nil, "worker", "--sandbox", "--data-dir", t.TempDir(),
 		"--embedded-listen", natsAddr, "--http-addr", httpAddr, "--sandbox-listen", sbAddr, "--nats-url", "")
 	awaitHTTP(t, "http://"+httpAddr+"/healthz", 60*time.Second)
 

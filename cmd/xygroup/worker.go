@@ -32,6 +32,8 @@ func workerCommand() *cli.Command {
 		&cli.StringFlag{Name: "sandbox-listen", Value: "127.0.0.1:8090", Usage: "where --sandbox serves (its admin API included)", Sources: cli.EnvVars("XYGROUP_SANDBOX_LISTEN")},
 		&cli.IntFlag{Name: "stream-replicas", Value: 1, Usage: "replicas of the streams the worker creates (3 on a 3-node cluster)", Sources: cli.EnvVars("XYGROUP_STREAM_REPLICAS")},
 		&cli.IntFlag{Name: "max-ack-pending", Value: 1000, Usage: "MaxAckPending of the consumer the worker creates", Sources: cli.EnvVars("XYGROUP_MAX_ACK_PENDING")},
+		&cli.DurationFlag{Name: "xylink-timeout", Value: 10 * time.Second, Usage: "bound on each XYLink API call", Sources: cli.EnvVars("XYLINK_TIMEOUT")},
+		&cli.DurationFlag{Name: "ack-wait", Value: 30 * time.Second, Usage: "AckWait of the consumer the worker creates (a dead replica's commands return after it)", Sources: cli.EnvVars("XYGROUP_ACK_WAIT")},
 		&cli.DurationFlag{Name: "drain-timeout", Value: 20 * time.Second, Usage: "on SIGTERM, how long commands in flight may finish", Sources: cli.EnvVars("XYGROUP_DRAIN_TIMEOUT")},
 		logFormatFlag(), logLevelFlag(),
 	)
@@ -80,7 +82,9 @@ func runWorker(ctx context.Context, cmd *cli.Command) error {
 			rates[t.EnterpriseID] = t.Rate
 		}
 	}
-	client, err := xylink.NewClient(baseURL, xylink.WithTenants(tenants...), xylink.WithLogger(log.With().Str("component", "xylink").Logger()))
+	timeout := cmd.Duration("xylink-timeout")
+	client, err := xylink.NewClient(baseURL, xylink.WithTenants(tenants...), xylink.WithTimeout(timeout),
+		xylink.WithLogger(log.With().Str("component", "xylink").Logger()))
 	if err != nil {
 		return cli.Exit(err.Error(), 2)
 	}
@@ -113,7 +117,11 @@ func runWorker(ctx context.Context, cmd *cli.Command) error {
 		worker.WithMaxWait(cmd.Duration("max-wait")),
 		worker.WithDefaultEnterprise(defaultEnterprise),
 		worker.WithDrainTimeout(cmd.Duration("drain-timeout")),
-		worker.WithStreams(worker.StreamSettings{Replicas: cmd.Int("stream-replicas"), MaxAckPending: cmd.Int("max-ack-pending")}),
+		worker.WithStreams(worker.StreamSettings{Replicas: cmd.Int("stream-replicas"), MaxAckPending: cmd.Int("max-ack-pending"),
+			AckWait: cmd.Duration("ack-wait")}),
+		// A call in flight on a replica that died is treated as unknown once it
+		// would have timed out.
+		worker.WithCallLease(timeout+5*time.Second),
 		worker.WithSource("xygroup/"+host),
 		worker.WithLogger(log),
 	)

@@ -232,3 +232,38 @@ func TerminalCount(t testing.TB, js jetstream.JetStream) int {
 	}
 	return n
 }
+
+// AwaitStream waits until the stream exists (a worker creates it on start).
+func AwaitStream(t testing.TB, js jetstream.JetStream, name string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := js.Stream(context.Background(), name); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stream %s not created within 30s", name)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// AwaitConsumerIdle waits until the shared consumer has nothing pending or in
+// flight: every published command was handled.
+func AwaitConsumerIdle(t testing.TB, js jetstream.JetStream, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		c, err := js.Consumer(context.Background(), worker.StreamCommands, worker.ConsumerWorkers)
+		if err == nil {
+			info, err := c.Info(context.Background())
+			if err == nil && info.NumPending == 0 && info.NumAckPending == 0 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("consumer not idle within %v", within)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,52 @@
+package worker
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// deliveryKind says where a command came from.
+type deliveryKind int
+
+const (
+	fromShared   deliveryKind = iota // the shared consumer: live commands, replays and their retries
+	fromProbe                        // a parked command tried as its meeting's probe
+	fromReleased                     // a parked command whose meeting was released
+)
+
+// delivery is one handling of a command, whatever its source.
+type delivery struct {
+	data      []byte
+	header    nats.Header
+	stream    string    // the commands stream the command first arrived on
+	seq       uint64    // its sequence there
+	delivered int       // deliveries of this message so far, this one included
+	received  time.Time // when it first arrived
+	kind      deliveryKind
+}
+
+func sharedDelivery(msg jetstream.Msg, meta *jetstream.MsgMetadata) *delivery {
+	return &delivery{data: msg.Data(), header: msg.Headers(), stream: meta.Stream, seq: meta.Sequence.Stream,
+		delivered: int(meta.NumDelivered), received: meta.Timestamp, kind: fromShared}
+}
+
+// parkedDelivery restores a parked command's origin from the headers park wrote.
+func parkedDelivery(data []byte, h nats.Header, delivered int, kind deliveryKind) *delivery {
+	d := &delivery{data: data, header: nats.Header{}, stream: h.Get(hdrSourceStream), delivered: delivered, kind: kind}
+	for k, v := range h {
+		switch k {
+		case hdrReceived, hdrSourceStream, hdrSourceSeq, hdrSourceMsgID, nats.MsgIdHdr:
+		default:
+			d.header[k] = v
+		}
+	}
+	if id := h.Get(hdrSourceMsgID); id != "" {
+		d.header.Set(nats.MsgIdHdr, id)
+	}
+	d.seq, _ = strconv.ParseUint(h.Get(hdrSourceSeq), 10, 64)
+	d.received, _ = time.Parse(time.RFC3339Nano, h.Get(hdrReceived))
+	return d
+}

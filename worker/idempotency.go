@@ -1,0 +1,234 @@
+package worker
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// BucketCommands holds one record per commandId: how many calls were made, whether
+// one is in flight, whether an earlier call's outcome is unknown, and the terminal
+// event once there is one. It outlives the commands stream (30 days by default),
+// so a command published again long after it completed is still recognised.
+const BucketCommands = "xygroup-commands"
+
+// commandRecord is the idempotency record of one command.
+type commandRecord struct {
+	Attempts int `json:"attempts"`
+	// PendingUntil: a call is in flight (or its worker died) until then. Another
+	// worker waits; after it, the call's outcome is unknown.
+	PendingUntil time.Time `json:"pendingUntil,omitzero"`
+	// MaybeCreated: an earlier call may have created the groups (timeout, lost
+	// connection, crash while sending). A later 66684 means it did.
+	MaybeCreated bool `json:"maybeCreated,omitempty"`
+	// Last is the last answer of the API for this command, so that a command that
+	// ends later (deadline, open breaker) still states why.
+	Last *lastAnswer `json:"last,omitempty"`
+	// Waiting: the waiting event was published.
+	Waiting bool `json:"waiting,omitempty"`
+	// Terminal is the command's terminal event, once published.
+	Terminal *storedEvent `json:"terminal,omitempty"`
+}
+
+type lastAnswer struct {
+	HTTPStatus       int    `json:"httpStatus,omitempty"`
+	ErrorCode        int    `json:"errorCode,omitempty"`
+	UserMessage      string `json:"userMessage,omitempty"`
+	DeveloperMessage string `json:"developerMessage,omitempty"`
+}
+
+// storedEvent is enough to publish an event again, identically.
+type storedEvent struct {
+	Subject string          `json:"subject"`
+	CEType  string          `json:"ceType"`
+	MsgID   string          `json:"msgId"`
+	EventID string          `json:"eventId"`
+	Body    json.RawMessage `json:"body"`
+}
+
+func (s *storedEvent) outEvent() *outEvent {
+	return &outEvent{subject: s.Subject, ceType: s.CEType, msgID: s.MsgID, eventID: s.EventID, body: rawBody(s.Body)}
+}
+
+// rawBody is an already encoded event body.
+type rawBody json.RawMessage
+
+// idempotency reads and writes command records with compare-and-swap.
+type idempotency struct {
+	kv    jetstream.KeyValue
+	lease time.Duration
+	now   func() time.Time
+}
+
+var safeKey = regexp.MustCompile(`^[-/_=a-zA-Z0-9]{1,200}$`)
+
+// commandKey maps a commandId to a KV key: as is when it is a valid key, else a
+// hash (a commandId may hold characters that keys may not).
+func commandKey(id string) string {
+	if safeKey.MatchString(id) {
+		return "c." + id
+	}
+	h := sha256.Sum256([]byte(id))
+	return "h." + hex.EncodeToString(h[:])
+}
+
+// get returns the record and its revision (0 when there is none).
+func (s *idempotency) get(ctx context.Context, id string) (commandRecord, uint64, error) {
+	e, err := s.kv.Get(ctx, commandKey(id))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return commandRecord{}, 0, nil
+	}
+	if err != nil {
+		return commandRecord{}, 0, fmt.Errorf("idempotency record: %w", err)
+	}
+	var r commandRecord
+	if err := json.Unmarshal(e.Value(), &r); err != nil {
+		return commandRecord{}, 0, fmt.Errorf("idempotency record %s: %w", id, err)
+	}
+	return r, e.Revision(), nil
+}
+
+// put writes r if the record is still at rev (0: absent). A conflict returns
+// errConflict: another worker wrote first.
+func (s *idempotency) put(ctx context.Context, id string, r commandRecord, rev uint64) (uint64, error) {
+	b, _ := json.Marshal(r)
+	var err error
+	var n uint64
+	if rev == 0 {
+		n, err = s.kv.Create(ctx, commandKey(id), b)
+	} else {
+		n, err = s.kv.Update(ctx, commandKey(id), b, rev)
+	}
+	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return 0, errConflict
+	}
+	if err != nil {
+		return 0, fmt.Errorf("idempotency record: %w", err)
+	}
+	return n, nil
+}
+
+var errConflict = errors.New("record changed by another worker")
+
+// update applies f to the latest record until the write succeeds (f may be
+// called again after a conflict) and returns the record written.
+func (s *idempotency) update(ctx context.Context, id string, f func(*commandRecord) error) (commandRecord, error) {
+	for {
+		r, rev, err := s.get(ctx, id)
+		if err != nil {
+			return r, err
+		}
+		if err := f(&r); err != nil {
+			return r, err
+		}
+		if _, err := s.put(ctx, id, r, rev); err == nil {
+			return r, nil
+		} else if !errors.Is(err, errConflict) {
+			return r, err
+		}
+		if ctx.Err() != nil {
+			return r, ctx.Err()
+		}
+	}
+}
+
+// errBusy: another worker's call for the command is in flight.
+type errBusy struct{ until time.Time }
+
+func (e errBusy) Error() string { return "another worker is calling for this command" }
+
+// begin marks a call as in flight and returns the record as it was before (with
+// MaybeCreated set when an earlier call's outcome is unknown). It fails with
+// errBusy while another worker's call is in flight.
+func (s *idempotency) begin(ctx context.Context, id string) (commandRecord, error) {
+	var before commandRecord
+	_, err := s.update(ctx, id, func(r *commandRecord) error {
+		now := s.now()
+		if r.Terminal != nil {
+			before = *r
+			return errDone
+		}
+		if !r.PendingUntil.IsZero() {
+			if now.Before(r.PendingUntil) {
+				return errBusy{until: r.PendingUntil}
+			}
+			r.MaybeCreated = true // that call never reported: it may have taken effect
+		}
+		before = *r
+		r.Attempts++
+		r.PendingUntil = now.Add(s.lease)
+		return nil
+	})
+	return before, err
+}
+
+var errDone = errors.New("command already has its terminal event")
+
+// end records a call's result: no call in flight any more, and whether its
+// outcome is unknown.
+func (s *idempotency) end(ctx context.Context, id string, unknown bool, last failure) error {
+	_, err := s.update(ctx, id, func(r *commandRecord) error {
+		r.PendingUntil = time.Time{}
+		r.MaybeCreated = r.MaybeCreated || unknown
+		r.Last = &lastAnswer{HTTPStatus: last.httpStatus, ErrorCode: last.errorCode,
+			UserMessage: last.userMessage, DeveloperMessage: last.developerMessage}
+		return nil
+	})
+	return err
+}
+
+// finish stores the terminal event; the command is never sent again.
+func (s *idempotency) finish(ctx context.Context, id string, ev *outEvent, body []byte) error {
+	_, err := s.update(ctx, id, func(r *commandRecord) error {
+		r.PendingUntil = time.Time{}
+		if r.Terminal != nil {
+			return nil // the first terminal event stands
+		}
+		r.Terminal = &storedEvent{Subject: ev.subject, CEType: ev.ceType, MsgID: ev.msgID, EventID: ev.eventID, Body: body}
+		return nil
+	})
+	return err
+}
+
+// markWaiting records that the waiting event was published, and reports whether
+// it had been already.
+func (s *idempotency) markWaiting(ctx context.Context, id string) (already bool, err error) {
+	_, err = s.update(ctx, id, func(r *commandRecord) error {
+		already = r.Waiting
+		r.Waiting = true
+		return nil
+	})
+	return already, err
+}
+
+// bucketConfig is the commands bucket the worker creates when missing.
+func commandsBucket(replicas int, ttl time.Duration) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{Bucket: BucketCommands, Description: "xygroup: one record per commandId",
+		History: 1, TTL: ttl, Storage: jetstream.FileStorage, Replicas: replicas}
+}
+
+// ensureBucket creates the bucket when missing, and opens it otherwise.
+func ensureBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	kv, err := js.KeyValue(ctx, cfg.Bucket)
+	if err == nil {
+		return kv, nil
+	}
+	if !errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, fmt.Errorf("bucket %s: %w", cfg.Bucket, err)
+	}
+	kv, err = js.CreateKeyValue(ctx, cfg)
+	if errors.Is(err, jetstream.ErrBucketExists) || errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		return js.KeyValue(ctx, cfg.Bucket)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("create bucket %s: %w", cfg.Bucket, err)
+	}
+	return kv, nil
+}

@@ -1,0 +1,269 @@
+package worker
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+)
+
+// Parking: a command whose meeting has not started (66620, or a notBefore in the
+// future) is moved out of the shared consumer into XYGROUP_PARKED, under a subject
+// per meeting, and acknowledged. It then holds no ack-pending slot and spends no
+// delivery. One record per meeting in the xygroup-meetings bucket schedules that
+// meeting's probes: across the cluster one parked command at a time is tried
+// (claimed by compare-and-swap), with capped exponential backoff. When a probe gets
+// an answer about the meeting (success or a business error), the meeting is
+// released: a consumer on its subject hands every parked command to the workers
+// at once. Commands for a meeting known to be waiting are parked without a call.
+const (
+	StreamParked    = "XYGROUP_PARKED"
+	subjectParked   = "xygroup.parked"
+	BucketMeetings  = "xygroup-meetings"
+	releasePrefix   = "xygroup-release-"
+	hdrReceived     = "Xygroup-Received"
+	hdrSourceStream = "Xygroup-Source-Stream"
+	hdrSourceSeq    = "Xygroup-Source-Seq"
+	hdrSourceMsgID  = "Xygroup-Source-Msg-Id"
+)
+
+// Meeting states.
+const (
+	meetingWaiting  = "waiting"  // parked commands wait; probes are scheduled
+	meetingReleased = "released" // the meeting answered; its parked commands are due
+)
+
+// meetingRecord schedules one meeting's probes.
+type meetingRecord struct {
+	EnterpriseID string    `json:"enterpriseId"`
+	Meeting      string    `json:"meetingRoomNumber"`
+	State        string    `json:"state"`
+	Probes       int       `json:"probes"`
+	NextProbeAt  time.Time `json:"nextProbeAt"`
+	LeaseUntil   time.Time `json:"leaseUntil,omitzero"`
+	// EarliestDeadline of its parked commands (an upper bound is fine: the probe
+	// owner scans and corrects it).
+	EarliestDeadline time.Time `json:"earliestDeadline"`
+	WaitingSince     time.Time `json:"waitingSince"`
+	ReleasedAt       time.Time `json:"releasedAt,omitzero"`
+}
+
+// meetingToken names a meeting in subjects and keys: a hash, since meeting
+// numbers and enterprise ids may hold characters subjects may not.
+func meetingToken(enterpriseID, meeting string) string {
+	h := sha256.Sum256([]byte(enterpriseID + "\x00" + meeting))
+	return hex.EncodeToString(h[:12])
+}
+
+func parkedSubject(token string) string { return subjectParked + "." + token }
+
+// ParkedStream is the stream of parked commands: a work queue (a released
+// command's ack removes it), never discarding (a full stream refuses to park and
+// the command stays in the shared consumer).
+func (s StreamSettings) ParkedStream() jetstream.StreamConfig {
+	s = s.withDefaults()
+	return jetstream.StreamConfig{
+		Name:        StreamParked,
+		Description: "xygroup: commands waiting for their meeting to start",
+		Subjects:    []string{subjectParked + ".>"},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    s.Replicas,
+		MaxBytes:    s.CommandsMaxBytes,
+		Discard:     jetstream.DiscardNew,
+		Duplicates:  time.Hour,
+	}
+}
+
+func meetingsBucket(replicas int) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{Bucket: BucketMeetings, Description: "xygroup: probe schedule of waiting meetings",
+		History: 1, Storage: jetstream.FileStorage, Replicas: replicas}
+}
+
+// meetingView is this replica's copy of the meetings bucket, kept by a watcher.
+type meetingView struct {
+	mu       sync.RWMutex
+	meetings map[string]meetingEntry
+	ready    chan struct{}
+}
+
+type meetingEntry struct {
+	rec meetingRecord
+	rev uint64
+}
+
+func (v *meetingView) get(token string) (meetingEntry, bool) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	e, ok := v.meetings[token]
+	return e, ok
+}
+
+func (v *meetingView) all() map[string]meetingEntry {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	out := make(map[string]meetingEntry, len(v.meetings))
+	for k, e := range v.meetings {
+		out[k] = e
+	}
+	return out
+}
+
+// watch keeps the view current until ctx ends.
+func (v *meetingView) watch(ctx context.Context, kv jetstream.KeyValue, log zerolog.Logger) error {
+	w, err := kv.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("watch %s: %w", BucketMeetings, err)
+	}
+	go func() {
+		defer func() { _ = w.Stop() }()
+		initial := true
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case e, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if e == nil { // the initial values are in
+					if initial {
+						initial = false
+						close(v.ready)
+					}
+					continue
+				}
+				v.mu.Lock()
+				if e.Operation() != jetstream.KeyValuePut {
+					delete(v.meetings, e.Key())
+				} else {
+					var r meetingRecord
+					if err := json.Unmarshal(e.Value(), &r); err != nil {
+						log.Warn().Err(err).Str("key", e.Key()).Msg("unreadable meeting record")
+					} else {
+						v.meetings[e.Key()] = meetingEntry{rec: r, rev: e.Revision()}
+					}
+				}
+				v.mu.Unlock()
+			}
+		}
+	}()
+	return nil
+}
+
+// parker stores commands in the parked stream and keeps meeting records.
+type parker struct {
+	js       jetstream.JetStream
+	parked   jetstream.Stream
+	meetings jetstream.KeyValue
+	view     *meetingView
+	backoff  Backoff // between probes of one meeting
+	now      func() time.Time
+}
+
+// park stores the command under its meeting and makes sure the meeting has a
+// probe schedule. first is when the first probe may run (notBefore, or now plus
+// the first backoff). It returns the meeting's next probe time.
+func (p *parker) park(ctx context.Context, d *Decoded, del *delivery, deadline, first time.Time) (time.Time, error) {
+	token := meetingToken(d.EnterpriseID, d.Cmd.MeetingRoomNumber)
+	m := nats.NewMsg(parkedSubject(token))
+	m.Data = del.data
+	for k, v := range del.header {
+		if k != nats.MsgIdHdr {
+			m.Header[k] = v
+		}
+	}
+	m.Header.Set(hdrReceived, del.received.UTC().Format(time.RFC3339Nano))
+	m.Header.Set(hdrSourceStream, del.stream)
+	m.Header.Set(hdrSourceSeq, strconv.FormatUint(del.seq, 10))
+	if id := del.header.Get(nats.MsgIdHdr); id != "" {
+		m.Header.Set(hdrSourceMsgID, id)
+	}
+	// A redelivery of the same message parks it once.
+	m.Header.Set(nats.MsgIdHdr, "xygroup.park."+del.stream+"."+strconv.FormatUint(del.seq, 10))
+	if _, err := p.js.PublishMsg(ctx, m); err != nil {
+		return time.Time{}, fmt.Errorf("park: %w", err)
+	}
+	return p.schedule(ctx, token, d, deadline, first)
+}
+
+// schedule creates the meeting's record, or moves its earliest deadline and
+// next probe earlier when this command needs that.
+func (p *parker) schedule(ctx context.Context, token string, d *Decoded, deadline, first time.Time) (time.Time, error) {
+	for {
+		now := p.now()
+		e, err := p.meetings.Get(ctx, token)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			r := meetingRecord{EnterpriseID: d.EnterpriseID, Meeting: d.Cmd.MeetingRoomNumber, State: meetingWaiting,
+				NextProbeAt: first, EarliestDeadline: deadline, WaitingSince: now}
+			b, _ := json.Marshal(r)
+			if _, err := p.meetings.Create(ctx, token, b); err == nil {
+				return r.NextProbeAt, nil
+			} else if !errors.Is(err, jetstream.ErrKeyExists) {
+				return time.Time{}, fmt.Errorf("meeting record: %w", err)
+			}
+			continue
+		}
+		if err != nil {
+			return time.Time{}, fmt.Errorf("meeting record: %w", err)
+		}
+		var r meetingRecord
+		_ = json.Unmarshal(e.Value(), &r)
+		changed := false
+		if r.State != meetingWaiting {
+			// Released, yet the meeting said 66620 again (it ended, or flapped):
+			// wait again.
+			r.State, r.NextProbeAt, r.Probes, r.WaitingSince, changed = meetingWaiting, first, 0, now, true
+		}
+		if deadline.Before(r.EarliestDeadline) {
+			r.EarliestDeadline, changed = deadline, true
+		}
+		if !changed {
+			return r.NextProbeAt, nil
+		}
+		b, _ := json.Marshal(r)
+		if _, err := p.meetings.Update(ctx, token, b, e.Revision()); err == nil {
+			return r.NextProbeAt, nil
+		} else if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !errors.Is(err, jetstream.ErrKeyExists) {
+			return time.Time{}, fmt.Errorf("meeting record: %w", err)
+		}
+	}
+}
+
+// waiting reports whether commands for the meeting should be parked without a
+// call: the meeting is known to be waiting.
+func (p *parker) waiting(enterpriseID, meeting string) (meetingRecord, bool) {
+	e, ok := p.view.get(meetingToken(enterpriseID, meeting))
+	return e.rec, ok && e.rec.State == meetingWaiting
+}
+
+// updateMeeting applies f to the meeting record with compare-and-swap; f returning
+// false leaves it as it is.
+func (p *parker) updateMeeting(ctx context.Context, token string, f func(*meetingRecord) bool) (meetingRecord, bool, error) {
+	for {
+		e, err := p.meetings.Get(ctx, token)
+		if err != nil {
+			return meetingRecord{}, false, err
+		}
+		var r meetingRecord
+		_ = json.Unmarshal(e.Value(), &r)
+		if !f(&r) {
+			return r, false, nil
+		}
+		b, _ := json.Marshal(r)
+		if _, err := p.meetings.Update(ctx, token, b, e.Revision()); err == nil {
+			return r, true, nil
+		} else if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !errors.Is(err, jetstream.ErrKeyExists) {
+			return r, false, err
+		}
+	}
+}

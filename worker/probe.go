@@ -1,0 +1,279 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/xygroup/xygroup/xylink"
+)
+
+// probeLease is how long a claimed probe is its claimant's: long enough for a
+// limiter wait and a call; if the claimant dies, another replica probes after it.
+const probeLease = time.Minute
+
+// runProber schedules probes and releases, on every replica, until ctx ends.
+// Claims are compare-and-swap writes on the meeting's record, so one replica at a
+// time probes a meeting.
+func (w *Worker) runProber(ctx context.Context) {
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	var lastGauge time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		now := w.opts.now()
+		for token, e := range w.view.all() {
+			r := e.rec
+			switch r.State {
+			case meetingReleased:
+				w.startDrain(ctx, token)
+			case meetingWaiting:
+				due := r.NextProbeAt
+				if r.EarliestDeadline.Before(due) {
+					due = r.EarliestDeadline
+				}
+				if now.Before(due) || now.Before(r.LeaseUntil) || !w.claimProbe(ctx, token, e) {
+					continue
+				}
+				select {
+				case w.slots <- struct{}{}:
+				case <-ctx.Done():
+					return
+				}
+				go func() {
+					defer func() { <-w.slots }()
+					w.probe(ctx, token)
+				}()
+			}
+		}
+		if now.Sub(lastGauge) > 5*time.Second {
+			lastGauge = now
+			w.updateParkedGauge(ctx)
+		}
+	}
+}
+
+func (w *Worker) claimProbe(ctx context.Context, token string, e meetingEntry) bool {
+	r := e.rec
+	r.LeaseUntil = w.opts.now().Add(probeLease)
+	b, _ := json.Marshal(r)
+	_, err := w.meetings.Update(ctx, token, b, e.rev)
+	return err == nil
+}
+
+// probe tries one parked command of the meeting and reschedules or releases it.
+func (w *Worker) probe(ctx context.Context, token string) {
+	log := w.log.With().Str("meeting", token).Logger()
+	now := w.opts.now()
+	rec, _, err := w.parker.updateMeeting(ctx, token, func(*meetingRecord) bool { return false })
+	if err != nil {
+		return
+	}
+	log = log.With().Str("enterpriseId", rec.EnterpriseID).Str("meetingRoomNumber", rec.Meeting).Logger()
+	if !now.Before(rec.EarliestDeadline) {
+		w.expireParked(ctx, token, rec, log)
+	}
+	cand, empty, nextNotBefore, err := w.probeCandidate(ctx, token, now)
+	switch {
+	case err != nil:
+		log.Warn().Err(err).Msg("probe: reading parked commands")
+		w.reschedule(ctx, token, now.Add(time.Second), false)
+		return
+	case empty:
+		w.forgetMeeting(ctx, token)
+		return
+	case cand == nil:
+		w.reschedule(ctx, token, nextNotBefore, false)
+		return
+	}
+	del := parkedDelivery(cand.Data, cand.Header, rec.Probes+1, fromProbe)
+	v, d := w.p.process(ctx, del, &log)
+	w.apply(ctx, v, d, del, &probeSettler{stream: w.parked, seq: cand.Sequence}, log)
+	w.opts.metrics.Probes.WithLabelValues(probeResult(v)).Inc()
+	switch {
+	case v.meetingAnswer:
+		w.release(ctx, token, log)
+	case v.waiting:
+		probes := rec.Probes + 1
+		w.rescheduleAfter(ctx, token, now.Add(w.parker.backoff.Delay(probes)), true)
+	case v.event != nil:
+		w.reschedule(ctx, token, now, false) // that one is done; probe another at once
+	default:
+		w.reschedule(ctx, token, now.Add(max(v.retry, time.Second)), false)
+	}
+}
+
+func probeResult(v verdict) string {
+	switch {
+	case v.meetingAnswer:
+		return "answered"
+	case v.waiting:
+		return "not_started"
+	case v.event != nil:
+		return "ended"
+	}
+	return "no_news"
+}
+
+// probeCandidate finds the oldest parked command of the meeting that may be sent
+// now (its notBefore passed). empty: the meeting has no parked command at all.
+func (w *Worker) probeCandidate(ctx context.Context, token string, now time.Time) (*jetstream.RawStreamMsg, bool, time.Time, error) {
+	var nextNotBefore time.Time
+	seq := uint64(1)
+	for i := 0; i < 100; i++ {
+		m, err := w.parked.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(parkedSubject(token)))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			break
+		}
+		if err != nil {
+			return nil, false, time.Time{}, err
+		}
+		var peek struct {
+			NotBefore *time.Time `json:"notBefore"`
+		}
+		_ = json.Unmarshal(m.Data, &peek)
+		if peek.NotBefore == nil || !now.Before(*peek.NotBefore) {
+			return m, false, time.Time{}, nil
+		}
+		if nextNotBefore.IsZero() || peek.NotBefore.Before(nextNotBefore) {
+			nextNotBefore = *peek.NotBefore
+		}
+		seq = m.Sequence + 1
+	}
+	if nextNotBefore.IsZero() {
+		return nil, seq == 1, time.Time{}, nil
+	}
+	return nil, false, nextNotBefore, nil
+}
+
+// rescheduleAfter sets the next probe and gives up the lease; countProbe adds
+// one to the meeting's probes.
+func (w *Worker) rescheduleAfter(ctx context.Context, token string, next time.Time, countProbe bool) {
+	_, _, err := w.parker.updateMeeting(ctx, token, func(r *meetingRecord) bool {
+		if r.State != meetingWaiting {
+			return false
+		}
+		if countProbe {
+			r.Probes++
+		}
+		r.NextProbeAt, r.LeaseUntil = next, time.Time{}
+		return true
+	})
+	if err != nil && ctx.Err() == nil {
+		w.log.Warn().Err(err).Str("meeting", token).Msg("reschedule probe")
+	}
+}
+
+func (w *Worker) reschedule(ctx context.Context, token string, next time.Time, countProbe bool) {
+	w.rescheduleAfter(ctx, token, next, countProbe)
+}
+
+// release marks the meeting released; every replica then drains its parked commands.
+func (w *Worker) release(ctx context.Context, token string, log zerolog.Logger) {
+	now := w.opts.now()
+	r, _, err := w.parker.updateMeeting(ctx, token, func(r *meetingRecord) bool {
+		r.State, r.ReleasedAt, r.LeaseUntil = meetingReleased, now, time.Time{}
+		return true
+	})
+	if err != nil {
+		log.Warn().Err(err).Msg("release meeting")
+		return
+	}
+	log.Info().Int("probes", r.Probes).Dur("waited", now.Sub(r.WaitingSince)).Msg("meeting answered; releasing its parked commands")
+	w.startDrain(ctx, token)
+}
+
+// forgetMeeting deletes the record of a meeting that has no parked command left.
+func (w *Worker) forgetMeeting(ctx context.Context, token string) {
+	e, err := w.meetings.Get(ctx, token)
+	if err != nil {
+		return
+	}
+	// Only if nothing was parked meanwhile: the record's revision pins that.
+	if _, _, _, cerr := w.probeCandidate(ctx, token, w.opts.now()); cerr != nil {
+		return
+	}
+	_ = w.meetings.Delete(ctx, token, jetstream.LastRevision(e.Revision()))
+}
+
+// expireParked ends the meeting's parked commands whose deadline passed, as
+// failed.meeting_not_started, and records the earliest deadline left.
+func (w *Worker) expireParked(ctx context.Context, token string, rec meetingRecord, log zerolog.Logger) {
+	now := w.opts.now()
+	earliest := now.Add(100 * 365 * 24 * time.Hour)
+	seq := uint64(1)
+	for {
+		m, err := w.parked.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(parkedSubject(token)))
+		if err != nil {
+			break
+		}
+		seq = m.Sequence + 1
+		del := parkedDelivery(m.Data, m.Header, 0, fromProbe)
+		d := w.p.decoder.decode(del.data, del.header, del.stream, del.seq)
+		deadline := del.received.Add(w.p.maxWait)
+		if d.Cmd != nil && d.Cmd.Deadline != nil {
+			deadline = *d.Cmd.Deadline
+		}
+		if now.Before(deadline) {
+			earliest = minTime(earliest, deadline)
+			continue
+		}
+		cr, _, _ := w.p.idem.get(ctx, d.ID)
+		status := 0
+		if cr.Last != nil && cr.Last.ErrorCode == xylink.CodeNoMeeting {
+			status = cr.Last.HTTPStatus
+		}
+		v := verdict{event: failedEvent(d, failure{class: xylink.ClassMeetingNotStarted, errorCode: xylink.CodeNoMeeting,
+			httpStatus: status, userMessage: "error.no.meeting",
+			developerMessage: fmt.Sprintf("the meeting had not started by the deadline %s (%d probes of the meeting, %d calls for this command)",
+				deadline.UTC().Format(time.RFC3339), rec.Probes, cr.Attempts)}, cr.Attempts, now)}
+		if cr.Terminal != nil {
+			v = verdict{event: cr.Terminal.outEvent(), repeat: true}
+		}
+		w.apply(ctx, v, d, del, &probeSettler{stream: w.parked, seq: m.Sequence}, log)
+	}
+	_, _, _ = w.parker.updateMeeting(ctx, token, func(r *meetingRecord) bool {
+		r.EarliestDeadline = earliest
+		return true
+	})
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// updateParkedGauge counts parked commands from the parked stream.
+func (w *Worker) updateParkedGauge(ctx context.Context) {
+	info, err := w.parked.Info(ctx)
+	if err == nil {
+		w.opts.metrics.Parked.Set(float64(info.State.Msgs))
+	}
+}
+
+// probeSettler settles a probed command: done removes it from the parked stream;
+// otherwise it stays parked.
+type probeSettler struct {
+	stream jetstream.Stream
+	seq    uint64
+}
+
+func (s *probeSettler) ack(ctx context.Context) error {
+	err := s.stream.DeleteMsg(ctx, s.seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil
+	}
+	return err
+}
+func (s *probeSettler) nak(time.Duration) error { return nil }

@@ -1,0 +1,106 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// startDrain makes this replica help drain a released meeting's parked commands
+// (once per meeting at a time).
+func (w *Worker) startDrain(ctx context.Context, token string) {
+	if _, running := w.draining.LoadOrStore(token, true); running {
+		return
+	}
+	go func() {
+		defer w.draining.Delete(token)
+		w.drain(ctx, token)
+	}()
+}
+
+func releaseConsumer(token string) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:           releasePrefix + token,
+		Description:       "xygroup: parked commands of a meeting that answered",
+		FilterSubject:     parkedSubject(token),
+		AckPolicy:         jetstream.AckExplicitPolicy,
+		AckWait:           30 * time.Second,
+		MaxDeliver:        -1,
+		MaxAckPending:     256,
+		DeliverPolicy:     jetstream.DeliverAllPolicy,
+		InactiveThreshold: 10 * time.Minute,
+	}
+}
+
+// drain pulls the meeting's parked commands through the pipeline, with the
+// replica's shared concurrency, until none is left; the last one out forgets the
+// meeting and deletes the consumer.
+func (w *Worker) drain(ctx context.Context, token string) {
+	cfg := releaseConsumer(token)
+	cons, err := w.js.CreateConsumer(ctx, StreamParked, cfg)
+	if errors.Is(err, jetstream.ErrConsumerExists) {
+		cons, err = w.js.Consumer(ctx, StreamParked, cfg.Durable)
+	}
+	if err != nil {
+		if ctx.Err() == nil {
+			w.log.Warn().Err(err).Str("meeting", token).Msg("release consumer")
+		}
+		return
+	}
+	for ctx.Err() == nil {
+		batch, err := cons.Fetch(w.opts.concurrency, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			return // deleted by the replica that finished it, or NATS is away: the prober starts again
+		}
+		n := 0
+		for msg := range batch.Messages() {
+			n++
+			select {
+			case w.slots <- struct{}{}:
+			case <-ctx.Done():
+				_ = msg.Nak()
+				continue
+			}
+			go func() {
+				defer func() { <-w.slots }()
+				w.handleReleased(msg)
+			}()
+		}
+		if n > 0 {
+			continue
+		}
+		info, err := cons.Info(ctx)
+		if err != nil {
+			return
+		}
+		if info.NumPending == 0 && info.NumAckPending == 0 {
+			if e, ok := w.view.get(token); ok && e.rec.State == meetingReleased {
+				_ = w.meetings.Delete(ctx, token, jetstream.LastRevision(e.rev))
+			}
+			_ = w.js.DeleteConsumer(ctx, StreamParked, cfg.Durable)
+			return
+		}
+	}
+}
+
+func (w *Worker) handleReleased(msg jetstream.Msg) {
+	ctx := w.work
+	meta, err := msg.Metadata()
+	if err != nil {
+		_ = msg.Term()
+		return
+	}
+	log := w.log
+	del := parkedDelivery(msg.Data(), msg.Headers(), int(meta.NumDelivered), fromReleased)
+	stop := keepAlive(msg, 10*time.Second)
+	v, d := w.p.process(ctx, del, &log)
+	stop()
+	if v.event != nil {
+		if e, ok := w.view.get(meetingToken(d.EnterpriseID, d.Cmd.MeetingRoomNumber)); ok && !e.rec.ReleasedAt.IsZero() {
+			w.opts.metrics.ReleaseLatency.Observe(w.opts.now().Sub(e.rec.ReleasedAt).Seconds())
+		}
+	}
+	w.apply(ctx, v, d, del, &msgSettler{msg: msg}, log)
+}

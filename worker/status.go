@@ -1,0 +1,62 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// ParkedMeeting is one waiting (or releasing) meeting, for `xygroup status`.
+type ParkedMeeting struct {
+	EnterpriseID string    `json:"enterpriseId"`
+	Meeting      string    `json:"meetingRoomNumber"`
+	State        string    `json:"state"`
+	Parked       uint64    `json:"parked"`
+	Probes       int       `json:"probes"`
+	NextProbeAt  time.Time `json:"nextProbeAt"`
+	WaitingSince time.Time `json:"waitingSince"`
+}
+
+// ParkedMeetings reads the meetings bucket and the parked stream: every meeting
+// with parked commands, most parked first.
+func ParkedMeetings(ctx context.Context, js jetstream.JetStream) ([]ParkedMeeting, error) {
+	kv, err := js.KeyValue(ctx, BucketMeetings)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("meetings: %w", err)
+	}
+	s, err := js.Stream(ctx, StreamParked)
+	if err != nil {
+		return nil, fmt.Errorf("parked stream: %w", err)
+	}
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(subjectParked+".>"))
+	if err != nil {
+		return nil, fmt.Errorf("parked stream: %w", err)
+	}
+	keys, err := kv.ListKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []ParkedMeeting
+	for token := range keys.Keys() {
+		e, err := kv.Get(ctx, token)
+		if err != nil {
+			continue
+		}
+		var r meetingRecord
+		if json.Unmarshal(e.Value(), &r) != nil {
+			continue
+		}
+		out = append(out, ParkedMeeting{EnterpriseID: r.EnterpriseID, Meeting: r.Meeting, State: r.State,
+			Parked: info.State.Subjects[parkedSubject(token)], Probes: r.Probes, NextProbeAt: r.NextProbeAt, WaitingSince: r.WaitingSince})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Parked > out[j].Parked })
+	return out, nil
+}
