@@ -19,6 +19,10 @@ type Metrics struct {
 	Parked       prometheus.Gauge
 	Retries      *prometheus.CounterVec // by disposition
 	Redeliveries prometheus.Counter
+	// LimiterGrants: grants this replica received, by enterprise and priority.
+	LimiterGrants *prometheus.CounterVec
+	// LimiterBudget: each enterprise's configured calls per second (cluster-wide).
+	LimiterBudget *prometheus.GaugeVec
 	// Probes of waiting meetings, by result (not_started, answered, ended, no_news).
 	Probes *prometheus.CounterVec
 	// ReleaseLatency: from a meeting's release to each parked command's end.
@@ -51,13 +55,18 @@ func NewMetrics() *Metrics {
 			Help: "Commands put back for a later try, by reason."}, []string{"reason"}),
 		Redeliveries: prometheus.NewCounter(prometheus.CounterOpts{Name: "xygroup_redeliveries_total",
 			Help: "Command deliveries after the first."}),
+		LimiterGrants: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "xygroup_limiter_grants_total",
+			Help: "Rate-limiter grants received by this replica, by enterprise and priority; summed over replicas, the API calls."},
+			[]string{"enterprise", "priority"}),
+		LimiterBudget: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "xygroup_limiter_budget",
+			Help: "API calls per second allowed per enterprise across the cluster."}, []string{"enterprise"}),
 		Probes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "xygroup_probes_total",
 			Help: "Probes of waiting meetings, by result."}, []string{"result"}),
 		ReleaseLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "xygroup_release_completion_seconds",
 			Help:    "Time from a meeting answering its probe to each of its parked commands ending.",
 			Buckets: []float64{.1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120}}),
 	}
-	r.MustRegister(m.Probes, m.ReleaseLatency, m.Commands, m.APICalls, m.Attempts, m.LimiterWait, m.BreakerState, m.InFlight, m.Parked, m.Retries, m.Redeliveries)
+	r.MustRegister(m.LimiterGrants, m.LimiterBudget, m.Probes, m.ReleaseLatency, m.Commands, m.APICalls, m.Attempts, m.LimiterWait, m.BreakerState, m.InFlight, m.Parked, m.Retries, m.Redeliveries)
 	return m
 }
 

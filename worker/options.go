@@ -42,10 +42,10 @@ func WithConcurrency(n int) Option { return func(o *options) { o.concurrency = n
 // WithStreams sizes the streams and the consumer created when missing.
 func WithStreams(s StreamSettings) Option { return func(o *options) { o.streams = s } }
 
-// WithLimiter replaces the per-replica limiter.
+// WithLimiter replaces the cluster-wide limiter (ratelimit.Cluster).
 func WithLimiter(l Limiter) Option { return func(o *options) { o.limiter = l } }
 
-// WithBreaker replaces the per-replica breaker.
+// WithBreaker replaces the breaker.
 func WithBreaker(b Breaker) Option { return func(o *options) { o.breaker = b } }
 
 // WithRate sets API calls per second per enterprise (default 20), and per-tenant

@@ -113,6 +113,7 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 		return verdict{release: true}, d
 	}
 	p.metrics.LimiterWait.WithLabelValues(prio.String()).Observe(time.Since(waitStart).Seconds())
+	p.metrics.LimiterGrants.WithLabelValues(d.EnterpriseID, prio.String()).Inc()
 
 	// 6. mark the call in flight; learn whether an earlier call's outcome is unknown
 	before, err := p.idem.begin(ctx, d.ID)

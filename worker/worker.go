@@ -10,7 +10,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+
+	"github.com/xygroup/xygroup/worker/ratelimit"
 )
 
 // Tenants tells the worker which enterprises it has credentials for;
@@ -35,6 +38,7 @@ type Worker struct {
 	slots    chan struct{}   // commands in flight on this replica, whatever their source
 	work     context.Context // outlives Run's context by the drain timeout
 	draining sync.Map        // meeting tokens this replica drains
+	limiter  *ratelimit.Cluster
 
 	ready    atomic.Bool
 	setupErr atomic.Value // string
@@ -53,15 +57,19 @@ func New(nc *nats.Conn, caller Caller, tenants Tenants, opts ...Option) (*Worker
 	if o.rate <= 0 {
 		return nil, fmt.Errorf("worker: rate must be positive")
 	}
+	if o.metrics == nil {
+		o.metrics = NewMetrics()
+	}
+	o.metrics.LimiterBudget.WithLabelValues("default").Set(o.rate)
+	for ent, r := range o.tenantRates {
+		o.metrics.LimiterBudget.WithLabelValues(ent).Set(r)
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("worker: jetstream: %w", err)
 	}
 	if o.metrics == nil {
 		o.metrics = NewMetrics()
-	}
-	if o.limiter == nil {
-		o.limiter = NewLocalLimiter(o.rateOf)
 	}
 	if o.breaker == nil {
 		m := o.metrics
@@ -88,6 +96,10 @@ func (o *options) rateOf(enterpriseID string) float64 {
 	}
 	return o.rate
 }
+
+// ClusterLimiter is the cluster-wide limiter in use (nil before Run set it up, or
+// when another limiter was given).
+func (w *Worker) ClusterLimiter() *ratelimit.Cluster { return w.limiter }
 
 // Metrics returns the worker's metrics.
 func (w *Worker) Metrics() *Metrics { return w.opts.metrics }
@@ -257,6 +269,22 @@ func (w *Worker) setupParking(ctx, runCtx context.Context) error {
 	meetings, err := ensureBucket(ctx, w.js, meetingsBucket(settings.Replicas))
 	if err != nil {
 		return err
+	}
+	if w.p.limiter == nil {
+		lim, err := ratelimit.NewCluster(runCtx, w.nc, ratelimit.Options{Rate: w.opts.rateOf, Replicas: settings.Replicas,
+			Name: w.opts.source, Log: w.log})
+		if err != nil {
+			return err
+		}
+		w.p.limiter = lim
+		w.limiter = lim
+		_ = w.opts.metrics.Registry.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "xygroup_limiter_dispenser",
+			Help: "1 while this replica hands out the cluster's rate-limit grants."}, func() float64 {
+			if lim.Stats().Dispensing {
+				return 1
+			}
+			return 0
+		}))
 	}
 	w.parked, w.meetings = parked, meetings
 	w.parker.parked, w.parker.meetings = parked, meetings

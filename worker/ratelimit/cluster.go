@@ -1,0 +1,457 @@
+package ratelimit
+
+import (
+	"container/heap"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+)
+
+// Subjects and bucket of the cluster limiter.
+const (
+	SubjectGrant     = "xygroup.limiter.grant"
+	SubjectThrottled = "xygroup.limiter.throttled"
+	Bucket           = "xygroup-limiter"
+	leaseKey         = "dispenser"
+)
+
+// Options tune a Cluster limiter; zero values take the defaults in brackets.
+type Options struct {
+	// Rate is each enterprise's calls per second [20].
+	Rate func(enterpriseID string) float64
+	// Guard widens the window grants are spaced over [25 ms]: grants are
+	// (1 s + Guard) / rate apart.
+	Guard time.Duration
+	// LeaseTTL, RenewEvery, StopAfter: the dispenser's lease [3 s, 500 ms, 1.5 s].
+	LeaseTTL, RenewEvery, StopAfter time.Duration
+	// SlowFor: after a rate-limit answer, spacing doubles for this long [10 s].
+	SlowFor time.Duration
+	// MaxQueueWait: a request waiting longer is answered "ask again" [4 s].
+	MaxQueueWait time.Duration
+	// Replicas of the bucket [1].
+	Replicas int
+	// Name of this replica, in the lease and logs.
+	Name string
+	// Now is this replica's clock [time.Now]; tests inject offsets.
+	Now func() time.Time
+	Log zerolog.Logger
+}
+
+func (o *Options) defaults() {
+	if o.Rate == nil {
+		o.Rate = func(string) float64 { return 20 }
+	}
+	if o.Guard <= 0 {
+		o.Guard = 25 * time.Millisecond
+	}
+	if o.LeaseTTL <= 0 {
+		o.LeaseTTL = 3 * time.Second
+	}
+	if o.RenewEvery <= 0 {
+		o.RenewEvery = 500 * time.Millisecond
+	}
+	if o.StopAfter <= 0 {
+		o.StopAfter = 1500 * time.Millisecond
+	}
+	if o.SlowFor <= 0 {
+		o.SlowFor = 10 * time.Second
+	}
+	if o.MaxQueueWait <= 0 {
+		o.MaxQueueWait = 4 * time.Second
+	}
+	if o.Replicas <= 0 {
+		o.Replicas = 1
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+}
+
+// Cluster is the cluster-wide limiter. Every replica runs one; one of them at a
+// time is the dispenser (see the package documentation).
+type Cluster struct {
+	nc   *nats.Conn
+	kv   jetstream.KeyValue
+	opts Options
+
+	mu        sync.Mutex
+	disp      *dispenser
+	subs      []*nats.Subscription
+	lastRenew time.Time
+
+	requests, grantsSeen, renewals, elections atomic.Int64
+}
+
+// Stats counts this replica's limiter traffic.
+type Stats struct {
+	Requests   int64 // grant requests sent (each a request and a reply on NATS)
+	Grants     int64 // grants received
+	Renewals   int64 // lease writes while dispenser
+	Dispensed  int64 // grants handed out while dispenser
+	Elections  int64 // times this replica became the dispenser
+	Dispensing bool
+}
+
+// Stats returns the counters.
+func (c *Cluster) Stats() Stats {
+	c.mu.Lock()
+	disp := c.disp
+	c.mu.Unlock()
+	s := Stats{Requests: c.requests.Load(), Grants: c.grantsSeen.Load(), Renewals: c.renewals.Load(), Elections: c.elections.Load()}
+	if disp != nil {
+		s.Dispensed, s.Dispensing = disp.granted.Load(), true
+	}
+	return s
+}
+
+// NewCluster opens (creating when missing) the limiter's bucket and takes part
+// in the dispenser election until ctx ends.
+func NewCluster(ctx context.Context, nc *nats.Conn, opts Options) (*Cluster, error) {
+	opts.defaults()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	cfg := jetstream.KeyValueConfig{Bucket: Bucket, Description: "xygroup: rate-limit dispenser lease",
+		History: 1, TTL: opts.LeaseTTL, Storage: jetstream.MemoryStorage, Replicas: opts.Replicas}
+	kv, err := js.KeyValue(ctx, Bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = js.CreateKeyValue(ctx, cfg)
+		if errors.Is(err, jetstream.ErrBucketExists) || errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			kv, err = js.KeyValue(ctx, Bucket)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ratelimit: bucket %s: %w", Bucket, err)
+	}
+	c := &Cluster{nc: nc, kv: kv, opts: opts}
+	go c.elect(ctx)
+	return c, nil
+}
+
+type grantRequest struct {
+	Enterprise string   `json:"e"`
+	Priority   Priority `json:"p"`
+	Rate       float64  `json:"r"`
+}
+
+type grantReply struct {
+	OK bool `json:"ok"`
+}
+
+// Wait implements Limiter: it asks the dispenser and waits for its grant. With no
+// dispenser it keeps asking until ctx ends (fail closed).
+func (c *Cluster) Wait(ctx context.Context, enterpriseID string, p Priority) error {
+	body, _ := json.Marshal(grantRequest{Enterprise: enterpriseID, Priority: p, Rate: c.opts.Rate(enterpriseID)})
+	for {
+		rctx, cancel := context.WithTimeout(ctx, c.opts.MaxQueueWait+2*time.Second)
+		c.requests.Add(1)
+		msg, err := c.nc.RequestWithContext(rctx, SubjectGrant, body)
+		cancel()
+		if err == nil {
+			var r grantReply
+			if json.Unmarshal(msg.Data, &r) == nil && r.OK {
+				c.grantsSeen.Add(1)
+				return nil
+			}
+			continue // "ask again": waited too long in the queue, or the dispenser stepped down
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		// No dispenser (election, NATS away): no call without a grant.
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// Throttled implements Limiter: every replica's grants for the enterprise slow down.
+func (c *Cluster) Throttled(enterpriseID string) {
+	_ = c.nc.Publish(SubjectThrottled, []byte(enterpriseID))
+}
+
+// elect keeps trying to become the dispenser, and renews the lease while it is.
+func (c *Cluster) elect(ctx context.Context) {
+	tick := time.NewTicker(c.opts.RenewEvery)
+	defer tick.Stop()
+	var rev uint64
+	value := []byte(c.opts.Name)
+	for {
+		opCtx, cancel := context.WithTimeout(ctx, c.opts.RenewEvery)
+		if rev == 0 {
+			if r, err := c.kv.Create(opCtx, leaseKey, value); err == nil {
+				rev = r
+				c.becomeDispenser(ctx)
+			}
+		} else {
+			r, err := c.kv.Update(opCtx, leaseKey, value, rev)
+			switch {
+			case err == nil:
+				rev = r
+				c.renewed()
+			case errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) ||
+				errors.Is(err, jetstream.ErrKeyNotFound):
+				rev = 0 // the lease expired and may be someone else's
+				c.stepDown("lease lost")
+			default:
+				// NATS briefly away: the dispenser stops by itself StopAfter
+				// after its last renewal.
+			}
+		}
+		cancel()
+		select {
+		case <-ctx.Done():
+			c.stepDown("stopping")
+			return
+		case <-tick.C:
+		}
+		if rev != 0 && !c.active() {
+			rev = 0
+			c.stepDown("lease not renewed in time")
+		}
+	}
+}
+
+func (c *Cluster) renewed() {
+	c.renewals.Add(1)
+	c.mu.Lock()
+	c.lastRenew = time.Now()
+	c.mu.Unlock()
+}
+
+// active: this replica may grant (its lease was renewed less than StopAfter ago).
+func (c *Cluster) active() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.disp != nil && time.Since(c.lastRenew) < c.opts.StopAfter
+}
+
+func (c *Cluster) becomeDispenser(ctx context.Context) {
+	d := newDispenser(c.opts)
+	c.mu.Lock()
+	c.lastRenew = time.Now()
+	c.disp = d
+	c.mu.Unlock()
+	grantSub, err1 := c.nc.Subscribe(SubjectGrant, d.onRequest)
+	slowSub, err2 := c.nc.Subscribe(SubjectThrottled, func(m *nats.Msg) { d.slow(string(m.Data)) })
+	if err1 != nil || err2 != nil {
+		c.stepDown("subscribe failed")
+		return
+	}
+	c.mu.Lock()
+	c.subs = []*nats.Subscription{grantSub, slowSub}
+	c.mu.Unlock()
+	c.elections.Add(1)
+	c.opts.Log.Info().Str("replica", c.opts.Name).Msg("rate-limit dispenser: elected")
+	go d.run(ctx, c.active)
+}
+
+func (c *Cluster) stepDown(why string) {
+	c.mu.Lock()
+	d, subs := c.disp, c.subs
+	c.disp, c.subs = nil, nil
+	c.mu.Unlock()
+	if d == nil {
+		return
+	}
+	for _, s := range subs {
+		_ = s.Unsubscribe()
+	}
+	d.stop()
+	c.opts.Log.Warn().Str("replica", c.opts.Name).Str("why", why).Msg("rate-limit dispenser: stepped down")
+}
+
+// dispenser hands out grants, per enterprise, spaced and by priority.
+type dispenser struct {
+	opts    Options
+	mu      sync.Mutex
+	ents    map[string]*enterpriseQueue
+	wake    chan struct{}
+	done    chan struct{}
+	once    sync.Once
+	seq     uint64
+	granted atomic.Int64
+}
+
+type enterpriseQueue struct {
+	waiting   requestHeap
+	nextAt    time.Time
+	rate      float64
+	slowUntil time.Time
+}
+
+type pending struct {
+	msg      *nats.Msg
+	priority Priority
+	seq      uint64
+	arrived  time.Time
+}
+
+type requestHeap []*pending
+
+func (h requestHeap) Len() int { return len(h) }
+func (h requestHeap) Less(i, j int) bool {
+	if h[i].priority != h[j].priority {
+		return h[i].priority < h[j].priority
+	}
+	return h[i].seq < h[j].seq
+}
+func (h requestHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *requestHeap) Push(x any)   { *h = append(*h, x.(*pending)) }
+func (h *requestHeap) Pop() any {
+	old := *h
+	p := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return p
+}
+
+func newDispenser(opts Options) *dispenser {
+	return &dispenser{opts: opts, ents: map[string]*enterpriseQueue{}, wake: make(chan struct{}, 1), done: make(chan struct{})}
+}
+
+// maxCatchUp bounds how much a late grant's lateness is made up on the next one.
+// Any second then holds at most floor((1 s + maxCatchUp) / spacing) + 1 = rate
+// grants, and the delay between a grant and its arrival at the API may vary by
+// Guard - maxCatchUp (23 ms) without a window at the API exceeding the rate.
+const maxCatchUp = 2 * time.Millisecond
+
+var (
+	replyOK    = []byte(`{"ok":true}`)
+	replyAgain = []byte(`{"ok":false}`)
+)
+
+func (d *dispenser) onRequest(m *nats.Msg) {
+	var r grantRequest
+	if json.Unmarshal(m.Data, &r) != nil || m.Reply == "" {
+		return
+	}
+	d.mu.Lock()
+	q := d.ents[r.Enterprise]
+	if q == nil {
+		q = &enterpriseQueue{}
+		d.ents[r.Enterprise] = q
+	}
+	if r.Rate > 0 {
+		q.rate = r.Rate
+	}
+	d.seq++
+	heap.Push(&q.waiting, &pending{msg: m, priority: r.Priority, seq: d.seq, arrived: d.opts.Now()})
+	d.mu.Unlock()
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (d *dispenser) slow(enterpriseID string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if q := d.ents[enterpriseID]; q != nil {
+		q.slowUntil = d.opts.Now().Add(d.opts.SlowFor)
+	}
+}
+
+func (d *dispenser) spacing(q *enterpriseQueue, now time.Time) time.Duration {
+	r := q.rate
+	if r <= 0 {
+		r = d.opts.Rate("")
+	}
+	s := time.Duration(float64(time.Second+d.opts.Guard) / r)
+	if now.Before(q.slowUntil) {
+		s *= 2
+	}
+	return s
+}
+
+// run grants while active() holds, until stopped.
+func (d *dispenser) run(ctx context.Context, active func() bool) {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		next := d.grantDue(active)
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(next)
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.done:
+			return
+		case <-d.wake:
+		case <-timer.C:
+		}
+	}
+}
+
+// grantDue answers every request whose grant is due and returns how long until
+// the next one is.
+func (d *dispenser) grantDue(active func() bool) time.Duration {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	next := time.Hour
+	for id, q := range d.ents {
+		for q.waiting.Len() > 0 {
+			now := d.opts.Now()
+			head := q.waiting[0]
+			if now.Sub(head.arrived) > d.opts.MaxQueueWait {
+				heap.Pop(&q.waiting)
+				_ = head.msg.Respond(replyAgain) // the requester asks again
+				continue
+			}
+			if now.Before(q.nextAt) {
+				next = min(next, q.nextAt.Sub(now))
+				break
+			}
+			if !active() {
+				return 50 * time.Millisecond
+			}
+			heap.Pop(&q.waiting)
+			if err := head.msg.Respond(replyOK); err != nil {
+				continue // the requester is gone; its grant is not spent
+			}
+			d.granted.Add(1)
+			// Schedule from the ideal time, so that timer lateness does not eat the
+			// budget, but catch up by at most maxCatchUp: grants are never closer
+			// than spacing - maxCatchUp, and after a pause there is no burst.
+			s := d.spacing(q, now)
+			q.nextAt = q.nextAt.Add(s)
+			if earliest := now.Add(s - maxCatchUp); q.nextAt.Before(earliest) {
+				q.nextAt = earliest
+			}
+		}
+		if q.waiting.Len() == 0 && d.opts.Now().After(q.nextAt.Add(time.Minute)) {
+			delete(d.ents, id)
+		}
+	}
+	return next
+}
+
+// stop ends the dispenser; waiting requesters are told to ask again.
+func (d *dispenser) stop() {
+	d.once.Do(func() {
+		close(d.done)
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		for _, q := range d.ents {
+			for _, p := range q.waiting {
+				_ = p.msg.Respond(replyAgain)
+			}
+			q.waiting = nil
+		}
+	})
+}

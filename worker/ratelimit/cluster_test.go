@@ -1,0 +1,168 @@
+package ratelimit_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/xygroup/xygroup/worker/ratelimit"
+	wt "github.com/xygroup/xygroup/worker/workertest"
+	"github.com/xygroup/xygroup/xylink"
+	"github.com/xygroup/xygroup/xylink/sandbox"
+)
+
+// replica is one limiter client on its own connection, with its own context so
+// that a test can kill it.
+type replica struct {
+	lim    *ratelimit.Cluster
+	cancel context.CancelFunc
+}
+
+func startReplicas(t *testing.T, n int, opts ratelimit.Options) []*replica {
+	t.Helper()
+	srv := wt.StartNATS(t)
+	out := make([]*replica, n)
+	for i := range out {
+		ctx, cancel := context.WithCancel(context.Background())
+		t.Cleanup(cancel)
+		o := opts
+		o.Name = fmt.Sprintf("replica-%d", i)
+		lim, err := ratelimit.NewCluster(ctx, wt.Connect(t, srv), o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[i] = &replica{lim: lim, cancel: cancel}
+	}
+	return out
+}
+
+// Three replicas, each with callers that always want to call: at the sandbox, no
+// sliding second holds more than 20 requests, including across the dispenser's
+// death mid-run.
+func TestClusterHoldsTheLimitAcrossReplicas(t *testing.T) {
+	sb := wt.StartSandbox(t, sandbox.Config{Rate: 20})
+	client := wt.Client(t, sb)
+	reps := startReplicas(t, 3, ratelimit.Options{})
+	ctx, stop := context.WithTimeout(context.Background(), 9*time.Second)
+	defer stop()
+	var wg sync.WaitGroup
+	var calls atomic.Int64
+	for ri, r := range reps {
+		for g := range 6 {
+			wg.Go(func() {
+				for i := 0; ; i++ {
+					if err := r.lim.Wait(ctx, wt.Enterprise, ratelimit.Live); err != nil {
+						return
+					}
+					calls.Add(1)
+					_, _ = client.CreateGroups(context.Background(), wt.Enterprise,
+						&xylink.CreateGroupsRequest{MeetingRoomNumber: fmt.Sprintf("r%d-g%d-%d", ri, g, i)})
+				}
+			})
+		}
+	}
+	// Kill whichever replica is the dispenser, half-way: its lease must expire
+	// before another one grants.
+	time.Sleep(4 * time.Second) // a point in the run, not a condition
+	killed := -1
+	for i, r := range reps {
+		if r.lim.Stats().Dispensing {
+			r.cancel()
+			killed = i
+		}
+	}
+	wg.Wait()
+	st := sb.Stats()
+	e := st.Enterprises[wt.Enterprise]
+	t.Logf("killed dispenser replica %d; %d calls in 9 s; largest sliding second %d; 429 answers %d",
+		killed, calls.Load(), e.MaxInWindow, st.ByAnswer["429"])
+	if killed < 0 {
+		t.Fatal("no replica was the dispenser")
+	}
+	if e.MaxInWindow > 20 || st.ByAnswer["429"] != 0 {
+		t.Fatalf("the limit broke: %d requests in one sliding second, %d answers 429", e.MaxInWindow, st.ByAnswer["429"])
+	}
+	// 9 s less the failover (the dead dispenser's lease runs out: at most
+	// LeaseTTL + RenewEvery) at 19.5 a second.
+	if calls.Load() < 90 {
+		t.Fatalf("only %d calls in 9 s: the budget is mostly unused", calls.Load())
+	}
+}
+
+// With a replay backlog saturating the budget, live requests still get their
+// grants within a second.
+func TestLiveBeforeReplay(t *testing.T) {
+	reps := startReplicas(t, 3, ratelimit.Options{})
+	ctx, stop := context.WithTimeout(context.Background(), 6*time.Second)
+	defer stop()
+	var wg sync.WaitGroup
+	for _, r := range reps {
+		for range 10 {
+			wg.Go(func() {
+				for r.lim.Wait(ctx, "e", ratelimit.Replay) == nil {
+				}
+			})
+		}
+	}
+	var waits []time.Duration
+	var mu sync.Mutex
+	for i, r := range reps {
+		wg.Go(func() {
+			time.Sleep(time.Duration(i) * 100 * time.Millisecond) // spread the live callers
+			for ctx.Err() == nil {
+				start := time.Now()
+				if r.lim.Wait(ctx, "e", ratelimit.Live) != nil {
+					return
+				}
+				mu.Lock()
+				waits = append(waits, time.Since(start))
+				mu.Unlock()
+				time.Sleep(250 * time.Millisecond)
+			}
+		})
+	}
+	wg.Wait()
+	slices.Sort(waits)
+	if len(waits) < 20 {
+		t.Fatalf("only %d live grants", len(waits))
+	}
+	p50, p99 := waits[len(waits)/2], waits[len(waits)*99/100]
+	t.Logf("live grant wait under a saturating replay: p50 %v, p99 %v (%d grants)", p50, p99, len(waits))
+	if p99 > time.Second {
+		t.Fatalf("live p99 wait %v with a replay backlog", p99)
+	}
+}
+
+// A rate-limit answer reported by one replica slows every replica.
+func TestThrottledSlowsTheCluster(t *testing.T) {
+	reps := startReplicas(t, 2, ratelimit.Options{SlowFor: 3 * time.Second})
+	count := func(d time.Duration) int {
+		ctx, stop := context.WithTimeout(context.Background(), d)
+		defer stop()
+		var n atomic.Int64
+		var wg sync.WaitGroup
+		for _, r := range reps {
+			for range 4 {
+				wg.Go(func() {
+					for r.lim.Wait(ctx, "e", ratelimit.Live) == nil {
+						n.Add(1)
+					}
+				})
+			}
+		}
+		wg.Wait()
+		return int(n.Load())
+	}
+	normal := count(2 * time.Second)
+	reps[1].lim.Throttled("e")
+	time.Sleep(100 * time.Millisecond) // the report travels over NATS
+	slowed := count(2 * time.Second)
+	t.Logf("grants in 2 s: %d normally, %d after a rate-limit answer", normal, slowed)
+	if slowed > normal*2/3 {
+		t.Fatalf("not slowed: %d grants, %d before", slowed, normal)
+	}
+}

@@ -1,0 +1,47 @@
+// Package ratelimit grants XYLink API calls: one budget per enterprise (20 calls
+// a second by default) for the whole cluster of workers, built on the NATS
+// cluster they already use.
+//
+// # Design: one elected dispenser
+//
+// XYLink counts requests per enterprise in any sliding second. A limiter per
+// replica breaks that as soon as a second replica runs, and a static split (20/N)
+// wastes the budget whenever the backlog sits on one replica. Compare-and-swap
+// on a shared "theoretical arrival time" (GCRA) costs two round trips a grant and
+// its conflicts grow with the number of contenders. So one replica at a time, the
+// dispenser, hands out every grant:
+//
+//   - Election: the dispenser holds the key "dispenser" of the xygroup-limiter
+//     bucket, whose entries expire LeaseTTL (3 s) after their last write. It renews
+//     every RenewEvery (500 ms) with compare-and-swap, and stops granting StopAfter
+//     (2 s) after its last successful renewal, measured on its own monotonic clock.
+//     Another replica can create the key only after it expired, at least a second
+//     after the old dispenser stopped, so two dispensers never grant at once, and
+//     the grants of the old one are more than a second old when the new one starts.
+//     Wall-clock differences between replicas play no part: only durations measured
+//     by each replica, and the server's expiry, count.
+//   - Grants: a replica that needs one sends a request (enterprise, priority, rate)
+//     to xygroup.limiter.grant; the dispenser answers when the grant is due. Per
+//     enterprise it spaces grants (1 s + Guard) / rate apart, so any window of
+//     1 s + Guard holds at most rate grants. A grant's arrival at the API is the
+//     grant time plus a delay (reply delivery, scheduling, the HTTP call); as long
+//     as that delay varies by less than Guard less the 2 ms by which a late timer
+//     may be made up (23 ms) between calls, no one-second window at the API holds
+//     more than rate requests. The cost is the budget's Guard share: 20/s becomes
+//     19.5/s.
+//   - Priorities: each enterprise has a queue ordered by priority (live first
+//     attempts, then retries and probes, then replays), first come first served
+//     within one. A live request waits at most for the grant being timed and for
+//     the live requests before it, whatever the replay backlog.
+//   - Rate-limit answers: a replica that gets HTTP 429 reports it, and the
+//     dispenser doubles the spacing for that enterprise for SlowFor (10 s), for
+//     the whole cluster.
+//   - Failures: without a dispenser (none elected yet, NATS unreachable, the
+//     dispenser's node lost), requests get no answer and Wait keeps asking until
+//     its context ends: the limiter fails closed. No API call is made without a
+//     grant, so the limit holds; the budget is unused for the seconds an election
+//     takes (at most LeaseTTL).
+//
+// A grant costs one request and one reply on core NATS (no JetStream write), plus
+// the dispenser's two lease renewals a second.
+package ratelimit

@@ -1,0 +1,72 @@
+package ratelimit
+
+import (
+	"context"
+	"sync"
+
+	"golang.org/x/time/rate"
+)
+
+// Priority orders API calls competing for the same budget.
+type Priority int
+
+const (
+	// Live: a command's first attempt.
+	Live Priority = iota
+	// Retry: a retry after a failure, or a probe of a parked command.
+	Retry
+	// Replay: a command that an operator replayed.
+	Replay
+)
+
+var priorityNames = [...]string{"live", "retry", "replay"}
+
+func (p Priority) String() string {
+	if p >= 0 && int(p) < len(priorityNames) {
+		return priorityNames[p]
+	}
+	return "unknown"
+}
+
+// Limiter grants API calls. Every call to the API takes one grant first.
+type Limiter interface {
+	// Wait blocks until the enterprise may make one call, or ctx ends.
+	Wait(ctx context.Context, enterpriseID string, p Priority) error
+	// Throttled reports that the API answered "rate limited", so that the
+	// limiter can slow down.
+	Throttled(enterpriseID string)
+}
+
+// Local is a per-replica limiter: a token bucket of burst 1 per enterprise. It
+// holds the rate for one replica only; use Cluster for several.
+type Local struct {
+	rate  func(enterpriseID string) float64
+	mu    sync.Mutex
+	limit map[string]*rate.Limiter
+}
+
+// NewLocal limits each enterprise to rateOf(enterpriseID) calls per second.
+func NewLocal(rateOf func(enterpriseID string) float64) *Local {
+	return &Local{rate: rateOf, limit: map[string]*rate.Limiter{}}
+}
+
+func (l *Local) get(enterpriseID string) *rate.Limiter {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	lim, ok := l.limit[enterpriseID]
+	if !ok {
+		lim = rate.NewLimiter(rate.Limit(l.rate(enterpriseID)), 1)
+		l.limit[enterpriseID] = lim
+	}
+	return lim
+}
+
+// Wait implements Limiter; priorities are not distinguished.
+func (l *Local) Wait(ctx context.Context, enterpriseID string, _ Priority) error {
+	return l.get(enterpriseID).Wait(ctx)
+}
+
+// Throttled implements Limiter: the next grant waits one more interval.
+func (l *Local) Throttled(enterpriseID string) {
+	_ = l.get(enterpriseID).Reserve()
+}
