@@ -40,6 +40,7 @@ type verdict struct {
 	// ... or park it (shared deliveries): the meeting waits; first probe at parkFirst.
 	park      bool
 	parkFirst time.Time
+	hold      bool // park in the tenant's hold (breaker open), not its meeting
 	// release: give it back at once (shutting down: another replica takes it).
 	release bool
 

@@ -27,6 +27,7 @@ type options struct {
 	probeBackoff      Backoff
 	callLease         time.Duration
 	recordTTL         time.Duration
+	breakerSettings   BreakerSettings
 }
 
 func defaultOptions() options {
@@ -89,3 +90,7 @@ func WithCallLease(d time.Duration) Option { return func(o *options) { o.callLea
 
 // WithRecordTTL is how long a command's idempotency record is kept (default 30 days).
 func WithRecordTTL(d time.Duration) Option { return func(o *options) { o.recordTTL = d } }
+
+// WithBreakerSettings tunes the cluster-wide breaker (5 consecutive failures
+// open it for 10 s by default).
+func WithBreakerSettings(s BreakerSettings) Option { return func(o *options) { o.breakerSettings = s } }

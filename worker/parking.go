@@ -42,8 +42,16 @@ const (
 	meetingReleased = "released" // the meeting answered; its parked commands are due
 )
 
-// meetingRecord schedules one meeting's probes.
+// Record kinds: a waiting meeting, or a tenant whose breaker is open.
+const (
+	kindMeeting = ""
+	kindHold    = "breaker"
+)
+
+// meetingRecord schedules one meeting's probes, or (Kind "breaker") the
+// half-open probe of a tenant whose commands are held while its breaker is open.
 type meetingRecord struct {
+	Kind         string    `json:"kind,omitempty"`
 	EnterpriseID string    `json:"enterpriseId"`
 	Meeting      string    `json:"meetingRoomNumber"`
 	State        string    `json:"state"`
@@ -63,6 +71,9 @@ func meetingToken(enterpriseID, meeting string) string {
 	h := sha256.Sum256([]byte(enterpriseID + "\x00" + meeting))
 	return hex.EncodeToString(h[:12])
 }
+
+// holdToken names the hold of a tenant whose breaker is open.
+func holdToken(enterpriseID string) string { return meetingToken(enterpriseID, "\x01breaker-hold") }
 
 func parkedSubject(token string) string { return subjectParked + "." + token }
 
@@ -174,7 +185,17 @@ type parker struct {
 // probe schedule. first is when the first probe may run (notBefore, or now plus
 // the first backoff). It returns the meeting's next probe time.
 func (p *parker) park(ctx context.Context, d *Decoded, del *delivery, deadline, first time.Time) (time.Time, error) {
-	token := meetingToken(d.EnterpriseID, d.Cmd.MeetingRoomNumber)
+	return p.store(ctx, meetingToken(d.EnterpriseID, d.Cmd.MeetingRoomNumber), kindMeeting, d, del, deadline, first)
+}
+
+// hold stores a command of a tenant whose breaker is open; the tenant's hold
+// record schedules the half-open probe at the breaker's openUntil.
+func (p *parker) hold(ctx context.Context, d *Decoded, del *delivery, deadline, openUntil time.Time) error {
+	_, err := p.store(ctx, holdToken(d.EnterpriseID), kindHold, d, del, deadline, openUntil)
+	return err
+}
+
+func (p *parker) store(ctx context.Context, token, kind string, d *Decoded, del *delivery, deadline, first time.Time) (time.Time, error) {
 	m := nats.NewMsg(parkedSubject(token))
 	m.Data = del.data
 	for k, v := range del.header {
@@ -188,23 +209,37 @@ func (p *parker) park(ctx context.Context, d *Decoded, del *delivery, deadline, 
 	if id := del.header.Get(nats.MsgIdHdr); id != "" {
 		m.Header.Set(hdrSourceMsgID, id)
 	}
-	// A redelivery of the same message parks it once.
-	m.Header.Set(nats.MsgIdHdr, "xygroup.park."+del.stream+"."+strconv.FormatUint(del.seq, 10))
+	// A redelivery of the same message parks it once; moving it from a hold to
+	// its meeting is a new entry.
+	m.Header.Set(nats.MsgIdHdr, "xygroup."+kindName(kind)+"."+del.stream+"."+strconv.FormatUint(del.seq, 10)+"."+strconv.Itoa(del.delivered))
+	if del.kind == fromShared {
+		m.Header.Set(nats.MsgIdHdr, "xygroup."+kindName(kind)+"."+del.stream+"."+strconv.FormatUint(del.seq, 10))
+	}
 	if _, err := p.js.PublishMsg(ctx, m); err != nil {
 		return time.Time{}, fmt.Errorf("park: %w", err)
 	}
-	return p.schedule(ctx, token, d, deadline, first)
+	return p.schedule(ctx, token, kind, d, deadline, first)
+}
+
+func kindName(kind string) string {
+	if kind == kindHold {
+		return "hold"
+	}
+	return "park"
 }
 
 // schedule creates the meeting's record, or moves its earliest deadline and
 // next probe earlier when this command needs that.
-func (p *parker) schedule(ctx context.Context, token string, d *Decoded, deadline, first time.Time) (time.Time, error) {
+func (p *parker) schedule(ctx context.Context, token, kind string, d *Decoded, deadline, first time.Time) (time.Time, error) {
 	for {
 		now := p.now()
 		e, err := p.meetings.Get(ctx, token)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			r := meetingRecord{EnterpriseID: d.EnterpriseID, Meeting: d.Cmd.MeetingRoomNumber, State: meetingWaiting,
+			r := meetingRecord{Kind: kind, EnterpriseID: d.EnterpriseID, Meeting: d.Cmd.MeetingRoomNumber, State: meetingWaiting,
 				NextProbeAt: first, EarliestDeadline: deadline, WaitingSince: now}
+			if kind == kindHold {
+				r.Meeting = ""
+			}
 			b, _ := json.Marshal(r)
 			if _, err := p.meetings.Create(ctx, token, b); err == nil {
 				return r.NextProbeAt, nil
@@ -220,9 +255,12 @@ func (p *parker) schedule(ctx context.Context, token string, d *Decoded, deadlin
 		_ = json.Unmarshal(e.Value(), &r)
 		changed := false
 		if r.State != meetingWaiting {
-			// Released, yet the meeting said 66620 again (it ended, or flapped):
-			// wait again.
+			// Released, yet the meeting said 66620 again (it ended, or flapped), or
+			// the tenant's breaker opened again: wait again.
 			r.State, r.NextProbeAt, r.Probes, r.WaitingSince, changed = meetingWaiting, first, 0, now, true
+		}
+		if kind == kindHold && first.After(r.NextProbeAt) {
+			r.NextProbeAt, changed = first, true // the breaker's openUntil moved on
 		}
 		if deadline.Before(r.EarliestDeadline) {
 			r.EarliestDeadline, changed = deadline, true
@@ -244,6 +282,13 @@ func (p *parker) schedule(ctx context.Context, token string, d *Decoded, deadlin
 func (p *parker) waiting(enterpriseID, meeting string) (meetingRecord, bool) {
 	e, ok := p.view.get(meetingToken(enterpriseID, meeting))
 	return e.rec, ok && e.rec.State == meetingWaiting
+}
+
+// holding reports whether the tenant's commands are held (its breaker is open and
+// the hold has not been released yet).
+func (p *parker) holding(enterpriseID string) bool {
+	e, ok := p.view.get(holdToken(enterpriseID))
+	return ok && e.rec.State == meetingWaiting
 }
 
 // updateMeeting applies f to the meeting record with compare-and-swap; f returning

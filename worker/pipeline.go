@@ -91,12 +91,19 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 	}
 
 	// 4. breaker (before the limiter, so that an open breaker spends no grant)
-	done, err := p.breaker.Allow(d.EnterpriseID)
-	if err != nil {
-		p.metrics.Retries.WithLabelValues("breaker_open").Inc()
-		v := decide(d, xylink.Outcome{Class: xylink.ClassUnavailable, Disposition: xylink.Retry}, rec.lastError(err), nil,
-			rec.Attempts, deadline, p.backoff, now)
-		v.noNews = true
+	if del.kind == fromShared && p.parker.holding(d.EnterpriseID) {
+		// The tenant's commands are held (its breaker is open, or its held
+		// commands are not all released yet): join them, in order.
+		until := now
+		if sb, ok := p.breaker.(*SharedBreaker); ok {
+			if u, open := sb.Open(d.EnterpriseID); open {
+				until = u
+			}
+		}
+		return verdict{park: true, hold: true, parkFirst: until, attempts: rec.Attempts, deadline: deadline}, d
+	}
+	done, v, stop := p.allow(ctx, d, del, rec, deadline, now)
+	if stop {
 		return v, d
 	}
 	// 5. limiter
@@ -173,7 +180,7 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 			return v, d
 		}
 	}
-	v := decide(d, outcome, callErr, groups, attempts, deadline, p.backoff, now)
+	v = decide(d, outcome, callErr, groups, attempts, deadline, p.backoff, now)
 	v.meetingAnswer = outcome.Disposition == xylink.Done || (outcome.Disposition == xylink.Terminal && outcome.Class != xylink.ClassInvalidCommand)
 	v.noNews = !v.meetingAnswer && outcome.Disposition != xylink.Park
 	if v.event == nil {
@@ -182,6 +189,41 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 			Int("attempts", attempts).Msg("will retry")
 	}
 	return v, d
+}
+
+// allow asks the breaker for a call. With the tenant open cluster-wide, a
+// shared command goes to the tenant's hold; a probe whose time has come may
+// become the one half-open probe of the cluster; anything else waits.
+func (p *pipeline) allow(ctx context.Context, d *Decoded, del *delivery, rec commandRecord, deadline, now time.Time) (func(xylink.Outcome), verdict, bool) {
+	sb, shared := p.breaker.(*SharedBreaker)
+	if shared {
+		if until, open := sb.Open(d.EnterpriseID); open {
+			switch {
+			case del.kind == fromShared:
+				// Intake pauses for this tenant: its commands wait in the hold,
+				// acked, spending no delivery, while other tenants flow.
+				p.metrics.Retries.WithLabelValues("breaker_open").Inc()
+				return nil, verdict{park: true, hold: true, parkFirst: until, attempts: rec.Attempts, deadline: deadline}, true
+			case del.kind == fromProbe && !now.Before(until) && sb.ClaimProbe(ctx, d.EnterpriseID):
+				return func(o xylink.Outcome) {
+					pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+					defer cancel()
+					sb.ProbeResult(pctx, d.EnterpriseID, o)
+				}, verdict{}, false
+			default:
+				return nil, verdict{retry: max(until.Sub(now), time.Second), noNews: true}, true
+			}
+		}
+	}
+	allow, err := p.breaker.Allow(d.EnterpriseID)
+	if err == nil {
+		return allow, verdict{}, false
+	}
+	p.metrics.Retries.WithLabelValues("breaker_open").Inc()
+	v := decide(d, xylink.Outcome{Class: xylink.ClassUnavailable, Disposition: xylink.Retry}, rec.lastError(err), nil,
+		rec.Attempts, deadline, p.backoff, now)
+	v.noNews = true
+	return nil, v, true
 }
 
 // parkIfWaiting parks a command whose meeting is known to wait: by the shared

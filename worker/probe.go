@@ -97,11 +97,25 @@ func (w *Worker) probe(ctx context.Context, token string) {
 	}
 	del := parkedDelivery(cand.Data, cand.Header, rec.Probes+1, fromProbe)
 	v, d := w.p.process(ctx, del, &log)
-	w.apply(ctx, v, d, del, &probeSettler{stream: w.parked, seq: cand.Sequence}, log)
+	settle := &probeSettler{stream: w.parked, seq: cand.Sequence}
+	if rec.Kind == kindHold && v.waiting {
+		// The API answered (66620): the tenant's breaker is closed, and this
+		// command goes on to wait for its meeting.
+		v = w.toMeeting(ctx, v, d, del)
+	}
+	w.apply(ctx, v, d, del, settle, log)
 	w.opts.metrics.Probes.WithLabelValues(probeResult(v)).Inc()
 	switch {
-	case v.meetingAnswer:
+	case v.meetingAnswer || (rec.Kind == kindHold && (v.park || v.event != nil)):
 		w.release(ctx, token, log)
+	case rec.Kind == kindHold:
+		next := now.Add(max(v.retry, time.Second))
+		if sb, ok := w.p.breaker.(*SharedBreaker); ok {
+			if until, open := sb.Open(rec.EnterpriseID); open {
+				next = until
+			}
+		}
+		w.reschedule(ctx, token, next, true)
 	case v.waiting:
 		probes := rec.Probes + 1
 		w.rescheduleAfter(ctx, token, now.Add(w.parker.backoff.Delay(probes)), true)
@@ -153,6 +167,12 @@ func (w *Worker) probeCandidate(ctx context.Context, token string, now time.Time
 		return nil, seq == 1, time.Time{}, nil
 	}
 	return nil, false, nextNotBefore, nil
+}
+
+// toMeeting turns a held command's 66620 into parking under its meeting.
+func (w *Worker) toMeeting(ctx context.Context, v verdict, d *Decoded, del *delivery) verdict {
+	v.park, v.hold, v.parkFirst, v.retry = true, false, w.opts.now().Add(w.parker.backoff.Delay(1)), 0
+	return v
 }
 
 // rescheduleAfter sets the next probe and gives up the lease; countProbe adds
@@ -228,6 +248,17 @@ func (w *Worker) expireParked(ctx context.Context, token string, rec meetingReco
 			continue
 		}
 		cr, _, _ := w.p.idem.get(ctx, d.ID)
+		if rec.Kind == kindHold {
+			f := failureOf(xylink.ClassUnavailable, cr.lastError(ErrBreakerOpen))
+			f.developerMessage = fmt.Sprintf("deadline %s passed while the enterprise's circuit breaker was open: %s",
+				deadline.UTC().Format(time.RFC3339), f.developerMessage)
+			v := verdict{event: failedEvent(d, f, cr.Attempts, now)}
+			if cr.Terminal != nil {
+				v = verdict{event: cr.Terminal.outEvent(), repeat: true}
+			}
+			w.apply(ctx, v, d, del, &probeSettler{stream: w.parked, seq: m.Sequence}, log)
+			continue
+		}
 		status := 0
 		if cr.Last != nil && cr.Last.ErrorCode == xylink.CodeNoMeeting {
 			status = cr.Last.HTTPStatus

@@ -71,12 +71,6 @@ func New(nc *nats.Conn, caller Caller, tenants Tenants, opts ...Option) (*Worker
 	if o.metrics == nil {
 		o.metrics = NewMetrics()
 	}
-	if o.breaker == nil {
-		m := o.metrics
-		o.breaker = NewLocalBreaker(BreakerSettings{OnChange: func(ent, _, to string) {
-			m.BreakerState.WithLabelValues(ent).Set(breakerStateValue(to))
-		}}, o.log)
-	}
 	dec := &decoder{defaultEnterprise: o.defaultEnterprise}
 	if tenants != nil {
 		dec.hasTenant = tenants.HasTenant
@@ -101,6 +95,8 @@ func (o *options) rateOf(enterpriseID string) float64 {
 // when another limiter was given).
 func (w *Worker) ClusterLimiter() *ratelimit.Cluster { return w.limiter }
 
+func (w *Worker) metrics() *Metrics { return w.opts.metrics }
+
 // Metrics returns the worker's metrics.
 func (w *Worker) Metrics() *Metrics { return w.opts.metrics }
 
@@ -119,6 +115,22 @@ func (w *Worker) Checks() map[string]Check {
 					return errors.New(msg)
 				}
 				return errors.New("streams and consumer not ready yet")
+			}
+			return nil
+		},
+		"breakers": func() error {
+			sb, ok := w.p.breaker.(*SharedBreaker)
+			if !ok {
+				return nil
+			}
+			var open []string
+			for ent, r := range sb.States() {
+				if r.State == breakerOpen {
+					open = append(open, ent)
+				}
+			}
+			if len(open) > 0 {
+				return fmt.Errorf("circuit breaker open for %v: the API is failing; their commands are held", open)
 			}
 			return nil
 		},
@@ -286,6 +298,17 @@ func (w *Worker) setupParking(ctx, runCtx context.Context) error {
 			return 0
 		}))
 	}
+	if w.p.breaker == nil {
+		m := w.metrics()
+		s := w.opts.breakerSettings
+		s.OnChange = func(ent, _, to string) { m.BreakerState.WithLabelValues(ent).Set(breakerStateValue(to)) }
+		sb, err := NewSharedBreaker(runCtx, w.js, settings.Replicas, s, w.log)
+		if err != nil {
+			return err
+		}
+		sb.now = w.opts.now
+		w.p.breaker = sb
+	}
 	w.parked, w.meetings = parked, meetings
 	w.parker.parked, w.parker.meetings = parked, meetings
 	w.p.idem.kv = commands
@@ -364,6 +387,15 @@ func (w *Worker) apply(ctx context.Context, v verdict, d *Decoded, del *delivery
 		}
 		if err := s.ack(ctx); err != nil {
 			// The event is stored; a redelivery republishes it under the same Nats-Msg-Id.
+			log.Warn().Err(err).Msg("ack not confirmed")
+		}
+	case v.park && v.hold:
+		if err := w.parker.hold(ctx, d, del, v.deadline, v.parkFirst); err != nil {
+			log.Error().Err(err).Msg("could not hold the command; it stays queued")
+			_ = s.nak(time.Second)
+			return
+		}
+		if err := s.ack(ctx); err != nil {
 			log.Warn().Err(err).Msg("ack not confirmed")
 		}
 	case v.park:

@@ -34,6 +34,8 @@ func workerCommand() *cli.Command {
 		&cli.IntFlag{Name: "max-ack-pending", Value: 1000, Usage: "MaxAckPending of the consumer the worker creates", Sources: cli.EnvVars("XYGROUP_MAX_ACK_PENDING")},
 		&cli.DurationFlag{Name: "xylink-timeout", Value: 10 * time.Second, Usage: "bound on each XYLink API call", Sources: cli.EnvVars("XYLINK_TIMEOUT")},
 		&cli.DurationFlag{Name: "ack-wait", Value: 30 * time.Second, Usage: "AckWait of the consumer the worker creates (a dead replica's commands return after it)", Sources: cli.EnvVars("XYGROUP_ACK_WAIT")},
+		&cli.IntFlag{Name: "breaker-failures", Value: 5, Usage: "consecutive API failures, cluster-wide, that open a tenant's circuit breaker", Sources: cli.EnvVars("XYGROUP_BREAKER_FAILURES")},
+		&cli.DurationFlag{Name: "breaker-open-for", Value: 10 * time.Second, Usage: "how long an open breaker waits before its one probe", Sources: cli.EnvVars("XYGROUP_BREAKER_OPEN_FOR")},
 		&cli.DurationFlag{Name: "drain-timeout", Value: 20 * time.Second, Usage: "on SIGTERM, how long commands in flight may finish", Sources: cli.EnvVars("XYGROUP_DRAIN_TIMEOUT")},
 		logFormatFlag(), logLevelFlag(),
 	)
@@ -122,6 +124,8 @@ func runWorker(ctx context.Context, cmd *cli.Command) error {
 		// A call in flight on a replica that died is treated as unknown once it
 		// would have timed out.
 		worker.WithCallLease(timeout+5*time.Second),
+		worker.WithBreakerSettings(worker.BreakerSettings{ConsecutiveFailures: uint32(max(1, cmd.Int("breaker-failures"))),
+			OpenFor: cmd.Duration("breaker-open-for")}),
 		worker.WithSource("xygroup/"+host),
 		worker.WithLogger(log),
 	)

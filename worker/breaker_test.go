@@ -1,0 +1,140 @@
+package worker_test
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/xygroup/xygroup/worker"
+	wt "github.com/xygroup/xygroup/worker/workertest"
+	"github.com/xygroup/xygroup/xylink"
+	"github.com/xygroup/xygroup/xylink/sandbox"
+)
+
+// steady calls publish every interval until stop is closed.
+func steady(publish func(i int), interval time.Duration, stop <-chan struct{}) *sync.WaitGroup {
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		tick := time.NewTicker(interval)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			publish(i)
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+		}
+	})
+	return &wg
+}
+
+// Three workers and a steady stream of commands while the API has a 20-second
+// outage: the cluster stops calling within the trip threshold (plus the in-flight
+// calls of the moment) and one probe per open period; no command fails; all
+// complete after the recovery.
+func TestBreakerPausesTheClusterDuringAnOutage(t *testing.T) {
+	const threshold = 5
+	openFor := 8 * time.Second
+	srv := wt.StartNATS(t)
+	sb := wt.StartSandbox(t, sandbox.Config{Rate: 20})
+	c := wt.Client(t, sb)
+	for range 3 {
+		wt.StartWorker(t, srv, c, worker.WithRate(20, nil),
+			worker.WithBreakerSettings(worker.BreakerSettings{ConsecutiveFailures: threshold, OpenFor: openFor}))
+	}
+	js := wt.JetStream(t, wt.Connect(t, srv))
+	wt.AwaitStream(t, js, worker.StreamCommands)
+	stop := make(chan struct{})
+	var n int
+	pub := steady(func(i int) {
+		id := fmt.Sprintf("steady-%03d", i)
+		wt.Publish(t, js, id, wt.Command(id, "m-"+id))
+		n = i + 1
+	}, 100*time.Millisecond, stop)
+
+	time.Sleep(2 * time.Second) // steady traffic before the outage: a point in the scenario
+	outageStart := time.Now()
+	outageEnd := outageStart.Add(20 * time.Second)
+	sb.AddOutage(sandbox.Outage{From: outageStart, Until: outageEnd})
+	time.Sleep(time.Until(outageEnd) + 3*time.Second) // the outage runs its course
+	close(stop)
+	pub.Wait()
+
+	events := wt.AwaitTerminal(t, js, n, 2*time.Minute)
+	for id, evs := range events {
+		if len(evs) != 1 || evs[0].Subject != worker.SubjectCreated {
+			t.Errorf("%s: %d events, first on %s: %s", id, len(evs), evs[0].Subject, evs[0].Data)
+		}
+	}
+	var during, firstSuccessAfter int
+	var recoveredAt time.Time
+	for _, r := range sb.Requests() {
+		if r.Endpoint != "dynamicGroup" {
+			continue
+		}
+		if !r.At.Before(outageStart) && r.At.Before(outageEnd) {
+			during++
+		}
+		if !r.At.Before(outageEnd) && r.Status == 200 && recoveredAt.IsZero() {
+			recoveredAt = r.At
+			firstSuccessAfter++
+		}
+	}
+	probes := int(20*time.Second/openFor) + 1
+	t.Logf("%d commands; API calls during the 20 s outage: %d (threshold %d, probes at most %d); first success %v after the recovery",
+		n, during, threshold, probes, recoveredAt.Sub(outageEnd).Round(time.Millisecond))
+	if during > threshold+probes+3 {
+		t.Fatalf("%d calls during the outage: more than the threshold %d, %d probes and 3 in flight", during, threshold, probes)
+	}
+	if recoveredAt.IsZero() {
+		t.Fatal("no success after the recovery")
+	}
+}
+
+// The outage of one tenant of two: the other's commands keep completing during it.
+func TestBreakerIsPerTenant(t *testing.T) {
+	srv := wt.StartNATS(t)
+	sb := wt.StartSandbox(t, sandbox.Config{Rate: 100, Enterprises: []sandbox.Enterprise{{ID: "other", Token: "other-token"}}})
+	c := wt.Client(t, sb, xylink.Credentials{EnterpriseID: "other", Token: "other-token"})
+	for range 2 {
+		wt.StartWorker(t, srv, c, worker.WithRate(100, nil),
+			worker.WithBreakerSettings(worker.BreakerSettings{ConsecutiveFailures: 3, OpenFor: 3 * time.Second}))
+	}
+	js := wt.JetStream(t, wt.Connect(t, srv))
+	wt.AwaitStream(t, js, worker.StreamCommands)
+	outageStart := time.Now()
+	outageEnd := outageStart.Add(8 * time.Second)
+	sb.AddOutage(sandbox.Outage{EnterpriseID: wt.Enterprise, From: outageStart, Until: outageEnd})
+	stop := make(chan struct{})
+	var n int
+	pub := steady(func(i int) {
+		for _, ent := range []string{wt.Enterprise, "other"} {
+			id := fmt.Sprintf("%s-%03d", ent, i)
+			wt.Publish(t, js, id, wt.Command(id, "m-"+id, "enterpriseId", fmt.Sprintf("%q", ent)))
+		}
+		n = 2 * (i + 1)
+	}, 100*time.Millisecond, stop)
+	time.Sleep(time.Until(outageEnd) + 2*time.Second) // through the outage
+	close(stop)
+	pub.Wait()
+
+	events := wt.AwaitTerminal(t, js, n, 2*time.Minute)
+	otherDuring := 0
+	for id, evs := range events {
+		if len(evs) != 1 || evs[0].Subject != worker.SubjectCreated {
+			t.Errorf("%s: %d events, first on %s", id, len(evs), evs[0].Subject)
+			continue
+		}
+		at, _ := time.Parse(time.RFC3339Nano, evs[0].Fields["occurredAt"].(string))
+		if evs[0].Fields["enterpriseId"] == "other" && at.After(outageStart.Add(time.Second)) && at.Before(outageEnd) {
+			otherDuring++
+		}
+	}
+	failedCalls := sb.Stats().ByAnswer["503"]
+	t.Logf("%d commands; the other tenant completed %d during the outage; %d calls of the failing tenant failed", n, otherDuring, failedCalls)
+	if otherDuring < 40 {
+		t.Fatalf("the other tenant completed only %d commands during the outage", otherDuring)
+	}
+}
