@@ -37,6 +37,9 @@ type Decoded struct {
 	// EnterpriseID is the tenant (the command's, else the default).
 	EnterpriseID string
 	Invalid      *Invalid
+	// ReplayID is set when an operator replayed the command: its terminal event
+	// then has a Nats-Msg-Id of its own.
+	ReplayID string
 }
 
 // Invalid says why a command cannot be sent.

@@ -80,7 +80,16 @@ type outEvent struct {
 // terminalMsgID is the Nats-Msg-Id of a command's terminal event, whichever it is:
 // a redelivered or replayed command cannot store a second one in the dedupe window.
 func terminalMsgID(commandID string) string { return "xygroup.terminal." + commandID }
-func waitingMsgID(commandID string) string  { return "xygroup.waiting." + commandID }
+
+// terminalID is the terminal Nats-Msg-Id of this handling: a replay's terminal
+// event is its own (the command's failure is already in the stream).
+func terminalID(d *Decoded) string {
+	if d.ReplayID != "" {
+		return terminalMsgID(d.ID) + ".replay." + d.ReplayID
+	}
+	return terminalMsgID(d.ID)
+}
+func waitingMsgID(commandID string) string { return "xygroup.waiting." + commandID }
 
 // eventID derives a UUID-shaped id (version 5 layout over SHA-256) from the msg id,
 // so a duplicate event has the same id and consumers can dedupe on it.
@@ -100,7 +109,7 @@ func envelope(d *Decoded, msgID string, attempts int, now time.Time) Envelope {
 }
 
 func createdEvent(d *Decoded, groups []xylink.Group, reconciled bool, attempts int, now time.Time) *outEvent {
-	id := terminalMsgID(d.ID)
+	id := terminalID(d)
 	if groups == nil {
 		groups = []xylink.Group{}
 	}
@@ -118,7 +127,7 @@ type failure struct {
 }
 
 func failedEvent(d *Decoded, f failure, attempts int, now time.Time) *outEvent {
-	id := terminalMsgID(d.ID)
+	id := terminalID(d)
 	ev := &FailedEvent{Envelope: envelope(d, id, attempts, now), Class: f.class,
 		UserMessage: f.userMessage, DeveloperMessage: f.developerMessage}
 	if f.errorCode != 0 {

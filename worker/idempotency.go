@@ -31,6 +31,8 @@ type commandRecord struct {
 	// Last is the last answer of the API for this command, so that a command that
 	// ends later (deadline, open breaker) still states why.
 	Last *lastAnswer `json:"last,omitempty"`
+	// ReplayID: the replay that last tried the command again after a failure.
+	ReplayID string `json:"replayId,omitempty"`
 	// Waiting: the waiting event was published.
 	Waiting bool `json:"waiting,omitempty"`
 	// Terminal is the command's terminal event, once published.
@@ -231,4 +233,50 @@ func ensureBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.Key
 		return nil, fmt.Errorf("create bucket %s: %w", cfg.Bucket, err)
 	}
 	return kv, nil
+}
+
+// retryForReplay lets a replay try a failed command again: its failure stays in
+// the events stream, and the replay's own terminal event follows. It reports
+// false when the command was created (never sent again) or this replay already
+// tried it.
+func (s *idempotency) retryForReplay(ctx context.Context, id, replayID string) (bool, error) {
+	again := false
+	_, err := s.update(ctx, id, func(r *commandRecord) error {
+		again = false
+		if r.Terminal == nil || r.Terminal.Subject == SubjectCreated || r.ReplayID == replayID {
+			return nil
+		}
+		r.Terminal, r.ReplayID, r.Waiting, again = nil, replayID, false, true
+		return nil
+	})
+	return again, err
+}
+
+// CommandState is what the idempotency record says of a command, for tools.
+type CommandState struct {
+	Known    bool
+	Attempts int
+	// Terminal: the subject of its terminal event ("" while it has none).
+	Terminal string
+	ReplayID string
+}
+
+// LookupCommand reads a command's idempotency record.
+func LookupCommand(ctx context.Context, js jetstream.JetStream, commandID string) (CommandState, error) {
+	kv, err := js.KeyValue(ctx, BucketCommands)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return CommandState{}, nil
+	}
+	if err != nil {
+		return CommandState{}, err
+	}
+	r, rev, err := (&idempotency{kv: kv, now: time.Now}).get(ctx, commandID)
+	if err != nil || rev == 0 {
+		return CommandState{}, err
+	}
+	st := CommandState{Known: true, Attempts: r.Attempts, ReplayID: r.ReplayID}
+	if r.Terminal != nil {
+		st.Terminal = r.Terminal.Subject
+	}
+	return st, nil
 }

@@ -43,6 +43,7 @@ type pipeline struct {
 func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logger) (verdict, *Decoded) {
 	// 1. decode and validate
 	d := p.decoder.decode(del.data, del.header, del.stream, del.seq)
+	d.ReplayID = del.header.Get(HeaderReplay)
 	l := log.With().Str("commandId", d.ID).Str("enterpriseId", d.EnterpriseID)
 	if d.Cmd != nil {
 		l = l.Str("meetingRoomNumber", d.Cmd.MeetingRoomNumber)
@@ -64,6 +65,18 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 	if err != nil {
 		log.Warn().Err(err).Msg("idempotency record unreadable; retrying")
 		return verdict{retry: time.Second}, d
+	}
+	if rid := d.ReplayID; rid != "" {
+		if rec.Terminal != nil {
+			again, err := p.idem.retryForReplay(ctx, d.ID, rid)
+			if err != nil {
+				return verdict{retry: time.Second}, d
+			}
+			if again {
+				log.Info().Str("replayId", rid).Msg("replay of a failed command: trying again")
+				rec.Terminal = nil
+			}
+		}
 	}
 	if rec.Terminal != nil {
 		log.Info().Msg("already done; publishing its terminal event again")

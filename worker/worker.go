@@ -173,6 +173,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		stopPulling()
 	}()
 	go w.runProber(ctx)
+	go w.heartbeat(ctx, w.opts.streams.withDefaults().Replicas)
 
 	var inFlight sync.WaitGroup
 	for {

@@ -1,8 +1,8 @@
 package main
 
 import (
-	"context"
 	"fmt"
+	"io"
 	"os"
 	"time"
 
@@ -46,7 +46,18 @@ func newLogger(cmd *cli.Command) zerolog.Logger {
 	return l.Level(level).With().Timestamp().Str("cmd", cmd.Name).Logger()
 }
 
-// notYet is the action of a subcommand that this version does not have yet.
-func notYet(_ context.Context, cmd *cli.Command) error {
-	return cli.Exit(fmt.Sprintf("%s: not available in this version yet", cmd.Name), 3)
+// stdout and stderr are the root command's writers (os.Stdout and os.Stderr
+// unless a test set them).
+func stdout(cmd *cli.Command) io.Writer {
+	if w := cmd.Root().Writer; w != nil {
+		return w
+	}
+	return os.Stdout
+}
+
+func stderr(cmd *cli.Command) io.Writer {
+	if w := cmd.Root().ErrWriter; w != nil {
+		return w
+	}
+	return os.Stderr
 }

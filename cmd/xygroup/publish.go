@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/schollz/progressbar/v3"
 	"github.com/urfave/cli/v3"
 
 	"github.com/xygroup/xygroup/worker/commands"
@@ -22,6 +23,7 @@ func publishCommand() *cli.Command {
 			&cli.BoolFlag{Name: "wait", Usage: "wait for each command's terminal event, print it, exit 1 if any failed"},
 			&cli.DurationFlag{Name: "timeout", Value: 10 * time.Minute, Usage: "with --wait, how long to wait"},
 			&cli.BoolFlag{Name: "skip-invalid", Usage: "publish the valid commands of a file that has invalid ones"},
+			&cli.BoolFlag{Name: "no-progress", Usage: "no progress bar (shown from 100 commands on)"},
 		),
 		Action: runPublish,
 	}
@@ -51,7 +53,7 @@ func runPublish(ctx context.Context, cmd *cli.Command) error {
 		for _, it := range got {
 			if it.Err != nil {
 				invalid++
-				fmt.Fprintf(os.Stderr, "%s: invalid command: %v\n", it.Where(), it.Err)
+				fmt.Fprintf(stderr(cmd), "%s: invalid command: %v\n", it.Where(), it.Err)
 				continue
 			}
 			items = append(items, it)
@@ -78,29 +80,36 @@ func runPublish(ctx context.Context, cmd *cli.Command) error {
 			return cli.Exit(err.Error(), 1)
 		}
 	}
-	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
+	showBar := len(items) >= 100 && !cmd.Bool("no-progress")
+	bar := newBar(cmd, showBar, len(items), "publish")
 	ids := make([]string, 0, len(items))
 	for _, it := range items {
+		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		id, err := commands.Publish(pctx, js, it.Raw, nil)
+		cancel()
 		if err != nil {
 			return cli.Exit(fmt.Sprintf("%s: %v", it.Where(), err), 1)
 		}
 		ids = append(ids, id)
+		_ = bar.Add(1)
 	}
-	fmt.Fprintf(os.Stderr, "published %d command(s)\n", len(ids))
+	_ = bar.Finish()
+	fmt.Fprintf(stderr(cmd), "published %d command(s)\n", len(ids))
 	if waiter == nil {
 		return nil
 	}
 	wctx, wcancel := context.WithTimeout(ctx, cmd.Duration("timeout"))
 	defer wcancel()
 	failed := 0
+	bar = newBar(cmd, showBar, len(ids), "wait")
 	err = waiter.Await(wctx, ids, func(e commands.Event) {
-		fmt.Println(string(e.Data))
+		fmt.Fprintln(stdout(cmd), string(e.Data))
 		if e.Failed {
 			failed++
 		}
+		_ = bar.Add(1)
 	})
+	_ = bar.Finish()
 	if err != nil {
 		return cli.Exit(err.Error(), 1)
 	}
@@ -124,4 +133,14 @@ func newWaiterWhenReady(ctx context.Context, js jetstream.JetStream) (*commands.
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// newBar is a progress bar on stderr, or one that draws nothing.
+func newBar(cmd *cli.Command, show bool, total int, what string) *progressbar.ProgressBar {
+	if !show {
+		return progressbar.DefaultSilent(int64(total))
+	}
+	return progressbar.NewOptions(total, progressbar.OptionSetWriter(stderr(cmd)), progressbar.OptionSetDescription(what),
+		progressbar.OptionShowCount(), progressbar.OptionShowIts(), progressbar.OptionSetItsString("cmd"),
+		progressbar.OptionSetPredictTime(true), progressbar.OptionThrottle(200*time.Millisecond), progressbar.OptionClearOnFinish())
 }

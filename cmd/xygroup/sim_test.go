@@ -86,13 +86,6 @@ func TestSimAnswersREADMECurlExample(t *testing.T) {
 	}
 }
 
-func TestNotYetSubcommandsExitNonZero(t *testing.T) {
-	err := newApp().Run(context.Background(), []string{"xygroup", "status"})
-	if err == nil || exitCode(err) != 3 {
-		t.Fatalf("status: %v", err)
-	}
-}
-
 type syncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer

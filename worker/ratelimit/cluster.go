@@ -186,8 +186,8 @@ func (c *Cluster) elect(ctx context.Context) {
 	tick := time.NewTicker(c.opts.RenewEvery)
 	defer tick.Stop()
 	var rev uint64
-	value := []byte(c.opts.Name)
 	for {
+		value := c.leaseValue()
 		opCtx, cancel := context.WithTimeout(ctx, c.opts.RenewEvery)
 		if rev == 0 {
 			if r, err := c.kv.Create(opCtx, leaseKey, value); err == nil {
@@ -221,6 +221,59 @@ func (c *Cluster) elect(ctx context.Context) {
 			c.stepDown("lease not renewed in time")
 		}
 	}
+}
+
+// LeaseInfo is what the dispenser writes in its lease: who it is and, per
+// enterprise, its rate and the grants of the last ten seconds.
+type LeaseInfo struct {
+	Replica     string                    `json:"replica"`
+	Since       time.Time                 `json:"since"`
+	Enterprises map[string]EnterpriseInfo `json:"enterprises,omitempty"`
+}
+
+// EnterpriseInfo is one enterprise's budget and use.
+type EnterpriseInfo struct {
+	Rate        float64   `json:"rate"`
+	Granted10s  int       `json:"granted10s"`
+	Waiting     int       `json:"waiting"`
+	SlowedUntil time.Time `json:"slowedUntil,omitzero"`
+}
+
+func (c *Cluster) leaseValue() []byte {
+	c.mu.Lock()
+	d := c.disp
+	c.mu.Unlock()
+	info := LeaseInfo{Replica: c.opts.Name}
+	if d != nil {
+		info.Since = d.since
+		info.Enterprises = d.use()
+	}
+	b, _ := json.Marshal(info)
+	return b
+}
+
+// Dispenser reads the current dispenser's lease: who dispenses, and each
+// enterprise's use of its budget. ok is false when there is none.
+func Dispenser(ctx context.Context, js jetstream.JetStream) (LeaseInfo, bool, error) {
+	kv, err := js.KeyValue(ctx, Bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return LeaseInfo{}, false, nil
+	}
+	if err != nil {
+		return LeaseInfo{}, false, err
+	}
+	e, err := kv.Get(ctx, leaseKey)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return LeaseInfo{}, false, nil
+	}
+	if err != nil {
+		return LeaseInfo{}, false, err
+	}
+	var info LeaseInfo
+	if json.Unmarshal(e.Value(), &info) != nil {
+		info.Replica = string(e.Value())
+	}
+	return info, true, nil
 }
 
 func (c *Cluster) renewed() {
@@ -282,6 +335,25 @@ type dispenser struct {
 	once    sync.Once
 	seq     uint64
 	granted atomic.Int64
+	since   time.Time
+}
+
+// use reports each enterprise's rate and recent grants.
+func (d *dispenser) use() map[string]EnterpriseInfo {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	now := d.opts.Now()
+	out := make(map[string]EnterpriseInfo, len(d.ents))
+	for id, q := range d.ents {
+		n := 0
+		for _, t := range q.recent {
+			if now.Sub(t) <= 10*time.Second {
+				n++
+			}
+		}
+		out[id] = EnterpriseInfo{Rate: q.rate, Granted10s: n, Waiting: q.waiting.Len(), SlowedUntil: q.slowUntil}
+	}
+	return out
 }
 
 type enterpriseQueue struct {
@@ -289,6 +361,7 @@ type enterpriseQueue struct {
 	nextAt    time.Time
 	rate      float64
 	slowUntil time.Time
+	recent    []time.Time // grant times of the last ten seconds
 }
 
 type pending struct {
@@ -317,7 +390,8 @@ func (h *requestHeap) Pop() any {
 }
 
 func newDispenser(opts Options) *dispenser {
-	return &dispenser{opts: opts, ents: map[string]*enterpriseQueue{}, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	return &dispenser{opts: opts, ents: map[string]*enterpriseQueue{}, wake: make(chan struct{}, 1), done: make(chan struct{}),
+		since: time.Now()}
 }
 
 // maxCatchUp bounds how much a late grant's lateness is made up on the next one.
@@ -425,6 +499,14 @@ func (d *dispenser) grantDue(active func() bool) time.Duration {
 				continue // the requester is gone; its grant is not spent
 			}
 			d.granted.Add(1)
+			q.recent = append(q.recent, now)
+			if len(q.recent) > 64 && now.Sub(q.recent[0]) > 10*time.Second {
+				cut := 0
+				for cut < len(q.recent) && now.Sub(q.recent[cut]) > 10*time.Second {
+					cut++
+				}
+				q.recent = append(q.recent[:0], q.recent[cut:]...)
+			}
 			// Schedule from the ideal time, so that timer lateness does not eat the
 			// budget, but catch up by at most maxCatchUp: grants are never closer
 			// than spacing - maxCatchUp, and after a pause there is no burst.

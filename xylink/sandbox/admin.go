@@ -60,8 +60,8 @@ func (s *Sandbox) adminRoutes(mux *http.ServeMux) {
 		if !decodeAdmin(w, r, &f) {
 			return
 		}
-		if f.ErrorRatio < 0 || f.ErrorRatio > 1 || f.Latency < 0 {
-			adminError(w, http.StatusBadRequest, "errorRatio must be within 0..1 and latency not negative")
+		if f.ErrorRatio < 0 || f.ErrorRatio > 1 || f.Latency < 0 || (f.Fail != nil && (f.Fail.Status < 400 || f.Fail.Status > 599)) {
+			adminError(w, http.StatusBadRequest, "errorRatio must be within 0..1, latency not negative, fail.status 4xx or 5xx")
 			return
 		}
 		s.SetFaults(f)

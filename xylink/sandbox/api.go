@@ -102,7 +102,11 @@ func (s *Sandbox) dynamicGroup(r *http.Request, rec *Request, enterpriseID strin
 		m.Answers[rec.answerKey()]++
 		return status, code, v, latency
 	}
-	if f := m.Fail; f != nil {
+	f := m.Fail
+	if f == nil {
+		f = s.faults.Fail
+	}
+	if f != nil {
 		user := f.UserMessage
 		if user == "" {
 			user = "error.sandbox.fixed"

@@ -77,6 +77,9 @@ type Faults struct {
 	ErrorRatio float64 `json:"errorRatio"`
 	// Outages: windows in which requests answer HTTP 503 without being processed.
 	Outages []Outage `json:"outages,omitempty"`
+	// Fail makes every authentic create answer this failure (a meeting's own
+	// Fail takes precedence).
+	Fail *FixedAnswer `json:"fail,omitempty"`
 }
 
 // Outage is a window of unavailability, for one enterprise or (empty) all.

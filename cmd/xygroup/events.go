@@ -1,0 +1,227 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/urfave/cli/v3"
+
+	"github.com/xygroup/xygroup/worker"
+)
+
+func eventsCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "events",
+		Usage: "read back or follow the event stream, with filters",
+		Flags: append(natsFlags(),
+			&cli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "keep printing new events"},
+			&cli.StringFlag{Name: "since", Usage: "from this time (RFC 3339) or this long ago (1h); default: the start of the stream"},
+			&cli.StringFlag{Name: "until", Usage: "up to this time (RFC 3339) or this long ago"},
+			&cli.StringSliceFlag{Name: "class", Usage: "only failures of these classes (repeat or comma-separate)"},
+			&cli.StringFlag{Name: "type", Usage: "created, failed or waiting"},
+			&cli.StringFlag{Name: "meeting", Usage: "only this meetingRoomNumber"},
+			&cli.StringFlag{Name: "command", Usage: "only this commandId"},
+			&cli.StringFlag{Name: "enterprise", Usage: "only this enterpriseId"},
+			&cli.StringFlag{Name: "format", Value: "json", Usage: "json (one event a line) or table"},
+		),
+		Action: runEvents,
+	}
+}
+
+// eventFilter selects events.
+type eventFilter struct {
+	subjects                     []string
+	meeting, command, enterprise string
+	since, until                 time.Time
+}
+
+func parseWhen(s string, now time.Time) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if d, err := time.ParseDuration(s); err == nil {
+		return now.Add(-d), nil
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%q is neither a duration (1h) nor an RFC 3339 time", s)
+	}
+	return t, nil
+}
+
+func eventSubjects(typ string, classes []string) ([]string, error) {
+	var subjects []string
+	for _, c := range classes {
+		for _, one := range strings.Split(c, ",") {
+			if one = strings.TrimSpace(one); one != "" {
+				subjects = append(subjects, worker.SubjectFailed+"."+one)
+			}
+		}
+	}
+	switch typ {
+	case "":
+		if len(subjects) == 0 {
+			subjects = []string{worker.SubjectCreated, worker.SubjectFailed + ".>", worker.SubjectWaiting}
+		}
+	case "created":
+		subjects = []string{worker.SubjectCreated}
+	case "waiting":
+		subjects = []string{worker.SubjectWaiting}
+	case "failed":
+		if len(subjects) == 0 {
+			subjects = []string{worker.SubjectFailed + ".>"}
+		}
+	default:
+		return nil, fmt.Errorf("--type must be created, failed or waiting")
+	}
+	return subjects, nil
+}
+
+func runEvents(ctx context.Context, cmd *cli.Command) error {
+	now := time.Now()
+	f := eventFilter{meeting: cmd.String("meeting"), command: cmd.String("command"), enterprise: cmd.String("enterprise")}
+	var err error
+	if f.subjects, err = eventSubjects(cmd.String("type"), cmd.StringSlice("class")); err != nil {
+		return cli.Exit(err.Error(), 2)
+	}
+	if f.since, err = parseWhen(cmd.String("since"), now); err != nil {
+		return cli.Exit("--since: "+err.Error(), 2)
+	}
+	if f.until, err = parseWhen(cmd.String("until"), now); err != nil {
+		return cli.Exit("--until: "+err.Error(), 2)
+	}
+	format := cmd.String("format")
+	if format != "json" && format != "table" {
+		return cli.Exit("--format must be json or table", 2)
+	}
+	nc, err := connectNATS(cmd, "xygroup-events")
+	if err != nil {
+		return cli.Exit(err.Error(), 1)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	var tw *tabwriter.Writer
+	if format == "table" {
+		tw = tabwriter.NewWriter(stdout(cmd), 2, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "TIME\tEVENT\tCOMMAND\tENTERPRISE\tMEETING\tATTEMPTS\tDETAIL")
+		defer tw.Flush()
+	}
+	err = readEvents(ctx, js, f, cmd.Bool("follow"), func(subject string, data []byte) {
+		if tw == nil {
+			fmt.Fprintln(stdout(cmd), string(data))
+			return
+		}
+		printEventRow(tw, subject, data)
+		if cmd.Bool("follow") {
+			_ = tw.Flush()
+		}
+	})
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return cli.Exit(err.Error(), 1)
+	}
+	return nil
+}
+
+// readEvents calls found for each event that passes the filter: all stored ones
+// (from since), then, with follow, new ones until ctx ends.
+func readEvents(ctx context.Context, js jetstream.JetStream, f eventFilter, follow bool, found func(subject string, data []byte)) error {
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: f.subjects}
+	if !f.since.IsZero() {
+		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &f.since
+	}
+	cons, err := js.OrderedConsumer(ctx, worker.StreamEvents, cfg)
+	if err != nil {
+		return fmt.Errorf("events stream: %w (has a worker started?)", err)
+	}
+	for {
+		if !follow {
+			info, err := cons.Info(ctx)
+			if err != nil {
+				return err
+			}
+			if info.NumPending == 0 {
+				return nil
+			}
+		}
+		msg, err := cons.Next(jetstream.FetchMaxWait(time.Second))
+		if errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoMessages) {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			continue
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return err
+		}
+		meta, _ := msg.Metadata()
+		if meta != nil && !f.until.IsZero() && meta.Timestamp.After(f.until) {
+			if !follow {
+				return nil
+			}
+			continue
+		}
+		var e struct {
+			CommandID         string `json:"commandId"`
+			EnterpriseID      string `json:"enterpriseId"`
+			MeetingRoomNumber string `json:"meetingRoomNumber"`
+		}
+		_ = json.Unmarshal(msg.Data(), &e)
+		if (f.command != "" && e.CommandID != f.command) || (f.meeting != "" && e.MeetingRoomNumber != f.meeting) ||
+			(f.enterprise != "" && e.EnterpriseID != f.enterprise) {
+			continue
+		}
+		found(msg.Subject(), msg.Data())
+	}
+}
+
+func printEventRow(w io.Writer, subject string, data []byte) {
+	var e struct {
+		CommandID         string          `json:"commandId"`
+		EnterpriseID      string          `json:"enterpriseId"`
+		MeetingRoomNumber string          `json:"meetingRoomNumber"`
+		Attempts          int             `json:"attempts"`
+		OccurredAt        time.Time       `json:"occurredAt"`
+		Groups            []any           `json:"groups"`
+		Reconciled        bool            `json:"reconciled"`
+		ErrorCode         int             `json:"errorCode"`
+		DeveloperMessage  string          `json:"developerMessage"`
+		UserMessage       string          `json:"userMessage"`
+		NextAttemptAt     time.Time       `json:"nextAttemptAt"`
+		Command           json.RawMessage `json:"command"`
+	}
+	_ = json.Unmarshal(data, &e)
+	kind := strings.TrimPrefix(subject, "xylink.groups.")
+	var detail string
+	switch {
+	case subject == worker.SubjectCreated && e.Reconciled:
+		detail = "reconciled (groups exist; numbers not in hand)"
+	case subject == worker.SubjectCreated:
+		detail = fmt.Sprintf("%d group(s)", len(e.Groups))
+	case subject == worker.SubjectWaiting:
+		detail = "next attempt " + e.NextAttemptAt.Local().Format("15:04:05")
+	default:
+		detail = e.UserMessage
+		if e.ErrorCode != 0 {
+			detail = fmt.Sprintf("%d %s", e.ErrorCode, detail)
+		}
+		if e.DeveloperMessage != "" {
+			detail += ": " + e.DeveloperMessage
+		}
+		if len(detail) > 100 {
+			detail = detail[:100] + "…"
+		}
+	}
+	fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", e.OccurredAt.Local().Format("2006-01-02 15:04:05"), kind, e.CommandID,
+		e.EnterpriseID, e.MeetingRoomNumber, e.Attempts, detail)
+}

@@ -1,0 +1,167 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/urfave/cli/v3"
+
+	"github.com/xygroup/xygroup/worker"
+	"github.com/xygroup/xygroup/worker/ratelimit"
+)
+
+func statusCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "status",
+		Usage: "one screen: backlog, parked commands by meeting, in flight, limiter use, breakers, replicas",
+		Flags: append(natsFlags(),
+			&cli.BoolFlag{Name: "json", Usage: "print the status as JSON"},
+			&cli.IntFlag{Name: "meetings", Value: 10, Usage: "how many parked meetings to list"},
+		),
+		Action: runStatus,
+	}
+}
+
+// Status is what `xygroup status --json` prints.
+type Status struct {
+	At          time.Time              `json:"at"`
+	Backlog     uint64                 `json:"backlog"`
+	InFlight    int                    `json:"inFlight"`
+	Redelivered int                    `json:"redelivered"`
+	Commands    uint64                 `json:"commandsStored"`
+	Events      uint64                 `json:"eventsStored"`
+	Parked      uint64                 `json:"parked"`
+	Meetings    []worker.ParkedMeeting `json:"meetings"`
+	Limiter     *ratelimit.LeaseInfo   `json:"limiter"`
+	Breakers    []worker.BreakerState  `json:"breakers"`
+	Replicas    []worker.Replica       `json:"replicas"`
+}
+
+func collectStatus(ctx context.Context, js jetstream.JetStream) (*Status, error) {
+	st := &Status{At: time.Now().UTC()}
+	c, err := js.Consumer(ctx, worker.StreamCommands, worker.ConsumerWorkers)
+	if err != nil {
+		return nil, fmt.Errorf("the shared consumer: %w (has a worker started?)", err)
+	}
+	ci, err := c.Info(ctx)
+	if err != nil {
+		return nil, err
+	}
+	st.Backlog, st.InFlight, st.Redelivered = ci.NumPending, ci.NumAckPending, ci.NumRedelivered
+	for name, dst := range map[string]*uint64{worker.StreamCommands: &st.Commands, worker.StreamEvents: &st.Events, worker.StreamParked: &st.Parked} {
+		if s, err := js.Stream(ctx, name); err == nil {
+			*dst = s.CachedInfo().State.Msgs
+		}
+	}
+	if st.Meetings, err = worker.ParkedMeetings(ctx, js); err != nil {
+		return nil, err
+	}
+	if info, ok, err := ratelimit.Dispenser(ctx, js); err == nil && ok {
+		st.Limiter = &info
+	}
+	if st.Breakers, err = worker.Breakers(ctx, js); err != nil {
+		return nil, err
+	}
+	if st.Replicas, err = worker.Replicas(ctx, js); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+func runStatus(ctx context.Context, cmd *cli.Command) error {
+	nc, err := connectNATS(cmd, "xygroup-status")
+	if err != nil {
+		return cli.Exit(err.Error(), 1)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	st, err := collectStatus(sctx, js)
+	if err != nil {
+		return cli.Exit(err.Error(), 1)
+	}
+	if cmd.Bool("json") {
+		enc := json.NewEncoder(stdout(cmd))
+		enc.SetIndent("", "  ")
+		return enc.Encode(st)
+	}
+	printStatus(stdout(cmd), st, cmd.Int("meetings"))
+	return nil
+}
+
+func printStatus(out io.Writer, st *Status, maxMeetings int) {
+	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+	defer tw.Flush()
+	ago := func(t time.Time) string {
+		if t.IsZero() {
+			return "-"
+		}
+		d := st.At.Sub(t).Round(time.Second)
+		if d < 0 {
+			return "in " + (-d).String()
+		}
+		return d.String() + " ago"
+	}
+	fmt.Fprintf(tw, "COMMANDS\tbacklog %d\tin flight %d\tredelivered %d\tstored %d\n", st.Backlog, st.InFlight, st.Redelivered, st.Commands)
+	fmt.Fprintf(tw, "EVENTS\tstored %d\n", st.Events)
+	fmt.Fprintf(tw, "PARKED\t%d command(s)\tin %d meeting(s) or holds\n", st.Parked, len(st.Meetings))
+	if len(st.Meetings) > 0 {
+		fmt.Fprintln(tw, "  meeting\tenterprise\tstate\tparked\tprobes\tnext probe\twaiting since")
+		for i, m := range st.Meetings {
+			if i == maxMeetings {
+				fmt.Fprintf(tw, "  … %d more\n", len(st.Meetings)-maxMeetings)
+				break
+			}
+			name := m.Meeting
+			if name == "" {
+				name = "(breaker hold)"
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%d\t%s\t%s\n", name, m.EnterpriseID, m.State, m.Parked, m.Probes, ago(m.NextProbeAt), ago(m.WaitingSince))
+		}
+	}
+	if st.Limiter == nil {
+		fmt.Fprintln(tw, "LIMITER\tno dispenser: no API call is being granted")
+	} else {
+		fmt.Fprintf(tw, "LIMITER\tdispenser %s\tsince %s\n", st.Limiter.Replica, ago(st.Limiter.Since))
+		ids := make([]string, 0, len(st.Limiter.Enterprises))
+		for id := range st.Limiter.Enterprises {
+			ids = append(ids, id)
+		}
+		sort.Strings(ids)
+		if len(ids) > 0 {
+			fmt.Fprintln(tw, "  enterprise\tbudget/s\tused/s (last 10 s)\twaiting\tslowed")
+		}
+		for _, id := range ids {
+			e := st.Limiter.Enterprises[id]
+			use := float64(e.Granted10s) / 10
+			slowed := "-"
+			if st.At.Before(e.SlowedUntil) {
+				slowed = "until " + ago(e.SlowedUntil)
+			}
+			fmt.Fprintf(tw, "  %s\t%g\t%.1f (%.0f%%)\t%d\t%s\n", id, e.Rate, use, 100*use/max(e.Rate, 0.001), e.Waiting, slowed)
+		}
+	}
+	fmt.Fprintf(tw, "BREAKERS\t%d tenant(s)\n", len(st.Breakers))
+	for _, b := range st.Breakers {
+		until := ""
+		if b.State == "open" {
+			until = "probe " + ago(b.OpenUntil)
+		}
+		fmt.Fprintf(tw, "  %s\t%s\tfailures %d\topened %d time(s)\t%s\n", b.EnterpriseID, b.State, b.Failures, b.Opens, until)
+	}
+	fmt.Fprintf(tw, "REPLICAS\t%d alive\n", len(st.Replicas))
+	for _, r := range st.Replicas {
+		role := ""
+		if r.Dispenser {
+			role = "dispenser"
+		}
+		fmt.Fprintf(tw, "  %s\tin flight %d/%d\tup %s\t%s\n", r.Name, r.InFlight, r.Concurrency, st.At.Sub(r.StartedAt).Round(time.Second), role)
+	}
+}

@@ -1,0 +1,93 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/xygroup/xygroup/worker"
+	wt "github.com/xygroup/xygroup/worker/workertest"
+	"github.com/xygroup/xygroup/xylink/sandbox"
+)
+
+// status and events against a known state: two created, one failed, three
+// commands parked for a meeting an hour away, one worker alive.
+func TestStatusAndEventsShowAKnownState(t *testing.T) {
+	srv := wt.StartNATS(t)
+	sb := wt.StartSandbox(t, sandbox.Config{Rate: 1e6})
+	if _, err := sb.AddMeeting(sandbox.MeetingSpec{Number: "m-later", StartsIn: sandbox.Duration(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sb.AddMeeting(sandbox.MeetingSpec{Number: "m-small", MaxGroups: 1}); err != nil {
+		t.Fatal(err)
+	}
+	wt.StartWorker(t, srv, wt.Client(t, sb), worker.WithRate(20, nil))
+	js := wt.JetStream(t, wt.Connect(t, srv))
+	wt.AwaitStream(t, js, worker.StreamCommands)
+	wt.Publish(t, js, "ok-1", wt.Command("ok-1", "m-1"))
+	wt.Publish(t, js, "ok-2", wt.Command("ok-2", "m-2"))
+	wt.Publish(t, js, "many", []byte(`{"commandId":"many","meetingRoomNumber":"m-small","groupCount":3}`))
+	for _, id := range []string{"wait-1", "wait-2", "wait-3"} {
+		wt.Publish(t, js, id, wt.Command(id, "m-later"))
+	}
+	wt.AwaitTerminal(t, js, 3, time.Minute)
+	wt.AwaitConsumerIdle(t, js, 30*time.Second)
+	url := srv.ClientURL()
+
+	var st Status
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out, errOut, err := runApp(context.Background(), "status", "--json", "--nats-url", url)
+		if err != nil {
+			t.Fatalf("status: %v %s", err, errOut)
+		}
+		if err := json.Unmarshal([]byte(out), &st); err != nil {
+			t.Fatalf("status --json: %v\n%s", err, out)
+		}
+		// Heartbeats and the dispenser's lease come within a few seconds of the start.
+		if len(st.Replicas) == 1 && st.Limiter != nil && len(st.Limiter.Enterprises) > 0 && st.Parked == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status never showed the state: %+v", st)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if st.Backlog != 0 || st.InFlight != 0 || len(st.Meetings) != 1 || st.Meetings[0].Meeting != "m-later" ||
+		st.Meetings[0].Parked != 3 || st.Meetings[0].State != "waiting" || st.Limiter.Enterprises[wt.Enterprise].Rate != 20 {
+		t.Fatalf("status = %+v", st)
+	}
+	out, _, err := runApp(context.Background(), "status", "--nats-url", url)
+	for _, want := range []string{"COMMANDS", "backlog 0", "PARKED", "3 command(s)", "m-later", "LIMITER", "dispenser", wt.Enterprise, "REPLICAS", "1 alive"} {
+		if err != nil || !strings.Contains(out, want) {
+			t.Fatalf("status screen lacks %q (%v):\n%s", want, err, out)
+		}
+	}
+
+	out, _, err = runApp(context.Background(), "events", "--nats-url", url)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if err != nil || len(lines) != 6 { // 2 created, 1 failed, 3 waiting
+		t.Fatalf("events: %v, %d lines:\n%s", err, len(lines), out)
+	}
+	out, _, _ = runApp(context.Background(), "events", "--nats-url", url, "--class", "too_many_groups")
+	if strings.Count(out, "\n") != 1 || !strings.Contains(out, `"commandId":"many"`) {
+		t.Fatalf("events --class too_many_groups:\n%s", out)
+	}
+	out, _, _ = runApp(context.Background(), "events", "--nats-url", url, "--meeting", "m-later", "--type", "waiting")
+	if strings.Count(out, "\n") != 3 {
+		t.Fatalf("events --meeting m-later --type waiting:\n%s", out)
+	}
+	out, _, _ = runApp(context.Background(), "events", "--nats-url", url, "--command", "ok-2", "--format", "table")
+	if !strings.Contains(out, "COMMAND") || !strings.Contains(out, "ok-2") || strings.Contains(out, "ok-1") || !strings.Contains(out, "1 group(s)") {
+		t.Fatalf("events --command ok-2 --format table:\n%s", out)
+	}
+	out, _, _ = runApp(context.Background(), "events", "--nats-url", url, "--since", "1h", "--type", "created")
+	if strings.Count(out, "\n") != 2 {
+		t.Fatalf("events --since 1h --type created:\n%s", out)
+	}
+	if _, _, err := runApp(context.Background(), "events", "--nats-url", url, "--since", "yesterday"); err == nil || exitCode(err) != 2 {
+		t.Fatalf("a bad --since was accepted: %v", err)
+	}
+}

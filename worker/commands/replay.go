@@ -1,0 +1,472 @@
+package commands
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/xygroup/xygroup/worker"
+)
+
+// WorthReplaying are the failure classes a replay selects by default: the ones a
+// later try can change. invalid_command, already_open, too_many_groups and
+// rejected fail again the same way.
+var WorthReplaying = []string{"unavailable", "meeting_not_started"}
+
+// Selection says which commands to replay.
+type Selection struct {
+	// Source: "failed" (failed events), "commands" (the commands stream) or "file" (NDJSON).
+	Source     string    `json:"source"`
+	Classes    []string  `json:"classes,omitempty"`
+	Meeting    string    `json:"meeting,omitempty"`
+	Enterprise string    `json:"enterprise,omitempty"`
+	Since      time.Time `json:"since,omitzero"`
+	Until      time.Time `json:"until,omitzero"`
+	SeqFrom    uint64    `json:"seqFrom,omitempty"`
+	SeqTo      uint64    `json:"seqTo,omitempty"`
+	File       string    `json:"file,omitempty"`
+	FileHash   string    `json:"fileHash,omitempty"`
+}
+
+// ID names a replay by its selection, so that running the same replay again
+// resumes it.
+func (s Selection) ID() string {
+	b, _ := json.Marshal(s)
+	h := sha256.Sum256(b)
+	return "r" + hex.EncodeToString(h[:6])
+}
+
+// ReplayItem is one command to replay.
+type ReplayItem struct {
+	CommandID string
+	Raw       []byte
+	Class     string // the class it failed with (source "failed")
+	Meeting   string
+}
+
+// Select lists the commands of a selection, one per commandId (the latest), in
+// stream order.
+func Select(ctx context.Context, js jetstream.JetStream, s Selection) ([]ReplayItem, error) {
+	var items []ReplayItem
+	switch s.Source {
+	case "failed":
+		classes := s.Classes
+		if len(classes) == 0 {
+			classes = WorthReplaying
+		}
+		subjects := make([]string, len(classes))
+		for i, c := range classes {
+			subjects[i] = worker.SubjectFailed + "." + c
+		}
+		err := scan(ctx, js, worker.StreamEvents, subjects, s.Since, 0, func(m jetstream.Msg, meta *jetstream.MsgMetadata) bool {
+			if !s.Until.IsZero() && meta.Timestamp.After(s.Until) {
+				return false
+			}
+			var ev struct {
+				CommandID         string          `json:"commandId"`
+				EnterpriseID      string          `json:"enterpriseId"`
+				MeetingRoomNumber string          `json:"meetingRoomNumber"`
+				Class             string          `json:"class"`
+				Command           json.RawMessage `json:"command"`
+				CommandEncoding   string          `json:"commandEncoding"`
+			}
+			if json.Unmarshal(m.Data(), &ev) != nil || !s.matches(ev.EnterpriseID, ev.MeetingRoomNumber) {
+				return true
+			}
+			raw, err := originalBytes(ev.Command, ev.CommandEncoding)
+			if err == nil {
+				items = append(items, ReplayItem{CommandID: ev.CommandID, Raw: raw, Class: ev.Class, Meeting: ev.MeetingRoomNumber})
+			}
+			return true
+		})
+		if err != nil {
+			return nil, err
+		}
+	case "commands":
+		err := scan(ctx, js, worker.StreamCommands, []string{worker.SubjectCreate}, s.Since, s.SeqFrom, func(m jetstream.Msg, meta *jetstream.MsgMetadata) bool {
+			if (!s.Until.IsZero() && meta.Timestamp.After(s.Until)) || (s.SeqTo != 0 && meta.Sequence.Stream > s.SeqTo) {
+				return false
+			}
+			var peek struct {
+				CommandID         string `json:"commandId"`
+				EnterpriseID      string `json:"enterpriseId"`
+				MeetingRoomNumber string `json:"meetingRoomNumber"`
+			}
+			_ = json.Unmarshal(m.Data(), &peek)
+			if !s.matches(peek.EnterpriseID, peek.MeetingRoomNumber) {
+				return true
+			}
+			id := peek.CommandID
+			if id == "" {
+				id = m.Headers().Get(nats.MsgIdHdr)
+			}
+			if id == "" {
+				id = worker.StreamCommands + ":" + strconv.FormatUint(meta.Sequence.Stream, 10)
+			}
+			items = append(items, ReplayItem{CommandID: id, Raw: m.Data(), Meeting: peek.MeetingRoomNumber})
+			return true
+		})
+		if err != nil {
+			return nil, err
+		}
+	case "file":
+		f, err := os.Open(s.File)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		parsed, err := Parse(f, s.File)
+		if err != nil {
+			return nil, err
+		}
+		for _, it := range parsed {
+			if it.Err != nil {
+				return nil, fmt.Errorf("%s: invalid command: %v", it.Where(), it.Err)
+			}
+			if it.ID == "" {
+				return nil, fmt.Errorf("%s: a replayed command needs its commandId", it.Where())
+			}
+			var peek struct {
+				EnterpriseID      string `json:"enterpriseId"`
+				MeetingRoomNumber string `json:"meetingRoomNumber"`
+			}
+			_ = json.Unmarshal(it.Raw, &peek)
+			if s.matches(peek.EnterpriseID, peek.MeetingRoomNumber) {
+				items = append(items, ReplayItem{CommandID: it.ID, Raw: it.Raw, Meeting: peek.MeetingRoomNumber})
+			}
+		}
+	default:
+		return nil, fmt.Errorf("unknown replay source %q", s.Source)
+	}
+	// One per command: its latest occurrence.
+	last := map[string]int{}
+	for i, it := range items {
+		last[it.CommandID] = i
+	}
+	out := items[:0]
+	for i, it := range items {
+		if last[it.CommandID] == i {
+			out = append(out, it)
+		}
+	}
+	return out, nil
+}
+
+func (s Selection) matches(enterprise, meeting string) bool {
+	return (s.Meeting == "" || s.Meeting == meeting) && (s.Enterprise == "" || s.Enterprise == enterprise)
+}
+
+// originalBytes undoes the failed event's encoding of the original command.
+func originalBytes(cmd json.RawMessage, encoding string) ([]byte, error) {
+	if len(cmd) > 0 && cmd[0] == '"' {
+		var s string
+		if err := json.Unmarshal(cmd, &s); err != nil {
+			return nil, err
+		}
+		if encoding == "base64" {
+			return base64.StdEncoding.DecodeString(s)
+		}
+		return []byte(s), nil
+	}
+	return cmd, nil
+}
+
+// scan reads a stream's stored messages on subjects from a time or a sequence,
+// until visit says stop or none is left.
+func scan(ctx context.Context, js jetstream.JetStream, stream string, subjects []string, since time.Time, seq uint64,
+	visit func(jetstream.Msg, *jetstream.MsgMetadata) bool) error {
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: subjects}
+	switch {
+	case seq > 0:
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, seq
+	case !since.IsZero():
+		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &since
+	}
+	cons, err := js.OrderedConsumer(ctx, stream, cfg)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", stream, err)
+	}
+	for {
+		info, err := cons.Info(ctx)
+		if err != nil {
+			return err
+		}
+		if info.NumPending == 0 {
+			return nil
+		}
+		batch, err := cons.Fetch(500, jetstream.FetchMaxWait(2*time.Second))
+		if err != nil {
+			return err
+		}
+		for m := range batch.Messages() {
+			meta, err := m.Metadata()
+			if err != nil {
+				continue
+			}
+			if !visit(m, meta) {
+				return nil
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			return err
+		}
+	}
+}
+
+// BucketReplays keeps each replay's progress, so an interrupted replay resumes.
+const BucketReplays = "xygroup-replays"
+
+// Checkpoint is a replay's progress.
+type Checkpoint struct {
+	ID        string    `json:"id"`
+	Selection Selection `json:"selection"`
+	NewIDs    bool      `json:"newIds,omitempty"`
+	Total     int       `json:"total"`
+	Done      int       `json:"done"` // items handled, in order
+	StartedAt time.Time `json:"startedAt"`
+}
+
+// Summary is a replay's outcome.
+type Summary struct {
+	Selected        int            `json:"selected"`
+	Published       int            `json:"published"`
+	SkippedDone     int            `json:"skippedDone"`     // created already: not sent again
+	AlreadyReplayed int            `json:"alreadyReplayed"` // handled by this replay before it was resumed
+	Created         int            `json:"created"`
+	FailedAgain     map[string]int `json:"failedAgain"`
+	Pending         int            `json:"pending"` // no outcome yet when the wait ended
+}
+
+// Replayer re-publishes commands, marked as replays (live commands come first),
+// keeping their commandId so that created ones are never sent again.
+type Replayer struct {
+	JS jetstream.JetStream
+	// NewIDs gives each command a new commandId (<id>~<replay>), so that even
+	// created ones are sent again. Off by default.
+	NewIDs bool
+	// Progress is told, as they change, how many commands were handled
+	// (published or skipped) and how many are done (skipped, or ended).
+	Progress func(handled, done, total int)
+}
+
+func replaysBucket(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
+	kv, err := js.KeyValue(ctx, BucketReplays)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: BucketReplays, Description: "xygroup: replay progress",
+			History: 1, TTL: 30 * 24 * time.Hour})
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			kv, err = js.KeyValue(ctx, BucketReplays)
+		}
+	}
+	return kv, err
+}
+
+// LoadCheckpoint returns a replay's saved progress, if any.
+func LoadCheckpoint(ctx context.Context, js jetstream.JetStream, id string) (*Checkpoint, error) {
+	kv, err := replaysBucket(ctx, js)
+	if err != nil {
+		return nil, err
+	}
+	e, err := kv.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var c Checkpoint
+	if err := json.Unmarshal(e.Value(), &c); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func saveCheckpoint(ctx context.Context, kv jetstream.KeyValue, c *Checkpoint) error {
+	b, _ := json.Marshal(c)
+	_, err := kv.Put(ctx, c.ID, b)
+	return err
+}
+
+// Run replays items under checkpoint cp (Done items were handled by an earlier
+// run), then waits until each published command has its outcome or waitCtx
+// ends. An interrupted run (ctx) saves its progress and returns ctx's error.
+func (r *Replayer) Run(ctx, waitCtx context.Context, cp *Checkpoint, items []ReplayItem) (Summary, error) {
+	sum := Summary{Selected: len(items), FailedAgain: map[string]int{}}
+	kv, err := replaysBucket(ctx, r.JS)
+	if err != nil {
+		return sum, err
+	}
+	if cp.StartedAt.IsZero() {
+		cp.StartedAt = time.Now().UTC()
+	}
+	cp.Total = len(items)
+	// Follow the replay's outcomes from its start: a resumed run counts the
+	// earlier run's too.
+	outcomes, err := r.follow(ctx, cp)
+	if err != nil {
+		return sum, err
+	}
+	expect := map[string]bool{}
+	handled, seen := 0, 0
+	report := func() {
+		if r.Progress != nil {
+			r.Progress(handled, seen, len(items))
+		}
+	}
+	for i, it := range items {
+		id := it.CommandID
+		if r.NewIDs {
+			id = it.CommandID + "~" + cp.ID
+		}
+		st, err := worker.LookupCommand(ctx, r.JS, id)
+		if err != nil {
+			return sum, err
+		}
+		switch {
+		case !r.NewIDs && st.Terminal == worker.SubjectCreated && st.ReplayID != cp.ID:
+			sum.SkippedDone++
+			handled++
+			seen++
+			report()
+			continue
+		case i < cp.Done || (st.ReplayID == cp.ID && st.Terminal != ""):
+			sum.AlreadyReplayed++
+		default:
+			raw := it.Raw
+			if r.NewIDs {
+				if raw, err = withCommandID(raw, id); err != nil {
+					return sum, fmt.Errorf("%s: %w", it.CommandID, err)
+				}
+			}
+			if err := r.publish(ctx, cp.ID, id, raw); err != nil {
+				cp.Done = i
+				_ = saveCheckpoint(context.WithoutCancel(ctx), kv, cp)
+				return sum, err
+			}
+			sum.Published++
+		}
+		expect[id] = true
+		handled++
+		if handled%100 == 0 {
+			cp.Done = i + 1
+			if err := saveCheckpoint(ctx, kv, cp); err != nil {
+				return sum, err
+			}
+		}
+		report()
+	}
+	cp.Done = len(items)
+	if err := saveCheckpoint(context.WithoutCancel(ctx), kv, cp); err != nil {
+		return sum, err
+	}
+	// Outcomes: the replay's own terminal events.
+	got := map[string]bool{}
+	for len(got) < len(expect) {
+		select {
+		case <-waitCtx.Done():
+			sum.Pending = len(expect) - len(got)
+			return sum, nil
+		case o, ok := <-outcomes:
+			if !ok {
+				sum.Pending = len(expect) - len(got)
+				return sum, nil
+			}
+			if !expect[o.commandID] || got[o.commandID] {
+				continue
+			}
+			got[o.commandID] = true
+			if o.class == "" {
+				sum.Created++
+			} else {
+				sum.FailedAgain[o.class]++
+			}
+			seen++
+			report()
+		}
+	}
+	return sum, nil
+}
+
+func (r *Replayer) publish(ctx context.Context, replayID, commandID string, raw []byte) error {
+	m := nats.NewMsg(worker.SubjectCreate)
+	m.Data = raw
+	m.Header.Set(worker.HeaderReplay, replayID)
+	m.Header.Set(nats.MsgIdHdr, "xygroup.replay."+replayID+"."+commandID)
+	_, err := r.JS.PublishMsg(ctx, m)
+	if err != nil {
+		return fmt.Errorf("publish %s: %w", commandID, err)
+	}
+	return nil
+}
+
+type outcome struct{ commandID, class string }
+
+// follow streams the terminal events of replay cp from its start.
+func (r *Replayer) follow(ctx context.Context, cp *Checkpoint) (<-chan outcome, error) {
+	start := cp.StartedAt.Add(-time.Second)
+	cons, err := r.JS.OrderedConsumer(ctx, worker.StreamEvents, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{worker.SubjectCreated, worker.SubjectFailed + ".>"},
+		DeliverPolicy:  jetstream.DeliverByStartTimePolicy, OptStartTime: &start})
+	if err != nil {
+		return nil, fmt.Errorf("follow events: %w", err)
+	}
+	suffix := ".replay." + cp.ID
+	out := make(chan outcome, 1024)
+	go func() {
+		defer close(out)
+		for ctx.Err() == nil {
+			m, err := cons.Next(jetstream.FetchMaxWait(time.Second))
+			if err != nil {
+				continue
+			}
+			if !strings.HasSuffix(m.Headers().Get(nats.MsgIdHdr), suffix) {
+				continue
+			}
+			var e struct {
+				CommandID string `json:"commandId"`
+				Class     string `json:"class"`
+			}
+			_ = json.Unmarshal(m.Data(), &e)
+			select {
+			case out <- outcome{commandID: e.CommandID, class: e.Class}:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out, nil
+}
+
+func withCommandID(raw []byte, id string) ([]byte, error) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, errors.New("not a JSON object: a new commandId cannot be set")
+	}
+	b, _ := json.Marshal(id)
+	m["commandId"] = b
+	return json.Marshal(m)
+}
+
+// Classes of a list of items, for a dry run.
+func Classes(items []ReplayItem) map[string]int {
+	out := map[string]int{}
+	for _, it := range items {
+		c := it.Class
+		if c == "" {
+			c = "(from commands)"
+		}
+		out[c]++
+	}
+	return out
+}

@@ -1,0 +1,125 @@
+package worker
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"os"
+	"sort"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// BucketReplicas holds a heartbeat per running replica; an entry expires 15 s
+// after its replica's last heartbeat.
+const BucketReplicas = "xygroup-replicas"
+
+// Replica is one worker's heartbeat.
+type Replica struct {
+	Name        string    `json:"name"`
+	Host        string    `json:"host"`
+	StartedAt   time.Time `json:"startedAt"`
+	InFlight    int       `json:"inFlight"`
+	Concurrency int       `json:"concurrency"`
+	Dispenser   bool      `json:"dispenser"`
+	SeenAt      time.Time `json:"seenAt"`
+}
+
+func (w *Worker) heartbeat(ctx context.Context, replicas int) {
+	kv, err := ensureBucket(ctx, w.js, jetstream.KeyValueConfig{Bucket: BucketReplicas, Description: "xygroup: replicas alive",
+		History: 1, TTL: 15 * time.Second, Storage: jetstream.MemoryStorage, Replicas: replicas})
+	if err != nil {
+		w.log.Warn().Err(err).Msg("replicas bucket")
+		return
+	}
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	host, _ := os.Hostname()
+	key := "r." + hex.EncodeToString(b[:])
+	me := Replica{Name: w.opts.source + "/" + hex.EncodeToString(b[:]), Host: host, StartedAt: time.Now().UTC(), Concurrency: w.opts.concurrency}
+	tick := time.NewTicker(5 * time.Second)
+	defer tick.Stop()
+	for {
+		me.InFlight = len(w.slots)
+		me.Dispenser = w.limiter != nil && w.limiter.Stats().Dispensing
+		me.SeenAt = time.Now().UTC()
+		v, _ := json.Marshal(me)
+		_, _ = kv.Put(ctx, key, v)
+		select {
+		case <-ctx.Done():
+			dctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			_ = kv.Delete(dctx, key)
+			cancel()
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// Replicas lists the replicas alive (heartbeat in the last 15 s).
+func Replicas(ctx context.Context, js jetstream.JetStream) ([]Replica, error) {
+	kv, err := js.KeyValue(ctx, BucketReplicas)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	keys, err := kv.ListKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []Replica
+	for k := range keys.Keys() {
+		e, err := kv.Get(ctx, k)
+		if err != nil {
+			continue
+		}
+		var r Replica
+		if json.Unmarshal(e.Value(), &r) == nil {
+			out = append(out, r)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// Breakers lists the tenants' shared circuit breakers.
+func Breakers(ctx context.Context, js jetstream.JetStream) ([]BreakerState, error) {
+	kv, err := js.KeyValue(ctx, BucketBreakers)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	keys, err := kv.ListKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []BreakerState
+	for k := range keys.Keys() {
+		e, err := kv.Get(ctx, k)
+		if err != nil {
+			continue
+		}
+		var r breakerRecord
+		if json.Unmarshal(e.Value(), &r) == nil {
+			out = append(out, BreakerState{EnterpriseID: r.EnterpriseID, State: r.State, Failures: r.Failures, OpenUntil: r.OpenUntil, Opens: r.Opens})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].EnterpriseID < out[j].EnterpriseID })
+	return out, nil
+}
+
+// BreakerState is one tenant's breaker, for `xygroup status`.
+type BreakerState struct {
+	EnterpriseID string    `json:"enterpriseId"`
+	State        string    `json:"state"`
+	Failures     int       `json:"failures"`
+	OpenUntil    time.Time `json:"openUntil,omitzero"`
+	Opens        int       `json:"opens"`
+}
