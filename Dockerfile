@@ -1,4 +1,5 @@
 # syntax=docker/dockerfile:1
+# A static xygroup binary on a distroless, non-root base image.
 FROM golang:1.26 AS build
 WORKDIR /src
 COPY go.mod go.sum ./
@@ -8,7 +9,9 @@ RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o /out/xygroup ./cmd/xygr
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/xygroup /usr/local/bin/xygroup
-USER nonroot:nonroot
-EXPOSE 4222 8090 9090
+USER 65532:65532
+EXPOSE 9090
+# The worker's /healthz; the sandbox's service overrides it in docker-compose.yml.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 CMD ["/usr/local/bin/xygroup", "health"]
 ENTRYPOINT ["/usr/local/bin/xygroup"]
 CMD ["worker"]

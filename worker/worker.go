@@ -60,9 +60,13 @@ func New(nc *nats.Conn, caller Caller, tenants Tenants, opts ...Option) (*Worker
 	if o.metrics == nil {
 		o.metrics = NewMetrics()
 	}
-	o.metrics.LimiterBudget.WithLabelValues("default").Set(o.rate)
-	for ent, r := range o.tenantRates {
-		o.metrics.LimiterBudget.WithLabelValues(ent).Set(r)
+	// Series for every known tenant from the start, so that dashboards show them
+	// before anything happens.
+	if lister, ok := tenants.(interface{ Tenants() []string }); ok {
+		for _, ent := range lister.Tenants() {
+			o.metrics.LimiterBudget.WithLabelValues(ent).Set(o.rateOf(ent))
+			o.metrics.BreakerState.WithLabelValues(ent).Set(0)
+		}
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {

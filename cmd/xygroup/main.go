@@ -38,6 +38,7 @@ func newApp() *cli.Command {
 			replayCommand(),
 			simCommand(),
 			statusCommand(),
+			healthCommand(),
 		},
 	}
 }
