@@ -104,7 +104,6 @@ func meetingsBucket(replicas int) jetstream.KeyValueConfig {
 type meetingView struct {
 	mu       sync.RWMutex
 	meetings map[string]meetingEntry
-	ready    chan struct{}
 }
 
 type meetingEntry struct {
@@ -129,45 +128,26 @@ func (v *meetingView) all() map[string]meetingEntry {
 	return out
 }
 
-// watch keeps the view current until ctx ends.
+// watch keeps the view current until ctx ends; it returns once the view holds
+// the bucket's current contents.
 func (v *meetingView) watch(ctx context.Context, kv jetstream.KeyValue, log zerolog.Logger) error {
-	w, err := kv.WatchAll(ctx)
+	err := watchBucket(ctx, kv, func(key string, value []byte, rev uint64) {
+		var r meetingRecord
+		if err := json.Unmarshal(value, &r); err != nil {
+			log.Warn().Err(err).Str("key", key).Msg("unreadable meeting record")
+			return
+		}
+		v.mu.Lock()
+		v.meetings[key] = meetingEntry{rec: r, rev: rev}
+		v.mu.Unlock()
+	}, func(key string) {
+		v.mu.Lock()
+		delete(v.meetings, key)
+		v.mu.Unlock()
+	})
 	if err != nil {
 		return fmt.Errorf("watch %s: %w", BucketMeetings, err)
 	}
-	go func() {
-		defer func() { _ = w.Stop() }()
-		initial := true
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case e, ok := <-w.Updates():
-				if !ok {
-					return
-				}
-				if e == nil { // the initial values are in
-					if initial {
-						initial = false
-						close(v.ready)
-					}
-					continue
-				}
-				v.mu.Lock()
-				if e.Operation() != jetstream.KeyValuePut {
-					delete(v.meetings, e.Key())
-				} else {
-					var r meetingRecord
-					if err := json.Unmarshal(e.Value(), &r); err != nil {
-						log.Warn().Err(err).Str("key", e.Key()).Msg("unreadable meeting record")
-					} else {
-						v.meetings[e.Key()] = meetingEntry{rec: r, rev: e.Revision()}
-					}
-				}
-				v.mu.Unlock()
-			}
-		}
-	}()
 	return nil
 }
 

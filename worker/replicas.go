@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"os"
 	"sort"
 	"time"
@@ -61,27 +60,13 @@ func (w *Worker) heartbeat(ctx context.Context, replicas int) {
 
 // Replicas lists the replicas alive (heartbeat in the last 15 s).
 func Replicas(ctx context.Context, js jetstream.JetStream) ([]Replica, error) {
-	kv, err := js.KeyValue(ctx, BucketReplicas)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		return nil, nil
-	}
+	byKey, err := readBucket[Replica](ctx, js, BucketReplicas)
 	if err != nil {
 		return nil, err
 	}
-	keys, err := kv.ListKeys(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var out []Replica
-	for k := range keys.Keys() {
-		e, err := kv.Get(ctx, k)
-		if err != nil {
-			continue
-		}
-		var r Replica
-		if json.Unmarshal(e.Value(), &r) == nil {
-			out = append(out, r)
-		}
+	out := make([]Replica, 0, len(byKey))
+	for _, r := range byKey {
+		out = append(out, r)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
@@ -89,27 +74,13 @@ func Replicas(ctx context.Context, js jetstream.JetStream) ([]Replica, error) {
 
 // Breakers lists the tenants' shared circuit breakers.
 func Breakers(ctx context.Context, js jetstream.JetStream) ([]BreakerState, error) {
-	kv, err := js.KeyValue(ctx, BucketBreakers)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		return nil, nil
-	}
+	byKey, err := readBucket[breakerRecord](ctx, js, BucketBreakers)
 	if err != nil {
 		return nil, err
 	}
-	keys, err := kv.ListKeys(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var out []BreakerState
-	for k := range keys.Keys() {
-		e, err := kv.Get(ctx, k)
-		if err != nil {
-			continue
-		}
-		var r breakerRecord
-		if json.Unmarshal(e.Value(), &r) == nil {
-			out = append(out, BreakerState{EnterpriseID: r.EnterpriseID, State: r.State, Failures: r.Failures, OpenUntil: r.OpenUntil, Opens: r.Opens})
-		}
+	out := make([]BreakerState, 0, len(byKey))
+	for _, r := range byKey {
+		out = append(out, BreakerState{EnterpriseID: r.EnterpriseID, State: r.State, Failures: r.Failures, OpenUntil: r.OpenUntil, Opens: r.Opens})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].EnterpriseID < out[j].EnterpriseID })
 	return out, nil

@@ -85,58 +85,32 @@ func NewSharedBreaker(ctx context.Context, js jetstream.JetStream, replicas int,
 				s.OnChange(ent, "", state)
 			}
 		}, local: map[string]*LocalBreaker{}, gens: map[string]int{}, shared: map[string]breakerRecord{}}
-	w, err := kv.WatchAll(ctx)
-	if err != nil {
+	if err := watchBucket(ctx, kv, b.seen, func(string) {}); err != nil {
 		return nil, fmt.Errorf("watch %s: %w", BucketBreakers, err)
-	}
-	ready := make(chan struct{})
-	go b.watch(ctx, w, ready)
-	select {
-	case <-ready:
-	case <-ctx.Done():
-		return nil, ctx.Err()
 	}
 	return b, nil
 }
 
-func (b *SharedBreaker) watch(ctx context.Context, w jetstream.KeyWatcher, ready chan struct{}) {
-	defer func() { _ = w.Stop() }()
-	initial := true
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case e, ok := <-w.Updates():
-			if !ok {
-				return
-			}
-			if e == nil {
-				if initial {
-					initial = false
-					close(ready)
-				}
-				continue
-			}
-			var r breakerRecord
-			if e.Operation() != jetstream.KeyValuePut || json.Unmarshal(e.Value(), &r) != nil {
-				continue
-			}
-			b.mu.Lock()
-			prev, had := b.shared[r.EnterpriseID]
-			b.shared[r.EnterpriseID] = r
-			b.mu.Unlock()
-			if (!had && r.State == breakerOpen) || (had && prev.State != r.State) {
-				// One line per transition, on each replica.
-				ev := b.log.Warn()
-				if r.State == breakerClosed {
-					ev = b.log.Info()
-				}
-				ev.Str("enterpriseId", r.EnterpriseID).Str("state", r.State).Time("openUntil", r.OpenUntil).
-					Int("failures", r.Failures).Msg("circuit breaker (cluster-wide)")
-				if b.onChange != nil {
-					b.onChange(r.EnterpriseID, r.State)
-				}
-			}
+// seen takes in a tenant's shared state and logs a transition once.
+func (b *SharedBreaker) seen(_ string, value []byte, _ uint64) {
+	var r breakerRecord
+	if json.Unmarshal(value, &r) != nil {
+		return
+	}
+	b.mu.Lock()
+	prev, had := b.shared[r.EnterpriseID]
+	b.shared[r.EnterpriseID] = r
+	b.mu.Unlock()
+	if (!had && r.State == breakerOpen) || (had && prev.State != r.State) {
+		// One line per transition, on each replica.
+		ev := b.log.Warn()
+		if r.State == breakerClosed {
+			ev = b.log.Info()
+		}
+		ev.Str("enterpriseId", r.EnterpriseID).Str("state", r.State).Time("openUntil", r.OpenUntil).
+			Int("failures", r.Failures).Msg("circuit breaker (cluster-wide)")
+		if b.onChange != nil {
+			b.onChange(r.EnterpriseID, r.State)
 		}
 	}
 }

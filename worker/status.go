@@ -2,8 +2,6 @@ package worker
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"sort"
 	"time"
@@ -25,12 +23,9 @@ type ParkedMeeting struct {
 // ParkedMeetings reads the meetings bucket and the parked stream: every meeting
 // with parked commands, most parked first.
 func ParkedMeetings(ctx context.Context, js jetstream.JetStream) ([]ParkedMeeting, error) {
-	kv, err := js.KeyValue(ctx, BucketMeetings)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("meetings: %w", err)
+	records, err := readBucket[meetingRecord](ctx, js, BucketMeetings)
+	if err != nil || len(records) == 0 {
+		return nil, err
 	}
 	s, err := js.Stream(ctx, StreamParked)
 	if err != nil {
@@ -40,20 +35,8 @@ func ParkedMeetings(ctx context.Context, js jetstream.JetStream) ([]ParkedMeetin
 	if err != nil {
 		return nil, fmt.Errorf("parked stream: %w", err)
 	}
-	keys, err := kv.ListKeys(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var out []ParkedMeeting
-	for token := range keys.Keys() {
-		e, err := kv.Get(ctx, token)
-		if err != nil {
-			continue
-		}
-		var r meetingRecord
-		if json.Unmarshal(e.Value(), &r) != nil {
-			continue
-		}
+	out := make([]ParkedMeeting, 0, len(records))
+	for token, r := range records {
 		out = append(out, ParkedMeeting{EnterpriseID: r.EnterpriseID, Meeting: r.Meeting, State: r.State,
 			Parked: info.State.Subjects[parkedSubject(token)], Probes: r.Probes, NextProbeAt: r.NextProbeAt, WaitingSince: r.WaitingSince})
 	}

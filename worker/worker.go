@@ -80,7 +80,7 @@ func New(nc *nats.Conn, caller Caller, tenants Tenants, opts ...Option) (*Worker
 		dec.hasTenant = tenants.HasTenant
 	}
 	w := &Worker{nc: nc, js: js, opts: o, log: o.log, slots: make(chan struct{}, o.concurrency),
-		view: &meetingView{meetings: map[string]meetingEntry{}, ready: make(chan struct{})}}
+		view: &meetingView{meetings: map[string]meetingEntry{}}}
 	w.parker = &parker{js: js, view: w.view, backoff: o.probeBackoff, now: o.now}
 	w.p = &pipeline{decoder: dec, caller: caller, limiter: o.limiter, breaker: o.breaker, backoff: o.backoff,
 		maxWait: o.maxWait, metrics: o.metrics, now: o.now, stopped: map[string]string{}, parker: w.parker, gate: newMeetingGate(),
@@ -317,15 +317,7 @@ func (w *Worker) setupParking(ctx, runCtx context.Context) error {
 	w.parked, w.meetings = parked, meetings
 	w.parker.parked, w.parker.meetings = parked, meetings
 	w.p.idem.kv = commands
-	if err := w.view.watch(runCtx, meetings, w.log); err != nil {
-		return err
-	}
-	select {
-	case <-w.view.ready:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return w.view.watch(runCtx, meetings, w.log)
 }
 
 // settler acknowledges or returns a delivery, whatever its source.
