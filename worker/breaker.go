@@ -29,6 +29,9 @@ type BreakerSettings struct {
 	ConsecutiveFailures uint32
 	// OpenFor is how long it stays open before one probe (default 10 s).
 	OpenFor time.Duration
+	// CredentialsRetry: how often a tenant whose credentials were refused is
+	// tried again (default 30 s; the shared breaker only).
+	CredentialsRetry time.Duration
 	// OnChange is told of every state change.
 	OnChange func(enterpriseID, from, to string)
 }

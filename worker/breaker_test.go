@@ -138,3 +138,50 @@ func TestBreakerIsPerTenant(t *testing.T) {
 		t.Fatalf("the other tenant completed only %d commands during the outage", otherDuring)
 	}
 }
+
+// Refused credentials are not the commands' fault: the tenant's commands are held
+// (not failed, not nak-looped), readiness says why, and once the credentials are
+// right the held commands complete.
+func TestRefusedCredentialsHoldTheTenant(t *testing.T) {
+	srv := wt.StartNATS(t)
+	sb := wt.StartSandbox(t, sandbox.Config{Rate: 1e6})
+	c, err := xylink.NewClient(sb.URL, xylink.WithTenants(xylink.Credentials{EnterpriseID: wt.Enterprise, Token: "wrong-token"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := wt.StartWorker(t, srv, c, worker.WithBreakerSettings(worker.BreakerSettings{CredentialsRetry: time.Second}))
+	js := wt.JetStream(t, wt.Connect(t, srv))
+	wt.AwaitStream(t, js, worker.StreamCommands)
+	const n = 20
+	for i := range n {
+		id := fmt.Sprintf("cred-%02d", i)
+		wt.Publish(t, js, id, wt.Command(id, "m-"+id))
+	}
+	wt.AwaitConsumerIdle(t, js, 30*time.Second)
+	deadline := time.Now().Add(10 * time.Second)
+	for w.Checks()["breakers"]() == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("readiness does not report the held tenant")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("readiness: %v", w.Checks()["breakers"]())
+	burst := sb.Stats().ByAnswer["401"] // calls in flight when the first refusal came back
+	time.Sleep(3 * time.Second)         // a window to count calls in: the hold probes once a second
+	held := sb.Stats().ByAnswer["401"] - burst
+	if err := c.AddTenant(xylink.Credentials{EnterpriseID: wt.Enterprise, Token: wt.Token}); err != nil {
+		t.Fatal(err)
+	}
+	events := wt.AwaitTerminal(t, js, n, time.Minute)
+	for id, evs := range events {
+		if len(evs) != 1 || evs[0].Subject != worker.SubjectCreated {
+			t.Errorf("%s: %d events, first on %s", id, len(evs), evs[0].Subject)
+		}
+	}
+	st := sb.Stats()
+	t.Logf("%d commands; 401 answers: %d in the first burst, %d in 3 s while held (one probe a second), %d in all",
+		n, burst, held, st.ByAnswer["401"])
+	if held > 4 {
+		t.Fatalf("%d calls in 3 s with refused credentials: the tenant was not held", held)
+	}
+}

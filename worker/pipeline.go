@@ -158,6 +158,20 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 	done(outcome)
 	p.metrics.APICalls.WithLabelValues(d.EnterpriseID, answerLabel(callErr)).Observe(time.Since(callStart).Seconds())
 	p.noteTenant(d.EnterpriseID, outcome, callErr, log)
+	if sb, ok := p.breaker.(*SharedBreaker); ok && outcome.Disposition == xylink.StopTenant {
+		hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		sb.HoldForCredentials(hctx, d.EnterpriseID)
+		if del.kind == fromShared {
+			// Not the command's fault: it waits in the tenant's hold, queued.
+			_ = p.idem.end(hctx, d.ID, false, failureOf(xylink.ClassNone, callErr))
+			until, open := sb.Open(d.EnterpriseID)
+			if !open {
+				until = p.now().Add(sb.credentialsRetry)
+			}
+			return verdict{park: true, hold: true, parkFirst: until, attempts: attempts, deadline: deadline}, d
+		}
+	}
 	if outcome.Disposition == xylink.RateLimited {
 		p.limiter.Throttled(d.EnterpriseID)
 	}

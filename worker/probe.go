@@ -250,7 +250,7 @@ func (w *Worker) expireParked(ctx context.Context, token string, rec meetingReco
 		cr, _, _ := w.p.idem.get(ctx, d.ID)
 		if rec.Kind == kindHold {
 			f := failureOf(xylink.ClassUnavailable, cr.lastError(ErrBreakerOpen))
-			f.developerMessage = fmt.Sprintf("deadline %s passed while the enterprise's circuit breaker was open: %s",
+			f.developerMessage = fmt.Sprintf("deadline %s passed while the enterprise's commands were held (its API kept failing, or it refused the credentials): %s",
 				deadline.UTC().Format(time.RFC3339), f.developerMessage)
 			v := verdict{event: failedEvent(d, f, cr.Attempts, now)}
 			if cr.Terminal != nil {

@@ -35,6 +35,8 @@ type breakerRecord struct {
 	OpenedAt     time.Time `json:"openedAt,omitzero"`
 	OpenUntil    time.Time `json:"openUntil,omitzero"`
 	Opens        int       `json:"opens"`
+	// Reason: "api" (failures) or "credentials" (XYLink refused the tenant's keys).
+	Reason string `json:"reason,omitempty"`
 	// ProbingUntil: one replica's half-open probe is in flight until then.
 	ProbingUntil time.Time `json:"probingUntil,omitzero"`
 	// Generation changes when the breaker closes, so that replicas reset their
@@ -56,9 +58,11 @@ type SharedBreaker struct {
 	kv        jetstream.KeyValue
 	threshold int
 	openFor   time.Duration
-	now       func() time.Time
-	log       zerolog.Logger
-	onChange  func(enterpriseID, state string)
+	// credentialsRetry: how often held credentials are checked again.
+	credentialsRetry time.Duration
+	now              func() time.Time
+	log              zerolog.Logger
+	onChange         func(enterpriseID, state string)
 
 	mu     sync.Mutex
 	local  map[string]*LocalBreaker // per tenant, replaced when the shared generation changes
@@ -74,12 +78,15 @@ func NewSharedBreaker(ctx context.Context, js jetstream.JetStream, replicas int,
 	if s.OpenFor == 0 {
 		s.OpenFor = 10 * time.Second
 	}
+	if s.CredentialsRetry == 0 {
+		s.CredentialsRetry = CredentialsRetry
+	}
 	kv, err := ensureBucket(ctx, js, jetstream.KeyValueConfig{Bucket: BucketBreakers, Description: "xygroup: circuit breakers per tenant",
 		History: 1, Storage: jetstream.FileStorage, Replicas: replicas})
 	if err != nil {
 		return nil, err
 	}
-	b := &SharedBreaker{kv: kv, threshold: int(s.ConsecutiveFailures), openFor: s.OpenFor, now: time.Now, log: log,
+	b := &SharedBreaker{kv: kv, threshold: int(s.ConsecutiveFailures), openFor: s.OpenFor, credentialsRetry: s.CredentialsRetry, now: time.Now, log: log,
 		onChange: func(ent, state string) {
 			if s.OnChange != nil {
 				s.OnChange(ent, "", state)
@@ -107,7 +114,7 @@ func (b *SharedBreaker) seen(_ string, value []byte, _ uint64) {
 		if r.State == breakerClosed {
 			ev = b.log.Info()
 		}
-		ev.Str("enterpriseId", r.EnterpriseID).Str("state", r.State).Time("openUntil", r.OpenUntil).
+		ev.Str("enterpriseId", r.EnterpriseID).Str("state", r.State).Str("reason", r.Reason).Time("openUntil", r.OpenUntil).
 			Int("failures", r.Failures).Msg("circuit breaker (cluster-wide)")
 		if b.onChange != nil {
 			b.onChange(r.EnterpriseID, r.State)
@@ -192,8 +199,27 @@ func (b *SharedBreaker) report(enterpriseID string, o xylink.Outcome) {
 
 func (b *SharedBreaker) open(r *breakerRecord) {
 	now := b.now()
-	r.State, r.OpenedAt, r.OpenUntil = breakerOpen, now, now.Add(b.openFor)
+	r.State, r.OpenedAt, r.OpenUntil, r.Reason = breakerOpen, now, now.Add(b.openFor), "api"
 	r.Opens++
+}
+
+// CredentialsRetry is how often, by default, a tenant whose credentials were
+// refused is tried again.
+const CredentialsRetry = 30 * time.Second
+
+// HoldForCredentials stops every replica from calling a tenant whose credentials
+// XYLink refused: its commands are held (queued, not failed) and one probe every
+// CredentialsRetry checks the credentials again.
+func (b *SharedBreaker) HoldForCredentials(ctx context.Context, enterpriseID string) {
+	_ = b.update(ctx, enterpriseID, func(r *breakerRecord) bool {
+		now := b.now()
+		r.State, r.OpenUntil, r.Reason, r.ProbingUntil = breakerOpen, now.Add(b.credentialsRetry), "credentials", time.Time{}
+		if r.OpenedAt.IsZero() || r.Opens == 0 {
+			r.OpenedAt = now
+		}
+		r.Opens++
+		return true
+	})
 }
 
 // trip opens the tenant cluster-wide.
@@ -228,6 +254,8 @@ func (b *SharedBreaker) ClaimProbe(ctx context.Context, enterpriseID string) boo
 // another OpenFor. Excluded answers (rate limits, credentials) leave it as it is.
 func (b *SharedBreaker) ProbeResult(ctx context.Context, enterpriseID string, o xylink.Outcome) {
 	switch {
+	case o.Disposition == xylink.StopTenant:
+		b.HoldForCredentials(ctx, enterpriseID)
 	case o.BreakerExcluded:
 	case o.BreakerFailure:
 		_ = b.update(ctx, enterpriseID, func(r *breakerRecord) bool {
@@ -240,7 +268,7 @@ func (b *SharedBreaker) ProbeResult(ctx context.Context, enterpriseID string, o 
 			if r.State == breakerClosed && r.Failures == 0 {
 				return false
 			}
-			r.State, r.Failures, r.OpenUntil, r.ProbingUntil = breakerClosed, 0, time.Time{}, time.Time{}
+			r.State, r.Failures, r.OpenUntil, r.ProbingUntil, r.Reason = breakerClosed, 0, time.Time{}, time.Time{}, ""
 			r.Generation++
 			return true
 		})

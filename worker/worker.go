@@ -130,11 +130,15 @@ func (w *Worker) Checks() map[string]Check {
 			var open []string
 			for ent, r := range sb.States() {
 				if r.State == breakerOpen {
-					open = append(open, ent)
+					why := "its API is failing"
+					if r.Reason == "credentials" {
+						why = "XYLink refused its credentials"
+					}
+					open = append(open, ent+" ("+why+")")
 				}
 			}
 			if len(open) > 0 {
-				return fmt.Errorf("circuit breaker open for %v: the API is failing; their commands are held", open)
+				return fmt.Errorf("commands held for %v", open)
 			}
 			return nil
 		},
