@@ -77,3 +77,49 @@ func watchBucket(ctx context.Context, kv jetstream.KeyValue, put func(key string
 		return ctx.Err()
 	}
 }
+
+// errNoKey: casUpdate was asked to change a key that does not exist.
+var errNoKey = jetstream.ErrKeyNotFound
+
+// casUpdate changes the JSON value of a key with compare-and-swap: it reads the
+// value (initial when the key is absent; with initial nil an absent key is
+// errNoKey), lets change edit it, and writes it only if no other writer came in
+// between, else reads and tries again. change returns whether to write; its
+// error ends the update unwritten. The value as last seen is returned.
+func casUpdate[T any](ctx context.Context, kv jetstream.KeyValue, key string, initial *T, change func(*T) (bool, error)) (T, error) {
+	for {
+		var v T
+		var rev uint64
+		e, err := kv.Get(ctx, key)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound) && initial != nil:
+			v = *initial
+		case err != nil:
+			return v, err
+		default:
+			rev = e.Revision()
+			if err := json.Unmarshal(e.Value(), &v); err != nil {
+				return v, err
+			}
+		}
+		write, err := change(&v)
+		if err != nil || !write {
+			return v, err
+		}
+		b, _ := json.Marshal(v)
+		if rev == 0 {
+			_, err = kv.Create(ctx, key, b)
+		} else {
+			_, err = kv.Update(ctx, key, b, rev)
+		}
+		if err == nil {
+			return v, nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			return v, err
+		}
+		if ctx.Err() != nil {
+			return v, ctx.Err()
+		}
+	}
+}

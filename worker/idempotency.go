@@ -97,48 +97,21 @@ func (s *idempotency) get(ctx context.Context, id string) (commandRecord, uint64
 	return r, e.Revision(), nil
 }
 
-// put writes r if the record is still at rev (0: absent). A conflict returns
-// errConflict: another worker wrote first.
-func (s *idempotency) put(ctx context.Context, id string, r commandRecord, rev uint64) (uint64, error) {
-	b, _ := json.Marshal(r)
-	var err error
-	var n uint64
-	if rev == 0 {
-		n, err = s.kv.Create(ctx, commandKey(id), b)
-	} else {
-		n, err = s.kv.Update(ctx, commandKey(id), b, rev)
-	}
-	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-		return 0, errConflict
-	}
-	if err != nil {
-		return 0, fmt.Errorf("idempotency record: %w", err)
-	}
-	return n, nil
-}
-
-var errConflict = errors.New("record changed by another worker")
-
 // update applies f to the latest record until the write succeeds (f may be
 // called again after a conflict) and returns the record written.
 func (s *idempotency) update(ctx context.Context, id string, f func(*commandRecord) error) (commandRecord, error) {
-	for {
-		r, rev, err := s.get(ctx, id)
-		if err != nil {
-			return r, err
-		}
-		if err := f(&r); err != nil {
-			return r, err
-		}
-		if _, err := s.put(ctx, id, r, rev); err == nil {
-			return r, nil
-		} else if !errors.Is(err, errConflict) {
-			return r, err
-		}
-		if ctx.Err() != nil {
-			return r, ctx.Err()
-		}
+	r, err := casUpdate(ctx, s.kv, commandKey(id), &commandRecord{}, func(r *commandRecord) (bool, error) {
+		return true, f(r)
+	})
+	if err != nil && !errors.Is(err, errDone) && !isBusy(err) {
+		err = fmt.Errorf("idempotency record: %w", err)
 	}
+	return r, err
+}
+
+func isBusy(err error) bool {
+	var b errBusy
+	return errors.As(err, &b)
 }
 
 // errBusy: another worker's call for the command is in flight.

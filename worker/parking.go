@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -211,50 +210,36 @@ func kindName(kind string) string {
 // schedule creates the meeting's record, or moves its earliest deadline and
 // next probe earlier when this command needs that.
 func (p *parker) schedule(ctx context.Context, token, kind string, d *Decoded, deadline, first time.Time) (time.Time, error) {
-	for {
+	r, err := casUpdate(ctx, p.meetings, token, &meetingRecord{}, func(r *meetingRecord) (bool, error) {
 		now := p.now()
-		e, err := p.meetings.Get(ctx, token)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			r := meetingRecord{Kind: kind, EnterpriseID: d.EnterpriseID, Meeting: d.Cmd.MeetingRoomNumber, State: meetingWaiting,
+		switch {
+		case r.State == "": // no record yet
+			*r = meetingRecord{Kind: kind, EnterpriseID: d.EnterpriseID, Meeting: d.Cmd.MeetingRoomNumber, State: meetingWaiting,
 				NextProbeAt: first, EarliestDeadline: deadline, WaitingSince: now}
 			if kind == kindHold {
 				r.Meeting = ""
 			}
-			b, _ := json.Marshal(r)
-			if _, err := p.meetings.Create(ctx, token, b); err == nil {
-				return r.NextProbeAt, nil
-			} else if !errors.Is(err, jetstream.ErrKeyExists) {
-				return time.Time{}, fmt.Errorf("meeting record: %w", err)
-			}
-			continue
-		}
-		if err != nil {
-			return time.Time{}, fmt.Errorf("meeting record: %w", err)
-		}
-		var r meetingRecord
-		_ = json.Unmarshal(e.Value(), &r)
-		changed := false
-		if r.State != meetingWaiting {
+			return true, nil
+		case r.State != meetingWaiting:
 			// Released, yet the meeting said 66620 again (it ended, or flapped), or
-			// the tenant's breaker opened again: wait again.
-			r.State, r.NextProbeAt, r.Probes, r.WaitingSince, changed = meetingWaiting, first, 0, now, true
+			// the tenant was held again: wait again.
+			r.State, r.NextProbeAt, r.Probes, r.WaitingSince = meetingWaiting, first, 0, now
+			r.EarliestDeadline = minTime(r.EarliestDeadline, deadline)
+			return true, nil
 		}
+		changed := false
 		if kind == kindHold && first.After(r.NextProbeAt) {
 			r.NextProbeAt, changed = first, true // the breaker's openUntil moved on
 		}
 		if deadline.Before(r.EarliestDeadline) {
 			r.EarliestDeadline, changed = deadline, true
 		}
-		if !changed {
-			return r.NextProbeAt, nil
-		}
-		b, _ := json.Marshal(r)
-		if _, err := p.meetings.Update(ctx, token, b, e.Revision()); err == nil {
-			return r.NextProbeAt, nil
-		} else if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !errors.Is(err, jetstream.ErrKeyExists) {
-			return time.Time{}, fmt.Errorf("meeting record: %w", err)
-		}
+		return changed, nil
+	})
+	if err != nil {
+		return time.Time{}, fmt.Errorf("meeting record: %w", err)
 	}
+	return r.NextProbeAt, nil
 }
 
 // waiting reports whether commands for the meeting should be parked without a
@@ -272,23 +257,12 @@ func (p *parker) holding(enterpriseID string) bool {
 }
 
 // updateMeeting applies f to the meeting record with compare-and-swap; f returning
-// false leaves it as it is.
+// false leaves it as it is. It reports whether it wrote.
 func (p *parker) updateMeeting(ctx context.Context, token string, f func(*meetingRecord) bool) (meetingRecord, bool, error) {
-	for {
-		e, err := p.meetings.Get(ctx, token)
-		if err != nil {
-			return meetingRecord{}, false, err
-		}
-		var r meetingRecord
-		_ = json.Unmarshal(e.Value(), &r)
-		if !f(&r) {
-			return r, false, nil
-		}
-		b, _ := json.Marshal(r)
-		if _, err := p.meetings.Update(ctx, token, b, e.Revision()); err == nil {
-			return r, true, nil
-		} else if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !errors.Is(err, jetstream.ErrKeyExists) {
-			return r, false, err
-		}
-	}
+	wrote := false
+	r, err := casUpdate(ctx, p.meetings, token, nil, func(r *meetingRecord) (bool, error) {
+		wrote = f(r)
+		return wrote, nil
+	})
+	return r, wrote && err == nil, err
 }

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -295,34 +294,7 @@ func (b *SharedBreaker) States() map[string]breakerRecord {
 }
 
 func (b *SharedBreaker) update(ctx context.Context, enterpriseID string, f func(*breakerRecord) bool) error {
-	key := breakerKey(enterpriseID)
-	for {
-		e, err := b.kv.Get(ctx, key)
-		var r breakerRecord
-		var rev uint64
-		switch {
-		case errors.Is(err, jetstream.ErrKeyNotFound):
-			r = breakerRecord{EnterpriseID: enterpriseID, State: breakerClosed}
-		case err != nil:
-			return err
-		default:
-			rev = e.Revision()
-			_ = json.Unmarshal(e.Value(), &r)
-		}
-		if !f(&r) {
-			return nil
-		}
-		v, _ := json.Marshal(r)
-		if rev == 0 {
-			_, err = b.kv.Create(ctx, key, v)
-		} else {
-			_, err = b.kv.Update(ctx, key, v, rev)
-		}
-		if err == nil {
-			return nil
-		}
-		if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-			return err
-		}
-	}
+	_, err := casUpdate(ctx, b.kv, breakerKey(enterpriseID), &breakerRecord{EnterpriseID: enterpriseID, State: breakerClosed},
+		func(r *breakerRecord) (bool, error) { return f(r), nil })
+	return err
 }
