@@ -28,6 +28,7 @@ type options struct {
 	callLease         time.Duration
 	recordTTL         time.Duration
 	breakerSettings   BreakerSettings
+	rateGuard         time.Duration
 }
 
 func defaultOptions() options {
@@ -94,3 +95,8 @@ func WithRecordTTL(d time.Duration) Option { return func(o *options) { o.recordT
 // WithBreakerSettings tunes the cluster-wide breaker (5 consecutive failures
 // open it for 10 s by default).
 func WithBreakerSettings(s BreakerSettings) Option { return func(o *options) { o.breakerSettings = s } }
+
+// WithRateGuard widens the window over which the cluster limiter spaces grants
+// (default 25 ms): the allowance for varying delay between a grant and the call's
+// arrival at XYLink. See package ratelimit.
+func WithRateGuard(d time.Duration) Option { return func(o *options) { o.rateGuard = d } }

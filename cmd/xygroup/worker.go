@@ -34,6 +34,8 @@ func workerCommand() *cli.Command {
 		&cli.IntFlag{Name: "max-ack-pending", Value: 1000, Usage: "MaxAckPending of the consumer the worker creates", Sources: cli.EnvVars("XYGROUP_MAX_ACK_PENDING")},
 		&cli.DurationFlag{Name: "xylink-timeout", Value: 10 * time.Second, Usage: "bound on each XYLink API call", Sources: cli.EnvVars("XYLINK_TIMEOUT")},
 		&cli.DurationFlag{Name: "ack-wait", Value: 30 * time.Second, Usage: "AckWait of the consumer the worker creates (a dead replica's commands return after it)", Sources: cli.EnvVars("XYGROUP_ACK_WAIT")},
+		&cli.DurationFlag{Name: "rate-guard", Value: 25 * time.Millisecond, Usage: "allowance for varying delay between a grant and the call's arrival at XYLink; grants are (1 s + guard) / rate apart", Sources: cli.EnvVars("XYGROUP_RATE_GUARD")},
+		&cli.DurationFlag{Name: "probe-max-interval", Value: 15 * time.Second, Usage: "longest wait between two probes of a meeting that has not started (shorter: faster start, more calls)", Sources: cli.EnvVars("XYGROUP_PROBE_MAX_INTERVAL")},
 		&cli.IntFlag{Name: "breaker-failures", Value: 5, Usage: "consecutive API failures, cluster-wide, that open a tenant's circuit breaker", Sources: cli.EnvVars("XYGROUP_BREAKER_FAILURES")},
 		&cli.DurationFlag{Name: "breaker-open-for", Value: 10 * time.Second, Usage: "how long an open breaker waits before its one probe", Sources: cli.EnvVars("XYGROUP_BREAKER_OPEN_FOR")},
 		&cli.DurationFlag{Name: "drain-timeout", Value: 20 * time.Second, Usage: "on SIGTERM, how long commands in flight may finish", Sources: cli.EnvVars("XYGROUP_DRAIN_TIMEOUT")},
@@ -124,6 +126,8 @@ func runWorker(ctx context.Context, cmd *cli.Command) error {
 		// A call in flight on a replica that died is treated as unknown once it
 		// would have timed out.
 		worker.WithCallLease(timeout+5*time.Second),
+		worker.WithRateGuard(cmd.Duration("rate-guard")),
+		worker.WithProbeBackoff(worker.Backoff{Initial: time.Second, Max: max(time.Second, cmd.Duration("probe-max-interval"))}),
 		worker.WithBreakerSettings(worker.BreakerSettings{ConsecutiveFailures: uint32(max(1, cmd.Int("breaker-failures"))),
 			OpenFor: cmd.Duration("breaker-open-for")}),
 		worker.WithSource("xygroup/"+host),
