@@ -86,9 +86,10 @@ func TestClusterHoldsTheLimitAcrossReplicas(t *testing.T) {
 	if e.MaxInWindow > 20 || st.ByAnswer["429"] != 0 {
 		t.Fatalf("the limit broke: %d requests in one sliding second, %d answers 429", e.MaxInWindow, st.ByAnswer["429"])
 	}
-	// 9 s less the failover (the dead dispenser's lease runs out: at most
-	// LeaseTTL + RenewEvery) at 19.5 a second.
-	if calls.Load() < 90 {
+	// 9 s less the failover (the dead dispenser's lease runs out, at most
+	// LeaseTTL + RenewEvery, then an election tick) at 19.5 a second: about 97
+	// at the least; 80 leaves room for a loaded machine.
+	if calls.Load() < 80 {
 		t.Fatalf("only %d calls in 9 s: the budget is mostly unused", calls.Load())
 	}
 }
