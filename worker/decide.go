@@ -47,7 +47,6 @@ type verdict struct {
 	repeat        bool // the event was published before; this publishes it again
 	waiting       bool // the meeting answered 66620
 	meetingAnswer bool // the meeting answered (success or a business error): release its parked commands
-	noNews        bool // nothing was learnt about the meeting (no call, or the API failed)
 	attempts      int
 	deadline      time.Time
 }

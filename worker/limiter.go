@@ -15,8 +15,3 @@ const (
 	PriorityRetry  = ratelimit.Retry
 	PriorityReplay = ratelimit.Replay
 )
-
-// NewLocalLimiter is a per-replica limiter (one replica only).
-func NewLocalLimiter(rateOf func(enterpriseID string) float64) *ratelimit.Local {
-	return ratelimit.NewLocal(rateOf)
-}

@@ -144,10 +144,10 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 		case errors.Is(err, errDone):
 			return verdict{event: before.Terminal.outEvent(), repeat: true}, d
 		case errors.As(err, &busy):
-			return verdict{retry: max(busy.until.Sub(p.now()), 100*time.Millisecond), noNews: true}, d
+			return verdict{retry: max(busy.until.Sub(p.now()), 100*time.Millisecond)}, d
 		}
 		log.Warn().Err(err).Msg("idempotency record not written; retrying")
-		return verdict{retry: time.Second, noNews: true}, d
+		return verdict{retry: time.Second}, d
 	}
 	attempts := before.Attempts + 1
 
@@ -209,7 +209,6 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 	}
 	v = decide(d, outcome, callErr, groups, attempts, deadline, p.backoff, now)
 	v.meetingAnswer = outcome.Disposition == xylink.Done || (outcome.Disposition == xylink.Terminal && outcome.Class != xylink.ClassInvalidCommand)
-	v.noNews = !v.meetingAnswer && outcome.Disposition != xylink.Park
 	if v.event == nil {
 		p.metrics.Retries.WithLabelValues(outcome.Disposition.String()).Inc()
 		log.Info().Str("answer", answerLabel(callErr)).Stringer("disposition", outcome.Disposition).Dur("retryIn", v.retry).
@@ -238,7 +237,7 @@ func (p *pipeline) allow(ctx context.Context, d *Decoded, del *delivery, rec com
 					sb.ProbeResult(pctx, d.EnterpriseID, o)
 				}, verdict{}, false
 			default:
-				return nil, verdict{retry: max(until.Sub(now), time.Second), noNews: true}, true
+				return nil, verdict{retry: max(until.Sub(now), time.Second)}, true
 			}
 		}
 	}
@@ -249,7 +248,6 @@ func (p *pipeline) allow(ctx context.Context, d *Decoded, del *delivery, rec com
 	p.metrics.Retries.WithLabelValues("breaker_open").Inc()
 	v := decide(d, xylink.Outcome{Class: xylink.ClassUnavailable, Disposition: xylink.Retry}, rec.lastError(err), nil,
 		rec.Attempts, deadline, p.backoff, now)
-	v.noNews = true
 	return nil, v, true
 }
 

@@ -101,7 +101,7 @@ func (w *Worker) probe(ctx context.Context, token string) {
 	if rec.Kind == kindHold && v.waiting {
 		// The API answered (66620): the tenant's breaker is closed, and this
 		// command goes on to wait for its meeting.
-		v = w.toMeeting(ctx, v, d, del)
+		v = w.toMeeting(v)
 	}
 	w.apply(ctx, v, d, del, settle, log)
 	w.opts.metrics.Probes.WithLabelValues(probeResult(v)).Inc()
@@ -118,7 +118,7 @@ func (w *Worker) probe(ctx context.Context, token string) {
 		w.reschedule(ctx, token, next, true)
 	case v.waiting:
 		probes := rec.Probes + 1
-		w.rescheduleAfter(ctx, token, now.Add(w.parker.backoff.Delay(probes)), true)
+		w.reschedule(ctx, token, now.Add(w.parker.backoff.Delay(probes)), true)
 	case v.event != nil:
 		w.reschedule(ctx, token, now, false) // that one is done; probe another at once
 	default:
@@ -170,14 +170,14 @@ func (w *Worker) probeCandidate(ctx context.Context, token string, now time.Time
 }
 
 // toMeeting turns a held command's 66620 into parking under its meeting.
-func (w *Worker) toMeeting(ctx context.Context, v verdict, d *Decoded, del *delivery) verdict {
+func (w *Worker) toMeeting(v verdict) verdict {
 	v.park, v.hold, v.parkFirst, v.retry = true, false, w.opts.now().Add(w.parker.backoff.Delay(1)), 0
 	return v
 }
 
-// rescheduleAfter sets the next probe and gives up the lease; countProbe adds
+// reschedule sets the next probe and gives up the lease; countProbe adds
 // one to the meeting's probes.
-func (w *Worker) rescheduleAfter(ctx context.Context, token string, next time.Time, countProbe bool) {
+func (w *Worker) reschedule(ctx context.Context, token string, next time.Time, countProbe bool) {
 	_, _, err := w.parker.updateMeeting(ctx, token, func(r *meetingRecord) bool {
 		if r.State != meetingWaiting {
 			return false
@@ -191,10 +191,6 @@ func (w *Worker) rescheduleAfter(ctx context.Context, token string, next time.Ti
 	if err != nil && ctx.Err() == nil {
 		w.log.Warn().Err(err).Str("meeting", token).Msg("reschedule probe")
 	}
-}
-
-func (w *Worker) reschedule(ctx context.Context, token string, next time.Time, countProbe bool) {
-	w.rescheduleAfter(ctx, token, next, countProbe)
 }
 
 // release marks the meeting released; every replica then drains its parked commands.

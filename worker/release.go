@@ -98,7 +98,7 @@ func (w *Worker) handleReleased(msg jetstream.Msg) {
 	v, d := w.p.process(ctx, del, &log)
 	stop()
 	if v.waiting && d.Cmd != nil && msg.Subject() != parkedSubject(meetingToken(d.EnterpriseID, d.Cmd.MeetingRoomNumber)) {
-		v = w.toMeeting(ctx, v, d, del) // released from a tenant's hold: now it waits for its meeting
+		v = w.toMeeting(v) // released from a tenant's hold: now it waits for its meeting
 	}
 	if v.event != nil {
 		if e, ok := w.view.get(meetingToken(d.EnterpriseID, d.Cmd.MeetingRoomNumber)); ok && !e.rec.ReleasedAt.IsZero() {

@@ -1,10 +1,8 @@
 package worker_test
 
 import (
-	"bytes"
 	"context"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,18 +11,6 @@ import (
 	"github.com/xygroup/xygroup/worker"
 	wt "github.com/xygroup/xygroup/worker/workertest"
 )
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
 
 // Streams an operator configured differently are used as they are, and the
 // differences are logged; missing ones are created.
@@ -38,7 +24,7 @@ func TestExistingStreamsAreReportedNotOverwritten(t *testing.T) {
 	if _, err := js.CreateStream(ctx, mine); err != nil {
 		t.Fatal(err)
 	}
-	var logs lockedBuffer
+	var logs wt.SyncBuffer
 	if _, err := worker.Setup(ctx, js, worker.StreamSettings{}, zerolog.New(&logs)); err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	wt "github.com/xygroup/xygroup/worker/workertest"
 	"github.com/xygroup/xygroup/xylink"
 	"github.com/xygroup/xygroup/xylink/sandbox"
 )
@@ -357,7 +358,7 @@ func TestClientResponseBoundAndPrivateBase(t *testing.T) {
 
 // No token, secret, signature or access token reaches a log line or an error.
 func TestNoSecretsInLogsOrErrors(t *testing.T) {
-	var logs syncBuffer
+	var logs wt.SyncBuffer
 	logger := zerolog.New(&logs).Level(zerolog.DebugLevel)
 	sb := startSandbox(t, sandbox.Config{Rate: 3, Logger: logger, Faults: sandbox.Faults{}})
 	// Capture what the client really sends, to know every secret on the wire.
@@ -458,16 +459,3 @@ func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { retu
 type ioNopCloser struct{ *bytes.Reader }
 
 func (ioNopCloser) Close() error { return nil }
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-func (s *syncBuffer) Len() int       { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Len() }

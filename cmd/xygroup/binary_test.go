@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	wt "github.com/xygroup/xygroup/worker/workertest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -34,10 +35,10 @@ func buildBinary(t *testing.T) string {
 }
 
 // startProcess runs the binary with args, logging to a buffer.
-func startProcess(t *testing.T, bin string, env []string, args ...string) (*exec.Cmd, *syncBuffer) {
+func startProcess(t *testing.T, bin string, env []string, args ...string) (*exec.Cmd, *wt.SyncBuffer) {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
-	var out syncBuffer
+	var out wt.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.Env = append(os.Environ(), env...)
 	if err := cmd.Start(); err != nil {

@@ -21,7 +21,7 @@ func TestBinarySIGKILLMidRun(t *testing.T) {
 	srv := wt.StartNATS(t)
 	sb := wt.StartSandbox(t, sandbox.Config{Rate: 1e6, Faults: sandbox.Faults{Latency: sandbox.Duration(150 * time.Millisecond)}})
 	js := wt.JetStream(t, wt.Connect(t, srv))
-	start := func() (*os.Process, *syncBuffer) {
+	start := func() (*os.Process, *wt.SyncBuffer) {
 		cmd, logs := startProcess(t, bin, []string{"XYLINK_TOKEN=" + wt.Token}, "worker", "--nats-url", srv.ClientURL(), "--xylink-base-url", sb.URL,
 			"--enterprise-id", wt.Enterprise, "--http-addr", freeAddr(t), "--concurrency", "16", "--rate", "1000",
 			"--xylink-timeout", "1s", "--ack-wait", "3s")
