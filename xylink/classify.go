@@ -58,8 +58,8 @@ type Outcome struct {
 	Class       Class  // the terminal class, if this outcome ends as a failure
 	Disposition Disposition
 	// Unknown: the request may have been processed without our knowing (a timeout
-	// or a lost connection after sending). A retry that then meets 66684 is the
-	// same command succeeding, not a failure.
+	// or a lost connection after sending, or a gateway's 408, 500, 502 or 504). A
+	// retry that then meets 66684 is the same command succeeding, not a failure.
 	Unknown bool
 	// BreakerFailure: the answer counts against the circuit breaker (the platform
 	// is failing), as opposed to business answers that prove it is alive.
@@ -73,13 +73,18 @@ type Outcome struct {
 // rule is one row of the classification table. A row matches when every field it
 // sets matches; the first matching row wins, so specific rows come first.
 type rule struct {
-	name        string
-	code        int // errorCode; 0: any
-	statusMin   int // HTTP status range; 0: any
-	statusMax   int
-	transport   bool // matches transport errors only
-	class       Class
-	disposition Disposition
+	name      string
+	code      int // errorCode; 0: any
+	statusMin int // HTTP status range; 0: any
+	statusMax int
+	// platformBody: only answers that carry the platform's own error body (an
+	// errorCode), as opposed to a gateway's page.
+	platformBody bool
+	transport    bool // matches transport errors only
+	class        Class
+	disposition  Disposition
+	// unknown: the platform may have acted before this answer (see Outcome.Unknown).
+	unknown     bool
 	breakerFail bool
 	excluded    bool
 }
@@ -87,6 +92,15 @@ type rule struct {
 // table is the one place where answers become classes. A new platform code is one
 // row here. Rate-limit and credential codes of the platform are not public; the
 // HTTP statuses catch them, and a code can be added as a row when it is known.
+//
+// Which answers leave the outcome unknown: a gateway in front of the platform
+// answers 502 or 504 when the platform did not answer it in time or broke the
+// connection, and 408 or 500 may come from either after the request was handed
+// on, so the platform may have created the groups. 429 is a refusal before any
+// processing (RFC 6585), and a 503 that carries the platform's own error body is
+// the platform saying it is not serving; both are known not done. A 503 without
+// that body is a gateway's (Envoy, for one, answers 503 to a reset after
+// forwarding) and counts as unknown like the other 5xx.
 var table = []rule{
 	{name: "no meeting in progress", code: CodeNoMeeting, class: ClassMeetingNotStarted, disposition: Park},
 	{name: "breakout already open", code: CodeAlreadyOpen, class: ClassAlreadyOpen, disposition: Terminal},
@@ -94,30 +108,40 @@ var table = []rule{
 	{name: "rate limited", statusMin: 429, statusMax: 429, class: ClassUnavailable, disposition: RateLimited, excluded: true},
 	{name: "bad credentials or signature", statusMin: 401, statusMax: 401, disposition: StopTenant, excluded: true},
 	{name: "forbidden", statusMin: 403, statusMax: 403, disposition: StopTenant, excluded: true},
-	{name: "request timeout", statusMin: 408, statusMax: 408, class: ClassUnavailable, disposition: Retry, breakerFail: true},
+	{name: "request timeout", statusMin: 408, statusMax: 408, class: ClassUnavailable, disposition: Retry, unknown: true, breakerFail: true},
 	{name: "rejected", statusMin: 400, statusMax: 499, class: ClassRejected, disposition: Terminal},
-	{name: "server error", statusMin: 500, statusMax: 599, class: ClassUnavailable, disposition: Retry, breakerFail: true},
+	{name: "platform unavailable", statusMin: 503, statusMax: 503, platformBody: true, class: ClassUnavailable, disposition: Retry, breakerFail: true},
+	{name: "server or gateway error", statusMin: 500, statusMax: 599, class: ClassUnavailable, disposition: Retry, unknown: true, breakerFail: true},
 	{name: "transport", transport: true, class: ClassUnavailable, disposition: Retry, breakerFail: true},
 	// Anything else (1xx, 3xx): the platform did not do what was asked; retry.
 	{name: "unexpected status", class: ClassUnavailable, disposition: Retry, breakerFail: true},
 }
 
-func (r rule) matches(status, code int, transport bool) bool {
-	if r.transport != transport {
+// answer is what a rule is matched against.
+type answer struct {
+	status, code int
+	transport    bool
+}
+
+func (r rule) matches(a answer) bool {
+	if r.transport != a.transport {
 		return false
 	}
-	if r.code != 0 && r.code != code {
+	if r.code != 0 && r.code != a.code {
 		return false
 	}
-	if r.statusMin != 0 && (status < r.statusMin || status > r.statusMax) {
+	if r.platformBody && a.code == 0 {
+		return false
+	}
+	if r.statusMin != 0 && (a.status < r.statusMin || a.status > r.statusMax) {
 		return false
 	}
 	return true
 }
 
 // Classify turns the error of a call (nil for success) into an Outcome. It knows
-// *APIError, *TransportError, *ValidationError and context errors; anything else
-// is treated as a transport failure with an unknown outcome.
+// *APIError, *TransportError, *ValidationError and context errors;
+// anything else is treated as a transport failure with an unknown outcome.
 func Classify(err error) Outcome {
 	if err == nil {
 		return Outcome{Rule: "success", Disposition: Done}
@@ -128,11 +152,11 @@ func Classify(err error) Outcome {
 	}
 	var cerr *CredentialsError
 	if errors.As(err, &cerr) {
-		return lookup(http.StatusUnauthorized, 0, false, false)
+		return lookup(answer{status: http.StatusUnauthorized}, false)
 	}
 	var aerr *APIError
 	if errors.As(err, &aerr) {
-		return lookup(aerr.HTTPStatus, aerr.ErrorCode, false, false)
+		return lookup(answer{status: aerr.HTTPStatus, code: aerr.ErrorCode}, false)
 	}
 	unknown := true
 	var terr *TransportError
@@ -142,7 +166,7 @@ func Classify(err error) Outcome {
 			unknown = false
 		}
 	}
-	return lookup(0, 0, true, unknown)
+	return lookup(answer{transport: true}, unknown)
 }
 
 // ClassifyAnswer classifies an HTTP status and errorCode directly.
@@ -150,13 +174,13 @@ func ClassifyAnswer(status, errorCode int) Outcome {
 	if status >= 200 && status < 300 {
 		return Outcome{Rule: "success", Disposition: Done}
 	}
-	return lookup(status, errorCode, false, false)
+	return lookup(answer{status: status, code: errorCode}, false)
 }
 
-func lookup(status, code int, transport, unknown bool) Outcome {
+func lookup(a answer, unknown bool) Outcome {
 	for _, r := range table {
-		if r.matches(status, code, transport) {
-			return Outcome{Rule: r.name, Class: r.class, Disposition: r.disposition, Unknown: unknown,
+		if r.matches(a) {
+			return Outcome{Rule: r.name, Class: r.class, Disposition: r.disposition, Unknown: unknown || r.unknown,
 				BreakerFailure: r.breakerFail, BreakerExcluded: r.excluded}
 		}
 	}
