@@ -14,7 +14,7 @@ import (
 
 // Caller makes the API call; *xylink.Client is one.
 type Caller interface {
-	CreateGroups(ctx context.Context, enterpriseID string, req *xylink.CreateGroupsRequest) ([]xylink.Group, error)
+	CreateGroups(ctx context.Context, enterpriseID string, req *xylink.CreateGroupsRequest, opts ...xylink.CallOption) ([]xylink.Group, error)
 }
 
 // HeaderReplay marks a command re-published by `xygroup replay`: it yields to live commands.

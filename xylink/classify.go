@@ -81,8 +81,10 @@ type rule struct {
 	// errorCode), as opposed to a gateway's page.
 	platformBody bool
 	transport    bool // matches transport errors only
-	class        Class
-	disposition  Disposition
+	// cancelled: only transport errors caused by the caller's own cancellation.
+	cancelled   bool
+	class       Class
+	disposition Disposition
 	// unknown: the platform may have acted before this answer (see Outcome.Unknown).
 	unknown     bool
 	breakerFail bool
@@ -112,6 +114,8 @@ var table = []rule{
 	{name: "rejected", statusMin: 400, statusMax: 499, class: ClassRejected, disposition: Terminal},
 	{name: "platform unavailable", statusMin: 503, statusMax: 503, platformBody: true, class: ClassUnavailable, disposition: Retry, breakerFail: true},
 	{name: "server or gateway error", statusMin: 500, statusMax: 599, class: ClassUnavailable, disposition: Retry, unknown: true, breakerFail: true},
+	// Our own shutdown or a caller giving up: nothing learnt about the platform.
+	{name: "cancelled by the caller", transport: true, cancelled: true, class: ClassUnavailable, disposition: Retry, excluded: true},
 	{name: "transport", transport: true, class: ClassUnavailable, disposition: Retry, breakerFail: true},
 	// Anything else (1xx, 3xx): the platform did not do what was asked; retry.
 	{name: "unexpected status", class: ClassUnavailable, disposition: Retry, breakerFail: true},
@@ -119,12 +123,12 @@ var table = []rule{
 
 // answer is what a rule is matched against.
 type answer struct {
-	status, code int
-	transport    bool
+	status, code         int
+	transport, cancelled bool
 }
 
 func (r rule) matches(a answer) bool {
-	if r.transport != a.transport {
+	if r.transport != a.transport || (r.cancelled && !a.cancelled) {
 		return false
 	}
 	if r.code != 0 && r.code != a.code {
@@ -140,7 +144,7 @@ func (r rule) matches(a answer) bool {
 }
 
 // Classify turns the error of a call (nil for success) into an Outcome. It knows
-// *APIError, *TransportError, *ValidationError and context errors;
+// *APIError, *TransportError, *GateError, *ValidationError and context errors;
 // anything else is treated as a transport failure with an unknown outcome.
 func Classify(err error) Outcome {
 	if err == nil {
@@ -149,6 +153,11 @@ func Classify(err error) Outcome {
 	var verr *ValidationError
 	if errors.As(err, &verr) || errors.Is(err, ErrUnknownTenant) {
 		return Outcome{Rule: "invalid request", Class: ClassInvalidCommand, Disposition: Terminal, BreakerExcluded: true}
+	}
+	var gerr *GateError
+	if errors.As(err, &gerr) {
+		// Held by the caller's gate: no request was sent this time.
+		return Outcome{Rule: "held before sending", Class: ClassUnavailable, Disposition: Retry, BreakerExcluded: true}
 	}
 	var cerr *CredentialsError
 	if errors.As(err, &cerr) {
@@ -162,11 +171,9 @@ func Classify(err error) Outcome {
 	var terr *TransportError
 	if errors.As(err, &terr) {
 		unknown = terr.Sent
-		if errors.Is(terr, context.Canceled) && !terr.Sent {
-			unknown = false
-		}
 	}
-	return lookup(answer{transport: true}, unknown)
+	cancelled := errors.Is(err, context.Canceled)
+	return lookup(answer{transport: true, cancelled: cancelled}, unknown)
 }
 
 // ClassifyAnswer classifies an HTTP status and errorCode directly.

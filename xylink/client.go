@@ -57,7 +57,7 @@ type Option func(*Client)
 // WithHTTPClient replaces the HTTP client (its Timeout is kept if set).
 func WithHTTPClient(hc *http.Client) Option { return func(c *Client) { c.hc = hc } }
 
-// WithTimeout bounds each API call, token fetches included (default 10 s).
+// WithTimeout bounds each API request and each token fetch (default 10 s).
 func WithTimeout(d time.Duration) Option { return func(c *Client) { c.timeout = d } }
 
 // WithMaxResponseBytes bounds how much of an answer is read (default 1 MiB).
@@ -194,10 +194,27 @@ func (c *Client) tenant(enterpriseID string) (*tenant, error) {
 	return t, nil
 }
 
+// CallOption configures one CreateGroups call.
+type CallOption func(*callOptions)
+
+type callOptions struct {
+	gate func(ctx context.Context) error
+}
+
+// BeforeEachRequest has gate called immediately before each dynamicGroup request
+// of the call: the first one, and the repeat after a rejected app token. The app
+// token is in hand by then, so nothing but signing happens between gate's return
+// and the request leaving: a rate-limit grant taken in gate is this request's
+// alone, and no token fetch or other I/O can bunch granted requests together.
+// When gate fails, the request is not sent and CreateGroups returns a *GateError.
+func BeforeEachRequest(gate func(ctx context.Context) error) CallOption {
+	return func(o *callOptions) { o.gate = gate }
+}
+
 // CreateGroups creates breakout groups in a meeting. The request is validated
 // first (a *ValidationError is never sent). Other errors are *APIError,
-// *TransportError or *CredentialsError; pass any of them to Classify.
-func (c *Client) CreateGroups(ctx context.Context, enterpriseID string, req *CreateGroupsRequest) ([]Group, error) {
+// *TransportError, *CredentialsError or *GateError; pass any of them to Classify.
+func (c *Client) CreateGroups(ctx context.Context, enterpriseID string, req *CreateGroupsRequest, opts ...CallOption) ([]Group, error) {
 	if err := req.Validate(); err != nil {
 		return nil, err
 	}
@@ -212,8 +229,12 @@ func (c *Client) CreateGroups(ctx context.Context, enterpriseID string, req *Cre
 	if err != nil {
 		return nil, err
 	}
+	var o callOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	var groups []Group
-	err = c.call(ctx, t, http.MethodPost, DynamicGroupPath, body, &groups)
+	err = c.call(ctx, t, http.MethodPost, DynamicGroupPath, body, &groups, o.gate)
 	return groups, err
 }
 
@@ -231,18 +252,23 @@ func EncodeRequest(req *CreateGroupsRequest) ([]byte, error) {
 
 // call signs and sends one request; with signature 2.0 a rejected token is fetched
 // again and the call repeated once (a 401 means the platform did not process it).
-func (c *Client) call(ctx context.Context, t *tenant, method, path string, body []byte, out any) error {
-	if c.timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.timeout)
-		defer cancel()
-	}
+// The token is obtained before gate is called, and the request is signed after it
+// returns, so that a request leaves right after its gate.
+func (c *Client) call(ctx context.Context, t *tenant, method, path string, body []byte, out any, gate func(context.Context) error) error {
 	for try := 0; ; try++ {
 		var tok *appToken
 		if t.tokens != nil {
 			var err error
 			if tok, err = t.tokens.get(ctx); err != nil {
 				return c.tokenError(t, err)
+			}
+		}
+		if gate != nil {
+			if err := gate(ctx); err != nil {
+				return &GateError{Requests: try, Err: err}
+			}
+			if tok != nil {
+				tok = t.tokens.newest(tok) // renewed while the gate waited: no I/O
 			}
 		}
 		err := c.do(ctx, t, tok, method, path, body, out)
@@ -271,7 +297,13 @@ func (c *Client) tokenError(t *tenant, err error) error {
 	return &TransportError{Op: "token", Err: err}
 }
 
+// do sends one signed request, bounded by the client's timeout.
 func (c *Client) do(ctx context.Context, t *tenant, tok *appToken, method, path string, body []byte, out any) error {
+	if c.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.timeout)
+		defer cancel()
+	}
 	reqURL, headers := c.sign(t, tok, method, path, body)
 	req, err := http.NewRequestWithContext(ctx, method, reqURL, bytes.NewReader(body))
 	if err != nil {

@@ -259,8 +259,9 @@ func TestClientTimeoutAfterProcessing(t *testing.T) {
 	}
 }
 
-// The 2.0 app token: one fetch however many calls wait; renewed before it
-// expires (one refresh for fifty concurrent calls); fetched again when rejected.
+// The 2.0 app token: one fetch however many calls wait; renewed in the background
+// before it expires (one refresh for fifty concurrent calls, none of which waits
+// for it); fetched again when rejected.
 func TestAppTokenLifecycle(t *testing.T) {
 	sb := startSandbox(t, sandbox.Config{Rate: 10000, TokenTTL: time.Hour})
 	var clock struct {
@@ -299,18 +300,26 @@ func TestAppTokenLifecycle(t *testing.T) {
 	clock.Lock()
 	clock.offset = 50 * time.Minute
 	clock.Unlock()
+	// The calls go on with the current token; the renewal runs in the background.
 	fifty("renew")
+	refreshes := func() int {
+		n := 0
+		for _, r := range sb.Requests() {
+			if r.Endpoint == "refresh_token" && r.Status == 200 {
+				n++
+			}
+		}
+		return n
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for refreshes() == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
 	if n := c.TokenFetches(ent2); n != 2 {
 		t.Fatalf("renewal made %d token requests in all, want 2", n)
 	}
-	var refreshes int
-	for _, r := range sb.Requests() {
-		if r.Endpoint == "refresh_token" && r.Status == 200 {
-			refreshes++
-		}
-	}
-	if refreshes != 1 {
-		t.Fatalf("sandbox saw %d refreshes, want 1", refreshes)
+	if n := refreshes(); n != 1 {
+		t.Fatalf("sandbox saw %d refreshes, want 1", n)
 	}
 	// The platform expires the token mid-run: every call gets 401 once, one new
 	// token is fetched, and no call fails.
@@ -459,3 +468,44 @@ func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { retu
 type ioNopCloser struct{ *bytes.Reader }
 
 func (ioNopCloser) Close() error { return nil }
+
+// The gate runs right before each request, after the token is in hand: once for
+// a plain call, again for the repeat after a rejected token, never while a token
+// is being fetched; a refusal sends nothing.
+func TestGateBeforeEachRequest(t *testing.T) {
+	sb := startSandbox(t, sandbox.Config{Rate: 10000})
+	var gates, fetchesAtGate []int
+	c := newClient(t, sb.URL)
+	gate := xylink.BeforeEachRequest(func(context.Context) error {
+		gates = append(gates, len(sb.Requests()))
+		fetchesAtGate = append(fetchesAtGate, c.TokenFetches(ent2))
+		return nil
+	})
+	if _, err := c.CreateGroups(context.Background(), ent2, manual("gate-1"), gate); err != nil {
+		t.Fatal(err)
+	}
+	// The first gate came after the token fetch (one request recorded: app_token).
+	if len(gates) != 1 || gates[0] != 1 || fetchesAtGate[0] != 1 {
+		t.Fatalf("gate calls %v (requests recorded before each), token fetches %v", gates, fetchesAtGate)
+	}
+	sb.ExpireTokens()
+	gates, fetchesAtGate = nil, nil
+	if _, err := c.CreateGroups(context.Background(), ent2, manual("gate-2"), gate); err != nil {
+		t.Fatal(err)
+	}
+	// 401 with the old token, then a new token, then the gate again, then the repeat.
+	if len(gates) != 2 || fetchesAtGate[1] != 2 || gates[1] != gates[0]+2 {
+		t.Fatalf("after a rejected token: gate calls %v, token fetches %v", gates, fetchesAtGate)
+	}
+	before := len(sb.Requests())
+	_, err := c.CreateGroups(context.Background(), ent1, manual("gate-3"), xylink.BeforeEachRequest(func(context.Context) error {
+		return errors.New("held")
+	}))
+	var ge *xylink.GateError
+	if !errors.As(err, &ge) || ge.Requests != 0 || len(sb.Requests()) != before {
+		t.Fatalf("refused gate: %T %v, %d requests sent", err, err, len(sb.Requests())-before)
+	}
+	if o := xylink.Classify(err); o.Unknown || !o.BreakerExcluded || o.Disposition != xylink.Retry {
+		t.Fatalf("refused gate classified %+v", o)
+	}
+}

@@ -43,6 +43,17 @@ type TransportError struct {
 func (e *TransportError) Error() string { return "xylink: " + e.Op + ": " + e.Err.Error() }
 func (e *TransportError) Unwrap() error { return e.Err }
 
+// GateError: the gate given with BeforeEachRequest refused a request, which was
+// not sent. Requests counts the requests of the same call sent before it (1 when
+// the refused one was the repeat after a rejected app token).
+type GateError struct {
+	Requests int
+	Err      error
+}
+
+func (e *GateError) Error() string { return "xylink: request held before sending: " + e.Err.Error() }
+func (e *GateError) Unwrap() error { return e.Err }
+
 // ValidationError lists why a request breaks the API's rules; it is never sent.
 type ValidationError struct{ Problems []string }
 

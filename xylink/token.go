@@ -58,66 +58,46 @@ func (e *CredentialsError) Error() string {
 type fetchFunc func(ctx context.Context, refresh Secret) (*appToken, error)
 
 // tokenSource caches one tenant's app token. However many calls wait for a token,
-// one request is made (singleflight); a token is renewed before it expires and
-// dropped when the API rejects it.
+// one request is made (singleflight). A token is renewed ahead of time, in the
+// background, while it still serves: calls never wait on a renewal, only on the
+// first fetch and on the fetch after the API rejected a token.
 type tokenSource struct {
 	fetch   fetchFunc
 	now     func() time.Time
 	timeout time.Duration
 
-	mu      sync.Mutex
-	current *appToken
-	flight  singleflight.Group
-	fetches int // requests made, for metrics and tests
+	mu        sync.Mutex
+	current   *appToken
+	renewNext time.Time // no background renewal starts before this
+	flight    singleflight.Group
+	fetches   int // requests made, for metrics and tests
 }
 
-// get returns a usable token, fetching or renewing it as needed.
+// renewRetry spaces background renewals that failed.
+const renewRetry = time.Second
+
+// get returns a usable token: the cached one (starting its renewal in the
+// background once it is due), or a new one when there is none or it expired.
 func (s *tokenSource) get(ctx context.Context) (*appToken, error) {
 	s.mu.Lock()
 	cur := s.current
-	s.mu.Unlock()
 	now := s.now()
+	renew := cur != nil && !now.Before(cur.refreshAt) && now.Before(cur.expiresAt) && !now.Before(s.renewNext)
+	if renew {
+		s.renewNext = now.Add(renewRetry)
+	}
+	s.mu.Unlock()
 	if cur != nil && now.Before(cur.refreshAt) {
 		return cur, nil
 	}
-	ch := s.flight.DoChan("token", func() (any, error) {
-		s.mu.Lock()
-		cur := s.current
-		s.mu.Unlock()
-		if cur != nil && s.now().Before(cur.refreshAt) {
-			return cur, nil // another flight renewed it meanwhile
+	if cur != nil && now.Before(cur.expiresAt) {
+		if renew {
+			s.flight.DoChan("token", func() (any, error) { return s.renew(ctx) })
 		}
-		// The fetch outlives any one caller: later callers wait for it too.
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
-		defer cancel()
-		var t *appToken
-		var err error
-		if cur != nil && cur.refresh != "" {
-			t, err = s.count(fctx, cur.refresh)
-		}
-		if t == nil {
-			var credErr *CredentialsError
-			if err != nil && !errors.As(err, &credErr) && cur != nil && s.now().Before(cur.expiresAt) {
-				return cur, nil // the refresh failed for a passing reason; the old token still works
-			}
-			t, err = s.count(fctx, "")
-		}
-		if err != nil {
-			if cur != nil && s.now().Before(cur.expiresAt) {
-				var credErr *CredentialsError
-				if !errors.As(err, &credErr) {
-					return cur, nil
-				}
-			}
-			return nil, err
-		}
-		s.mu.Lock()
-		s.current = t
-		s.mu.Unlock()
-		return t, nil
-	})
+		return cur, nil
+	}
 	select {
-	case r := <-ch:
+	case r := <-s.flight.DoChan("token", func() (any, error) { return s.renew(ctx) }):
 		if r.Err != nil {
 			return nil, r.Err
 		}
@@ -125,6 +105,55 @@ func (s *tokenSource) get(ctx context.Context) (*appToken, error) {
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+}
+
+// renew fetches a new token (with the refresh token when there is one) and
+// caches it. It outlives any one caller: later callers wait for it too.
+func (s *tokenSource) renew(ctx context.Context) (*appToken, error) {
+	s.mu.Lock()
+	cur := s.current
+	s.mu.Unlock()
+	if cur != nil && s.now().Before(cur.refreshAt) {
+		return cur, nil // another flight renewed it meanwhile
+	}
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
+	defer cancel()
+	var t *appToken
+	var err error
+	if cur != nil && cur.refresh != "" {
+		t, err = s.count(fctx, cur.refresh)
+	}
+	if t == nil {
+		var credErr *CredentialsError
+		if err != nil && !errors.As(err, &credErr) && cur != nil && s.now().Before(cur.expiresAt) {
+			return cur, nil // the refresh failed for a passing reason; the old token still works
+		}
+		t, err = s.count(fctx, "")
+	}
+	if err != nil {
+		if cur != nil && s.now().Before(cur.expiresAt) {
+			var credErr *CredentialsError
+			if !errors.As(err, &credErr) {
+				return cur, nil
+			}
+		}
+		return nil, err
+	}
+	s.mu.Lock()
+	s.current = t
+	s.mu.Unlock()
+	return t, nil
+}
+
+// newest returns the cached token when it is newer than t and usable, else t;
+// it makes no request.
+func (s *tokenSource) newest(t *appToken) *appToken {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cur := s.current; cur != nil && cur != t && s.now().Before(cur.expiresAt) {
+		return cur
+	}
+	return t
 }
 
 func (s *tokenSource) count(ctx context.Context, refresh Secret) (*appToken, error) {
