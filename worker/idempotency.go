@@ -65,8 +65,11 @@ type rawBody json.RawMessage
 // idempotency reads and writes command records with compare-and-swap.
 type idempotency struct {
 	kv    jetstream.KeyValue
-	lease time.Duration
-	now   func() time.Time
+	lease time.Duration // a call's own time, beyond the client's timeout
+	// grantWait: the longest a begun call waits for its rate-limit grant; the
+	// record says "in flight" for grantWait + lease.
+	grantWait time.Duration
+	now       func() time.Time
 }
 
 var safeKey = regexp.MustCompile(`^[-/_=a-zA-Z0-9]{1,200}$`)
@@ -138,10 +141,26 @@ func (s *idempotency) begin(ctx context.Context, id string) (commandRecord, erro
 		}
 		before = *r
 		r.Attempts++
-		r.PendingUntil = now.Add(s.lease)
+		r.PendingUntil = now.Add(s.grantWait + s.lease)
 		return nil
 	})
 	return before, err
+}
+
+// abort undoes begin for a call that was not sent (its gate refused it): no
+// call in flight, and the attempt given back unless keepAttempt.
+func (s *idempotency) abort(ctx context.Context, id string, keepAttempt bool) error {
+	_, err := s.update(ctx, id, func(r *commandRecord) error {
+		if r.PendingUntil.IsZero() {
+			return nil
+		}
+		r.PendingUntil = time.Time{}
+		if !keepAttempt && r.Attempts > 0 {
+			r.Attempts--
+		}
+		return nil
+	})
+	return err
 }
 
 var errDone = errors.New("command already has its terminal event")

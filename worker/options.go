@@ -86,7 +86,9 @@ func WithProbeBackoff(b Backoff) Option { return func(o *options) { o.probeBacko
 
 // WithCallLease is how long another worker waits for a call in flight before it
 // treats the call's outcome as unknown (default 30 s; longer than the client's
-// timeout).
+// timeout). A call is begun before it waits for its rate-limit grant, which may
+// take as long again: the record holds it for twice the lease, and a grant that
+// comes later is not used.
 func WithCallLease(d time.Duration) Option { return func(o *options) { o.callLease = d } }
 
 // WithRecordTTL is how long a command's idempotency record is kept (default 30 days).

@@ -12,7 +12,9 @@ import (
 	"github.com/xygroup/xygroup/xylink"
 )
 
-// Caller makes the API call; *xylink.Client is one.
+// Caller makes the API call; *xylink.Client is one. The pipeline passes
+// xylink.BeforeEachRequest: the rate-limit grant and the breaker's check happen
+// in it, immediately before each request.
 type Caller interface {
 	CreateGroups(ctx context.Context, enterpriseID string, req *xylink.CreateGroupsRequest, opts ...xylink.CallOption) ([]xylink.Group, error)
 }
@@ -115,11 +117,10 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 		}
 		return verdict{park: true, hold: true, parkFirst: until, attempts: rec.Attempts, deadline: deadline}, d
 	}
-	done, v, stop := p.allow(ctx, d, del, rec, deadline, now)
+	done, _, v, stop := p.allow(ctx, d, del, rec, deadline, now)
 	if stop {
 		return v, d
 	}
-	// 5. limiter
 	prio := PriorityLive
 	switch {
 	case del.header.Get(HeaderReplay) != "":
@@ -127,15 +128,9 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 	case del.kind != fromShared || del.delivered > 1:
 		prio = PriorityRetry
 	}
-	waitStart := time.Now()
-	if err := p.limiter.Wait(ctx, d.EnterpriseID, prio); err != nil {
-		done(xylink.Outcome{BreakerExcluded: true})
-		return verdict{release: true}, d
-	}
-	p.metrics.LimiterWait.WithLabelValues(prio.String()).Observe(time.Since(waitStart).Seconds())
-	p.metrics.LimiterGrants.WithLabelValues(d.EnterpriseID, prio.String()).Inc()
 
-	// 6. mark the call in flight; learn whether an earlier call's outcome is unknown
+	// 5. mark the call in flight; learn whether an earlier call's outcome is
+	// unknown. Every step with I/O of its own comes before the grant.
 	before, err := p.idem.begin(ctx, d.ID)
 	if err != nil {
 		done(xylink.Outcome{BreakerExcluded: true})
@@ -151,9 +146,49 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 	}
 	attempts := before.Attempts + 1
 
+	// 6. limiter, immediately before each request (the client calls the gate
+	// once it holds the app token; only signing follows): one grant per
+	// request, the repeat after a refused token included.
+	var sentAt time.Time
+	gate := func(gctx context.Context) error {
+		// The record says "in flight" for the grant wait and the call's lease:
+		// a grant that comes later is not used.
+		wctx, cancel := context.WithTimeout(gctx, p.idem.grantWait)
+		defer cancel()
+		waitStart := time.Now()
+		if err := p.limiter.Wait(wctx, d.EnterpriseID, prio); err != nil {
+			return err
+		}
+		p.metrics.LimiterWait.WithLabelValues(prio.String()).Observe(time.Since(waitStart).Seconds())
+		p.metrics.LimiterGrants.WithLabelValues(d.EnterpriseID, prio.String()).Inc()
+		sentAt = time.Now()
+		return nil
+	}
+
 	// 7. call and classify
-	callStart := time.Now()
-	groups, callErr := p.caller.CreateGroups(ctx, d.EnterpriseID, &d.Cmd.CreateGroupsRequest)
+	groups, callErr := p.caller.CreateGroups(ctx, d.EnterpriseID, &d.Cmd.CreateGroupsRequest, xylink.BeforeEachRequest(gate))
+	var held *xylink.GateError
+	if errors.As(callErr, &held) {
+		// Not sent: the attempt is given back (unless a refused-token request
+		// went out first) and the command waits as if it had not been taken.
+		done(xylink.Outcome{BreakerExcluded: true})
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := p.idem.abort(actx, d.ID, held.Requests > 0); err != nil {
+			log.Warn().Err(err).Msg("idempotency record not updated")
+		}
+		switch {
+		case ctx.Err() != nil:
+			return verdict{release: true}, d // shutting down: another replica takes it at once
+		}
+		// No grant within the bound: the limiter is saturated; try again soon.
+		p.metrics.Retries.WithLabelValues("limiter_wait").Inc()
+		return verdict{retry: 100 * time.Millisecond}, d
+	}
+	callStart := sentAt
+	if callStart.IsZero() {
+		callStart = time.Now()
+	}
 	outcome := xylink.Classify(callErr)
 	done(outcome)
 	p.metrics.APICalls.WithLabelValues(d.EnterpriseID, answerLabel(callErr)).Observe(time.Since(callStart).Seconds())
@@ -219,36 +254,50 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 
 // allow asks the breaker for a call. With the tenant open cluster-wide, a
 // shared command goes to the tenant's hold; a probe whose time has come may
-// become the one half-open probe of the cluster; anything else waits.
-func (p *pipeline) allow(ctx context.Context, d *Decoded, del *delivery, rec commandRecord, deadline, now time.Time) (func(xylink.Outcome), verdict, bool) {
+// become the one half-open probe of the cluster (halfOpenProbe); anything else
+// waits.
+func (p *pipeline) allow(ctx context.Context, d *Decoded, del *delivery, rec commandRecord, deadline, now time.Time) (done func(xylink.Outcome), halfOpenProbe bool, v verdict, stop bool) {
 	sb, shared := p.breaker.(*SharedBreaker)
 	if shared {
 		if until, open := sb.Open(d.EnterpriseID); open {
-			switch {
-			case del.kind == fromShared:
-				// Intake pauses for this tenant: its commands wait in the hold,
-				// acked, spending no delivery, while other tenants flow.
-				p.metrics.Retries.WithLabelValues("breaker_open").Inc()
-				return nil, verdict{park: true, hold: true, parkFirst: until, attempts: rec.Attempts, deadline: deadline}, true
-			case del.kind == fromProbe && !now.Before(until) && sb.ClaimProbe(ctx, d.EnterpriseID):
+			if del.kind == fromProbe && !now.Before(until) && sb.ClaimProbe(ctx, d.EnterpriseID) {
 				return func(o xylink.Outcome) {
 					pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 					defer cancel()
 					sb.ProbeResult(pctx, d.EnterpriseID, o)
-				}, verdict{}, false
-			default:
-				return nil, verdict{retry: max(until.Sub(now), time.Second)}, true
+				}, true, verdict{}, false
 			}
+			if del.kind == fromShared {
+				p.metrics.Retries.WithLabelValues("breaker_open").Inc()
+			}
+			return nil, false, p.held(d, del, rec, deadline, now), true
 		}
 	}
 	allow, err := p.breaker.Allow(d.EnterpriseID)
 	if err == nil {
-		return allow, verdict{}, false
+		return allow, false, verdict{}, false
 	}
 	p.metrics.Retries.WithLabelValues("breaker_open").Inc()
-	v := decide(d, xylink.Outcome{Class: xylink.ClassUnavailable, Disposition: xylink.Retry}, rec.lastError(err), nil,
+	return nil, false, p.held(d, del, rec, deadline, now), true
+}
+
+// held is what becomes of a command whose tenant is open. With the shared
+// breaker, intake pauses for the tenant: a shared delivery waits in the
+// tenant's hold, acked, spending no delivery and no attempt, while other
+// tenants flow; a parked or released one is tried again when the open period
+// ends. With another breaker, the command retries with backoff until its
+// deadline.
+func (p *pipeline) held(d *Decoded, del *delivery, rec commandRecord, deadline, now time.Time) verdict {
+	if sb, ok := p.breaker.(*SharedBreaker); ok {
+		if until, open := sb.Open(d.EnterpriseID); open {
+			if del.kind == fromShared {
+				return verdict{park: true, hold: true, parkFirst: until, attempts: rec.Attempts, deadline: deadline}
+			}
+			return verdict{retry: max(until.Sub(now), time.Second)}
+		}
+	}
+	return decide(d, xylink.Outcome{Class: xylink.ClassUnavailable, Disposition: xylink.Retry}, rec.lastError(ErrBreakerOpen), nil,
 		rec.Attempts, deadline, p.backoff, now)
-	return nil, v, true
 }
 
 // parkIfWaiting parks a command whose meeting is known to wait: by the shared

@@ -84,7 +84,7 @@ func New(nc *nats.Conn, caller Caller, tenants Tenants, opts ...Option) (*Worker
 	w.parker = &parker{js: js, view: w.view, backoff: o.probeBackoff, now: o.now}
 	w.p = &pipeline{decoder: dec, caller: caller, limiter: o.limiter, breaker: o.breaker, backoff: o.backoff,
 		maxWait: o.maxWait, metrics: o.metrics, now: o.now, stopped: map[string]string{}, parker: w.parker, gate: newMeetingGate(),
-		idem: &idempotency{lease: o.callLease, now: o.now}}
+		idem: &idempotency{lease: o.callLease, grantWait: o.callLease, now: o.now}}
 	return w, nil
 }
 
