@@ -185,3 +185,62 @@ func TestRefusedCredentialsHoldTheTenant(t *testing.T) {
 		t.Fatalf("%d calls in 3 s with refused credentials: the tenant was not held", held)
 	}
 }
+
+// Hundreds of commands queued behind the limiter on three workers when the API
+// goes down: once the tenant opens, the calls already waiting for a grant do not
+// go out when it comes (the breaker is checked again after the grant, and the
+// command joins the hold without spending an attempt). Calls during the outage
+// stay within the threshold, the half-open probes and those on the wire.
+func TestBreakerCheckedAgainAfterTheGrant(t *testing.T) {
+	const threshold = 5
+	openFor := 4 * time.Second
+	outage := 10 * time.Second
+	srv := wt.StartNATS(t)
+	sb := wt.StartSandbox(t, sandbox.Config{Rate: 20})
+	c := wt.Client(t, sb)
+	for range 3 {
+		wt.StartWorker(t, srv, c, worker.WithRate(20, nil),
+			worker.WithBreakerSettings(worker.BreakerSettings{ConsecutiveFailures: threshold, OpenFor: openFor}))
+	}
+	js := wt.JetStream(t, wt.Connect(t, srv))
+	wt.AwaitStream(t, js, worker.StreamCommands)
+	const n = 400
+	for i := range n {
+		id := fmt.Sprintf("queued-%03d", i)
+		wt.Publish(t, js, id, wt.Command(id, "m-"+id))
+	}
+	// Traffic flows and every worker's slots wait for grants before the outage.
+	deadline := time.Now().Add(time.Minute)
+	for sb.Stats().ByAnswer["200"] < 40 {
+		if time.Now().After(deadline) {
+			t.Fatal("no traffic before the outage")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	outageStart := time.Now()
+	outageEnd := outageStart.Add(outage)
+	sb.AddOutage(sandbox.Outage{From: outageStart, Until: outageEnd})
+
+	events := wt.AwaitTerminal(t, js, n, 3*time.Minute)
+	for id, evs := range events {
+		if len(evs) != 1 || evs[0].Subject != worker.SubjectCreated {
+			t.Errorf("%s: %d events, first on %s: %s", id, len(evs), evs[0].Subject, evs[0].Data)
+		}
+	}
+	during := 0
+	for _, r := range sb.Requests() {
+		if r.Endpoint == "dynamicGroup" && !r.At.Before(outageStart) && r.At.Before(outageEnd) {
+			during++
+		}
+	}
+	probes := int(outage/openFor) + 1
+	const onTheWire = 3
+	t.Logf("%d commands queued; API calls during the %v outage: %d (threshold %d, probes at most %d, on the wire %d); answers %v",
+		n, outage, during, threshold, probes, onTheWire, sb.Stats().ByAnswer)
+	if during > threshold+probes+onTheWire {
+		t.Fatalf("%d calls during the outage > threshold %d + %d probes + %d on the wire", during, threshold, probes, onTheWire)
+	}
+	if st := sb.Stats(); len(st.DuplicateCreates) != 0 {
+		t.Fatalf("created twice: %v", st.DuplicateCreates)
+	}
+}

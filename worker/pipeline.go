@@ -105,7 +105,7 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 		return verdict{retry: nb.Sub(now)}, d
 	}
 
-	// 4. breaker (before the limiter, so that an open breaker spends no grant)
+	// 4. breaker at intake (checked again after the grant, in the gate below)
 	if del.kind == fromShared && p.parker.holding(d.EnterpriseID) {
 		// The tenant's commands are held (its breaker is open, or its held
 		// commands are not all released yet): join them, in order.
@@ -117,7 +117,7 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 		}
 		return verdict{park: true, hold: true, parkFirst: until, attempts: rec.Attempts, deadline: deadline}, d
 	}
-	done, _, v, stop := p.allow(ctx, d, del, rec, deadline, now)
+	done, halfOpenProbe, v, stop := p.allow(ctx, d, del, rec, deadline, now)
 	if stop {
 		return v, d
 	}
@@ -146,9 +146,10 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 	}
 	attempts := before.Attempts + 1
 
-	// 6. limiter, immediately before each request (the client calls the gate
-	// once it holds the app token; only signing follows): one grant per
-	// request, the repeat after a refused token included.
+	// 6. limiter and breaker, immediately before each request (the client calls
+	// the gate once it holds the app token; only signing follows): one grant per
+	// request, the repeat after a refused token included, and no request to a
+	// tenant that opened while this one waited for its grant.
 	var sentAt time.Time
 	gate := func(gctx context.Context) error {
 		// The record says "in flight" for the grant wait and the call's lease:
@@ -161,6 +162,9 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 		}
 		p.metrics.LimiterWait.WithLabelValues(prio.String()).Observe(time.Since(waitStart).Seconds())
 		p.metrics.LimiterGrants.WithLabelValues(d.EnterpriseID, prio.String()).Inc()
+		if !halfOpenProbe && p.breaker.State(d.EnterpriseID) == "open" {
+			return ErrBreakerOpen
+		}
 		sentAt = time.Now()
 		return nil
 	}
@@ -180,6 +184,9 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 		switch {
 		case ctx.Err() != nil:
 			return verdict{release: true}, d // shutting down: another replica takes it at once
+		case errors.Is(callErr, ErrBreakerOpen):
+			p.metrics.Retries.WithLabelValues("breaker_open").Inc()
+			return p.held(d, del, rec, deadline, p.now()), d
 		}
 		// No grant within the bound: the limiter is saturated; try again soon.
 		p.metrics.Retries.WithLabelValues("limiter_wait").Inc()
