@@ -55,3 +55,60 @@ func TestStopWithCommandsInFlight(t *testing.T) {
 	}
 	t.Logf("first worker completed %d before stopping; the second the other %d", doneByFirst, n-doneByFirst)
 }
+
+// A drain cut short: the calls still in flight when the drain timeout ends are
+// cancelled by the worker itself, which says nothing about XYLink's health. The
+// tenant's breaker stays closed for the whole cluster, and the cancelled
+// commands go back at once: another worker completes them long before AckWait
+// (5 minutes here) would have returned them.
+func TestDrainCutShortKeepsTheBreakerClosed(t *testing.T) {
+	srv := wt.StartNATS(t)
+	sb := wt.StartSandbox(t, sandbox.Config{Rate: 1e6, Faults: sandbox.Faults{Latency: sandbox.Duration(5 * time.Second)}})
+	c := wt.Client(t, sb)
+	streams := worker.WithStreams(worker.StreamSettings{AckWait: 5 * time.Minute})
+	const n = 8
+	first := wt.StartWorker(t, srv, c, streams, worker.WithConcurrency(n), worker.WithDrainTimeout(200*time.Millisecond))
+	js := wt.JetStream(t, wt.Connect(t, srv))
+	wt.AwaitStream(t, js, worker.StreamCommands)
+	for i := range n {
+		id := fmt.Sprintf("cut-%d", i)
+		wt.Publish(t, js, id, wt.Command(id, "m-"+id))
+	}
+	// Every call has reached the sandbox (it acts, then answers 5 s later).
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		created := 0
+		for _, m := range sb.Meetings() {
+			created += m.Creates
+		}
+		if created == n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d calls reached the sandbox", created, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	second := wt.StartWorker(t, srv, c, streams, worker.WithConcurrency(n))
+	stopped := time.Now()
+	if err := first.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	sb.SetFaults(sandbox.Faults{})
+	events := wt.AwaitTerminal(t, js, n, 60*time.Second)
+	took := time.Since(stopped)
+	for id, evs := range events {
+		if len(evs) != 1 || evs[0].Subject != worker.SubjectCreated || evs[0].Fields["reconciled"] != true {
+			t.Errorf("%s: %d events, first on %s: %s", id, len(evs), evs[0].Subject, evs[0].Data)
+		}
+	}
+	opens := breakerOpens(t, js)
+	t.Logf("%d calls cut short by the drain; all completed by the other worker %v after the stop; breaker opens %d; readiness %v",
+		n, took.Round(100*time.Millisecond), opens, second.Checks()["breakers"]())
+	if opens != 0 {
+		t.Fatalf("the tenant's breaker opened %d times after calls cancelled by our own shutdown", opens)
+	}
+	if took > 15*time.Second {
+		t.Fatalf("the released commands took %v to complete", took)
+	}
+}

@@ -156,8 +156,9 @@ func (w *Worker) Checks() map[string]Check {
 }
 
 // Run consumes until ctx ends, then drains: it stops pulling, lets commands in
-// flight finish within the drain timeout, releases the rest to other replicas,
-// and returns nil.
+// flight finish within the drain timeout, releases the rest to other replicas
+// at once (calls cut short are not counted against the tenant's breaker), and
+// returns nil once the releases reached NATS.
 func (w *Worker) Run(ctx context.Context) error {
 	// Handlers run on a context that outlives ctx by the drain timeout.
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
@@ -231,8 +232,15 @@ func (w *Worker) Run(ctx context.Context) error {
 	case <-drained:
 	case <-time.After(w.opts.drainTimeout):
 		w.log.Warn().Dur("drainTimeout", w.opts.drainTimeout).Msg("commands still in flight; releasing them")
+		// Calls cut short by our own shutdown are no failure of the API (the
+		// breaker does not count them); their commands are given back at once.
 		cancelWork()
 		<-drained
+	}
+	// What was given back (naks) is on the server before Run returns, so another
+	// replica takes it now, not after AckWait, however the process exits.
+	if err := w.nc.FlushTimeout(5 * time.Second); err != nil {
+		w.log.Warn().Err(err).Msg("flush at shutdown")
 	}
 	w.log.Info().Msg("worker stopped")
 	return nil
