@@ -6,9 +6,11 @@
 // place (pipeline.go):
 //
 //	decode.go    raw message → Command, or an invalid_command failure
-//	limiter.go   one grant per API call (interface; per-replica x/time/rate here)
+//	limiter.go   one grant per API request (interface; per-replica x/time/rate here)
 //	breaker.go   stop calling a failing tenant (interface; per-replica gobreaker here)
-//	             call and classify: xylink.Client and xylink.Classify
+//	             call and classify: xylink.Client and xylink.Classify; the grant and
+//	             a second breaker check are taken in the client's gate
+//	             (xylink.BeforeEachRequest), the last step before each request
 //	decide.go    outcome → terminal event, or a retry after a backoff
 //	events.go    event bodies, subjects, CloudEvents headers, derived Nats-Msg-Id
 //
