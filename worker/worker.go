@@ -183,6 +183,11 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 		return err
 	}
+	// The iterator buffers up to concurrency messages in a channel. After a
+	// reconnect nats.go asks for a whole new batch while that channel may still
+	// be full (every slot busy): the client drops the overflow as a slow
+	// consumer ("slow consumer ... on _INBOX.…", logged by NATSLogging). Those
+	// deliveries are not lost: unacknowledged, they come back after AckWait.
 	it, err := cons.Messages(jetstream.PullMaxMessages(w.opts.concurrency))
 	if err != nil {
 		return fmt.Errorf("worker: consume: %w", err)
