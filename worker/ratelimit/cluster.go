@@ -216,6 +216,15 @@ type grantReply struct {
 
 // Wait implements Limiter: it asks the dispenser and waits for its grant. With no
 // dispenser it keeps asking until ctx ends (fail closed).
+//
+// Core NATS delivers a reply at most once: a reply can be lost (the requester's
+// or the dispenser's connection breaks, a client drops it as a slow consumer).
+// A lost grant is never a lost call: the request times out (the dispenser
+// answers every request within MaxQueueWait, "ask again" at worst, so the
+// timeout is MaxQueueWait + 2 s) and Wait asks again. The dispenser counts
+// every grant it sends as used, whether or not it arrives: it cannot know, and
+// a grant counted as unused that did arrive would let one call too many into
+// a second. A lost reply costs one grant interval of the budget, never the limit.
 func (c *Cluster) Wait(ctx context.Context, enterpriseID string, p Priority) error {
 	body, _ := json.Marshal(grantRequest{Enterprise: enterpriseID, Priority: p, Rate: c.opts.Rate(enterpriseID)})
 	for {
@@ -580,8 +589,9 @@ func (d *dispenser) grantDue(active func() bool) time.Duration {
 			}
 			heap.Pop(&q.waiting)
 			if err := head.msg.Respond(replyOK); err != nil {
-				continue // the requester is gone; its grant is not spent
+				continue // not sent at all: its grant is not spent
 			}
+			// Sent: counted as used even if the reply is lost on its way (see Wait).
 			d.granted.Add(1)
 			q.recent = append(q.recent, now)
 			if len(q.recent) > 64 && now.Sub(q.recent[0]) > 10*time.Second {
