@@ -6,6 +6,9 @@ import (
 	"errors"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/xygroup/xygroup/worker/jsconfig"
 )
 
 // readBucket decodes every value of a bucket, by key; a bucket that does not
@@ -122,4 +125,34 @@ func casUpdate[T any](ctx context.Context, kv jetstream.KeyValue, key string, in
 			return v, ctx.Err()
 		}
 	}
+}
+
+// ensureBucket creates the bucket when missing, and opens it otherwise. An
+// existing bucket is used as it is: its differences from cfg are logged, and
+// fewer replicas than cfg asks for refuse it (jsconfig.MisconfiguredError).
+func ensureBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig, log zerolog.Logger) (jetstream.KeyValue, error) {
+	kv, diffs, err := jsconfig.EnsureBucket(ctx, js, cfg)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range diffs {
+		log.Warn().Str("bucket", cfg.Bucket).Str("difference", d).Msg("existing bucket differs from the default; left as configured")
+	}
+	return kv, nil
+}
+
+// reopenBucket is called after a write to a bucket failed: when NATS no longer
+// has the bucket (an in-memory bucket after its server restarted, or a store
+// that was lost), it is created again with cfg and the fact logged. It returns
+// the bucket, or the lookup's error when NATS is unreachable.
+func reopenBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig, log zerolog.Logger) (jetstream.KeyValue, error) {
+	kv, err := js.KeyValue(ctx, cfg.Bucket)
+	if !errors.Is(err, jetstream.ErrBucketNotFound) {
+		return kv, err
+	}
+	kv, err = ensureBucket(ctx, js, cfg, log)
+	if err == nil {
+		log.Warn().Str("bucket", cfg.Bucket).Msg("bucket was missing (its NATS server restarted or lost its store); created it again")
+	}
+	return kv, err
 }

@@ -208,25 +208,6 @@ func commandsBucket(replicas int, ttl time.Duration) jetstream.KeyValueConfig {
 		History: 1, TTL: ttl, Storage: jetstream.FileStorage, Replicas: replicas}
 }
 
-// ensureBucket creates the bucket when missing, and opens it otherwise.
-func ensureBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
-	kv, err := js.KeyValue(ctx, cfg.Bucket)
-	if err == nil {
-		return kv, nil
-	}
-	if !errors.Is(err, jetstream.ErrBucketNotFound) {
-		return nil, fmt.Errorf("bucket %s: %w", cfg.Bucket, err)
-	}
-	kv, err = js.CreateKeyValue(ctx, cfg)
-	if errors.Is(err, jetstream.ErrBucketExists) || errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-		return js.KeyValue(ctx, cfg.Bucket)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("create bucket %s: %w", cfg.Bucket, err)
-	}
-	return kv, nil
-}
-
 // retryForReplay lets a replay try a failed command again: its failure stays in
 // the events stream, and the replay's own terminal event follows. It reports
 // false when the command was created (never sent again) or this replay already

@@ -27,13 +27,16 @@ type Replica struct {
 	SeenAt      time.Time `json:"seenAt"`
 }
 
-func (w *Worker) heartbeat(ctx context.Context, replicas int) {
-	kv, err := ensureBucket(ctx, w.js, jetstream.KeyValueConfig{Bucket: BucketReplicas, Description: "xygroup: replicas alive",
-		History: 1, TTL: 15 * time.Second, Storage: jetstream.MemoryStorage, Replicas: replicas})
-	if err != nil {
-		w.log.Warn().Err(err).Msg("replicas bucket")
-		return
-	}
+// replicasBucket holds the heartbeats: in memory, they expire by themselves.
+func replicasBucket(replicas int) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{Bucket: BucketReplicas, Description: "xygroup: replicas alive",
+		History: 1, TTL: 15 * time.Second, Storage: jetstream.MemoryStorage, Replicas: replicas}
+}
+
+// heartbeat writes this replica's heartbeat every 5 s into kv (opened by
+// setup). The bucket is in memory: when a write fails because NATS lost it (a
+// restart of its server), it is created again.
+func (w *Worker) heartbeat(ctx context.Context, kv jetstream.KeyValue, replicas int) {
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	host, _ := os.Hostname()
@@ -46,7 +49,12 @@ func (w *Worker) heartbeat(ctx context.Context, replicas int) {
 		me.Dispenser = w.limiter != nil && w.limiter.Stats().Dispensing
 		me.SeenAt = time.Now().UTC()
 		v, _ := json.Marshal(me)
-		_, _ = kv.Put(ctx, key, v)
+		if _, err := kv.Put(ctx, key, v); err != nil && ctx.Err() == nil {
+			if again, rerr := reopenBucket(ctx, w.js, replicasBucket(replicas), w.log); rerr == nil {
+				kv = again
+				_, _ = kv.Put(ctx, key, v)
+			}
+		}
 		select {
 		case <-ctx.Done():
 			dctx, cancel := context.WithTimeout(context.Background(), time.Second)

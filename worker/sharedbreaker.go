@@ -81,7 +81,7 @@ func NewSharedBreaker(ctx context.Context, js jetstream.JetStream, replicas int,
 		s.CredentialsRetry = CredentialsRetry
 	}
 	kv, err := ensureBucket(ctx, js, jetstream.KeyValueConfig{Bucket: BucketBreakers, Description: "xygroup: circuit breakers per tenant",
-		History: 1, Storage: jetstream.FileStorage, Replicas: replicas})
+		History: 1, Storage: jetstream.FileStorage, Replicas: replicas}, log)
 	if err != nil {
 		return nil, err
 	}

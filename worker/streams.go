@@ -9,6 +9,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+
+	"github.com/xygroup/xygroup/worker/jsconfig"
 )
 
 // StreamSettings size the streams the worker creates when they are missing.
@@ -103,13 +105,19 @@ func (s StreamSettings) WorkersConsumer() jetstream.ConsumerConfig {
 
 // ensureStream creates the stream when it is missing. An existing stream is never
 // changed: differences from the expected configuration are returned for the log,
-// and only a missing subject (the worker could not work) is an error. Replicas
+// and only a missing subject (the worker could not work) or, with minReplicas,
+// fewer replicas than want has (what it holds would live on fewer nodes than
+// the operator asked for) is an error (jsconfig.MisconfiguredError). Replicas
 // starting together may race to create it: "already exists" reads and compares.
-func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) ([]string, error) {
+func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig, minReplicas bool) ([]string, error) {
 	for attempt := 0; ; attempt++ {
 		s, err := js.Stream(ctx, want.Name)
 		if err == nil {
-			return compareStream(s.CachedInfo().Config, want)
+			have := s.CachedInfo().Config
+			if minReplicas && max(have.Replicas, 1) < max(want.Replicas, 1) {
+				return nil, jsconfig.TooFewReplicas("stream", want.Name, want.Name, max(have.Replicas, 1), max(want.Replicas, 1))
+			}
+			return compareStream(have, want)
 		}
 		if !errors.Is(err, jetstream.ErrStreamNotFound) {
 			if attempt < 5 && ctx.Err() == nil {
@@ -133,7 +141,7 @@ func compareStream(have, want jetstream.StreamConfig) ([]string, error) {
 	var diffs []string
 	for _, subj := range want.Subjects {
 		if !slices.Contains(have.Subjects, subj) {
-			return nil, fmt.Errorf("stream %s does not carry subject %s (it has %v)", want.Name, subj, have.Subjects)
+			return nil, &jsconfig.MisconfiguredError{Msg: fmt.Sprintf("stream %s does not carry subject %s (it has %v)", want.Name, subj, have.Subjects)}
 		}
 	}
 	if have.Retention != want.Retention {
@@ -202,7 +210,7 @@ func ensureConsumer(ctx context.Context, js jetstream.JetStream, want jetstream.
 // ones differ from what the worker would have created.
 func Setup(ctx context.Context, js jetstream.JetStream, s StreamSettings, log zerolog.Logger) (jetstream.Consumer, error) {
 	for _, cfg := range []jetstream.StreamConfig{s.CommandsStream(), s.EventsStream()} {
-		diffs, err := ensureStream(ctx, js, cfg)
+		diffs, err := ensureStream(ctx, js, cfg, false)
 		if err != nil {
 			return nil, err
 		}

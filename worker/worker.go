@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/xygroup/xygroup/worker/jsconfig"
 	"github.com/xygroup/xygroup/worker/ratelimit"
 )
 
@@ -39,9 +40,13 @@ type Worker struct {
 	work     context.Context // outlives Run's context by the drain timeout
 	draining sync.Map        // meeting tokens this replica drains
 	limiter  *ratelimit.Cluster
+	// replicasKV holds the heartbeats (opened by setup).
+	replicasKV jetstream.KeyValue
 
 	ready    atomic.Bool
 	setupErr atomic.Value // string
+	// cluster is limiter, for the readiness check (which runs on another goroutine).
+	cluster atomic.Pointer[ratelimit.Cluster]
 }
 
 // New makes a worker that takes commands from nc's JetStream and calls caller.
@@ -104,7 +109,9 @@ func (w *Worker) metrics() *Metrics { return w.opts.metrics }
 // Metrics returns the worker's metrics.
 func (w *Worker) Metrics() *Metrics { return w.opts.metrics }
 
-// Checks are the readiness conditions for /readyz.
+// Checks are the readiness conditions for /readyz. "limiter" fails while no
+// rate-limit dispenser has been seen for longer than an election takes (NATS
+// away, or its bucket lost and not yet created again): no call can be made.
 func (w *Worker) Checks() map[string]Check {
 	return map[string]Check{
 		"nats": func() error {
@@ -142,6 +149,12 @@ func (w *Worker) Checks() map[string]Check {
 			}
 			return nil
 		},
+		"limiter": func() error {
+			if lim := w.cluster.Load(); lim != nil {
+				return lim.Ready()
+			}
+			return nil
+		},
 		"credentials": func() error {
 			if s := w.p.stoppedTenants(); len(s) > 0 {
 				ids := make([]string, 0, len(s))
@@ -171,6 +184,11 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 		return err
 	}
+	// The iterator buffers up to concurrency messages in a channel. After a
+	// reconnect nats.go asks for a whole new batch while that channel may still
+	// be full (every slot busy): the client drops the overflow as a slow
+	// consumer ("slow consumer ... on _INBOX.…", logged by NATSLogging). Those
+	// deliveries are not lost: unacknowledged, they come back after AckWait.
 	it, err := cons.Messages(jetstream.PullMaxMessages(w.opts.concurrency))
 	if err != nil {
 		return fmt.Errorf("worker: consume: %w", err)
@@ -182,7 +200,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		stopPulling()
 	}()
 	go w.runProber(ctx)
-	go w.heartbeat(ctx, w.opts.streams.withDefaults().Replicas)
+	go w.heartbeat(ctx, w.replicasKV, w.opts.streams.withDefaults().Replicas)
 
 	var inFlight sync.WaitGroup
 	for {
@@ -271,6 +289,11 @@ func (w *Worker) setup(ctx context.Context) (jetstream.Consumer, error) {
 			return cons, nil
 		}
 		w.setupErr.Store(err.Error())
+		if jsconfig.IsMisconfigured(err) {
+			// An operator has to change the stream or bucket: retrying cannot help.
+			w.log.Error().Err(err).Msg("refusing to start")
+			return nil, fmt.Errorf("worker: %w", err)
+		}
 		w.log.Warn().Err(err).Dur("retryIn", delay).Msg("streams not ready")
 		select {
 		case <-ctx.Done():
@@ -284,19 +307,28 @@ func (w *Worker) setup(ctx context.Context) (jetstream.Consumer, error) {
 // and starts watching the meetings.
 func (w *Worker) setupParking(ctx, runCtx context.Context) error {
 	settings := w.opts.streams.withDefaults()
-	if _, err := ensureStream(ctx, w.js, settings.ParkedStream()); err != nil {
+	// Parked commands are acknowledged in the shared consumer: the parked
+	// stream alone keeps them, so it must be as replicated as asked.
+	diffs, err := ensureStream(ctx, w.js, settings.ParkedStream(), true)
+	if err != nil {
 		return err
+	}
+	for _, d := range diffs {
+		w.log.Warn().Str("stream", StreamParked).Str("difference", d).Msg("existing stream differs from the default; left as configured")
 	}
 	parked, err := w.js.Stream(ctx, StreamParked)
 	if err != nil {
 		return err
 	}
-	commands, err := ensureBucket(ctx, w.js, commandsBucket(settings.Replicas, w.opts.recordTTL))
+	commands, err := ensureBucket(ctx, w.js, commandsBucket(settings.Replicas, w.opts.recordTTL), w.log)
 	if err != nil {
 		return err
 	}
-	meetings, err := ensureBucket(ctx, w.js, meetingsBucket(settings.Replicas))
+	meetings, err := ensureBucket(ctx, w.js, meetingsBucket(settings.Replicas), w.log)
 	if err != nil {
+		return err
+	}
+	if w.replicasKV, err = ensureBucket(ctx, w.js, replicasBucket(settings.Replicas), w.log); err != nil {
 		return err
 	}
 	if w.p.limiter == nil {
@@ -307,6 +339,7 @@ func (w *Worker) setupParking(ctx, runCtx context.Context) error {
 		}
 		w.p.limiter = lim
 		w.limiter = lim
+		w.cluster.Store(lim)
 		_ = w.opts.metrics.Registry.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "xygroup_limiter_dispenser",
 			Help: "1 while this replica hands out the cluster's rate-limit grants."}, func() float64 {
 			if lim.Stats().Dispensing {

@@ -22,8 +22,9 @@ func natsFlags() []cli.Flag {
 	}
 }
 
-// connectNATS connects to NATS_URL, or to the embedded server's address when it is empty.
-func connectNATS(cmd *cli.Command, name string) (*nats.Conn, error) {
+// connectNATS connects to NATS_URL, or to the embedded server's address when it
+// is empty; extra options (the worker's log handlers) come last.
+func connectNATS(cmd *cli.Command, name string, extra ...nats.Option) (*nats.Conn, error) {
 	url := cmd.String("nats-url")
 	if url == "" {
 		url = "nats://" + cmd.String("embedded-listen")
@@ -41,7 +42,7 @@ func connectNATS(cmd *cli.Command, name string) (*nats.Conn, error) {
 		}
 		opts = append(opts, nats.ClientCert(cert, key))
 	}
-	nc, err := nats.Connect(url, opts...)
+	nc, err := nats.Connect(url, append(opts, extra...)...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to NATS at %s: %w (is a worker or NATS server running?)", redactURLs(url), err)
 	}

@@ -93,7 +93,9 @@ func runWorker(ctx context.Context, cmd *cli.Command) error {
 		return cli.Exit(err.Error(), 2)
 	}
 
-	// NATS: the configured cluster, or the embedded server.
+	// NATS: the configured cluster, or the embedded server. What the client
+	// reports (slow consumers, disconnects, reconnects) goes to the JSON log.
+	natsLog := worker.NATSLogging(log.With().Str("component", "nats-client").Logger())
 	var nc *nats.Conn
 	if cmd.String("nats-url") == "" {
 		srv, err := embedded.Start(embedded.Config{Listen: cmd.String("embedded-listen"), StoreDir: cmd.String("data-dir"), Logger: &log})
@@ -102,12 +104,12 @@ func runWorker(ctx context.Context, cmd *cli.Command) error {
 		}
 		cleanups = append(cleanups, srv.Stop)
 		log.Info().Str("url", srv.ClientURL()).Str("dataDir", cmd.String("data-dir")).Msg("embedded NATS JetStream server started")
-		nc, err = srv.Connect(nats.Name("xygroup-worker"))
+		nc, err = srv.Connect(append(natsLog, nats.Name("xygroup-worker"))...)
 		if err != nil {
 			return cli.Exit(err.Error(), 1)
 		}
 	} else {
-		nc, err = connectNATS(cmd, "xygroup-worker")
+		nc, err = connectNATS(cmd, "xygroup-worker", natsLog...)
 		if err != nil {
 			return cli.Exit(err.Error(), 1)
 		}

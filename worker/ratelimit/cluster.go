@@ -13,6 +13,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+
+	"github.com/xygroup/xygroup/worker/jsconfig"
 )
 
 // Subjects and bucket of the cluster limiter.
@@ -79,13 +81,18 @@ func (o *Options) defaults() {
 // time is the dispenser (see the package documentation).
 type Cluster struct {
 	nc   *nats.Conn
-	kv   jetstream.KeyValue
+	js   jetstream.JetStream
+	cfg  jetstream.KeyValueConfig // the bucket, as created (again) when missing
 	opts Options
 
 	mu        sync.Mutex
+	kv        jetstream.KeyValue
 	disp      *dispenser
 	subs      []*nats.Subscription
 	lastRenew time.Time
+	// lastSeen: when this replica last saw a dispenser (its own lease written,
+	// another's lease present, or a grant received).
+	lastSeen time.Time
 
 	requests, grantsSeen, renewals, elections atomic.Int64
 }
@@ -122,19 +129,79 @@ func NewCluster(ctx context.Context, nc *nats.Conn, opts Options) (*Cluster, err
 	}
 	cfg := jetstream.KeyValueConfig{Bucket: Bucket, Description: "xygroup: rate-limit dispenser lease",
 		History: 1, TTL: opts.LeaseTTL, Storage: jetstream.MemoryStorage, Replicas: opts.Replicas}
-	kv, err := js.KeyValue(ctx, Bucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = js.CreateKeyValue(ctx, cfg)
-		if errors.Is(err, jetstream.ErrBucketExists) || errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			kv, err = js.KeyValue(ctx, Bucket)
-		}
-	}
+	kv, diffs, err := jsconfig.EnsureBucket(ctx, js, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("ratelimit: bucket %s: %w", Bucket, err)
+		return nil, fmt.Errorf("ratelimit: %w", err)
 	}
-	c := &Cluster{nc: nc, kv: kv, opts: opts}
+	for _, d := range diffs {
+		opts.Log.Warn().Str("bucket", Bucket).Str("difference", d).Msg("existing bucket differs from the default; left as configured")
+	}
+	c := &Cluster{nc: nc, js: js, cfg: cfg, kv: kv, opts: opts, lastSeen: time.Now()}
 	go c.elect(ctx)
 	return c, nil
+}
+
+// ElectionTime bounds how long the cluster may be without a dispenser in an
+// ordinary failover: the dead dispenser's lease expires (LeaseTTL after its
+// last renewal), the next election tick (RenewEvery) elects another, and
+// StopAfter leaves room for a slow round trip.
+func (c *Cluster) ElectionTime() time.Duration {
+	return c.opts.LeaseTTL + c.opts.RenewEvery + c.opts.StopAfter
+}
+
+// Ready reports an error while this replica has seen no dispenser for longer
+// than an election takes: no grant can be given, so no API call made.
+func (c *Cluster) Ready() error {
+	c.mu.Lock()
+	since := time.Since(c.lastSeen)
+	c.mu.Unlock()
+	if since > c.ElectionTime() {
+		return fmt.Errorf("no rate-limit dispenser for %s (an election takes at most %s): no API call can be made",
+			since.Round(100*time.Millisecond), c.ElectionTime())
+	}
+	return nil
+}
+
+func (c *Cluster) seen() {
+	c.mu.Lock()
+	c.lastSeen = time.Now()
+	c.mu.Unlock()
+}
+
+func (c *Cluster) bucket() jetstream.KeyValue {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.kv
+}
+
+// reopen runs after a lease write failed for a reason other than the lease
+// itself. The bucket is in memory: a restart of the NATS server that held it
+// loses it, and without it no dispenser can ever be elected again. When NATS
+// says it does not exist, it is created again with the same settings. (A
+// lookup that fails otherwise, NATS being away, changes nothing: the next tick
+// tries again.)
+func (c *Cluster) reopen(parent context.Context) {
+	// The failed write may have used up its context (a publish to a stream that
+	// is gone waits for responders until it ends).
+	ctx, cancel := context.WithTimeout(parent, c.opts.RenewEvery)
+	defer cancel()
+	_, err := c.js.KeyValue(ctx, Bucket)
+	if !errors.Is(err, jetstream.ErrBucketNotFound) {
+		return
+	}
+	kv, err := c.js.CreateKeyValue(ctx, c.cfg)
+	if errors.Is(err, jetstream.ErrBucketExists) || errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		kv, err = c.js.KeyValue(ctx, Bucket) // another replica was quicker
+	}
+	if err != nil {
+		c.opts.Log.Warn().Err(err).Str("bucket", Bucket).Msg("rate-limit bucket missing; creating it failed, trying again")
+		return
+	}
+	c.mu.Lock()
+	c.kv = kv
+	c.mu.Unlock()
+	c.opts.Log.Warn().Str("bucket", Bucket).Str("replica", c.opts.Name).
+		Msg("rate-limit bucket was missing (its NATS server restarted); created it again")
 }
 
 type grantRequest struct {
@@ -149,6 +216,15 @@ type grantReply struct {
 
 // Wait implements Limiter: it asks the dispenser and waits for its grant. With no
 // dispenser it keeps asking until ctx ends (fail closed).
+//
+// Core NATS delivers a reply at most once: a reply can be lost (the requester's
+// or the dispenser's connection breaks, a client drops it as a slow consumer).
+// A lost grant is never a lost call: the request times out (the dispenser
+// answers every request within MaxQueueWait, "ask again" at worst, so the
+// timeout is MaxQueueWait + 2 s) and Wait asks again. The dispenser counts
+// every grant it sends as used, whether or not it arrives: it cannot know, and
+// a grant counted as unused that did arrive would let one call too many into
+// a second. A lost reply costs one grant interval of the budget, never the limit.
 func (c *Cluster) Wait(ctx context.Context, enterpriseID string, p Priority) error {
 	body, _ := json.Marshal(grantRequest{Enterprise: enterpriseID, Priority: p, Rate: c.opts.Rate(enterpriseID)})
 	for {
@@ -160,6 +236,7 @@ func (c *Cluster) Wait(ctx context.Context, enterpriseID string, p Priority) err
 			var r grantReply
 			if json.Unmarshal(msg.Data, &r) == nil && r.OK {
 				c.grantsSeen.Add(1)
+				c.seen()
 				return nil
 			}
 			continue // "ask again": waited too long in the queue, or the dispenser stepped down
@@ -189,16 +266,25 @@ func (c *Cluster) elect(ctx context.Context) {
 	for {
 		value := c.leaseValue()
 		opCtx, cancel := context.WithTimeout(ctx, c.opts.RenewEvery)
+		kv := c.bucket()
 		if rev == 0 {
-			if r, err := c.kv.Create(opCtx, leaseKey, value); err == nil {
-				rev = r
-				c.becomeDispenser(ctx)
-			}
-		} else {
-			r, err := c.kv.Update(opCtx, leaseKey, value, rev)
+			r, err := kv.Create(opCtx, leaseKey, value)
 			switch {
 			case err == nil:
 				rev = r
+				c.seen()
+				c.becomeDispenser(ctx)
+			case errors.Is(err, jetstream.ErrKeyExists):
+				c.seen() // another replica holds a live lease
+			default:
+				c.reopen(ctx)
+			}
+		} else {
+			r, err := kv.Update(opCtx, leaseKey, value, rev)
+			switch {
+			case err == nil:
+				rev = r
+				c.seen()
 				c.renewed()
 			case errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) ||
 				errors.Is(err, jetstream.ErrKeyNotFound):
@@ -206,7 +292,8 @@ func (c *Cluster) elect(ctx context.Context) {
 				c.stepDown("lease lost")
 			default:
 				// NATS briefly away: the dispenser stops by itself StopAfter
-				// after its last renewal.
+				// after its last renewal. Or the bucket is gone.
+				c.reopen(ctx)
 			}
 		}
 		cancel()
@@ -283,14 +370,21 @@ func (c *Cluster) renewed() {
 	c.mu.Unlock()
 }
 
-// active: this replica may grant (its lease was renewed less than StopAfter ago).
+// active: this replica may grant: its lease was renewed less than StopAfter
+// ago, and its connection is up. A reply published while the connection is
+// away waits in the client's reconnect buffer and reaches the requester only
+// after the reconnect, together with every other one buffered meanwhile: a
+// burst of grants, some perhaps after another dispenser took over. So a
+// disconnected dispenser grants nothing (what it holds waits, or is told to ask
+// again when it steps down).
 func (c *Cluster) active() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.disp != nil && time.Since(c.lastRenew) < c.opts.StopAfter
+	return c.disp != nil && time.Since(c.lastRenew) < c.opts.StopAfter && c.nc.Status() == nats.CONNECTED
 }
 
 func (c *Cluster) becomeDispenser(ctx context.Context) {
+	c.elections.Add(1) // before the first grant can be given
 	d := newDispenser(c.opts)
 	c.mu.Lock()
 	c.lastRenew = time.Now()
@@ -305,7 +399,6 @@ func (c *Cluster) becomeDispenser(ctx context.Context) {
 	c.mu.Lock()
 	c.subs = []*nats.Subscription{grantSub, slowSub}
 	c.mu.Unlock()
-	c.elections.Add(1)
 	c.opts.Log.Info().Str("replica", c.opts.Name).Msg("rate-limit dispenser: elected")
 	go d.run(ctx, c.active)
 }
@@ -496,8 +589,9 @@ func (d *dispenser) grantDue(active func() bool) time.Duration {
 			}
 			heap.Pop(&q.waiting)
 			if err := head.msg.Respond(replyOK); err != nil {
-				continue // the requester is gone; its grant is not spent
+				continue // not sent at all: its grant is not spent
 			}
+			// Sent: counted as used even if the reply is lost on its way (see Wait).
 			d.granted.Add(1)
 			q.recent = append(q.recent, now)
 			if len(q.recent) > 64 && now.Sub(q.recent[0]) > 10*time.Second {

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -91,7 +92,12 @@ type Running struct {
 // StartWorker runs a worker on its own connection until Stop or cleanup.
 func StartWorker(t testing.TB, s *embedded.Server, c *xylink.Client, opts ...worker.Option) *Running {
 	t.Helper()
-	nc := Connect(t, s)
+	return StartWorkerOn(t, Connect(t, s), c, opts...)
+}
+
+// StartWorkerOn runs a worker on the connection nc until Stop or cleanup.
+func StartWorkerOn(t testing.TB, nc *nats.Conn, c *xylink.Client, opts ...worker.Option) *Running {
+	t.Helper()
 	opts = append([]worker.Option{worker.WithDefaultEnterprise(Enterprise), worker.WithRate(10000, nil),
 		worker.WithBackoff(worker.Backoff{Initial: 50 * time.Millisecond, Max: 500 * time.Millisecond})}, opts...)
 	w, err := worker.New(nc, c, c, opts...)
@@ -293,4 +299,128 @@ func (s *SyncBuffer) Len() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Len()
+}
+
+// Restartable is an embedded JetStream server on disk that a test can shut down
+// and start again on the same port and store, as a NATS restart does.
+type Restartable struct {
+	t      testing.TB
+	dir    string
+	listen string
+	mu     sync.Mutex
+	srv    *embedded.Server
+}
+
+// StartRestartableNATS starts a Restartable server on a free loopback port,
+// stopped at cleanup.
+func StartRestartableNATS(t testing.TB) *Restartable {
+	t.Helper()
+	r := &Restartable{t: t, dir: t.TempDir(), listen: "127.0.0.1:0"}
+	r.Start()
+	r.listen = strings.TrimPrefix(r.Server().ClientURL(), "nats://")
+	t.Cleanup(r.Stop)
+	return r
+}
+
+// Start starts the server (again) on its port and store.
+func (r *Restartable) Start() {
+	r.t.Helper()
+	s, err := embedded.Start(embedded.Config{Listen: r.listen, StoreDir: r.dir})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.mu.Lock()
+	r.srv = s
+	r.mu.Unlock()
+}
+
+// Stop shuts the server down; a no-op when it is not running.
+func (r *Restartable) Stop() {
+	r.mu.Lock()
+	s := r.srv
+	r.srv = nil
+	r.mu.Unlock()
+	if s != nil {
+		s.Stop()
+	}
+}
+
+// Server is the running server (nil while stopped).
+func (r *Restartable) Server() *embedded.Server {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.srv
+}
+
+// URL is the server's client URL, the same across restarts.
+func (r *Restartable) URL() string { return "nats://" + r.listen }
+
+// Connect opens a connection that reconnects forever, quickly; closed at cleanup.
+func (r *Restartable) Connect(opts ...nats.Option) *nats.Conn {
+	r.t.Helper()
+	nc, err := nats.Connect(r.URL(), append([]nats.Option{nats.Name(r.t.Name()), nats.MaxReconnects(-1),
+		nats.ReconnectWait(50 * time.Millisecond)}, opts...)...)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.t.Cleanup(nc.Close)
+	return nc
+}
+
+// StartCluster starts a three-node JetStream cluster in this process (each node
+// on loopback with its own store), stopped at cleanup, and returns a connection
+// to it once JetStream has its meta leader.
+func StartCluster(t testing.TB) *nats.Conn {
+	t.Helper()
+	free := func() string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		return ln.Addr().String()
+	}
+	var clients, routeAddrs, routes []string
+	for range 3 {
+		clients, routeAddrs = append(clients, free()), append(routeAddrs, free())
+		routes = append(routes, "nats-route://"+routeAddrs[len(routeAddrs)-1])
+	}
+	nodes := make([]*embedded.Server, 3)
+	errs := make([]error, 3)
+	var wg sync.WaitGroup
+	for i := range nodes {
+		dir := t.TempDir()
+		wg.Go(func() {
+			nodes[i], errs[i] = embedded.Start(embedded.Config{Name: fmt.Sprintf("n%d", i), Listen: clients[i], StoreDir: dir,
+				ClusterName: "xygroup-test", ClusterListen: routeAddrs[i], Routes: routes})
+		})
+	}
+	wg.Wait()
+	for i, n := range nodes {
+		if n != nil {
+			t.Cleanup(n.Stop)
+		}
+		if errs[i] != nil {
+			t.Fatal(errs[i])
+		}
+	}
+	var urls []string
+	for _, c := range clients {
+		urls = append(urls, "nats://"+c)
+	}
+	nc, err := nats.Connect(strings.Join(urls, ","), nats.Name(t.Name()), nats.MaxReconnects(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := nc.Request("$JS.API.INFO", nil, time.Second); err == nil {
+			return nc
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the cluster has no JetStream meta leader within 30s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
