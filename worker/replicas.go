@@ -45,7 +45,7 @@ func (w *Worker) heartbeat(ctx context.Context, kv jetstream.KeyValue, replicas 
 	tick := time.NewTicker(5 * time.Second)
 	defer tick.Stop()
 	for {
-		me.InFlight = len(w.slots)
+		me.InFlight = max(0, len(w.slots)-int(w.reserved.Load()))
 		me.Dispenser = w.limiter != nil && w.limiter.Stats().Dispensing
 		me.SeenAt = time.Now().UTC()
 		v, _ := json.Marshal(me)

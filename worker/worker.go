@@ -37,6 +37,7 @@ type Worker struct {
 	parker   *parker
 	view     *meetingView
 	slots    chan struct{}   // commands in flight on this replica, whatever their source
+	reserved atomic.Int64    // slots taken by the pull request waiting for commands
 	work     context.Context // outlives Run's context by the drain timeout
 	draining sync.Map        // meeting tokens this replica drains
 	limiter  *ratelimit.Cluster
@@ -184,59 +185,19 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 		return err
 	}
-	// The iterator buffers up to concurrency messages in a channel. After a
-	// reconnect nats.go asks for a whole new batch while that channel may still
-	// be full (every slot busy): the client drops the overflow as a slow
-	// consumer ("slow consumer ... on _INBOX.…", logged by NATSLogging). Those
-	// deliveries are not lost: unacknowledged, they come back after AckWait.
-	it, err := cons.Messages(jetstream.PullMaxMessages(w.opts.concurrency))
-	if err != nil {
-		return fmt.Errorf("worker: consume: %w", err)
-	}
 	w.log.Info().Int("concurrency", w.opts.concurrency).Msg("worker consuming")
-	stopPulling := sync.OnceFunc(it.Drain)
-	go func() {
-		<-ctx.Done()
-		stopPulling()
-	}()
 	go w.runProber(ctx)
 	go w.heartbeat(ctx, w.replicasKV, w.opts.streams.withDefaults().Replicas)
 
 	var inFlight sync.WaitGroup
-	for {
-		acquired := false
-		select {
-		case w.slots <- struct{}{}:
-			acquired = true
-		case <-ctx.Done():
-		}
-		if !acquired {
-			// Stopping with every slot busy: what is still buffered goes back at once.
-			w.releaseBuffered(it)
-			break
-		}
-		msg, err := it.Next()
-		if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-			<-w.slots
-			break
-		}
-		if err != nil {
-			<-w.slots
-			w.log.Warn().Err(err).Msg("pull")
-			continue
-		}
-		if ctx.Err() != nil {
-			_ = msg.Nak() // drained from the buffer while stopping: another replica takes it
-			<-w.slots
-			continue
-		}
+	w.pull(ctx, cons, func(msg jetstream.Msg) {
 		inFlight.Add(1)
 		w.opts.metrics.InFlight.Inc()
 		go func() {
 			defer func() { <-w.slots; w.opts.metrics.InFlight.Dec(); inFlight.Done() }()
 			w.handle(work, msg)
 		}()
-	}
+	})
 	// Probes and release drains hold slots too: wait until every slot is free.
 	drained := make(chan struct{})
 	go func() {
@@ -264,13 +225,66 @@ func (w *Worker) Run(ctx context.Context) error {
 	return nil
 }
 
-func (w *Worker) releaseBuffered(it jetstream.MessagesContext) {
-	for {
-		msg, err := it.Next()
-		if err != nil {
+// pullWait bounds one pull request: how long a replica with free slots waits
+// for commands before it asks again, and how long a stop may wait for it.
+const pullWait = time.Second
+
+// pull takes commands from the shared consumer until ctx ends, handing each to
+// handle with a slot taken for it. Each pull request asks for exactly the slots
+// that are free, so nothing is delivered that no slot can take: a client-side
+// buffer (the Messages iterator's) overflows when it asks again after a
+// reconnect with every slot busy, and the dropped deliveries return only after
+// AckWait.
+func (w *Worker) pull(ctx context.Context, cons jetstream.Consumer, handle func(jetstream.Msg)) {
+	for delay := 100 * time.Millisecond; ; {
+		select {
+		case w.slots <- struct{}{}:
+		case <-ctx.Done():
 			return
 		}
-		_ = msg.Nak()
+		n := 1
+	free:
+		for n < cap(w.slots) {
+			select {
+			case w.slots <- struct{}{}:
+				n++
+			default:
+				break free
+			}
+		}
+		w.reserved.Store(int64(n))
+		batch, err := cons.Fetch(n, jetstream.FetchMaxWait(pullWait))
+		got := 0
+		if err == nil {
+			for msg := range batch.Messages() {
+				got++
+				w.reserved.Add(-1)
+				if ctx.Err() != nil {
+					_ = msg.Nak() // arrived while stopping: another replica takes it at once
+					<-w.slots
+					continue
+				}
+				handle(msg)
+			}
+			err = batch.Error()
+		}
+		for range n - got {
+			<-w.slots
+		}
+		w.reserved.Store(0)
+		if err == nil || errors.Is(err, nats.ErrTimeout) {
+			delay = 100 * time.Millisecond
+			continue
+		}
+		// The consumer's leader is away (election, partition, NATS restart):
+		// ask again, a little later each time.
+		w.log.Warn().Err(err).Dur("retryIn", delay).Msg("pull")
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 2*time.Second)
 	}
 }
 
