@@ -101,11 +101,8 @@ func eventID(msgID string) string {
 }
 
 func envelope(d *Decoded, msgID string, attempts int, now time.Time) Envelope {
-	e := Envelope{EventID: eventID(msgID), CommandID: d.ID, EnterpriseID: d.EnterpriseID, Attempts: attempts, OccurredAt: now.UTC()}
-	if d.Cmd != nil {
-		e.MeetingRoomNumber = d.Cmd.MeetingRoomNumber
-	}
-	return e
+	return Envelope{EventID: eventID(msgID), CommandID: d.ID, EnterpriseID: d.EnterpriseID,
+		MeetingRoomNumber: d.MeetingRoomNumber, Attempts: attempts, OccurredAt: now.UTC()}
 }
 
 func createdEvent(d *Decoded, groups []xylink.Group, reconciled bool, attempts int, now time.Time) *outEvent {
