@@ -358,10 +358,12 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 	if meta.NumDelivered > 1 {
 		w.opts.metrics.Redeliveries.Inc()
 	}
+	// Kept alive until settled: publishing the event, parking or acknowledging
+	// may take long too, and a redelivery would hand the command to another slot.
 	stop := keepAlive(msg, w.opts.streams.withDefaults().AckWait/3)
+	defer stop()
 	del := sharedDelivery(msg, meta)
 	v, d := w.p.process(ctx, del, &log)
-	stop()
 	w.apply(ctx, v, d, del, &msgSettler{msg: msg}, log)
 }
 
