@@ -2,6 +2,8 @@ package worker
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"strconv"
@@ -117,14 +119,25 @@ func (d *decoder) decode(raw []byte, hdr nats.Header, stream string, seq uint64)
 	return out
 }
 
-// maxIDBytes bounds a commandId taken as the command's id.
+// maxIDBytes bounds a command's id, as the schema bounds commandId: the id is
+// repeated in its events' bodies and headers, which must fit NATS's payload limit.
 const maxIDBytes = 200
 
 func fallbackID(hdr nats.Header, stream string, seq uint64) string {
 	if id := hdr.Get(nats.MsgIdHdr); id != "" {
-		return id
+		return boundedID(id)
 	}
 	return stream + ":" + strconv.FormatUint(seq, 10)
+}
+
+// boundedID is id, or when it is longer than maxIDBytes a name derived from it
+// ("sha256:" and its hash), the same for every delivery of the command.
+func boundedID(id string) string {
+	if len(id) <= maxIDBytes {
+		return id
+	}
+	h := sha256.Sum256([]byte(id))
+	return "sha256:" + hex.EncodeToString(h[:])
 }
 
 func jsonSyntaxError(raw []byte) string {
