@@ -251,3 +251,57 @@ func lastLines(s string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// An events stream whose operator set a message size below the server's payload
+// limit, after the worker read its configuration: the refused event is shaped
+// again to the stream's limit rather than retried as it was.
+func TestEventsFitTheEventsStreamLimit(t *testing.T) {
+	srv := wt.StartNATS(t)
+	sb := wt.StartSandbox(t, sandbox.Config{Rate: 100000})
+	w := wt.StartWorker(t, srv, wt.Client(t, sb), worker.WithConcurrency(2))
+	js := wt.JetStream(t, wt.Connect(t, srv))
+	wt.Publish(t, js, "first", wt.Command("first", "m-first"))
+	wt.AwaitTerminal(t, js, 1, 30*time.Second)
+
+	const streamMax = 64 << 10
+	s, err := js.Stream(context.Background(), worker.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := s.CachedInfo().Config
+	cfg.MaxMsgSize = streamMax
+	if _, err := js.UpdateStream(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	big := fmt.Appendf(nil, `{"commandId":"big","meetingRoomNumber":"m-big","groupName":"%s"}`, bytes.Repeat([]byte{1}, 200<<10))
+	wt.Publish(t, js, "big", big)
+	wt.Publish(t, js, "after", wt.Command("after", "m-after"))
+
+	events := collectTerminal(t, js, 3, 30*time.Second)
+	if evs := events["after"]; len(evs) != 1 || evs[0].Subject != worker.SubjectCreated {
+		t.Fatalf("the command after the large one: %d events", len(evs))
+	}
+	evs := events["big"]
+	if len(evs) != 1 || evs[0].Subject != worker.SubjectFailed+".invalid_command" {
+		t.Fatalf("big: %d events", len(evs))
+	}
+	if err := schemas.Validate(schemas.Failed, evs[0].Data); err != nil {
+		t.Error(err)
+	}
+	var f struct {
+		Command   json.RawMessage `json:"command"`
+		Encoding  string          `json:"commandEncoding"`
+		Truncated bool            `json:"commandTruncated"`
+		SHA256    string          `json:"commandSha256"`
+	}
+	_ = json.Unmarshal(evs[0].Data, &f)
+	sum := sha256.Sum256(big)
+	kept := carried(t, f.Command, f.Encoding)
+	t.Logf("big: event of %d bytes, %d bytes of the command kept", len(evs[0].Data), len(kept))
+	if !f.Truncated || f.SHA256 != hex.EncodeToString(sum[:]) || !bytes.HasPrefix(big, kept) || len(evs[0].Data) > streamMax {
+		t.Errorf("big: event of %d bytes, truncated %v, %d bytes kept", len(evs[0].Data), f.Truncated, len(kept))
+	}
+	if n := testutil.ToFloat64(w.Metrics().Redeliveries); n != 0 {
+		t.Errorf("%v redeliveries", n)
+	}
+}
