@@ -119,5 +119,9 @@ func failureOf(class xylink.Class, err error) failure {
 	if f.userMessage == "" {
 		f.userMessage = string(class)
 	}
+	// An answer may be as large as the client reads (1 MiB): bounded, as the
+	// event and the idempotency record carry it.
+	f.userMessage = cutJSONString(f.userMessage, maxMessageBytes)
+	f.developerMessage = cutJSONString(f.developerMessage, maxMessageBytes)
 	return f
 }

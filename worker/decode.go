@@ -2,6 +2,8 @@ package worker
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"strconv"
@@ -36,7 +38,10 @@ type Decoded struct {
 	Cmd *Command
 	// EnterpriseID is the tenant (the command's, else the default).
 	EnterpriseID string
-	Invalid      *Invalid
+	// MeetingRoomNumber is the command's meeting; for an invalid command, what
+	// could be read of it.
+	MeetingRoomNumber string
+	Invalid           *Invalid
 	// ReplayID is set when an operator replayed the command: its terminal event
 	// then has a Nats-Msg-Id of its own.
 	ReplayID string
@@ -60,6 +65,16 @@ func (d *decoder) decode(raw []byte, hdr nats.Header, stream string, seq uint64)
 	out.ID = fallbackID(hdr, stream, seq)
 	invalid := func(user, dev string) *Decoded {
 		out.Invalid = &Invalid{UserMessage: user, DeveloperMessage: dev}
+		// Best effort: name the command, its meeting and its enterprise in the
+		// event whatever else is wrong, so that consumers filtering on them see it.
+		f := peekFields(raw)
+		if f.commandID != "" {
+			out.ID = f.commandID
+		}
+		out.MeetingRoomNumber, out.EnterpriseID = f.meetingRoomNumber, f.enterpriseID
+		if out.EnterpriseID == "" {
+			out.EnterpriseID = d.defaultEnterprise
+		}
 		return out
 	}
 	if len(raw) > MaxCommandBytes {
@@ -67,20 +82,6 @@ func (d *decoder) decode(raw []byte, hdr nats.Header, stream string, seq uint64)
 	}
 	if !utf8.Valid(raw) {
 		return invalid("the command is not valid UTF-8", "the payload holds bytes that are not UTF-8")
-	}
-	// Best effort: name the command and its meeting in the event even when it is invalid.
-	var peek struct {
-		CommandID         any `json:"commandId"`
-		EnterpriseID      any `json:"enterpriseId"`
-		MeetingRoomNumber any `json:"meetingRoomNumber"`
-	}
-	if json.Unmarshal(raw, &peek) == nil {
-		if s, ok := peek.CommandID.(string); ok && s != "" && len(s) <= 200 {
-			out.ID = s
-		}
-		if s, ok := peek.EnterpriseID.(string); ok {
-			out.EnterpriseID = s
-		}
 	}
 	if !json.Valid(raw) {
 		return invalid("the command is not valid JSON", "not JSON: "+jsonSyntaxError(raw))
@@ -101,6 +102,10 @@ func (d *decoder) decode(raw []byte, hdr nats.Header, stream string, seq uint64)
 		return invalid("the deadline is before notBefore", "deadline must not be before notBefore")
 	}
 	out.Cmd = &cmd
+	if cmd.CommandID != "" && len(cmd.CommandID) <= maxIDBytes {
+		out.ID = cmd.CommandID
+	}
+	out.MeetingRoomNumber = cmd.MeetingRoomNumber
 	out.EnterpriseID = cmd.EnterpriseID
 	if out.EnterpriseID == "" {
 		out.EnterpriseID = d.defaultEnterprise
@@ -114,11 +119,25 @@ func (d *decoder) decode(raw []byte, hdr nats.Header, stream string, seq uint64)
 	return out
 }
 
+// maxIDBytes bounds a command's id, as the schema bounds commandId: the id is
+// repeated in its events' bodies and headers, which must fit NATS's payload limit.
+const maxIDBytes = 200
+
 func fallbackID(hdr nats.Header, stream string, seq uint64) string {
 	if id := hdr.Get(nats.MsgIdHdr); id != "" {
-		return id
+		return boundedID(id)
 	}
 	return stream + ":" + strconv.FormatUint(seq, 10)
+}
+
+// boundedID is id, or when it is longer than maxIDBytes a name derived from it
+// ("sha256:" and its hash), the same for every delivery of the command.
+func boundedID(id string) string {
+	if len(id) <= maxIDBytes {
+		return id
+	}
+	h := sha256.Sum256([]byte(id))
+	return "sha256:" + hex.EncodeToString(h[:])
 }
 
 func jsonSyntaxError(raw []byte) string {
@@ -128,4 +147,53 @@ func jsonSyntaxError(raw []byte) string {
 		return "trailing data after the JSON value"
 	}
 	return err.Error()
+}
+
+// maxPeekedBytes bounds a field read from an invalid command for its event: far
+// above any valid value (the schema allows 200 bytes at most), so a value cut
+// to it cannot be mistaken for a valid one.
+const maxPeekedBytes = 256
+
+// peeked are the fields an event names, as read from a command that may be invalid.
+type peeked struct{ commandID, enterpriseID, meetingRoomNumber string }
+
+// peekFields reads the first JSON value of raw leniently (whatever follows it,
+// bytes that are not UTF-8, fields of the wrong type or unknown) and, when it is
+// an object, takes each of the fields that is a string or a number (as its text).
+// A commandId is taken only as the command would be (1 to 200 bytes); the other
+// fields are cut to maxPeekedBytes.
+func peekFields(raw []byte) peeked {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var m map[string]any
+	if dec.Decode(&m) != nil {
+		return peeked{}
+	}
+	text := func(key string) string {
+		switch v := m[key].(type) {
+		case string:
+			return v
+		case json.Number:
+			return v.String()
+		}
+		return ""
+	}
+	var p peeked
+	if id := text("commandId"); len(id) <= maxIDBytes {
+		p.commandID = id
+	}
+	p.enterpriseID = cutUTF8(text("enterpriseId"), maxPeekedBytes)
+	p.meetingRoomNumber = cutUTF8(text("meetingRoomNumber"), maxPeekedBytes)
+	return p
+}
+
+// cutUTF8 cuts s to at most n bytes without splitting a character.
+func cutUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -47,6 +48,9 @@ type CreatedEvent struct {
 	Envelope
 	Groups     []xylink.Group `json:"groups"`
 	Reconciled bool           `json:"reconciled,omitempty"`
+	// MembersOmitted: the answer was too large for one event, so the groups are
+	// given without their members.
+	MembersOmitted bool `json:"membersOmitted,omitempty"`
 }
 
 // FailedEvent: the command failed for good, with its class.
@@ -59,6 +63,12 @@ type FailedEvent struct {
 	DeveloperMessage string          `json:"developerMessage"`
 	Command          json.RawMessage `json:"command"`
 	CommandEncoding  string          `json:"commandEncoding,omitempty"`
+	// CommandTruncated: the command was too large for the event, even in Base64;
+	// command holds its first bytes in Base64, and CommandSHA256 identifies it.
+	CommandTruncated bool   `json:"commandTruncated,omitempty"`
+	CommandSHA256    string `json:"commandSha256,omitempty"`
+
+	raw []byte // the command as received, to cut when the event is too large
 }
 
 // WaitingEvent: the meeting has not started; the command waits.
@@ -85,7 +95,7 @@ func terminalMsgID(commandID string) string { return "xygroup.terminal." + comma
 // event is its own (the command's failure is already in the stream).
 func terminalID(d *Decoded) string {
 	if d.ReplayID != "" {
-		return terminalMsgID(d.ID) + ".replay." + d.ReplayID
+		return terminalMsgID(d.ID) + ".replay." + boundedID(d.ReplayID)
 	}
 	return terminalMsgID(d.ID)
 }
@@ -101,11 +111,8 @@ func eventID(msgID string) string {
 }
 
 func envelope(d *Decoded, msgID string, attempts int, now time.Time) Envelope {
-	e := Envelope{EventID: eventID(msgID), CommandID: d.ID, EnterpriseID: d.EnterpriseID, Attempts: attempts, OccurredAt: now.UTC()}
-	if d.Cmd != nil {
-		e.MeetingRoomNumber = d.Cmd.MeetingRoomNumber
-	}
-	return e
+	return Envelope{EventID: eventID(msgID), CommandID: d.ID, EnterpriseID: d.EnterpriseID,
+		MeetingRoomNumber: d.MeetingRoomNumber, Attempts: attempts, OccurredAt: now.UTC()}
 }
 
 func createdEvent(d *Decoded, groups []xylink.Group, reconciled bool, attempts int, now time.Time) *outEvent {
@@ -129,7 +136,7 @@ type failure struct {
 func failedEvent(d *Decoded, f failure, attempts int, now time.Time) *outEvent {
 	id := terminalID(d)
 	ev := &FailedEvent{Envelope: envelope(d, id, attempts, now), Class: f.class,
-		UserMessage: f.userMessage, DeveloperMessage: f.developerMessage}
+		UserMessage: cutJSONString(f.userMessage, maxMessageBytes), DeveloperMessage: cutJSONString(f.developerMessage, maxMessageBytes)}
 	if f.errorCode != 0 {
 		ev.ErrorCode = &f.errorCode
 	}
@@ -137,6 +144,7 @@ func failedEvent(d *Decoded, f failure, attempts int, now time.Time) *outEvent {
 		ev.HTTPStatus = &f.httpStatus
 	}
 	ev.Command, ev.CommandEncoding = originalCommand(d.Raw)
+	ev.raw = d.Raw
 	return &outEvent{subject: SubjectFailed + "." + string(f.class), ceType: TypeFailed, msgID: id, eventID: eventID(id), body: ev}
 }
 
@@ -147,38 +155,205 @@ func waitingEvent(d *Decoded, deadline, next time.Time, attempts int, now time.T
 }
 
 // originalCommand keeps the command exactly as received: as JSON when it is JSON,
-// as a string when it is text, as Base64 when it is neither.
+// as a string when it is text, as Base64 when it is neither, or when Base64 is
+// shorter (text full of characters that JSON escapes: U+0001 becomes \u0001, <
+// becomes \u003c).
 func originalCommand(raw []byte) (json.RawMessage, string) {
-	if json.Valid(raw) {
-		return json.RawMessage(raw), ""
+	b64 := quotedBase64(raw)
+	var natural []byte
+	switch {
+	case json.Valid(raw):
+		natural = raw
+	case utf8.Valid(raw):
+		natural, _ = json.Marshal(string(raw))
+	default:
+		return b64, "base64"
 	}
-	if utf8.Valid(raw) {
-		s, _ := json.Marshal(string(raw))
-		return s, ""
+	if storedLen(natural) > len(b64) {
+		return b64, "base64"
 	}
-	s, _ := json.Marshal(base64.StdEncoding.EncodeToString(raw))
-	return s, "base64"
+	return natural, ""
 }
 
-// natsMsg builds the message with CloudEvents headers (NATS binding).
-func (e *outEvent) natsMsg(source string, traceparent string, now time.Time) (*nats.Msg, error) {
-	body, err := marshalEvent(e.body)
-	if err != nil {
-		return nil, err
+func quotedBase64(b []byte) []byte {
+	out := make([]byte, 0, base64.StdEncoding.EncodedLen(len(b))+2)
+	out = append(out, '"')
+	out = base64.StdEncoding.AppendEncode(out, b)
+	return append(out, '"')
+}
+
+// Bounds of what an event carries, so that every event fits NATS's payload limit.
+const (
+	// maxMessageBytes bounds userMessage and developerMessage, as JSON: an API
+	// answer or a schema error quoting the command could be as large as it.
+	maxMessageBytes = 4 << 10
+	// maxTraceparentBytes: a longer traceparent header is not carried over.
+	maxTraceparentBytes = 256
+	// recordReserve is kept free beside the event for the headers of the
+	// idempotency record's write and its other fields (the record holds the event).
+	recordReserve = 16 << 10
+)
+
+// storedLen is the length of a JSON document once stored again by encoding/json
+// (as the idempotency record stores the event): <, > and & become \u003c,
+// \u003e and \u0026, U+2028 and U+2029 \u2028 and \u2029. It is never less
+// than len(doc).
+func storedLen(doc []byte) int {
+	n := len(doc)
+	for i := 0; i < len(doc); i++ {
+		switch doc[i] {
+		case '<', '>', '&':
+			n += 5
+		case 0xE2:
+			if i+2 < len(doc) && doc[i+1] == 0x80 && (doc[i+2] == 0xA8 || doc[i+2] == 0xA9) {
+				n += 3
+			}
+		}
 	}
+	return n
+}
+
+// cutJSONString cuts s, at a character boundary, so that it takes at most limit
+// bytes as a JSON string (escapes counted), and says so at its end.
+func cutJSONString(s string, limit int) string {
+	const more = " …(cut)"
+	size, cut := 2, -1
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		w := n
+		switch {
+		case r == utf8.RuneError && n == 1, r == '<', r == '>', r == '&', r < 0x20, r == '\u2028', r == '\u2029':
+			w = 6 // \ufffd for a byte that is not UTF-8, \u003c, …
+		case r == '"', r == '\\':
+			w = 2
+		}
+		if cut < 0 && size+w > limit-len(more) {
+			cut = i
+		}
+		size += w
+		if size > limit {
+			return s[:cut] + more
+		}
+		i += n
+	}
+	return s
+}
+
+// fit returns the event's body, at most limit bytes as stored (storedLen). A
+// failed event's command is cut to fit, keeping its SHA-256; a created event
+// loses its groups' members. With limit ≤ 0 the event takes its smallest form.
+func (e *outEvent) fit(limit int) ([]byte, error) {
+	body, err := marshalEvent(e.body)
+	if err != nil || storedLen(body) <= limit {
+		return body, err
+	}
+	switch b := e.body.(type) {
+	case rawBody:
+		// Published earlier under a larger limit: shape it again.
+		var v any
+		switch {
+		case e.subject == SubjectCreated:
+			v = &CreatedEvent{}
+		case e.subject != SubjectWaiting:
+			v = &FailedEvent{}
+		default:
+			return nil, fmt.Errorf("event of %d bytes, more than %d", len(body), limit)
+		}
+		if err := json.Unmarshal(b, v); err != nil {
+			return nil, fmt.Errorf("event of %d bytes, more than %d: %w", len(body), limit, err)
+		}
+		if f, ok := v.(*FailedEvent); ok {
+			f.raw = f.original()
+		}
+		again := *e
+		again.body = v
+		return again.fit(limit)
+	case *FailedEvent:
+		cut := *b
+		if !b.CommandTruncated { // else raw is already a prefix, and the hash the whole command's
+			sum := sha256.Sum256(b.raw)
+			cut.CommandSHA256 = hex.EncodeToString(sum[:])
+		}
+		cut.Command, cut.CommandEncoding, cut.CommandTruncated = json.RawMessage(`""`), "base64", true
+		rest, err := marshalEvent(&cut)
+		if err != nil {
+			return nil, err
+		}
+		room := limit - storedLen(rest)
+		n := min(max(room/4*3, 0), len(b.raw))
+		cut.Command = quotedBase64(b.raw[:n])
+		return marshalEvent(&cut)
+	case *CreatedEvent:
+		slim := *b
+		slim.MembersOmitted = true
+		slim.Groups = make([]xylink.Group, len(b.Groups))
+		for i, g := range b.Groups {
+			slim.Groups[i] = xylink.Group{GroupNo: g.GroupNo, GroupName: g.GroupName, MemberList: []xylink.Member{}}
+		}
+		body, err := marshalEvent(&slim)
+		if err == nil && limit > 0 && storedLen(body) > limit {
+			err = fmt.Errorf("created event of %d bytes without its members, more than %d", len(body), limit)
+		}
+		return body, err
+	}
+	if limit <= 0 {
+		return body, nil
+	}
+	return nil, fmt.Errorf("event of %d bytes, more than %d", len(body), limit)
+}
+
+// original is the command as received, from the event's command field.
+func (f *FailedEvent) original() []byte {
+	if len(f.Command) == 0 || f.Command[0] != '"' {
+		return f.Command
+	}
+	var s string
+	if json.Unmarshal(f.Command, &s) != nil {
+		return nil
+	}
+	if f.CommandEncoding == "base64" {
+		b, _ := base64.StdEncoding.DecodeString(s)
+		return b
+	}
+	return []byte(s)
+}
+
+// natsMsg builds the message with CloudEvents headers (NATS binding), at most
+// maxPayload bytes with its headers, leaving room for the idempotency record
+// (maxPayload ≤ 0: the event's smallest form).
+func (e *outEvent) natsMsg(source string, traceparent string, now time.Time, maxPayload int) (*nats.Msg, error) {
 	m := nats.NewMsg(e.subject)
-	m.Data = body
 	m.Header.Set("ce-specversion", "1.0")
 	m.Header.Set("ce-id", e.eventID)
 	m.Header.Set("ce-type", e.ceType)
 	m.Header.Set("ce-source", source)
 	m.Header.Set("ce-time", now.UTC().Format(time.RFC3339Nano))
 	m.Header.Set("Content-Type", "application/json")
-	if traceparent != "" {
+	if traceparent != "" && len(traceparent) <= maxTraceparentBytes {
 		m.Header.Set("traceparent", traceparent)
 	}
 	m.Header.Set(nats.MsgIdHdr, e.msgID)
+	limit := 0
+	if maxPayload > 0 {
+		limit = max(maxPayload-headerLen(m.Header)-min(recordReserve, maxPayload/8), 1)
+	}
+	body, err := e.fit(limit)
+	if err != nil {
+		return nil, err
+	}
+	m.Data = body
 	return m, nil
+}
+
+// headerLen is the size of the headers on the wire.
+func headerLen(h nats.Header) int {
+	n := len("NATS/1.0\r\n\r\n")
+	for k, vs := range h {
+		for _, v := range vs {
+			n += len(k) + len(": \r\n") + len(v)
+		}
+	}
+	return n
 }
 
 // marshalEvent encodes an event. A failed event's command is spliced in byte for

@@ -95,8 +95,8 @@ func (w *Worker) handleReleased(msg jetstream.Msg) {
 	log := w.log
 	del := parkedDelivery(msg.Data(), msg.Headers(), int(meta.NumDelivered), fromReleased)
 	stop := keepAlive(msg, 10*time.Second)
+	defer stop() // until settled, as for the shared consumer
 	v, d := w.p.process(ctx, del, &log)
-	stop()
 	if v.waiting && d.Cmd != nil && msg.Subject() != parkedSubject(meetingToken(d.EnterpriseID, d.Cmd.MeetingRoomNumber)) {
 		v = w.toMeeting(v) // released from a tenant's hold: now it waits for its meeting
 	}

@@ -48,6 +48,8 @@ type Worker struct {
 	setupErr atomic.Value // string
 	// cluster is limiter, for the readiness check (which runs on another goroutine).
 	cluster atomic.Pointer[ratelimit.Cluster]
+	// eventsMaxMsgSize is the events stream's MaxMsgSize (int32, -1 for none), once read.
+	eventsMaxMsgSize atomic.Value
 }
 
 // New makes a worker that takes commands from nc's JetStream and calls caller.
@@ -413,10 +415,12 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 	if meta.NumDelivered > 1 {
 		w.opts.metrics.Redeliveries.Inc()
 	}
+	// Kept alive until settled: publishing the event, parking or acknowledging
+	// may take long too, and a redelivery would hand the command to another slot.
 	stop := keepAlive(msg, w.opts.streams.withDefaults().AckWait/3)
+	defer stop()
 	del := sharedDelivery(msg, meta)
 	v, d := w.p.process(ctx, del, &log)
-	stop()
 	w.apply(ctx, v, d, del, &msgSettler{msg: msg}, log)
 }
 
@@ -430,7 +434,11 @@ func (w *Worker) apply(ctx context.Context, v verdict, d *Decoded, del *delivery
 		body, err := w.publish(ctx, v.event, del.header.Get("traceparent"))
 		if err != nil {
 			log.Error().Err(err).Msg("could not store the event; the command stays queued")
-			_ = s.nak(time.Second)
+			delay := time.Second
+			if errors.Is(err, errEventTooLarge) {
+				delay = time.Minute // the events stream refuses even the smallest form: an operator's limit
+			}
+			_ = s.nak(delay)
 			return
 		}
 		if !v.repeat {
@@ -492,9 +500,13 @@ func (w *Worker) count(ev *outEvent, d *Decoded, log zerolog.Logger) {
 }
 
 // publish stores an event, retrying while the stream has no leader or NATS is
-// briefly away, until ctx ends.
+// briefly away, until ctx ends. The event is shaped to fit the server's payload
+// limit and the events stream's message size; a size error is not retried as it
+// is: the event is shaped again to the limit the stream states, then to its
+// smallest form, and errEventTooLarge ends the attempt if even that is refused.
 func (w *Worker) publish(ctx context.Context, ev *outEvent, traceparent string) ([]byte, error) {
-	m, err := ev.natsMsg(w.opts.source, traceparent, w.opts.now())
+	limit := w.eventLimit(ctx, false)
+	m, err := ev.natsMsg(w.opts.source, traceparent, w.opts.now(), limit)
 	if err != nil {
 		return nil, err
 	}
@@ -504,6 +516,21 @@ func (w *Worker) publish(ctx context.Context, ev *outEvent, traceparent string) 
 		cancel()
 		if err == nil {
 			return m.Data, nil
+		}
+		if tooLarge(err) {
+			if limit <= 0 {
+				return nil, fmt.Errorf("%w: %d bytes with headers: %w", errEventTooLarge, len(m.Data)+headerLen(m.Header), err)
+			}
+			next := w.eventLimit(ctx, true)
+			if next >= limit {
+				next = 0
+			}
+			w.log.Warn().Err(err).Int("bytes", len(m.Data)).Int("limit", next).Str("subject", ev.subject).Msg("event too large; shaping it smaller")
+			limit = next
+			if m, err = ev.natsMsg(w.opts.source, traceparent, w.opts.now(), limit); err != nil {
+				return nil, err
+			}
+			continue
 		}
 		if ctx.Err() != nil {
 			return nil, err
@@ -515,6 +542,37 @@ func (w *Worker) publish(ctx context.Context, ev *outEvent, traceparent string) 
 		case <-time.After(delay):
 		}
 	}
+}
+
+// errEventTooLarge: not even the event's smallest form is accepted.
+var errEventTooLarge = errors.New("event too large for NATS")
+
+func tooLarge(err error) bool {
+	return errors.Is(err, nats.ErrMaxPayload) || errors.Is(err, jetstream.ErrStreamMessageExceedsMaximum)
+}
+
+// eventLimit is the largest message (headers included) an event may be: the
+// server's payload limit, or the events stream's message size limit when an
+// operator set a smaller one (read once, and again when fresh is set).
+func (w *Worker) eventLimit(ctx context.Context, fresh bool) int {
+	limit := int(w.nc.MaxPayload())
+	if limit <= 0 {
+		limit = 1 << 20 // not connected yet: the server's default
+	}
+	streamMax, ok := w.eventsMaxMsgSize.Load().(int32)
+	if !ok || fresh {
+		streamMax = -1
+		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		if s, err := w.js.Stream(sctx, StreamEvents); err == nil {
+			streamMax = s.CachedInfo().Config.MaxMsgSize
+		}
+		cancel()
+		w.eventsMaxMsgSize.Store(streamMax)
+	}
+	if streamMax > 0 && int(streamMax) < limit {
+		limit = int(streamMax)
+	}
+	return limit
 }
 
 // keepAlive tells the server every interval that the message is still being

@@ -80,8 +80,11 @@ func Select(ctx context.Context, js jetstream.JetStream, s Selection) ([]ReplayI
 				Class             string          `json:"class"`
 				Command           json.RawMessage `json:"command"`
 				CommandEncoding   string          `json:"commandEncoding"`
+				CommandTruncated  bool            `json:"commandTruncated"`
 			}
-			if json.Unmarshal(m.Data(), &ev) != nil || !s.matches(ev.EnterpriseID, ev.MeetingRoomNumber) {
+			// A command cut to fit its event is not in it whole: it can be
+			// replayed only from the commands stream (--from-commands).
+			if json.Unmarshal(m.Data(), &ev) != nil || ev.CommandTruncated || !s.matches(ev.EnterpriseID, ev.MeetingRoomNumber) {
 				return true
 			}
 			raw, err := originalBytes(ev.Command, ev.CommandEncoding)
