@@ -95,7 +95,7 @@ func (w *Worker) probe(ctx context.Context, token string) {
 		w.reschedule(ctx, token, nextNotBefore, false)
 		return
 	}
-	del := parkedDelivery(cand.Data, cand.Header, rec.Probes+1, fromProbe)
+	del := parkedDelivery(cand.Data, cand.Header, rec.Probes+1, fromProbe, cand.Sequence, cand.Time)
 	v, d := w.p.process(ctx, del, &log)
 	settle := &probeSettler{stream: w.parked, seq: cand.Sequence}
 	if rec.Kind == kindHold && v.waiting {
@@ -233,8 +233,15 @@ func (w *Worker) expireParked(ctx context.Context, token string, rec meetingReco
 			break
 		}
 		seq = m.Sequence + 1
-		del := parkedDelivery(m.Data, m.Header, 0, fromProbe)
+		del := parkedDelivery(m.Data, m.Header, 0, fromProbe, m.Sequence, m.Time)
 		d := w.p.decoder.decode(del.data, del.header, del.stream, del.seq)
+		if d.Invalid != nil {
+			// Not a command: it can never be sent, whatever its deadline.
+			l := log
+			v, d := w.p.process(ctx, del, &l)
+			w.apply(ctx, v, d, del, &probeSettler{stream: w.parked, seq: m.Sequence}, l)
+			continue
+		}
 		deadline := del.received.Add(w.p.maxWait)
 		if d.Cmd != nil && d.Cmd.Deadline != nil {
 			deadline = *d.Cmd.Deadline
