@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -110,7 +111,8 @@ func (w *Worker) handleReleased(msg jetstream.Msg, token string) {
 		return
 	}
 	del := parkedDelivery(msg.Data(), msg.Headers(), int(meta.NumDelivered), fromReleased, meta.Sequence.Stream, meta.Timestamp)
-	stop := keepAlive(msg, 10*time.Second)
+	stop := sync.OnceFunc(keepAlive(msg, 10*time.Second))
+	defer stop() // also after a panic
 	v, d := w.p.process(ctx, del, &log)
 	stop()
 	meetingTok := token // a message that is no command stays with the meeting it was parked under
