@@ -34,7 +34,9 @@ func sharedDelivery(msg jetstream.Msg, meta *jetstream.MsgMetadata) *delivery {
 }
 
 // parkedDelivery restores a parked command's origin from the headers park wrote.
-func parkedDelivery(data []byte, h nats.Header, delivered int, kind deliveryKind) *delivery {
+// A message parked by something else lacks them: its origin is then its place in
+// the parked stream (parkedSeq, stored at parkedAt), so that it has an id of its own.
+func parkedDelivery(data []byte, h nats.Header, delivered int, kind deliveryKind, parkedSeq uint64, parkedAt time.Time) *delivery {
 	d := &delivery{data: data, header: nats.Header{}, stream: h.Get(hdrSourceStream), delivered: delivered, kind: kind}
 	for k, v := range h {
 		switch k {
@@ -47,6 +49,12 @@ func parkedDelivery(data []byte, h nats.Header, delivered int, kind deliveryKind
 		d.header.Set(nats.MsgIdHdr, id)
 	}
 	d.seq, _ = strconv.ParseUint(h.Get(hdrSourceSeq), 10, 64)
-	d.received, _ = time.Parse(time.RFC3339Nano, h.Get(hdrReceived))
+	if d.stream == "" || d.seq == 0 {
+		d.stream, d.seq = StreamParked, parkedSeq
+	}
+	var err error
+	if d.received, err = time.Parse(time.RFC3339Nano, h.Get(hdrReceived)); err != nil {
+		d.received = parkedAt
+	}
 	return d
 }

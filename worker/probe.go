@@ -70,44 +70,78 @@ func (w *Worker) claimProbe(ctx context.Context, token string, e meetingEntry) b
 	return err == nil
 }
 
+// probeOutcome is what a probe leaves to do with the meeting's record: release
+// the meeting, forget it (nothing is parked any more), or schedule the next
+// probe; each gives the claim up.
+type probeOutcome struct {
+	release, forget bool
+	next            time.Time
+	countProbe      bool
+}
+
 // probe tries one parked command of the meeting and reschedules or releases it.
+//
+// ctx is the replica's run: it ends on SIGTERM. The probe's own work (its
+// call, its event) runs on the worker's work context, as commands in flight do,
+// so that a stopping replica lets a probe call finish within the drain timeout
+// instead of cutting it off after its request was written (which would leave
+// the command's outcome unknown). Whatever ends the probe (an answer, the drain
+// timeout, a panic), the claim is given back with a context that outlives the
+// stop: another replica probes at once, not after the claim's lease.
 func (w *Worker) probe(ctx context.Context, token string) {
 	log := w.log.With().Str("meeting", token).Logger()
+	out := probeOutcome{next: w.opts.now()} // aborted before a decision: probe again at once
+	defer func() {
+		if r := recover(); r != nil {
+			log.Error().Interface("panic", r).Msg("probe panicked; its command stays parked")
+			out = probeOutcome{next: w.opts.now().Add(5 * time.Second)}
+		}
+		switch {
+		case out.release:
+			w.release(ctx, token, log)
+		case out.forget && w.forgetMeeting(ctx, token):
+		default:
+			w.reschedule(ctx, token, out.next, out.countProbe)
+		}
+	}()
+	out = w.runProbe(w.work, token, &log)
+}
+
+func (w *Worker) runProbe(ctx context.Context, token string, log *zerolog.Logger) probeOutcome {
 	now := w.opts.now()
 	rec, _, err := w.parker.updateMeeting(ctx, token, func(*meetingRecord) bool { return false })
 	if err != nil {
-		return
+		return probeOutcome{next: now.Add(time.Second)}
 	}
-	log = log.With().Str("enterpriseId", rec.EnterpriseID).Str("meetingRoomNumber", rec.Meeting).Logger()
+	*log = log.With().Str("enterpriseId", rec.EnterpriseID).Str("meetingRoomNumber", rec.Meeting).Logger()
 	if !now.Before(rec.EarliestDeadline) {
-		w.expireParked(ctx, token, rec, log)
+		w.expireParked(ctx, token, rec, *log)
 	}
 	cand, empty, nextNotBefore, err := w.probeCandidate(ctx, token, now)
 	switch {
 	case err != nil:
 		log.Warn().Err(err).Msg("probe: reading parked commands")
-		w.reschedule(ctx, token, now.Add(time.Second), false)
-		return
+		return probeOutcome{next: now.Add(time.Second)}
 	case empty:
-		w.forgetMeeting(ctx, token)
-		return
+		return probeOutcome{forget: true, next: now}
 	case cand == nil:
-		w.reschedule(ctx, token, nextNotBefore, false)
-		return
+		return probeOutcome{next: nextNotBefore}
 	}
-	del := parkedDelivery(cand.Data, cand.Header, rec.Probes+1, fromProbe)
-	v, d := w.p.process(ctx, del, &log)
+	del := parkedDelivery(cand.Data, cand.Header, rec.Probes+1, fromProbe, cand.Sequence, cand.Time)
+	v, d := w.p.process(ctx, del, log)
 	settle := &probeSettler{stream: w.parked, seq: cand.Sequence}
 	if rec.Kind == kindHold && v.waiting {
 		// The API answered (66620): the tenant's breaker is closed, and this
 		// command goes on to wait for its meeting.
 		v = w.toMeeting(v)
 	}
-	w.apply(ctx, v, d, del, settle, log)
+	w.apply(ctx, v, d, del, settle, *log)
 	w.opts.metrics.Probes.WithLabelValues(probeResult(v)).Inc()
 	switch {
 	case v.meetingAnswer || (rec.Kind == kindHold && (v.park || v.event != nil)):
-		w.release(ctx, token, log)
+		return probeOutcome{release: true}
+	case v.release:
+		return probeOutcome{next: now} // given up (stopping): another replica probes at once
 	case rec.Kind == kindHold:
 		next := now.Add(max(v.retry, time.Second))
 		if sb, ok := w.p.breaker.(*SharedBreaker); ok {
@@ -115,14 +149,13 @@ func (w *Worker) probe(ctx context.Context, token string) {
 				next = until
 			}
 		}
-		w.reschedule(ctx, token, next, true)
+		return probeOutcome{next: next, countProbe: true}
 	case v.waiting:
-		probes := rec.Probes + 1
-		w.reschedule(ctx, token, now.Add(w.parker.backoff.Delay(probes)), true)
+		return probeOutcome{next: now.Add(w.parker.backoff.Delay(rec.Probes + 1)), countProbe: true}
 	case v.event != nil:
-		w.reschedule(ctx, token, now, false) // that one is done; probe another at once
+		return probeOutcome{next: now} // that one is done; probe another at once
 	default:
-		w.reschedule(ctx, token, now.Add(max(v.retry, time.Second)), false)
+		return probeOutcome{next: now.Add(max(v.retry, time.Second))}
 	}
 }
 
@@ -175,9 +208,18 @@ func (w *Worker) toMeeting(v verdict) verdict {
 	return v
 }
 
+// recordCtx is for the writes that give a probe claim up: they must land even
+// when ctx ended (the replica is stopping), or the meeting would wait out the
+// claim's lease.
+func recordCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+}
+
 // reschedule sets the next probe and gives up the lease; countProbe adds
 // one to the meeting's probes.
 func (w *Worker) reschedule(ctx context.Context, token string, next time.Time, countProbe bool) {
+	ctx, cancel := recordCtx(ctx)
+	defer cancel()
 	_, _, err := w.parker.updateMeeting(ctx, token, func(r *meetingRecord) bool {
 		if r.State != meetingWaiting {
 			return false
@@ -188,15 +230,18 @@ func (w *Worker) reschedule(ctx context.Context, token string, next time.Time, c
 		r.NextProbeAt, r.LeaseUntil = next, time.Time{}
 		return true
 	})
-	if err != nil && ctx.Err() == nil {
+	if err != nil && !errors.Is(err, errNoKey) {
 		w.log.Warn().Err(err).Str("meeting", token).Msg("reschedule probe")
 	}
 }
 
-// release marks the meeting released; every replica then drains its parked commands.
+// release marks the meeting released; every replica then drains its parked
+// commands (this one only while ctx lasts).
 func (w *Worker) release(ctx context.Context, token string, log zerolog.Logger) {
 	now := w.opts.now()
-	r, _, err := w.parker.updateMeeting(ctx, token, func(r *meetingRecord) bool {
+	rctx, cancel := recordCtx(ctx)
+	defer cancel()
+	r, _, err := w.parker.updateMeeting(rctx, token, func(r *meetingRecord) bool {
 		r.State, r.ReleasedAt, r.LeaseUntil = meetingReleased, now, time.Time{}
 		return true
 	})
@@ -205,20 +250,25 @@ func (w *Worker) release(ctx context.Context, token string, log zerolog.Logger) 
 		return
 	}
 	log.Info().Int("probes", r.Probes).Dur("waited", now.Sub(r.WaitingSince)).Msg("meeting answered; releasing its parked commands")
-	w.startDrain(ctx, token)
+	if ctx.Err() == nil {
+		w.startDrain(ctx, token)
+	}
 }
 
-// forgetMeeting deletes the record of a meeting that has no parked command left.
-func (w *Worker) forgetMeeting(ctx context.Context, token string) {
+// forgetMeeting deletes the record of a meeting that has no parked command
+// left, and reports whether it did.
+func (w *Worker) forgetMeeting(ctx context.Context, token string) bool {
+	ctx, cancel := recordCtx(ctx)
+	defer cancel()
 	e, err := w.meetings.Get(ctx, token)
 	if err != nil {
-		return
+		return false
 	}
 	// Only if nothing was parked meanwhile: the record's revision pins that.
 	if _, _, _, cerr := w.probeCandidate(ctx, token, w.opts.now()); cerr != nil {
-		return
+		return false
 	}
-	_ = w.meetings.Delete(ctx, token, jetstream.LastRevision(e.Revision()))
+	return w.meetings.Delete(ctx, token, jetstream.LastRevision(e.Revision())) == nil
 }
 
 // expireParked ends the meeting's parked commands whose deadline passed, as
@@ -233,8 +283,15 @@ func (w *Worker) expireParked(ctx context.Context, token string, rec meetingReco
 			break
 		}
 		seq = m.Sequence + 1
-		del := parkedDelivery(m.Data, m.Header, 0, fromProbe)
+		del := parkedDelivery(m.Data, m.Header, 0, fromProbe, m.Sequence, m.Time)
 		d := w.p.decoder.decode(del.data, del.header, del.stream, del.seq)
+		if d.Invalid != nil {
+			// Not a command: it can never be sent, whatever its deadline.
+			l := log
+			v, d := w.p.process(ctx, del, &l)
+			w.apply(ctx, v, d, del, &probeSettler{stream: w.parked, seq: m.Sequence}, l)
+			continue
+		}
 		deadline := del.received.Add(w.p.maxWait)
 		if d.Cmd != nil && d.Cmd.Deadline != nil {
 			deadline = *d.Cmd.Deadline

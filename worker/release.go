@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -16,6 +17,12 @@ func (w *Worker) startDrain(ctx context.Context, token string) {
 	}
 	go func() {
 		defer w.draining.Delete(token)
+		defer func() {
+			if r := recover(); r != nil {
+				// The prober starts the drain again; what it had fetched returns after AckWait.
+				w.log.Error().Interface("panic", r).Str("meeting", token).Msg("release drain panicked")
+			}
+		}()
 		w.drain(ctx, token)
 	}()
 }
@@ -65,7 +72,7 @@ func (w *Worker) drain(ctx context.Context, token string) {
 			}
 			go func() {
 				defer func() { <-w.slots }()
-				w.handleReleased(msg)
+				w.handleReleased(msg, token)
 			}()
 		}
 		if n > 0 {
@@ -85,23 +92,37 @@ func (w *Worker) drain(ctx context.Context, token string) {
 	}
 }
 
-func (w *Worker) handleReleased(msg jetstream.Msg) {
+// handleReleased runs one parked command of a released meeting or hold (token)
+// through the pipeline. Whatever the parked message holds, it ends here or goes
+// back: a message that is no command ends as failed.invalid_command, and a panic
+// returns the message for a later try instead of ending the process.
+func (w *Worker) handleReleased(msg jetstream.Msg, token string) {
 	ctx := w.work
+	log := w.log.With().Str("meeting", token).Logger()
+	defer func() {
+		if r := recover(); r != nil {
+			log.Error().Interface("panic", r).Msg("released command's handler panicked; the command stays parked and will be retried")
+			_ = msg.NakWithDelay(5 * time.Second)
+		}
+	}()
 	meta, err := msg.Metadata()
 	if err != nil {
 		_ = msg.Term()
 		return
 	}
-	log := w.log
-	del := parkedDelivery(msg.Data(), msg.Headers(), int(meta.NumDelivered), fromReleased)
-	stop := keepAlive(msg, 10*time.Second)
-	defer stop() // until settled, as for the shared consumer
+	del := parkedDelivery(msg.Data(), msg.Headers(), int(meta.NumDelivered), fromReleased, meta.Sequence.Stream, meta.Timestamp)
+	stop := sync.OnceFunc(keepAlive(msg, 10*time.Second))
+	defer stop() // until settled, as for the shared consumer, and after a panic
 	v, d := w.p.process(ctx, del, &log)
-	if v.waiting && d.Cmd != nil && msg.Subject() != parkedSubject(meetingToken(d.EnterpriseID, d.Cmd.MeetingRoomNumber)) {
+	meetingTok := token // a message that is no command stays with the meeting it was parked under
+	if d.Cmd != nil {
+		meetingTok = meetingToken(d.EnterpriseID, d.Cmd.MeetingRoomNumber)
+	}
+	if v.waiting && msg.Subject() != parkedSubject(meetingTok) {
 		v = w.toMeeting(v) // released from a tenant's hold: now it waits for its meeting
 	}
 	if v.event != nil {
-		if e, ok := w.view.get(meetingToken(d.EnterpriseID, d.Cmd.MeetingRoomNumber)); ok && !e.rec.ReleasedAt.IsZero() {
+		if e, ok := w.view.get(meetingTok); ok && !e.rec.ReleasedAt.IsZero() {
 			w.opts.metrics.ReleaseLatency.Observe(w.opts.now().Sub(e.rec.ReleasedAt).Seconds())
 		}
 	}

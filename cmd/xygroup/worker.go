@@ -99,6 +99,9 @@ func runWorker(ctx context.Context, cmd *cli.Command) error {
 	var nc *nats.Conn
 	if cmd.String("nats-url") == "" {
 		srv, err := embedded.Start(embedded.Config{Listen: cmd.String("embedded-listen"), StoreDir: cmd.String("data-dir"), Logger: &log})
+		if inUse := (*embedded.StoreDirInUseError)(nil); errors.As(err, &inUse) {
+			return cli.Exit(err.Error()+": stop that worker, or give this one its own --data-dir (XYGROUP_DATA_DIR)", 1)
+		}
 		if err != nil {
 			return cli.Exit(err.Error(), 1)
 		}

@@ -18,7 +18,9 @@ type Config struct {
 	// Listen is host:port for clients ("127.0.0.1:4222"; port 0 picks one;
 	// empty: no TCP listener, in-process connections only).
 	Listen string
-	// StoreDir holds JetStream's files.
+	// StoreDir holds JetStream's files. The server holds it locked (LockFile)
+	// while it runs: a second server on it, in this process or another, fails
+	// to start with a *StoreDirInUseError.
 	StoreDir string
 	// Name of the server (default "xygroup-embedded").
 	Name string
@@ -34,6 +36,7 @@ type Config struct {
 type Server struct {
 	*server.Server
 	inProcess bool
+	lock      *dirLock
 }
 
 // Start starts the server and waits until it accepts connections.
@@ -68,8 +71,16 @@ func Start(cfg Config) (*Server, error) {
 		opts.Cluster = server.ClusterOpts{Name: cfg.ClusterName, Host: host, Port: port}
 		opts.Routes = server.RoutesFromStr(joinRoutes(cfg.Routes))
 	}
+	var lock *dirLock
+	if cfg.StoreDir != "" {
+		var err error
+		if lock, err = lockStoreDir(cfg.StoreDir); err != nil {
+			return nil, err
+		}
+	}
 	s, err := server.NewServer(opts)
 	if err != nil {
+		lock.unlock()
 		return nil, fmt.Errorf("embedded NATS: %w", err)
 	}
 	if cfg.Logger != nil {
@@ -78,9 +89,11 @@ func Start(cfg Config) (*Server, error) {
 	go s.Start()
 	if !s.ReadyForConnections(30 * time.Second) {
 		s.Shutdown()
+		s.WaitForShutdown()
+		lock.unlock()
 		return nil, fmt.Errorf("embedded NATS: not ready within 30s (is %s free?)", cfg.Listen)
 	}
-	return &Server{Server: s, inProcess: opts.DontListen}, nil
+	return &Server{Server: s, inProcess: opts.DontListen, lock: lock}, nil
 }
 
 // Connect opens a client connection: in-process when the server does not listen.
@@ -91,10 +104,12 @@ func (s *Server) Connect(opts ...nats.Option) (*nats.Conn, error) {
 	return nats.Connect(s.ClientURL(), opts...)
 }
 
-// Stop shuts the server down and waits for it.
+// Stop shuts the server down, waits for it, and unlocks its data directory.
 func (s *Server) Stop() {
 	s.Shutdown()
 	s.WaitForShutdown()
+	s.lock.unlock()
+	s.lock = nil
 }
 
 func splitHostPort(hp string) (string, int, error) {
