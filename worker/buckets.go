@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -109,7 +110,10 @@ func casUpdate[T any](ctx context.Context, kv jetstream.KeyValue, key string, in
 		if err != nil || !write {
 			return v, err
 		}
-		b, _ := json.Marshal(v)
+		b, err := marshalRecord(v)
+		if err != nil {
+			return v, err
+		}
 		if rev == 0 {
 			_, err = kv.Create(ctx, key, b)
 		} else {
@@ -155,4 +159,17 @@ func reopenBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.Key
 		log.Warn().Str("bucket", cfg.Bucket).Msg("bucket was missing (its NATS server restarted or lost its store); created it again")
 	}
 	return kv, err
+}
+
+// marshalRecord encodes a record without HTML escaping, so that an event stored
+// in it is kept byte for byte (json.Marshal would turn '<' into "\u003c" and
+// grow a command full of them sixfold).
+func marshalRecord(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }

@@ -28,7 +28,7 @@ func TestBinarySecondWorkerOnOneDataDir(t *testing.T) {
 		return cmd, logs, httpAddr
 	}
 	first, logs1, http1 := start()
-	awaitHTTP(t, "http://"+http1+"/healthz", 60*time.Second)
+	awaitStatus(t, "http://"+http1+"/readyz", 60*time.Second, func(s int) bool { return s == http.StatusOK })
 
 	second, logs2, http2 := start()
 	exited := make(chan error, 1)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"os/exec"
@@ -25,12 +26,21 @@ func freeAddr(t *testing.T) string {
 // awaitHTTP polls url until it answers, or fails the test after the deadline.
 func awaitHTTP(t *testing.T, url string, within time.Duration) {
 	t.Helper()
+	awaitStatus(t, url, within, func(int) bool { return true })
+}
+
+// awaitStatus waits until url answers with a status that ok accepts.
+func awaitStatus(t *testing.T, url string, within time.Duration, ok func(status int) bool) {
+	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
 		resp, err := http.Get(url)
 		if err == nil {
 			resp.Body.Close()
-			return
+			if ok(resp.StatusCode) {
+				return
+			}
+			err = fmt.Errorf("HTTP %d", resp.StatusCode)
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("%s did not answer within %v: %v", url, within, err)
