@@ -1,0 +1,239 @@
+package e2e
+
+import (
+	"fmt"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/xygroup/xygroup/xylink/sandbox"
+)
+
+// Note adds a line of the scenario's own figures to the summary Check prints.
+func (h *Harness) Note(format string, args ...any) {
+	h.notes = append(h.notes, fmt.Sprintf(format, args...))
+}
+
+// Check awaits the end of every published command (at most timeout) and checks
+// the contract from outside; every violation is a test error. It prints the
+// scenario's figures in one block and returns them.
+//
+//   - exactly one terminal event per command, of the expected outcome, with
+//     commandId, enterpriseId, meetingRoomNumber, attempts and occurredAt (and
+//     command on failures), naming the command's meeting and enterprise;
+//   - no event for a command never published, every event JSON;
+//   - no meeting created twice at the sandbox;
+//   - per enterprise, at most its rate of dynamicGroup calls in any sliding
+//     second at the API (the sandbox's arrivals plus the calls the fault proxy
+//     answered itself);
+//   - no secret in any worker log, every worker log line JSON;
+//   - no worker or NATS node exited without the suite asking.
+func (h *Harness) Check(timeout time.Duration) *Report {
+	t := h.T
+	t.Helper()
+	ids := IDs(h.Commands)
+	ended := h.Events.AwaitEnded(ids, timeout)
+	h.Events.AwaitQuiet(2*time.Second, 30*time.Second)
+	r := h.report()
+	r.Ended = ended
+
+	// One terminal event per command, of the expected outcome and shape.
+	byCmd := h.Events.ByCommand()
+	known := map[string]bool{}
+	var missing []string
+	for _, c := range h.Commands {
+		known[c.ID] = true
+		var terms []Event
+		for _, e := range byCmd[c.ID] {
+			if e.Terminal() {
+				terms = append(terms, e)
+			}
+		}
+		switch {
+		case len(terms) == 0:
+			missing = append(missing, c.ID)
+			continue
+		case len(terms) > 1:
+			outs := make([]string, len(terms))
+			for i, e := range terms {
+				outs[i] = fmt.Sprintf("%s@%d", e.Outcome(), e.Seq)
+			}
+			t.Errorf("%s: %d terminal events: %v", c.ID, len(terms), outs)
+		}
+		e := terms[0]
+		if c.Want != "" && e.Outcome() != c.Want {
+			t.Errorf("%s: ended %s, want %s: %s", c.ID, e.Outcome(), c.Want, clip(e.Data, 300))
+		}
+		for _, problem := range eventProblems(e, c, h.Config.EnterpriseID) {
+			t.Errorf("%s: %s event: %s", c.ID, e.Outcome(), problem)
+		}
+	}
+	if len(missing) > 0 {
+		t.Errorf("%d of %d commands have no terminal event after %v, e.g. %v", len(missing), len(ids), timeout, first(missing, 5))
+	}
+	for _, e := range h.Events.Events() {
+		if e.ParseErr != nil {
+			t.Errorf("event %d on %s is not JSON: %v", e.Seq, e.Subject, e.ParseErr)
+		} else if !known[e.CommandID()] {
+			t.Errorf("event %d on %s for a command never published: %q", e.Seq, e.Subject, e.CommandID())
+		}
+	}
+
+	// The API side.
+	if len(r.DuplicateCreates) > 0 {
+		t.Errorf("meetings created more than once (a command sent again after it succeeded): %v", first(r.DuplicateCreates, 10))
+	}
+	for ent, n := range r.MaxWindow {
+		if limit := h.limit(ent); float64(n) > limit {
+			t.Errorf("enterprise %s: %d dynamicGroup calls in one sliding second at the API, limit %g", ent, n, limit)
+		}
+	}
+
+	// The workers' logs and processes.
+	for _, w := range h.Workers {
+		name := filepath.Base(w.LogPath)
+		if found, err := SecretsIn(w.LogPath, append(h.Secrets, h.Proxy.Secrets()...)); err != nil {
+			t.Errorf("%s: %v", name, err)
+		} else if len(found) > 0 {
+			red := make([]string, len(found))
+			for i, s := range found {
+				red[i] = redact(s)
+			}
+			t.Errorf("%s: %d secrets printed: %v", name, len(found), red)
+		}
+		lines, n, err := NonJSONLines(w.LogPath, 5)
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+		if n > 0 {
+			r.NonJSON += n
+			t.Errorf("%s: %d log lines are not JSON, e.g.\n  %s", name, n, strings.Join(lines, "\n  "))
+		}
+		for _, x := range w.UnexpectedExits() {
+			t.Errorf("%s", x)
+		}
+	}
+	if h.NATS != nil {
+		for _, x := range h.NATS.UnexpectedExits() {
+			t.Errorf("%s", x)
+		}
+	}
+	r.Notes = h.notes
+	r.Log(t)
+	return r
+}
+
+func (h *Harness) limit(ent string) float64 {
+	if l, ok := h.Rates[ent]; ok {
+		return l
+	}
+	return h.Opts.Rate
+}
+
+// eventProblems lists what a terminal event lacks.
+func eventProblems(e Event, c Command, defaultEnterprise string) []string {
+	var out []string
+	for _, k := range []string{"commandId", "enterpriseId", "meetingRoomNumber", "attempts", "occurredAt"} {
+		if _, ok := e.Fields[k]; !ok {
+			out = append(out, "no "+k)
+		}
+	}
+	if _, ok := e.Fields["attempts"].(float64); !ok && e.Fields["attempts"] != nil {
+		out = append(out, fmt.Sprintf("attempts is %T", e.Fields["attempts"]))
+	}
+	if s, _ := e.Fields["occurredAt"].(string); s != "" {
+		if _, err := time.Parse(time.RFC3339Nano, s); err != nil {
+			out = append(out, "occurredAt is not RFC 3339: "+s)
+		}
+	}
+	if e.Outcome() != "created" {
+		if _, ok := e.Fields["command"]; !ok {
+			out = append(out, "no command")
+		}
+	}
+	if c.Meeting != "" && e.Fields["meetingRoomNumber"] != c.Meeting {
+		out = append(out, fmt.Sprintf("meetingRoomNumber %v, the command gave %q", e.Fields["meetingRoomNumber"], c.Meeting))
+	}
+	want := c.Enterprise
+	if want == "" {
+		want = defaultEnterprise
+	}
+	if e.Fields["enterpriseId"] != want {
+		out = append(out, fmt.Sprintf("enterpriseId %v, want %q", e.Fields["enterpriseId"], want))
+	}
+	return out
+}
+
+// report gathers the figures.
+func (h *Harness) report() *Report {
+	st := h.Sandbox.Stats()
+	r := &Report{Name: h.T.Name(), Commands: len(h.Commands), Failed: map[string]int{}, MaxWindow: map[string]int{},
+		SandboxWindow: map[string]int{}, Limits: map[string]float64{}, APICalls: map[string]int{}, Answers: st.ByAnswer,
+		Injected: h.Proxy.Injected(), TokenIssues: st.TokenIssues, DuplicateCreates: st.DuplicateCreates,
+		CreatedBy: map[string]int{}}
+	byCmd := h.Events.ByCommand()
+	var lastEnd, lastCreated time.Time
+	for _, c := range h.Commands {
+		for _, e := range byCmd[c.ID] {
+			if !e.Terminal() {
+				r.Waiting++
+				continue
+			}
+			if e.Stored.After(lastEnd) {
+				lastEnd = e.Stored
+			}
+			if e.Outcome() == "created" {
+				r.Created++
+				ent, _ := e.Fields["enterpriseId"].(string)
+				r.CreatedBy[ent]++
+				if e.Fields["reconciled"] == true {
+					r.Reconciled++
+				}
+				if e.Stored.After(lastCreated) {
+					lastCreated = e.Stored
+				}
+			} else {
+				r.Failed[strings.TrimPrefix(e.Outcome(), "failed.")]++
+			}
+			break
+		}
+	}
+	if !lastEnd.IsZero() {
+		r.Wall = lastEnd.Sub(h.Started)
+	}
+	if !lastCreated.IsZero() {
+		r.CreatedSpan = lastCreated.Sub(h.Started)
+	}
+	// The API: the sandbox's arrivals, plus calls the proxy answered itself.
+	api := h.Sandbox.DynamicGroupArrivals()
+	for ent, ts := range api {
+		r.SandboxWindow[ent] = sandbox.MaxInWindow(ts, time.Second)
+	}
+	for _, a := range h.Proxy.Arrivals() {
+		r.APICalls[a.EnterpriseID]++
+		if !a.Forwarded {
+			api[a.EnterpriseID] = append(api[a.EnterpriseID], a.At)
+		}
+	}
+	for ent, ts := range api {
+		r.MaxWindow[ent] = sandbox.MaxInWindow(ts, time.Second)
+		r.Limits[ent] = h.limit(ent)
+	}
+	return r
+}
+
+func first(s []string, n int) []string {
+	sort.Strings(s)
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+func clip(b []byte, n int) string {
+	if len(b) > n {
+		return string(b[:n]) + "…"
+	}
+	return string(b)
+}
