@@ -169,7 +169,7 @@ func eventProblems(e Event, c Command, defaultEnterprise string) []string {
 func (h *Harness) report() *Report {
 	st := h.Sandbox.Stats()
 	r := &Report{Name: h.T.Name(), Commands: len(h.Commands), Failed: map[string]int{}, MaxWindow: map[string]int{},
-		SandboxWindow: map[string]int{}, Limits: map[string]float64{}, APICalls: map[string]int{}, Answers: st.ByAnswer,
+		SandboxWindow: map[string]int{}, SentWindow: map[string]int{}, Limits: map[string]float64{}, APICalls: map[string]int{}, Answers: st.ByAnswer,
 		Injected: h.Proxy.Injected(), TokenIssues: st.TokenIssues, DuplicateCreates: st.DuplicateCreates,
 		CreatedBy: map[string]int{}}
 	byCmd := h.Events.ByCommand()
@@ -210,8 +210,10 @@ func (h *Harness) report() *Report {
 	for ent, ts := range api {
 		r.SandboxWindow[ent] = sandbox.MaxInWindow(ts, time.Second)
 	}
+	sent := map[string][]time.Time{}
 	for _, a := range h.Proxy.Arrivals() {
 		r.APICalls[a.EnterpriseID]++
+		sent[a.EnterpriseID] = append(sent[a.EnterpriseID], a.Sent)
 		if !a.Forwarded {
 			api[a.EnterpriseID] = append(api[a.EnterpriseID], a.At)
 		}
@@ -219,6 +221,9 @@ func (h *Harness) report() *Report {
 	for ent, ts := range api {
 		r.MaxWindow[ent] = sandbox.MaxInWindow(ts, time.Second)
 		r.Limits[ent] = h.limit(ent)
+	}
+	for ent, ts := range sent {
+		r.SentWindow[ent] = sandbox.MaxInWindow(ts, time.Second)
 	}
 	return r
 }

@@ -43,6 +43,9 @@ type Faults struct {
 // Arrival is one dynamicGroup request as the fault proxy saw it, after the
 // inbound delay: the moment it reached "the API".
 type Arrival struct {
+	// Sent is when the request reached the proxy, before any delay: about when
+	// the worker sent it.
+	Sent         time.Time
 	At           time.Time
 	EnterpriseID string
 	Meeting      string
@@ -95,6 +98,7 @@ type FaultProxy struct {
 	secrets  map[string]bool // credentials seen on the wire
 	sigs     []string        // request signatures seen on the wire
 	counts   map[string]int  // injected faults by kind
+	watch    func(remoteAddr, meeting string)
 }
 
 // NewFaultProxy serves a proxy to target on loopback, closed at cleanup.
@@ -132,6 +136,14 @@ func (p *FaultProxy) Outage(enterpriseID string, d time.Duration) *OutageWindow 
 	p.outages = append(p.outages, o)
 	p.mu.Unlock()
 	return o
+}
+
+// Watch calls f for every dynamicGroup request as it comes in, before any
+// delay, with the caller's address (its side of the connection). nil stops.
+func (p *FaultProxy) Watch(f func(remoteAddr, meeting string)) {
+	p.mu.Lock()
+	p.watch = f
+	p.mu.Unlock()
 }
 
 // Arrivals are the dynamicGroup requests seen so far.
@@ -213,6 +225,7 @@ func (p *FaultProxy) jitter(base, j time.Duration) time.Duration {
 }
 
 func (p *FaultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	sent := time.Now()
 	p.mu.Lock()
 	f := p.faults
 	p.mu.Unlock()
@@ -229,6 +242,18 @@ func (p *FaultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.noteSignature(r.URL.Query().Get("signature"))
 	body, _ := io.ReadAll(io.LimitReader(r.Body, 2<<20))
 	r.Body = io.NopCloser(bytes.NewReader(body))
+	var meeting struct {
+		MeetingRoomNumber string `json:"meetingRoomNumber"`
+	}
+	if isGroup {
+		_ = json.Unmarshal(body, &meeting)
+		p.mu.Lock()
+		watch := p.watch
+		p.mu.Unlock()
+		if watch != nil {
+			watch(r.RemoteAddr, meeting.MeetingRoomNumber)
+		}
+	}
 	time.Sleep(p.jitter(f.InLatency, f.InJitter))
 	if isToken {
 		time.Sleep(f.TokenDelay)
@@ -236,11 +261,7 @@ func (p *FaultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		time.Sleep(p.jitter(f.OutLatency, f.OutJitter))
 		return
 	}
-	var meeting struct {
-		MeetingRoomNumber string `json:"meetingRoomNumber"`
-	}
-	_ = json.Unmarshal(body, &meeting)
-	a := Arrival{At: time.Now(), EnterpriseID: r.URL.Query().Get("enterpriseId"), Meeting: meeting.MeetingRoomNumber}
+	a := Arrival{Sent: sent, At: time.Now(), EnterpriseID: r.URL.Query().Get("enterpriseId"), Meeting: meeting.MeetingRoomNumber}
 	defer func() {
 		p.mu.Lock()
 		p.arrivals = append(p.arrivals, a)

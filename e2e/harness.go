@@ -155,6 +155,47 @@ func (h *Harness) AddWorker() *Worker {
 	return w
 }
 
+// WorkerAt is the running worker that holds the connection whose client side
+// is remoteAddr (as the fault proxy sees it), or nil.
+func (h *Harness) WorkerAt(remoteAddr string) *Worker {
+	var pids []int
+	for _, w := range h.Workers {
+		if pid := w.Pid(); pid != 0 {
+			pids = append(pids, pid)
+		}
+	}
+	pid, err := socketOwner(remoteAddr, pids)
+	if err != nil {
+		return nil
+	}
+	for _, w := range h.Workers {
+		if w.Pid() == pid {
+			return w
+		}
+	}
+	return nil
+}
+
+// AwaitCreated waits up to d until at least n of the published commands were
+// created; it fails the test otherwise.
+func (h *Harness) AwaitCreated(n int, d time.Duration) {
+	h.T.Helper()
+	if !until(d, 100*time.Millisecond, func() bool { return h.CreatedCount() >= n }) {
+		h.T.Fatalf("only %d of %d commands created after %v", h.CreatedCount(), n, d)
+	}
+}
+
+// CreatedCount is how many created events the log holds.
+func (h *Harness) CreatedCount() int {
+	n := 0
+	for _, e := range h.Events.Events() {
+		if e.Subject == SubjectCreated {
+			n++
+		}
+	}
+	return n
+}
+
 // Publish publishes commands and remembers them for the check.
 func (h *Harness) Publish(cmds []Command) {
 	h.T.Helper()

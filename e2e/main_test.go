@@ -18,7 +18,9 @@ var (
 // They are skipped unless -known-failures is given. Remove a line when its fix
 // lands.
 var knownFailures = map[string]string{
-	"TestSlowTokenEndpoint": "the rate grant is taken before the 2.0 token fetch, so calls that waited for the token arrive together: 23 in one second at 20/s",
+	"TestSlowTokenEndpoint":         "the rate grant is taken before the 2.0 token fetch, so calls that waited for the token arrive together: 23 in one second at 20/s",
+	"TestAPIOutage":                 "the breaker does not stop the calls: 101 calls during a 15 s outage, bound 15",
+	"TestGatewayTimeoutAfterCommit": "a 504 after the create is not an unknown outcome: 17 of 400 failed.already_open",
 }
 
 // knownFailure skips the scenario when it is a known failure and

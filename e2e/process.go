@@ -76,6 +76,16 @@ func (p *Process) exitedLocked() bool {
 	}
 }
 
+// Pid is the running process's id (0 when it does not run).
+func (p *Process) Pid() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil || p.exitedLocked() {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
 // Running reports whether the process runs.
 func (p *Process) Running() bool {
 	p.mu.Lock()

@@ -17,6 +17,7 @@ type Report struct {
 	CreatedBy                    map[string]int // by enterprise
 	MaxWindow                    map[string]int // at the API, per enterprise
 	SandboxWindow                map[string]int // at the sandbox only
+	SentWindow                   map[string]int // as the workers sent them (at the proxy, before any delay)
 	Limits                       map[string]float64
 	APICalls                     map[string]int // dynamicGroup calls per enterprise
 	Answers                      map[string]int // the sandbox's answers by kind
@@ -44,7 +45,8 @@ func (r *Report) Log(t testing.TB) {
 		r.Name, r.Commands, r.Ended, r.Created, r.Reconciled, kv(r.Failed), r.Waiting)
 	var win []string
 	for _, ent := range sortedKeys(r.MaxWindow) {
-		win = append(win, fmt.Sprintf("%s %d (sandbox %d) / limit %g", ent, r.MaxWindow[ent], r.SandboxWindow[ent], r.Limits[ent]))
+		win = append(win, fmt.Sprintf("%s %d at the API (sandbox %d, as sent %d) / limit %g", ent, r.MaxWindow[ent],
+			r.SandboxWindow[ent], r.SentWindow[ent], r.Limits[ent]))
 	}
 	fmt.Fprintf(&b, "  max calls in a sliding second: %s\n", strings.Join(win, "; "))
 	fmt.Fprintf(&b, "  API calls %s; answers %s; 429 answers %d; 66620 answers %d; injected %s; tokens issued %d\n",
