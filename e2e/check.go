@@ -38,9 +38,12 @@ func (h *Harness) Check(timeout time.Duration) *Report {
 	r := h.report()
 	r.Ended = ended
 
-	// One terminal event per command, of the expected outcome and shape.
+	// One terminal event per command, of the expected outcome and shape. The
+	// violations are grouped by kind: one error per kind, with a count and
+	// examples.
 	byCmd := h.Events.ByCommand()
 	known := map[string]bool{}
+	problems := newGrouped()
 	var missing []string
 	for _, c := range h.Commands {
 		known[c.ID] = true
@@ -59,16 +62,17 @@ func (h *Harness) Check(timeout time.Duration) *Report {
 			for i, e := range terms {
 				outs[i] = fmt.Sprintf("%s@%d", e.Outcome(), e.Seq)
 			}
-			t.Errorf("%s: %d terminal events: %v", c.ID, len(terms), outs)
+			problems.add(fmt.Sprintf("%d terminal events", len(terms)), fmt.Sprintf("%s %v", c.ID, outs))
 		}
 		e := terms[0]
 		if c.Want != "" && e.Outcome() != c.Want {
-			t.Errorf("%s: ended %s, want %s: %s", c.ID, e.Outcome(), c.Want, clip(e.Data, 300))
+			problems.add(fmt.Sprintf("ended %s, want %s", e.Outcome(), c.Want), c.ID+": "+clip(e.Data, 300))
 		}
-		for _, problem := range eventProblems(e, c, h.Config.EnterpriseID) {
-			t.Errorf("%s: %s event: %s", c.ID, e.Outcome(), problem)
+		for _, p := range eventProblems(e, c, h.Config.EnterpriseID) {
+			problems.add(fmt.Sprintf("%s event: %s", e.Outcome(), p.kind), c.ID+": "+p.detail)
 		}
 	}
+	problems.report(t)
 	if len(missing) > 0 {
 		t.Errorf("%d of %d commands have no terminal event after %v, e.g. %v", len(missing), len(ids), timeout, first(missing, 5))
 	}
@@ -131,38 +135,65 @@ func (h *Harness) limit(ent string) float64 {
 	return h.Opts.Rate
 }
 
+type problem struct{ kind, detail string }
+
 // eventProblems lists what a terminal event lacks.
-func eventProblems(e Event, c Command, defaultEnterprise string) []string {
-	var out []string
+func eventProblems(e Event, c Command, defaultEnterprise string) []problem {
+	var out []problem
 	for _, k := range []string{"commandId", "enterpriseId", "meetingRoomNumber", "attempts", "occurredAt"} {
 		if _, ok := e.Fields[k]; !ok {
-			out = append(out, "no "+k)
+			out = append(out, problem{"no " + k, ""})
 		}
 	}
 	if _, ok := e.Fields["attempts"].(float64); !ok && e.Fields["attempts"] != nil {
-		out = append(out, fmt.Sprintf("attempts is %T", e.Fields["attempts"]))
+		out = append(out, problem{"attempts not a number", fmt.Sprintf("%T", e.Fields["attempts"])})
 	}
 	if s, _ := e.Fields["occurredAt"].(string); s != "" {
 		if _, err := time.Parse(time.RFC3339Nano, s); err != nil {
-			out = append(out, "occurredAt is not RFC 3339: "+s)
+			out = append(out, problem{"occurredAt not RFC 3339", s})
 		}
 	}
 	if e.Outcome() != "created" {
 		if _, ok := e.Fields["command"]; !ok {
-			out = append(out, "no command")
+			out = append(out, problem{"no command", ""})
 		}
 	}
 	if c.Meeting != "" && e.Fields["meetingRoomNumber"] != c.Meeting {
-		out = append(out, fmt.Sprintf("meetingRoomNumber %v, the command gave %q", e.Fields["meetingRoomNumber"], c.Meeting))
+		out = append(out, problem{"meetingRoomNumber is not the command's",
+			fmt.Sprintf("%q, the command gave %q", e.Fields["meetingRoomNumber"], c.Meeting)})
 	}
 	want := c.Enterprise
 	if want == "" {
 		want = defaultEnterprise
 	}
 	if e.Fields["enterpriseId"] != want {
-		out = append(out, fmt.Sprintf("enterpriseId %v, want %q", e.Fields["enterpriseId"], want))
+		out = append(out, problem{"enterpriseId is not the command's (or the default tenant)",
+			fmt.Sprintf("%q, want %q", e.Fields["enterpriseId"], want)})
 	}
 	return out
+}
+
+// grouped collects violations by kind.
+type grouped struct {
+	order []string
+	by    map[string][]string
+}
+
+func newGrouped() *grouped { return &grouped{by: map[string][]string{}} }
+
+func (g *grouped) add(kind, example string) {
+	if _, ok := g.by[kind]; !ok {
+		g.order = append(g.order, kind)
+	}
+	g.by[kind] = append(g.by[kind], example)
+}
+
+// report makes one test error per kind, with the count and three examples.
+func (g *grouped) report(t interface{ Errorf(string, ...any) }) {
+	for _, kind := range g.order {
+		ex := g.by[kind]
+		t.Errorf("%d commands: %s; e.g.\n    %s", len(ex), kind, strings.Join(ex[:min(3, len(ex))], "\n    "))
+	}
 }
 
 // report gathers the figures.

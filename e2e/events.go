@@ -169,13 +169,22 @@ func (l *EventLog) Ended(ids []string) int {
 	return n
 }
 
-// AwaitEnded waits up to d until every command has a terminal event; it
-// returns how many have one.
+// AwaitEnded waits up to d until every command has a terminal event, and gives
+// up early when no command ended for StallTimeout; it returns how many have one.
 func (l *EventLog) AwaitEnded(ids []string, d time.Duration) int {
-	n := 0
-	until(d, 100*time.Millisecond, func() bool { n = l.Ended(ids); return n == len(ids) })
+	n, progress := 0, time.Now()
+	until(d, 100*time.Millisecond, func() bool {
+		if m := l.Ended(ids); m != n {
+			n, progress = m, time.Now()
+		}
+		return n == len(ids) || time.Since(progress) > StallTimeout
+	})
 	return n
 }
+
+// StallTimeout is how long AwaitEnded waits without any command ending: longer
+// than any quiet spell of a healthy run (an outage, a probe interval).
+var StallTimeout = 75 * time.Second
 
 // AwaitQuiet waits until no event arrived for quiet (at most d), so that a
 // late duplicate is seen before the check.
