@@ -203,6 +203,9 @@ func (h *Harness) report() *Report {
 		SandboxWindow: map[string]int{}, SentWindow: map[string]int{}, Limits: map[string]float64{}, APICalls: map[string]int{}, Answers: st.ByAnswer,
 		Injected: h.Proxy.Injected(), TokenIssues: st.TokenIssues, DuplicateCreates: st.DuplicateCreates,
 		CreatedBy: map[string]int{}}
+	for _, o := range h.Proxy.Outages() {
+		r.Outages = append(r.Outages, fmt.Sprintf("%v outage: %d calls during it %s", o.Until.Sub(o.From), o.Total(), kv(o.Calls())))
+	}
 	byCmd := h.Events.ByCommand()
 	var lastEnd, lastCreated time.Time
 	for _, c := range h.Commands {

@@ -146,6 +146,13 @@ func (p *FaultProxy) Watch(f func(remoteAddr, meeting string)) {
 	p.mu.Unlock()
 }
 
+// Outages are the outages started so far.
+func (p *FaultProxy) Outages() []*OutageWindow {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]*OutageWindow(nil), p.outages...)
+}
+
 // Arrivals are the dynamicGroup requests seen so far.
 func (p *FaultProxy) Arrivals() []Arrival {
 	p.mu.Lock()

@@ -12,11 +12,12 @@ func TestNATSServerRestart(t *testing.T) {
 	h := New(t, Options{Nodes: 1, Workers: 3, Seed: 5})
 	h.Publish(Commands("natsrestart", "", pick(300, 1500)))
 	h.AwaitCreated(60, time.Minute)
+	createdAt := h.CreatedCount()
 	h.NATS.KillNode(0)
 	down := time.Now()
 	h.NATS.StartNode(0)
 	h.NATS.AwaitJetStream(60 * time.Second)
-	h.Note("server killed after %d created, back after %v", h.CreatedCount(), time.Since(down).Round(100*time.Millisecond))
+	h.Note("server killed (SIGKILL) after %d created, JetStream back after %v", createdAt, time.Since(down).Round(100*time.Millisecond))
 	h.Check(pick(3*time.Minute, 10*time.Minute))
 }
 
@@ -32,12 +33,13 @@ func TestClusterNodeRestart(t *testing.T) {
 	if leader < 0 {
 		leader = 0
 	}
+	createdAt := h.CreatedCount()
 	h.NATS.StopNode(leader)
 	stopped := time.Now()
 	until(10*time.Second, 100*time.Millisecond, func() bool { return time.Since(stopped) >= 10*time.Second })
 	h.NATS.StartNode(leader)
-	h.Note("node %s (commands leader) stopped for %v after %d created", h.NATS.Nodes[leader].Name,
-		time.Since(stopped).Round(100*time.Millisecond), h.CreatedCount())
+	h.Note("node %s (commands leader) stopped for %v after %d created; %d created while it was down", h.NATS.Nodes[leader].Name,
+		time.Since(stopped).Round(100*time.Millisecond), createdAt, h.Events.CreatedBetween(stopped, time.Now()))
 	h.Check(pick(3*time.Minute, 10*time.Minute))
 }
 
@@ -56,6 +58,7 @@ func TestClusterPartition(t *testing.T) {
 	}
 	before := time.Now()
 	createdBefore := h.Events.CreatedBetween(h.Started, before)
+	h.Note("isolating %s, the commands stream's leader, after %d created", h.NATS.Nodes[leader].Name, createdBefore)
 	h.NATS.Isolate(leader)
 	until(cut+time.Second, 100*time.Millisecond, func() bool { return time.Since(before) >= cut })
 	h.NATS.Rejoin(leader)

@@ -25,6 +25,7 @@ type Report struct {
 	TokenIssues                  int
 	DuplicateCreates             []string
 	Wall, CreatedSpan            time.Duration
+	Outages                      []string // calls during each outage
 	Notes                        []string
 }
 
@@ -55,6 +56,9 @@ func (r *Report) Log(t testing.TB) {
 		len(r.DuplicateCreates), r.NonJSON, r.Throughput(), r.Wall.Round(100*time.Millisecond))
 	if len(r.CreatedBy) > 1 {
 		fmt.Fprintf(&b, "; created by enterprise %s", kv(r.CreatedBy))
+	}
+	for _, o := range r.Outages {
+		fmt.Fprintf(&b, "\n  %s", o)
 	}
 	for _, n := range r.Notes {
 		fmt.Fprintf(&b, "\n  %s", n)

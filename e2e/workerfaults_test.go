@@ -49,6 +49,7 @@ func TestWholeClusterRestart(t *testing.T) {
 	h := New(t, Options{Nodes: 3, Workers: 3, Seed: 11})
 	h.Publish(Commands("clusterrestart", "", pick(300, 1500)))
 	h.AwaitCreated(60, time.Minute)
+	createdAt := h.CreatedCount()
 	for i := range h.NATS.Nodes {
 		h.NATS.StopNode(i)
 	}
@@ -57,6 +58,6 @@ func TestWholeClusterRestart(t *testing.T) {
 		h.NATS.StartNode(i)
 	}
 	h.NATS.AwaitJetStream(90 * time.Second)
-	h.Note("cluster stopped after %d created, JetStream back after %v", h.CreatedCount(), time.Since(down).Round(100*time.Millisecond))
+	h.Note("cluster stopped after %d created, JetStream back after %v", createdAt, time.Since(down).Round(100*time.Millisecond))
 	h.Check(pick(4*time.Minute, 10*time.Minute))
 }
