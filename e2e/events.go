@@ -60,6 +60,7 @@ type EventLog struct {
 	events []Event
 	last   uint64
 	err    error
+	live   bool // a consumer was created
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -106,6 +107,9 @@ func (l *EventLog) read(ctx context.Context, js jetstream.JetStream) error {
 	if err != nil {
 		return err
 	}
+	l.mu.Lock()
+	l.live = true
+	l.mu.Unlock()
 	defer it.Stop()
 	go func() { <-ctx.Done(); it.Stop() }()
 	for {
@@ -129,6 +133,13 @@ func (l *EventLog) read(ctx context.Context, js jetstream.JetStream) error {
 		}
 		l.mu.Unlock()
 	}
+}
+
+// Live reports whether the log follows the stream (a consumer was created).
+func (l *EventLog) Live() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.live
 }
 
 // Events returns the events read so far.

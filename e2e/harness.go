@@ -131,6 +131,9 @@ func New(t *testing.T, opts Options) *Harness {
 	}
 	h.Pub = AwaitStream(t, h.JS, 90*time.Second)
 	h.Events = FollowEvents(t, h.JS)
+	if !until(60*time.Second, 100*time.Millisecond, h.Events.Live) {
+		t.Fatalf("cannot follow the events stream: %v", h.Events.err)
+	}
 	h.AwaitReady(90 * time.Second)
 	return h
 }
@@ -176,13 +179,24 @@ func (h *Harness) WorkerAt(remoteAddr string) *Worker {
 	return nil
 }
 
-// AwaitCreated waits up to d until at least n of the published commands were
-// created; it fails the test otherwise.
+// AwaitCreated waits up to d until the sandbox created groups n times (the
+// moment to inject a fault "mid-run"); it fails the test otherwise.
 func (h *Harness) AwaitCreated(n int, d time.Duration) {
 	h.T.Helper()
-	if !until(d, 100*time.Millisecond, func() bool { return h.CreatedCount() >= n }) {
-		h.T.Fatalf("only %d of %d commands created after %v", h.CreatedCount(), n, d)
+	if !until(d, 50*time.Millisecond, func() bool { return h.APICreated() >= n }) {
+		h.T.Fatalf("only %d of %d groups created at the sandbox after %v", h.APICreated(), n, d)
 	}
+}
+
+// APICreated is how many creates the sandbox answered 200.
+func (h *Harness) APICreated() int {
+	n := 0
+	for _, r := range h.Sandbox.Requests() {
+		if r.Endpoint == "dynamicGroup" && r.Status == 200 {
+			n++
+		}
+	}
+	return n
 }
 
 // CreatedCount is how many created events the log holds.

@@ -12,7 +12,7 @@ func TestNATSServerRestart(t *testing.T) {
 	h := New(t, Options{Nodes: 1, Workers: 3, Seed: 5})
 	h.Publish(Commands("natsrestart", "", pick(300, 1500)))
 	h.AwaitCreated(60, time.Minute)
-	createdAt := h.CreatedCount()
+	createdAt := h.APICreated()
 	h.NATS.KillNode(0)
 	down := time.Now()
 	h.NATS.StartNode(0)
@@ -33,7 +33,7 @@ func TestClusterNodeRestart(t *testing.T) {
 	if leader < 0 {
 		leader = 0
 	}
-	createdAt := h.CreatedCount()
+	createdAt := h.APICreated()
 	h.NATS.StopNode(leader)
 	stopped := time.Now()
 	until(10*time.Second, 100*time.Millisecond, func() bool { return time.Since(stopped) >= 10*time.Second })

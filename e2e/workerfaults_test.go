@@ -17,7 +17,7 @@ func TestWorkerKilledMidRun(t *testing.T) {
 	w := h.Workers[0]
 	w.Signal(syscall.SIGKILL)
 	w.Wait(10 * time.Second)
-	killedAt := h.CreatedCount()
+	killedAt := h.APICreated()
 	w.Restart(t)
 	h.Note("worker 0 killed (SIGKILL) after %d created, started again", killedAt)
 	h.Check(pick(3*time.Minute, 10*time.Minute))
@@ -49,7 +49,7 @@ func TestWholeClusterRestart(t *testing.T) {
 	h := New(t, Options{Nodes: 3, Workers: 3, Seed: 11})
 	h.Publish(Commands("clusterrestart", "", pick(300, 1500)))
 	h.AwaitCreated(60, time.Minute)
-	createdAt := h.CreatedCount()
+	createdAt := h.APICreated()
 	for i := range h.NATS.Nodes {
 		h.NATS.StopNode(i)
 	}
