@@ -195,7 +195,7 @@ func (l *EventLog) AwaitEnded(ids []string, d time.Duration) int {
 
 // StallTimeout is how long AwaitEnded waits without any command ending: longer
 // than any quiet spell of a healthy run (an outage, a probe interval).
-var StallTimeout = 75 * time.Second
+var StallTimeout = 45 * time.Second
 
 // AwaitQuiet waits until no event arrived for quiet (at most d), so that a
 // late duplicate is seen before the check.
