@@ -74,7 +74,8 @@ func (h *Harness) Check(timeout time.Duration) *Report {
 	}
 	problems.report(t)
 	if len(missing) > 0 {
-		t.Errorf("%d of %d commands have no terminal event after %v, e.g. %v", len(missing), len(ids), timeout, first(missing, 5))
+		t.Errorf("%d of %d commands have no terminal event (waited at most %v, or %v without any command ending), e.g. %v",
+			len(missing), len(ids), timeout, StallTimeout, first(missing, 5))
 	}
 	for _, e := range h.Events.Events() {
 		if e.ParseErr != nil {

@@ -215,13 +215,14 @@ func (p *FaultProxy) noteSecret(s string) {
 	p.mu.Unlock()
 }
 
-// draw returns a uniform number in [0,1) and a jitter in [0,j).
+// draw returns a uniform number in [0,1) from the seeded RNG.
 func (p *FaultProxy) draw() float64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.rng.Float64()
 }
 
+// jitter is base plus a uniform random duration in [0,j).
 func (p *FaultProxy) jitter(base, j time.Duration) time.Duration {
 	if j <= 0 {
 		return base

@@ -23,7 +23,7 @@ var knownFailures = map[string]string{
 	"TestBadInputAtVolume":          "an oversized command's failed event exceeds the NATS payload limit and is retried forever (4 of 182 never end); invalid commands' events carry empty meetingRoomNumber and enterpriseId",
 	"TestSIGTERMWhileProbing":       "a replica stopped while probing leaves its probe claim (one minute): the meetings' commands were created 60 s after the start, bound 25 s",
 	"TestNATSServerRestart":         "the limiter's in-memory bucket is gone after the server restart and no grant is given: 224 of 300 never end; nats.go prints plain 'slow consumer' lines",
-	"TestClusterNodeRestart":        "nats.go prints plain 'slow consumer' lines into the JSON log when the commands leader stops",
+	"TestClusterNodeRestart":        "nats.go prints plain 'slow consumer' lines into the JSON log when the commands leader stops (and 21 calls were sent in one second during the failover)",
 	"TestNetworkJitter":             "grants are spaced for 25 ms of delay variation; 0-50 ms of jitter on the way in puts 21 calls in one second at the API (20 as sent), with 429 answers",
 	"TestGatewayTimeoutAfterCommit": "a 504 after the create is not an unknown outcome: 17 of 400 failed.already_open",
 }
