@@ -1,0 +1,279 @@
+package e2e
+
+import (
+	"fmt"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/xygroup/xygroup/xylink/sandbox"
+)
+
+// Note adds a line of the scenario's own figures to the summary Check prints.
+func (h *Harness) Note(format string, args ...any) {
+	h.notes = append(h.notes, fmt.Sprintf(format, args...))
+}
+
+// Check awaits the end of every published command (at most timeout) and checks
+// the contract from outside; every violation is a test error. It prints the
+// scenario's figures in one block and returns them.
+//
+//   - exactly one terminal event per command, of the expected outcome, with
+//     commandId, enterpriseId, meetingRoomNumber, attempts and occurredAt (and
+//     command on failures), naming the command's meeting and enterprise;
+//   - no event for a command never published, every event JSON;
+//   - no meeting created twice at the sandbox;
+//   - per enterprise, at most its rate of dynamicGroup calls in any sliding
+//     second at the API (the sandbox's arrivals plus the calls the fault proxy
+//     answered itself);
+//   - no secret in any worker log, every worker log line JSON;
+//   - no worker or NATS node exited without the suite asking.
+func (h *Harness) Check(timeout time.Duration) *Report {
+	t := h.T
+	t.Helper()
+	ids := IDs(h.Commands)
+	ended := h.Events.AwaitEnded(ids, timeout)
+	h.Events.AwaitQuiet(2*time.Second, 30*time.Second)
+	r := h.report()
+	r.Ended = ended
+
+	// One terminal event per command, of the expected outcome and shape. The
+	// violations are grouped by kind: one error per kind, with a count and
+	// examples.
+	byCmd := h.Events.ByCommand()
+	known := map[string]bool{}
+	problems := newGrouped()
+	var missing []string
+	for _, c := range h.Commands {
+		known[c.ID] = true
+		var terms []Event
+		for _, e := range byCmd[c.ID] {
+			if e.Terminal() {
+				terms = append(terms, e)
+			}
+		}
+		switch {
+		case len(terms) == 0:
+			missing = append(missing, c.ID)
+			continue
+		case len(terms) > 1:
+			outs := make([]string, len(terms))
+			for i, e := range terms {
+				outs[i] = fmt.Sprintf("%s@%d", e.Outcome(), e.Seq)
+			}
+			problems.add(fmt.Sprintf("%d terminal events", len(terms)), fmt.Sprintf("%s %v", c.ID, outs))
+		}
+		e := terms[0]
+		if c.Want != "" && e.Outcome() != c.Want {
+			problems.add(fmt.Sprintf("ended %s, want %s", e.Outcome(), c.Want), c.ID+": "+clip(e.Data, 300))
+		}
+		for _, p := range eventProblems(e, c, h.Config.EnterpriseID) {
+			problems.add(fmt.Sprintf("%s event: %s", e.Outcome(), p.kind), c.ID+": "+p.detail)
+		}
+	}
+	problems.report(t)
+	if len(missing) > 0 {
+		t.Errorf("%d of %d commands have no terminal event (waited at most %v, or %v without any command ending), e.g. %v",
+			len(missing), len(ids), timeout, StallTimeout, first(missing, 5))
+	}
+	for _, e := range h.Events.Events() {
+		if e.ParseErr != nil {
+			t.Errorf("event %d on %s is not JSON: %v", e.Seq, e.Subject, e.ParseErr)
+		} else if !known[e.CommandID()] {
+			t.Errorf("event %d on %s for a command never published: %q", e.Seq, e.Subject, e.CommandID())
+		}
+	}
+
+	// The API side.
+	if len(r.DuplicateCreates) > 0 {
+		t.Errorf("meetings created more than once (a command sent again after it succeeded): %v", first(r.DuplicateCreates, 10))
+	}
+	for ent, n := range r.MaxWindow {
+		if limit := h.limit(ent); float64(n) > limit {
+			t.Errorf("enterprise %s: %d dynamicGroup calls in one sliding second at the API, limit %g", ent, n, limit)
+		}
+	}
+
+	// The workers' logs and processes.
+	for _, w := range h.Workers {
+		name := filepath.Base(w.LogPath)
+		if found, err := SecretsIn(w.LogPath, append(h.Secrets, h.Proxy.Secrets()...)); err != nil {
+			t.Errorf("%s: %v", name, err)
+		} else if len(found) > 0 {
+			red := make([]string, len(found))
+			for i, s := range found {
+				red[i] = redact(s)
+			}
+			t.Errorf("%s: %d secrets printed: %v", name, len(found), red)
+		}
+		lines, n, err := NonJSONLines(w.LogPath, 5)
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+		if n > 0 {
+			r.NonJSON += n
+			t.Errorf("%s: %d log lines are not JSON, e.g.\n  %s", name, n, strings.Join(lines, "\n  "))
+		}
+		for _, x := range w.UnexpectedExits() {
+			t.Errorf("%s", x)
+		}
+	}
+	if h.NATS != nil {
+		for _, x := range h.NATS.UnexpectedExits() {
+			t.Errorf("%s", x)
+		}
+	}
+	r.Notes = h.notes
+	r.Log(t)
+	return r
+}
+
+func (h *Harness) limit(ent string) float64 {
+	if l, ok := h.Rates[ent]; ok {
+		return l
+	}
+	return h.Opts.Rate
+}
+
+type problem struct{ kind, detail string }
+
+// eventProblems lists what a terminal event lacks.
+func eventProblems(e Event, c Command, defaultEnterprise string) []problem {
+	var out []problem
+	for _, k := range []string{"commandId", "enterpriseId", "meetingRoomNumber", "attempts", "occurredAt"} {
+		if _, ok := e.Fields[k]; !ok {
+			out = append(out, problem{"no " + k, ""})
+		}
+	}
+	if _, ok := e.Fields["attempts"].(float64); !ok && e.Fields["attempts"] != nil {
+		out = append(out, problem{"attempts not a number", fmt.Sprintf("%T", e.Fields["attempts"])})
+	}
+	if s, _ := e.Fields["occurredAt"].(string); s != "" {
+		if _, err := time.Parse(time.RFC3339Nano, s); err != nil {
+			out = append(out, problem{"occurredAt not RFC 3339", s})
+		}
+	}
+	if e.Outcome() != "created" {
+		if _, ok := e.Fields["command"]; !ok {
+			out = append(out, problem{"no command", ""})
+		}
+	}
+	if c.Meeting != "" && e.Fields["meetingRoomNumber"] != c.Meeting {
+		out = append(out, problem{"meetingRoomNumber is not the command's",
+			fmt.Sprintf("%q, the command gave %q", e.Fields["meetingRoomNumber"], c.Meeting)})
+	}
+	want := c.Enterprise
+	if want == "" {
+		want = defaultEnterprise
+	}
+	if e.Fields["enterpriseId"] != want {
+		out = append(out, problem{"enterpriseId is not the command's (or the default tenant)",
+			fmt.Sprintf("%q, want %q", e.Fields["enterpriseId"], want)})
+	}
+	return out
+}
+
+// grouped collects violations by kind.
+type grouped struct {
+	order []string
+	by    map[string][]string
+}
+
+func newGrouped() *grouped { return &grouped{by: map[string][]string{}} }
+
+func (g *grouped) add(kind, example string) {
+	if _, ok := g.by[kind]; !ok {
+		g.order = append(g.order, kind)
+	}
+	g.by[kind] = append(g.by[kind], example)
+}
+
+// report makes one test error per kind, with the count and three examples.
+func (g *grouped) report(t interface{ Errorf(string, ...any) }) {
+	for _, kind := range g.order {
+		ex := g.by[kind]
+		t.Errorf("%d commands: %s; e.g.\n    %s", len(ex), kind, strings.Join(ex[:min(3, len(ex))], "\n    "))
+	}
+}
+
+// report gathers the figures.
+func (h *Harness) report() *Report {
+	st := h.Sandbox.Stats()
+	r := &Report{Name: h.T.Name(), Commands: len(h.Commands), Failed: map[string]int{}, MaxWindow: map[string]int{},
+		SandboxWindow: map[string]int{}, SentWindow: map[string]int{}, Limits: map[string]float64{}, APICalls: map[string]int{}, Answers: st.ByAnswer,
+		Injected: h.Proxy.Injected(), TokenIssues: st.TokenIssues, DuplicateCreates: st.DuplicateCreates,
+		CreatedBy: map[string]int{}}
+	for _, o := range h.Proxy.Outages() {
+		r.Outages = append(r.Outages, fmt.Sprintf("%v outage: %d calls during it %s", o.Until.Sub(o.From), o.Total(), kv(o.Calls())))
+	}
+	byCmd := h.Events.ByCommand()
+	var lastEnd, lastCreated time.Time
+	for _, c := range h.Commands {
+		for _, e := range byCmd[c.ID] {
+			if !e.Terminal() {
+				r.Waiting++
+				continue
+			}
+			if e.Stored.After(lastEnd) {
+				lastEnd = e.Stored
+			}
+			if e.Outcome() == "created" {
+				r.Created++
+				ent, _ := e.Fields["enterpriseId"].(string)
+				r.CreatedBy[ent]++
+				if e.Fields["reconciled"] == true {
+					r.Reconciled++
+				}
+				if e.Stored.After(lastCreated) {
+					lastCreated = e.Stored
+				}
+			} else {
+				r.Failed[strings.TrimPrefix(e.Outcome(), "failed.")]++
+			}
+			break
+		}
+	}
+	if !lastEnd.IsZero() {
+		r.Wall = lastEnd.Sub(h.Started)
+	}
+	if !lastCreated.IsZero() {
+		r.CreatedSpan = lastCreated.Sub(h.Started)
+	}
+	// The API: the sandbox's arrivals, plus calls the proxy answered itself.
+	api := h.Sandbox.DynamicGroupArrivals()
+	for ent, ts := range api {
+		r.SandboxWindow[ent] = sandbox.MaxInWindow(ts, time.Second)
+	}
+	sent := map[string][]time.Time{}
+	for _, a := range h.Proxy.Arrivals() {
+		r.APICalls[a.EnterpriseID]++
+		sent[a.EnterpriseID] = append(sent[a.EnterpriseID], a.Sent)
+		if !a.Forwarded {
+			api[a.EnterpriseID] = append(api[a.EnterpriseID], a.At)
+		}
+	}
+	for ent, ts := range api {
+		r.MaxWindow[ent] = sandbox.MaxInWindow(ts, time.Second)
+		r.Limits[ent] = h.limit(ent)
+	}
+	for ent, ts := range sent {
+		r.SentWindow[ent] = sandbox.MaxInWindow(ts, time.Second)
+	}
+	return r
+}
+
+func first(s []string, n int) []string {
+	sort.Strings(s)
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+func clip(b []byte, n int) string {
+	if len(b) > n {
+		return string(b[:n]) + "…"
+	}
+	return string(b)
+}

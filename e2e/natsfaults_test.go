@@ -1,0 +1,80 @@
+package e2e
+
+import (
+	"testing"
+	"time"
+)
+
+// A single external nats-server killed (SIGKILL) mid-run and started again on
+// the same store: the run completes, no worker exits.
+func TestNATSServerRestart(t *testing.T) {
+	knownFailure(t)
+	h := New(t, Options{Nodes: 1, Workers: 3, Seed: 5})
+	h.Publish(Commands("natsrestart", "", pick(300, 1500)))
+	h.AwaitCreated(60, time.Minute)
+	createdAt := h.APICreated()
+	h.NATS.KillNode(0)
+	down := time.Now()
+	h.NATS.StartNode(0)
+	h.NATS.AwaitJetStream(60 * time.Second)
+	h.Note("server killed (SIGKILL) after %d created, JetStream back after %v", createdAt, time.Since(down).Round(100*time.Millisecond))
+	h.Check(pick(3*time.Minute, 10*time.Minute))
+}
+
+// One node of a three-node cluster (the commands stream's leader) stopped and
+// started again mid-run, streams at R3: every command ends once, every log
+// line is JSON.
+func TestClusterNodeRestart(t *testing.T) {
+	knownFailure(t)
+	h := New(t, Options{Nodes: 3, Workers: 3, Seed: 7})
+	h.Publish(Commands("noderestart", "", pick(300, 1500)))
+	h.AwaitCreated(60, time.Minute)
+	leader := h.NATS.StreamLeader(h.JS, StreamCommands)
+	if leader < 0 {
+		leader = 0
+	}
+	createdAt := h.APICreated()
+	h.NATS.StopNode(leader)
+	stopped := time.Now()
+	until(10*time.Second, 100*time.Millisecond, func() bool { return time.Since(stopped) >= 10*time.Second })
+	h.NATS.StartNode(leader)
+	h.Note("node %s (commands leader) stopped for %v after %d created; %d created while it was down", h.NATS.Nodes[leader].Name,
+		time.Since(stopped).Round(100*time.Millisecond), createdAt, h.Events.CreatedBetween(stopped, time.Now()))
+	h.Check(pick(3*time.Minute, 10*time.Minute))
+}
+
+// The node that leads the commands stream cut off from the other two (routes
+// blackholed) and rejoining, streams at R3, three workers: no duplicate create,
+// every command ends once; created/s during and after the partition.
+func TestClusterPartition(t *testing.T) {
+	knownFailure(t)
+	cut := pick(15*time.Second, 30*time.Second)
+	h := New(t, Options{Nodes: 3, Workers: 3, Seed: 8})
+	h.Publish(Commands("partition", "", pick(400, 2000)))
+	h.AwaitCreated(40, time.Minute)
+	leader := h.NATS.StreamLeader(h.JS, StreamCommands)
+	if leader < 0 {
+		t.Fatal("no leader for the commands stream")
+	}
+	before := time.Now()
+	createdBefore := h.Events.CreatedBetween(h.Started, before)
+	h.Note("isolating %s, the commands stream's leader, after %d created", h.NATS.Nodes[leader].Name, createdBefore)
+	h.NATS.Isolate(leader)
+	until(cut+time.Second, 100*time.Millisecond, func() bool { return time.Since(before) >= cut })
+	h.NATS.Rejoin(leader)
+	healed := time.Now()
+	r := h.Check(pick(4*time.Minute, 10*time.Minute))
+	during := h.Events.CreatedBetween(before, healed)
+	after := h.Events.CreatedBetween(healed, healed.Add(time.Hour))
+	afterSpan := r.Wall - healed.Sub(h.Started)
+	t.Logf("partition of %s for %v: %.1f created/s before (%d), %.1f created/s during (%d), %.1f created/s after (%d in %v)",
+		h.NATS.Nodes[leader].Name, cut, rate(createdBefore, before.Sub(h.Started)), createdBefore,
+		rate(during, healed.Sub(before)), during, rate(after, afterSpan), after, afterSpan.Round(100*time.Millisecond))
+}
+
+func rate(n int, d time.Duration) float64 {
+	if d <= 0 {
+		return 0
+	}
+	return float64(n) / d.Seconds()
+}

@@ -1,0 +1,47 @@
+package e2e
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// socketOwner finds which of pids holds the loopback TCP socket whose local
+// address is addr (a client's side, as a server sees it in RemoteAddr). Linux
+// only: it reads /proc/net/tcp and the processes' file descriptors.
+func socketOwner(addr string, pids []int) (int, error) {
+	_, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return 0, err
+	}
+	port, _ := strconv.Atoi(portStr)
+	b, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		return 0, err
+	}
+	local := fmt.Sprintf("0100007F:%04X", port)
+	inode := ""
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) >= 10 && f[1] == local {
+			inode = f[9]
+			break
+		}
+	}
+	if inode == "" || inode == "0" {
+		return 0, fmt.Errorf("no socket with local address %s", addr)
+	}
+	want := "socket:[" + inode + "]"
+	for _, pid := range pids {
+		fds, _ := filepath.Glob(fmt.Sprintf("/proc/%d/fd/*", pid))
+		for _, fd := range fds {
+			if l, err := os.Readlink(fd); err == nil && l == want {
+				return pid, nil
+			}
+		}
+	}
+	return 0, fmt.Errorf("no process of %v holds %s", pids, addr)
+}
