@@ -167,7 +167,13 @@ func peekFields(raw []byte) peeked {
 	dec.UseNumber()
 	var m map[string]any
 	if dec.Decode(&m) != nil {
-		return peeked{}
+		// Raw control characters inside strings are the commonest way a
+		// command fails to be JSON: read it again with them escaped.
+		dec = json.NewDecoder(bytes.NewReader(escapeControlsInStrings(raw)))
+		dec.UseNumber()
+		if m = nil; dec.Decode(&m) != nil {
+			return peeked{}
+		}
 	}
 	text := func(key string) string {
 		switch v := m[key].(type) {
@@ -185,6 +191,30 @@ func peekFields(raw []byte) peeked {
 	p.enterpriseID = cutUTF8(text("enterpriseId"), maxPeekedBytes)
 	p.meetingRoomNumber = cutUTF8(text("meetingRoomNumber"), maxPeekedBytes)
 	return p
+}
+
+// escapeControlsInStrings returns raw with every control byte inside a JSON
+// string written as a \u escape, leaving everything else as it is.
+func escapeControlsInStrings(raw []byte) []byte {
+	out := make([]byte, 0, len(raw)+64)
+	inString, escaped := false, false
+	for _, b := range raw {
+		switch {
+		case !inString:
+			inString = b == '"'
+		case escaped:
+			escaped = false
+		case b == '\\':
+			escaped = true
+		case b == '"':
+			inString = false
+		case b < 0x20:
+			out = fmt.Appendf(out, `\u%04x`, b)
+			continue
+		}
+		out = append(out, b)
+	}
+	return out
 }
 
 // cutUTF8 cuts s to at most n bytes without splitting a character.

@@ -57,6 +57,8 @@ func TestInvalidCommandKeepsItsFields(t *testing.T) {
 			want{"4242", "m-idnum", wt.Enterprise}},
 		{"trailing data", `{"commandId":"c-two","meetingRoomNumber":"m-two"} {"meetingRoomNumber":"other"}`,
 			want{"c-two", "m-two", wt.Enterprise}},
+		{"raw control characters in a string", "{\"commandId\":\"c-ctl\",\"meetingRoomNumber\":\"m-ctl\",\"groupName\":\"a\x07\x00\nb\"}",
+			want{"c-ctl", "m-ctl", wt.Enterprise}},
 		{"not UTF-8 elsewhere", "{\"commandId\":\"c-utf8\",\"meetingRoomNumber\":\"m-utf8\",\"groupName\":\"\xff\xfe\"}",
 			want{"c-utf8", "m-utf8", wt.Enterprise}},
 		{"larger than the command limit", `{"commandId":"c-large","meetingRoomNumber":"m-large","groupName":"` + strings.Repeat("x", worker.MaxCommandBytes) + `"}`,
