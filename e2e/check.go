@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
+	"net/http"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -35,6 +37,13 @@ func (h *Harness) Check(timeout time.Duration) *Report {
 	ids := IDs(h.Commands)
 	ended := h.Events.AwaitEnded(ids, timeout)
 	h.Events.AwaitQuiet(2*time.Second, 30*time.Second)
+	// A command whose settling failed (an ack or a record lost in a fault)
+	// comes back after AckWait: wait for that before counting API calls.
+	if h.NATS != nil || len(h.Workers) > 0 {
+		if pending := h.awaitSettled(time.Minute); pending != "" {
+			t.Errorf("the workers' consumer did not settle within a minute after every command ended: %s", pending)
+		}
+	}
 	r := h.report()
 	r.Ended = ended
 
@@ -88,6 +97,10 @@ func (h *Harness) Check(timeout time.Duration) *Report {
 	// The API side.
 	if len(r.DuplicateCreates) > 0 {
 		t.Errorf("meetings created more than once (a command sent again after it succeeded): %v", first(r.DuplicateCreates, 10))
+	}
+	if len(r.ResentAfterSuccess) > 0 {
+		t.Errorf("%d commands sent again after their create succeeded (200, then more calls for the same meeting): %v",
+			len(r.ResentAfterSuccess), first(r.ResentAfterSuccess, 10))
 	}
 	for ent, n := range r.MaxWindow {
 		if limit := h.limit(ent); float64(n) > limit {
@@ -197,13 +210,69 @@ func (g *grouped) report(t interface{ Errorf(string, ...any) }) {
 	}
 }
 
+// awaitSettled waits until the workers' consumer has nothing pending and
+// nothing unacknowledged, and says what is left when it does not in time.
+func (h *Harness) awaitSettled(within time.Duration) string {
+	var left string
+	until(within, 200*time.Millisecond, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		cons, err := h.JS.Consumer(ctx, StreamCommands, ConsumerWorkers)
+		if err != nil {
+			left = err.Error()
+			return false
+		}
+		info, err := cons.Info(ctx)
+		if err != nil {
+			left = err.Error()
+			return false
+		}
+		left = fmt.Sprintf("%d pending, %d unacknowledged", info.NumPending, info.NumAckPending)
+		return info.NumPending == 0 && info.NumAckPending == 0
+	})
+	if strings.HasPrefix(left, "0 pending, 0 unacknowledged") {
+		return ""
+	}
+	return left
+}
+
+// resentAfterSuccess lists the commands (each the only one of its meeting)
+// whose meeting got another dynamicGroup call after a 200: a success sent again.
+func (h *Harness) resentAfterSuccess() []string {
+	perMeeting := map[string][]string{}
+	for _, c := range h.Commands {
+		if c.Meeting != "" {
+			perMeeting[c.Meeting] = append(perMeeting[c.Meeting], c.ID)
+		}
+	}
+	succeeded := map[string]bool{}
+	again := map[string]int{}
+	for _, req := range h.Sandbox.Requests() {
+		if req.Endpoint != "dynamicGroup" || len(perMeeting[req.Meeting]) != 1 {
+			continue
+		}
+		if succeeded[req.Meeting] {
+			again[req.Meeting]++
+		}
+		if req.Status == http.StatusOK {
+			succeeded[req.Meeting] = true
+		}
+	}
+	var out []string
+	for m, n := range again {
+		out = append(out, fmt.Sprintf("%s (%d more calls)", perMeeting[m][0], n))
+	}
+	sort.Strings(out)
+	return out
+}
+
 // report gathers the figures.
 func (h *Harness) report() *Report {
 	st := h.Sandbox.Stats()
 	r := &Report{Name: h.T.Name(), Commands: len(h.Commands), Failed: map[string]int{}, MaxWindow: map[string]int{},
 		SandboxWindow: map[string]int{}, SentWindow: map[string]int{}, Limits: map[string]float64{}, APICalls: map[string]int{}, Answers: st.ByAnswer,
 		Injected: h.Proxy.Injected(), TokenIssues: st.TokenIssues, DuplicateCreates: st.DuplicateCreates,
-		CreatedBy: map[string]int{}}
+		CreatedBy: map[string]int{}, ResentAfterSuccess: h.resentAfterSuccess()}
 	for _, o := range h.Proxy.Outages() {
 		r.Outages = append(r.Outages, fmt.Sprintf("%v outage: %d calls during it %s", o.Until.Sub(o.From), o.Total(), kv(o.Calls())))
 	}

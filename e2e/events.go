@@ -22,6 +22,8 @@ const (
 	SubjectCreated  = "xylink.groups.created"
 	SubjectFailedPf = "xylink.groups.failed."
 	SubjectWaiting  = "xylink.groups.waiting"
+	// ConsumerWorkers is the workers' shared durable consumer (README, "Streams").
+	ConsumerWorkers = "xygroup-workers"
 )
 
 // Event is one message of the events stream.

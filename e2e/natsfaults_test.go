@@ -70,6 +70,12 @@ func TestClusterPartition(t *testing.T) {
 	t.Logf("partition of %s for %v: %.1f created/s before (%d), %.1f created/s during (%d), %.1f created/s after (%d in %v)",
 		h.NATS.Nodes[leader].Name, cut, rate(createdBefore, before.Sub(h.Started)), createdBefore,
 		rate(during, healed.Sub(before)), during, rate(after, afterSpan), after, afterSpan.Round(100*time.Millisecond))
+	// The two nodes left form a majority: the replicas on their side keep going
+	// (a quarter of the rate is a bound a loaded machine keeps; a stalled
+	// cluster creates nothing during the cut).
+	if min := int(0.25 * h.Opts.Rate * healed.Sub(before).Seconds()); during < min {
+		t.Errorf("%d created during the %v cut, want at least %d: the majority side stalled", during, cut, min)
+	}
 }
 
 func rate(n int, d time.Duration) float64 {

@@ -24,6 +24,7 @@ type Report struct {
 	Injected                     map[string]int // the fault proxy's faults by kind
 	TokenIssues                  int
 	DuplicateCreates             []string
+	ResentAfterSuccess           []string // commands called again after a 200
 	Wall, CreatedSpan            time.Duration
 	Outages                      []string // calls during each outage
 	Notes                        []string
@@ -52,8 +53,8 @@ func (r *Report) Log(t testing.TB) {
 	fmt.Fprintf(&b, "  max calls in a sliding second: %s\n", strings.Join(win, "; "))
 	fmt.Fprintf(&b, "  API calls %s; answers %s; 429 answers %d; 66620 answers %d; injected %s; tokens issued %d\n",
 		kv(r.APICalls), kv(r.Answers), r.Answers["429"], r.Answers["66620"], kv(r.Injected), r.TokenIssues)
-	fmt.Fprintf(&b, "  duplicate creates %d; non-JSON log lines %d; throughput %.1f created/s; wall %v",
-		len(r.DuplicateCreates), r.NonJSON, r.Throughput(), r.Wall.Round(100*time.Millisecond))
+	fmt.Fprintf(&b, "  duplicate creates %d; sent again after success %d; non-JSON log lines %d; throughput %.1f created/s; wall %v",
+		len(r.DuplicateCreates), len(r.ResentAfterSuccess), r.NonJSON, r.Throughput(), r.Wall.Round(100*time.Millisecond))
 	if len(r.CreatedBy) > 1 {
 		fmt.Fprintf(&b, "; created by enterprise %s", kv(r.CreatedBy))
 	}

@@ -442,26 +442,27 @@ func (w *Worker) apply(ctx context.Context, v verdict, d *Decoded, del *delivery
 			return
 		}
 		if !v.repeat {
-			if err := w.p.idem.finish(ctx, d.ID, v.event, body); err != nil {
-				// The event is stored; a redelivery meets 66684 after an unknown
-				// outcome and is reconciled under the same Nats-Msg-Id.
-				log.Warn().Err(err).Msg("idempotency record not written")
+			// This replica holds the answer: it keeps it until it is recorded,
+			// through a leader election or a partition, rather than let a
+			// redelivery call the API again for a command that is done.
+			err := retrySettle(ctx, log, "idempotency record not written", func(ctx context.Context) error {
+				return w.p.idem.finish(ctx, d.ID, v.event, body)
+			})
+			if err != nil {
+				// Stopping: the event is stored; a redelivery meets 66684 after an
+				// unknown outcome and is reconciled under the same Nats-Msg-Id.
+				log.Warn().Err(err).Msg("idempotency record not written before the stop")
 			}
 			w.count(v.event, d, log)
 		}
-		if err := s.ack(ctx); err != nil {
-			// The event is stored; a redelivery republishes it under the same Nats-Msg-Id.
-			log.Warn().Err(err).Msg("ack not confirmed")
-		}
+		w.ack(ctx, s, log) // unconfirmed, a redelivery republishes the recorded event under the same Nats-Msg-Id
 	case v.park && v.hold:
 		if err := w.parker.hold(ctx, d, del, v.deadline, v.parkFirst); err != nil {
 			log.Error().Err(err).Msg("could not hold the command; it stays queued")
 			_ = s.nak(time.Second)
 			return
 		}
-		if err := s.ack(ctx); err != nil {
-			log.Warn().Err(err).Msg("ack not confirmed")
-		}
+		w.ack(ctx, s, log)
 	case v.park:
 		next, err := w.parker.park(ctx, d, del, v.deadline, v.parkFirst)
 		if err != nil {
@@ -474,14 +475,48 @@ func (w *Worker) apply(ctx context.Context, v verdict, d *Decoded, del *delivery
 				log.Warn().Err(err).Msg("waiting event not published")
 			}
 		}
-		if err := s.ack(ctx); err != nil {
-			log.Warn().Err(err).Msg("ack not confirmed")
-		}
+		w.ack(ctx, s, log)
 		log.Debug().Time("nextProbeAt", next).Msg("parked until the meeting starts")
 	default:
 		if err := s.nak(v.retry); err != nil {
 			log.Warn().Err(err).Msg("nak")
 		}
+	}
+}
+
+// ack acknowledges a settled delivery, asking again while the consumer's
+// leader is away (an election, a partition healing) for up to AckWait: a
+// delivery whose ack is lost comes back after AckWait and takes a slot again.
+func (w *Worker) ack(ctx context.Context, s settler, log zerolog.Logger) {
+	actx, cancel := context.WithTimeout(ctx, w.opts.streams.withDefaults().AckWait)
+	defer cancel()
+	if err := retrySettle(actx, log, "ack not confirmed", s.ack); err != nil {
+		log.Warn().Err(err).Msg("ack not confirmed; the command comes back after the ack wait and is settled from its record")
+	}
+}
+
+// retrySettle runs a step of settling a command until it succeeds or ctx ends,
+// each try bounded, logging the first failure only.
+func retrySettle(ctx context.Context, log zerolog.Logger, what string, step func(context.Context) error) error {
+	for delay, try := 100*time.Millisecond, 1; ; try++ {
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := step(sctx)
+		cancel()
+		if err == nil {
+			if try > 1 {
+				log.Info().Int("tries", try).Msg(what + " at first; done now")
+			}
+			return nil
+		}
+		if try == 1 {
+			log.Warn().Err(err).Msg(what + "; retrying")
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 2*time.Second)
 	}
 }
 
