@@ -11,14 +11,14 @@
 //
 //	go test ./e2e -v                       # the short profile
 //	go test ./e2e -v -long                 # bigger counts
-//	go test ./e2e -v -known-failures       # also the scenarios that fail on today's code
+//	go test ./e2e -v -known-failures       # also the scenarios listed in knownFailures
 //	go test ./e2e -v -run TestSlowTokenEndpoint -known-failures
 //	go test ./e2e -v -keep-logs            # keep every scenario's logs and stores
 //	go test -short ./...                   # skips this package
 //
-// The short profile takes about three and a half minutes on a loaded two-core
-// machine (the known failures skipped), so it fits go test's default ten-minute
-// timeout inside `go test ./...`; give -long a -timeout of an hour.
+// The short profile takes about six minutes on a two-core machine, so it fits
+// go test's default ten-minute timeout inside `go test -p 1 ./...` (the README's
+// test command, which runs it alone); give -long a -timeout of an hour.
 //
 // A failed scenario keeps its directory (NATS configs, stores and logs, one
 // log per worker) and names it in the test output.
