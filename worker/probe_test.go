@@ -68,7 +68,6 @@ func TestStopDuringProbeReleasesItsClaim(t *testing.T) {
 					t.Fatalf("%d calls when the probe was claimed, want the first call only", calls)
 				}
 			}
-			second := wt.StartWorker(t, srv, c, opts...)
 			if err := first.Stop(); err != nil {
 				t.Fatal(err)
 			}
@@ -92,6 +91,9 @@ func TestStopDuringProbeReleasesItsClaim(t *testing.T) {
 				t.Errorf("%d commands maybe created, want %d", maybe, want)
 			}
 
+			// Started only now, so that the claim read above can only be the
+			// stopped replica's.
+			second := wt.StartWorker(t, srv, c, opts...)
 			sb.SetFaults(sandbox.Faults{})
 			sb.StartMeeting(meeting)
 			started := time.Now()
