@@ -98,9 +98,14 @@ func (h *Harness) Check(timeout time.Duration) *Report {
 	if len(r.DuplicateCreates) > 0 {
 		t.Errorf("meetings created more than once (a command sent again after it succeeded): %v", first(r.DuplicateCreates, 10))
 	}
-	if len(r.ResentAfterSuccess) > 0 {
-		t.Errorf("%d commands sent again after their create succeeded (200, then more calls for the same meeting): %v",
-			len(r.ResentAfterSuccess), first(r.ResentAfterSuccess, 10))
+	if n := len(r.ResentAfterSuccess); n > 0 {
+		if h.resendsExpected == "" {
+			t.Errorf("%d commands sent again after their create succeeded (200, then more calls for the same meeting): %v",
+				n, first(r.ResentAfterSuccess, 10))
+		} else if n > r.Reconciled {
+			t.Errorf("%d commands sent again after a success (%s), but only %d reconciled: %v", n, h.resendsExpected,
+				r.Reconciled, first(r.ResentAfterSuccess, 10))
+		}
 	}
 	for ent, n := range r.MaxWindow {
 		if limit := h.limit(ent); float64(n) > limit {
@@ -210,6 +215,12 @@ func (g *grouped) report(t interface{ Errorf(string, ...any) }) {
 	}
 }
 
+// ResendsExpected says why a success may be sent again in this scenario: a
+// worker that received a 200 died or lost NATS before it could record it, so
+// for the cluster the outcome is unknown. Such a resend must then be
+// reconciled (66684 → created), not reported as a failure.
+func (h *Harness) ResendsExpected(why string) { h.resendsExpected = why }
+
 // awaitSettled waits until the workers' consumer has nothing pending and
 // nothing unacknowledged, and says what is left when it does not in time.
 func (h *Harness) awaitSettled(within time.Duration) string {
@@ -237,7 +248,10 @@ func (h *Harness) awaitSettled(within time.Duration) string {
 }
 
 // resentAfterSuccess lists the commands (each the only one of its meeting)
-// whose meeting got another dynamicGroup call after a 200: a success sent again.
+// whose meeting got another dynamicGroup call after a worker had received a
+// 200 for it: a success sent again. (A 200 the proxy replaced with a gateway
+// error or a reset is an unknown outcome to the worker, and its retry is
+// allowed.)
 func (h *Harness) resentAfterSuccess() []string {
 	perMeeting := map[string][]string{}
 	for _, c := range h.Commands {
@@ -245,17 +259,19 @@ func (h *Harness) resentAfterSuccess() []string {
 			perMeeting[c.Meeting] = append(perMeeting[c.Meeting], c.ID)
 		}
 	}
+	arrivals := h.Proxy.Arrivals()
+	sort.Slice(arrivals, func(i, j int) bool { return arrivals[i].Sent.Before(arrivals[j].Sent) })
 	succeeded := map[string]bool{}
 	again := map[string]int{}
-	for _, req := range h.Sandbox.Requests() {
-		if req.Endpoint != "dynamicGroup" || len(perMeeting[req.Meeting]) != 1 {
+	for _, a := range arrivals {
+		if len(perMeeting[a.Meeting]) != 1 {
 			continue
 		}
-		if succeeded[req.Meeting] {
-			again[req.Meeting]++
+		if succeeded[a.Meeting] {
+			again[a.Meeting]++
 		}
-		if req.Status == http.StatusOK {
-			succeeded[req.Meeting] = true
+		if a.Forwarded && a.Answer == http.StatusOK {
+			succeeded[a.Meeting] = true
 		}
 	}
 	var out []string

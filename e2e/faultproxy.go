@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
@@ -67,11 +68,7 @@ type OutageWindow struct {
 func (o *OutageWindow) Calls() map[string]int {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	out := map[string]int{}
-	for k, v := range o.calls {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(o.calls)
 }
 
 // Total is the number of calls during the outage.
@@ -164,11 +161,7 @@ func (p *FaultProxy) Arrivals() []Arrival {
 func (p *FaultProxy) Injected() map[string]int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	out := map[string]int{}
-	for k, v := range p.counts {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(p.counts)
 }
 
 // Secrets are the credentials seen on the wire (bearer tokens, issued access

@@ -66,6 +66,8 @@ type Harness struct {
 	Started  time.Time
 	Commands []Command
 	notes    []string
+	// resendsExpected: why a success may be sent again here (see ResendsExpected).
+	resendsExpected string
 }
 
 // New sets a scenario up and waits until the workers created the streams.

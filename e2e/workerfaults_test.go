@@ -14,6 +14,7 @@ func TestWorkerKilledMidRun(t *testing.T) {
 	h.Proxy.SetFaults(Faults{OutLatency: 100 * time.Millisecond})
 	h.Publish(Commands("kill9", "", pick(300, 1500)))
 	h.AwaitCreated(50, time.Minute)
+	h.ResendsExpected("a worker killed after a 200 reached it and before it recorded the answer")
 	w := h.Workers[0]
 	w.Signal(syscall.SIGKILL)
 	w.Wait(10 * time.Second)
@@ -33,6 +34,7 @@ func TestWorkerCutOffFromNATS(t *testing.T) {
 	h.Proxy.SetFaults(Faults{OutLatency: 100 * time.Millisecond})
 	h.Publish(Commands("cutoff", "", pick(300, 1500)))
 	h.AwaitCreated(50, time.Minute)
+	h.ResendsExpected("a worker that received a 200 cannot record it while cut off from NATS; its command returns after AckWait")
 	w := h.Workers[0]
 	w.NATSProxy.Blackhole()
 	from := time.Now()
