@@ -3,6 +3,7 @@ package worker_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/xygroup/xygroup/worker"
 	wt "github.com/xygroup/xygroup/worker/workertest"
@@ -159,5 +162,99 @@ func TestReviewReplicaDeadInGrantWaitLeavesMaybeCreated(t *testing.T) {
 	if sentA == 1 && a[0].Subject == worker.SubjectCreated {
 		t.Fatalf("command cmd-A reconciled as created though its only request (%d to the API) was answered 66684: "+
 			"the groups are cmd-B's; the dead replica never sent cmd-A", sentA)
+	}
+}
+
+// breakerRecordOf reads the only tenant's record of the breakers bucket.
+func breakerRecordOf(t *testing.T, js jetstream.JetStream) (r struct {
+	State        string    `json:"state"`
+	OpenUntil    time.Time `json:"openUntil"`
+	ProbingUntil time.Time `json:"probingUntil"`
+	Opens        int       `json:"opens"`
+}) {
+	t.Helper()
+	kv, err := js.KeyValue(context.Background(), worker.BucketBreakers)
+	if err != nil {
+		return r
+	}
+	keys, err := kv.Keys(context.Background())
+	if err != nil || len(keys) != 1 {
+		return r
+	}
+	e, err := kv.Get(context.Background(), keys[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(e.Value(), &r); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// Item 6 of the change ("a probe's claim released on abort") and guarantee 1's
+// liveness: a stopping replica gives back what it claimed, so that another
+// replica carries on at once.
+//
+// The tenant's breaker is open; the replica that claimed the cluster's one
+// half-open probe (SharedBreaker.ClaimProbe sets ProbingUntil = now + 1 min)
+// is stopped while the probe's call is in flight, and the drain timeout cuts
+// the call. The cut call is classified "cancelled by the caller", which is
+// BreakerExcluded, and ProbeResult (worker/sharedbreaker.go) leaves the record
+// as it is for excluded outcomes: ProbingUntil stays. The same happens when the
+// probe's gate fails (GateError → done(Outcome{BreakerExcluded: true}) in
+// pipeline.go) or the probe meets 429. No other replica can probe the tenant
+// until the minute is over: every held command of the tenant waits a minute
+// instead of OpenFor. (The meeting probe's claim is given back in the same
+// situation; the breaker's is not.)
+func TestReviewStoppedBreakerProbeKeepsItsClaim(t *testing.T) {
+	srv := wt.StartNATS(t)
+	sb := wt.StartSandbox(t, sandbox.Config{Rate: 1e6})
+	c := wt.Client(t, sb)
+	sb.AddOutage(sandbox.Outage{From: time.Now().Add(-time.Second), Until: time.Now().Add(time.Hour)})
+	opts := []worker.Option{worker.WithDrainTimeout(300 * time.Millisecond),
+		worker.WithBreakerSettings(worker.BreakerSettings{ConsecutiveFailures: 2, OpenFor: time.Second})}
+	first := wt.StartWorker(t, srv, c, opts...)
+	js := wt.JetStream(t, wt.Connect(t, srv))
+	wt.AwaitStream(t, js, worker.StreamCommands)
+	const n = 4
+	for i := range n {
+		id := fmt.Sprintf("held-%d", i)
+		wt.Publish(t, js, id, wt.Command(id, "m-"+id))
+	}
+	deadline := time.Now().Add(time.Minute)
+	for breakerRecordOf(t, js).State != "open" {
+		if time.Now().After(deadline) {
+			t.Fatal("the breaker did not open")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The API is back but slow: the next half-open probe's call takes 4 s.
+	sb.ClearOutages()
+	sb.SetFaults(sandbox.Faults{Latency: sandbox.Duration(4 * time.Second)})
+	for !breakerRecordOf(t, js).ProbingUntil.After(time.Now()) {
+		if time.Now().After(deadline) {
+			t.Fatal("no half-open probe was claimed")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(time.Second) // the probe's call is at the sandbox, in its latency
+	second := wt.StartWorker(t, srv, c, opts...)
+	if err := first.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	sb.SetFaults(sandbox.Faults{})
+	rec := breakerRecordOf(t, js)
+	left := time.Until(rec.ProbingUntil)
+	t.Logf("after the stop: breaker %s, open until %v ago, probe claim held for %.1f s more", rec.State,
+		time.Since(rec.OpenUntil).Round(time.Millisecond), left.Seconds())
+	// How long the other replica then waits before the tenant flows again.
+	stopped := time.Now()
+	for breakerRecordOf(t, js).State == "open" && time.Since(stopped) < 90*time.Second {
+		time.Sleep(50 * time.Millisecond)
+	}
+	_ = second
+	t.Logf("the tenant closed %.1f s after the stop (OpenFor 1 s)", time.Since(stopped).Seconds())
+	if left > 0 {
+		t.Fatalf("the stopped replica's half-open probe claim is still held for %.1f s: the tenant's commands wait for it", left.Seconds())
 	}
 }
