@@ -258,3 +258,110 @@ func TestReviewStoppedBreakerProbeKeepsItsClaim(t *testing.T) {
 		t.Fatalf("the stopped replica's half-open probe claim is still held for %.1f s: the tenant's commands wait for it", left.Seconds())
 	}
 }
+
+// slowLimiter stands for a saturated cluster limiter: every grant comes after
+// delay (within the gate's bound, the call lease). entered reports each wait.
+type slowLimiter struct {
+	delay   time.Duration
+	entered chan time.Time
+}
+
+func (l *slowLimiter) Wait(ctx context.Context, _ string, _ worker.Priority) error {
+	select {
+	case l.entered <- time.Now():
+	default:
+	}
+	select {
+	case <-time.After(l.delay):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+func (l *slowLimiter) Throttled(string) {}
+
+// Guarantee 2 (effectively once: never two calls in flight for one command).
+//
+// begin writes PendingUntil = now + grantWait + lease (both the call lease),
+// and each gate bounds its own grant wait by grantWait (pipeline.go step 6).
+// With signature 2.0 a call whose app token is refused is repeated
+// (xylink/client.go call): a token fetch, a SECOND grant wait of up to
+// grantWait and a second request, all after PendingUntil was computed. The
+// repeat can leave after PendingUntil has passed. A second delivery of the same
+// command (republished by its publisher or by `xygroup replay
+// --from-commands`) that waited on errBusy then finds the record expired,
+// begins (MaybeCreated) and calls too; it creates the groups, and then the
+// first replica's repeat goes out: the API receives the command twice, a
+// success re-sent (with more latency the two calls are in flight together).
+//
+// Here: call lease 3 s (PendingUntil = begin + 6 s), client timeout 1 s (the
+// lease is three times the timeout, as the defaults 30 s / 10 s), a token
+// endpoint that answers in 0.8 s and grants that come after 2.7 s.
+func TestReviewTokenRetryOutlivesPendingUntil(t *testing.T) {
+	const ent, clientID, secret = "ent-v2", "client-v2", "client-secret-v2-0123456789"
+	const meeting = "910000000077"
+	srv := wt.StartNATS(t)
+	sb := wt.StartSandbox(t, sandbox.Config{Rate: 1e6,
+		Enterprises: []sandbox.Enterprise{{ID: ent, ClientID: clientID, ClientSecret: secret}}})
+	base := faultProxy{before: func(r *http.Request) {
+		if isTokenEndpoint(r) {
+			time.Sleep(800 * time.Millisecond)
+		}
+	}}.start(t, sb.URL)
+	newClient := func() *xylink.Client {
+		c, err := xylink.NewClient(base, xylink.WithTimeout(time.Second), xylink.WithTenants(xylink.Credentials{
+			EnterpriseID: ent, ClientID: clientID, ClientSecret: secret, SignType: xylink.SignHMACSHA256}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	common := []worker.Option{worker.WithDefaultEnterprise(ent), worker.WithCallLease(3 * time.Second)}
+	slow := &slowLimiter{delay: 2700 * time.Millisecond, entered: make(chan time.Time, 4)}
+	wt.StartWorker(t, srv, newClient(), append(common, worker.WithLimiter(slow), worker.WithConcurrency(1))...)
+	js := wt.JetStream(t, wt.Connect(t, srv))
+	wt.AwaitStream(t, js, worker.StreamCommands)
+	cmd := wt.Command("dup-1", meeting)
+	wt.Publish(t, js, "dup-1", cmd)
+	select {
+	case <-slow.entered:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no grant wait")
+	}
+	// The platform revokes the token the call holds: its request meets 401.
+	sb.ExpireTokens()
+	// A second replica, and the same command published again (without the
+	// header: its commandId is its key).
+	sb.SetFaults(sandbox.Faults{Latency: sandbox.Duration(600 * time.Millisecond)})
+	wt.StartWorker(t, srv, newClient(), common...)
+	wt.Publish(t, js, "", cmd)
+
+	deadline := time.Now().Add(60 * time.Second)
+	var sent []sandbox.Request
+	for time.Now().Before(deadline) {
+		sent = sent[:0]
+		for _, r := range sb.Requests() {
+			if r.Endpoint == "dynamicGroup" && r.Meeting == meeting && r.Status != http.StatusUnauthorized {
+				sent = append(sent, r)
+			}
+		}
+		if len(sent) >= 2 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(3 * time.Second)
+	var lines []string
+	for _, r := range sb.Requests() {
+		if r.Endpoint == "dynamicGroup" {
+			lines = append(lines, fmt.Sprintf("%s %d/%d", r.At.Format("15:04:05.000"), r.Status, r.ErrorCode))
+		}
+	}
+	t.Logf("dynamicGroup requests (answered at, status/errorCode): %v", lines)
+	evs := wt.AwaitTerminal(t, js, 1, 30*time.Second)["dup-1"]
+	t.Logf("dup-1's events: %d, first %s %s", len(evs), evs[0].Subject, evs[0].Data)
+	if len(sent) >= 2 {
+		t.Fatalf("command dup-1 reached the API %d times (answers %d/%d then %d/%d): the repeat after a refused token left after "+
+			"its PendingUntil, while the other replica had begun and created it", len(sent), sent[0].Status, sent[0].ErrorCode, sent[1].Status, sent[1].ErrorCode)
+	}
+}
