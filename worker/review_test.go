@@ -357,11 +357,70 @@ func TestReviewTokenRetryOutlivesPendingUntil(t *testing.T) {
 			lines = append(lines, fmt.Sprintf("%s %d/%d", r.At.Format("15:04:05.000"), r.Status, r.ErrorCode))
 		}
 	}
-	t.Logf("dynamicGroup requests (answered at, status/errorCode): %v", lines)
+	t.Logf("dynamicGroup requests (arrived at, status/errorCode): %v", lines)
 	evs := wt.AwaitTerminal(t, js, 1, 30*time.Second)["dup-1"]
 	t.Logf("dup-1's events: %d, first %s %s", len(evs), evs[0].Subject, evs[0].Data)
 	if len(sent) >= 2 {
 		t.Fatalf("command dup-1 reached the API %d times (answers %d/%d then %d/%d): the repeat after a refused token left after "+
 			"its PendingUntil, while the other replica had begun and created it", len(sent), sent[0].Status, sent[0].ErrorCode, sent[1].Status, sent[1].ErrorCode)
+	}
+}
+
+// Guarantee 2 (never two calls in flight for one command), with the settings
+// the binary uses: cmd/xygroup/worker.go sets WithCallLease(timeout + 5 s), so
+// with the default XYLINK_TIMEOUT of 10 s a begun call is "in flight" for
+// grantWait + lease = 30 s. But with signature 2.0 the app token is fetched
+// AFTER begin and BEFORE the gate (xylink/client.go call: tokens.get, then
+// gate), and neither the grant wait's bound nor PendingUntil counts it: token
+// fetch (up to 10 s) + grant wait (up to 15 s) + call (up to 10 s) = 35 s.
+// Here the token endpoint answers in 9 s, the grant comes after 14 s and the
+// platform answers in 9 s: the request is processed at ~23 s and answered at
+// ~32 s; a second delivery of the command begins at 30 s (PendingUntil passed:
+// MaybeCreated) and sends it again while the first call is still in flight.
+func TestReviewTokenFetchNotCoveredByPendingUntil(t *testing.T) {
+	const ent, clientID, secret = "ent-v2", "client-v2", "client-secret-v2-0123456789"
+	const meeting = "910000000078"
+	srv := wt.StartNATS(t)
+	sb := wt.StartSandbox(t, sandbox.Config{Rate: 1e6, Faults: sandbox.Faults{Latency: sandbox.Duration(9 * time.Second)},
+		Enterprises: []sandbox.Enterprise{{ID: ent, ClientID: clientID, ClientSecret: secret}}})
+	base := faultProxy{before: func(r *http.Request) {
+		if isTokenEndpoint(r) {
+			time.Sleep(9 * time.Second)
+		}
+	}}.start(t, sb.URL)
+	const timeout = 10 * time.Second // XYLINK_TIMEOUT's default
+	c, err := xylink.NewClient(base, xylink.WithTimeout(timeout), xylink.WithTenants(xylink.Credentials{
+		EnterpriseID: ent, ClientID: clientID, ClientSecret: secret, SignType: xylink.SignHMACSHA256}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	common := []worker.Option{worker.WithDefaultEnterprise(ent), worker.WithCallLease(timeout + 5*time.Second)}
+	slow := &slowLimiter{delay: 14 * time.Second, entered: make(chan time.Time, 4)}
+	wt.StartWorker(t, srv, c, append(common, worker.WithLimiter(slow), worker.WithConcurrency(1))...)
+	js := wt.JetStream(t, wt.Connect(t, srv))
+	wt.AwaitStream(t, js, worker.StreamCommands)
+	cmd := wt.Command("dup-2", meeting)
+	wt.Publish(t, js, "dup-2", cmd)
+	// A second replica, and the same command published again (its commandId is its key).
+	wt.StartWorker(t, srv, c, common...)
+	time.Sleep(time.Second)
+	wt.Publish(t, js, "", cmd)
+
+	evs := wt.AwaitTerminal(t, js, 1, 2*time.Minute)["dup-2"]
+	time.Sleep(10 * time.Second) // both answers are in
+	var sent []sandbox.Request
+	for _, r := range sb.Requests() {
+		if r.Endpoint == "dynamicGroup" && r.Meeting == meeting {
+			sent = append(sent, r)
+		}
+	}
+	var lines []string
+	for _, r := range sent {
+		lines = append(lines, fmt.Sprintf("arrived %s %d/%d", r.At.Format("15:04:05.000"), r.Status, r.ErrorCode))
+	}
+	t.Logf("dup-2: %v (each answered 9 s after it arrived); event %s %s", lines, evs[0].Subject, evs[0].Data)
+	if len(sent) >= 2 {
+		t.Fatalf("command dup-2 reached the API %d times, the second while the first was in flight (%s): "+
+			"the token fetch before the gate is outside PendingUntil", len(sent), strings.Join(lines, ", "))
 	}
 }
