@@ -28,6 +28,8 @@ type commandRecord struct {
 	// MaybeCreated: an earlier call may have created the groups (timeout, lost
 	// connection, crash while sending). A later 66684 means it did.
 	MaybeCreated bool `json:"maybeCreated,omitempty"`
+	// Sent is the last attempt whose request may have gone out.
+	Sent int `json:"sent,omitempty"`
 	// Last is the last answer of the API for this command, so that a command that
 	// ends later (deadline, open breaker) still states why.
 	Last *lastAnswer `json:"last,omitempty"`
@@ -123,11 +125,15 @@ type errBusy struct{ until time.Time }
 func (e errBusy) Error() string { return "another worker is calling for this command" }
 
 // begin marks a call as in flight and returns the record as it was before (with
-// MaybeCreated set when an earlier call's outcome is unknown). It fails with
-// errBusy while another worker's call is in flight.
-func (s *idempotency) begin(ctx context.Context, id string) (commandRecord, error) {
-	var before commandRecord
-	_, err := s.update(ctx, id, func(r *commandRecord) error {
+// MaybeCreated set when an earlier call's outcome is unknown) and the time until
+// which the call is this replica's. It fails with errBusy while another
+// worker's call is in flight.
+//
+// A call that never reported is unknown only if its request may have gone out
+// (Sent, marked as the grant is taken): one abandoned while it waited for its
+// grant, by a replica that died or lost NATS, was never sent and is given back.
+func (s *idempotency) begin(ctx context.Context, id string) (before commandRecord, pendingUntil time.Time, err error) {
+	_, err = s.update(ctx, id, func(r *commandRecord) error {
 		now := s.now()
 		if r.Terminal != nil {
 			before = *r
@@ -137,14 +143,30 @@ func (s *idempotency) begin(ctx context.Context, id string) (commandRecord, erro
 			if now.Before(r.PendingUntil) {
 				return errBusy{until: r.PendingUntil}
 			}
-			r.MaybeCreated = true // that call never reported: it may have taken effect
+			if r.Sent >= r.Attempts {
+				r.MaybeCreated = true // that call never reported: it may have taken effect
+			} else if r.Attempts > 0 {
+				r.Attempts-- // abandoned before its request: never sent
+			}
 		}
 		before = *r
 		r.Attempts++
 		r.PendingUntil = now.Add(s.grantWait + s.lease)
+		pendingUntil = r.PendingUntil
 		return nil
 	})
-	return before, err
+	return before, pendingUntil, err
+}
+
+// markSent records that attempt's request may have gone out. It is written
+// while the request is on its way, not before it (a write between the grant
+// and the request would make arrivals at the API uneven).
+func (s *idempotency) markSent(ctx context.Context, id string, attempt int) error {
+	_, err := s.update(ctx, id, func(r *commandRecord) error {
+		r.Sent = max(r.Sent, attempt)
+		return nil
+	})
+	return err
 }
 
 // abort undoes begin for a call that was not sent (its gate refused it): no

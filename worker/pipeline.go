@@ -19,6 +19,10 @@ type Caller interface {
 	CreateGroups(ctx context.Context, enterpriseID string, req *xylink.CreateGroupsRequest, opts ...xylink.CallOption) ([]xylink.Group, error)
 }
 
+// errNoGrantInTime: no grant came while a request could still be answered
+// within the command's in-flight record.
+var errNoGrantInTime = errors.New("no rate-limit grant in time")
+
 // HeaderReplay marks a command re-published by `xygroup replay`: it yields to live commands.
 const HeaderReplay = "Xygroup-Replay"
 
@@ -131,7 +135,7 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 
 	// 5. mark the call in flight; learn whether an earlier call's outcome is
 	// unknown. Every step with I/O of its own comes before the grant.
-	before, err := p.idem.begin(ctx, d.ID)
+	before, pendingUntil, err := p.idem.begin(ctx, d.ID)
 	if err != nil {
 		done(xylink.Outcome{BreakerExcluded: true})
 		var busy errBusy
@@ -150,14 +154,22 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 	// the gate once it holds the app token; only signing follows): one grant per
 	// request, the repeat after a refused token included, and no request to a
 	// tenant that opened while this one waited for its grant.
+	//
+	// The record says "in flight" until pendingUntil: every request must leave
+	// at least a lease (the client's timeout and a margin) before it, so that
+	// no other replica takes the command over while a request is out. The app
+	// token's fetch and a repeat after a refused token come out of the grant's
+	// time, never out of the lease.
+	sendBy := time.Now().Add(pendingUntil.Sub(p.now()) - p.idem.lease)
 	var sentAt time.Time
 	gate := func(gctx context.Context) error {
-		// The record says "in flight" for the grant wait and the call's lease:
-		// a grant that comes later is not used.
-		wctx, cancel := context.WithTimeout(gctx, p.idem.grantWait)
+		wctx, cancel := context.WithDeadline(gctx, sendBy)
 		defer cancel()
 		waitStart := time.Now()
 		if err := p.limiter.Wait(wctx, d.EnterpriseID, prio); err != nil {
+			if gctx.Err() == nil {
+				return errNoGrantInTime
+			}
 			return err
 		}
 		p.metrics.LimiterWait.WithLabelValues(prio.String()).Observe(time.Since(waitStart).Seconds())
@@ -166,6 +178,13 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 			return ErrBreakerOpen
 		}
 		sentAt = time.Now()
+		go func() {
+			mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			if err := p.idem.markSent(mctx, d.ID, attempts); err != nil {
+				log.Warn().Err(err).Msg("idempotency record: request not marked as sent")
+			}
+		}()
 		return nil
 	}
 

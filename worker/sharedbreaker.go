@@ -169,6 +169,16 @@ func (b *SharedBreaker) report(enterpriseID string, o xylink.Outcome) {
 	defer cancel()
 	switch {
 	case o.BreakerExcluded:
+		// Nothing learnt (the probe was not sent, or was cut off by our own
+		// stop): give the claim back, so that another replica probes now
+		// instead of after the claim's lease.
+		_ = b.update(ctx, enterpriseID, func(r *breakerRecord) bool {
+			if r.ProbingUntil.IsZero() {
+				return false
+			}
+			r.ProbingUntil = time.Time{}
+			return true
+		})
 	case o.BreakerFailure:
 		_ = b.update(ctx, enterpriseID, func(r *breakerRecord) bool {
 			if r.State == breakerOpen {
@@ -256,6 +266,16 @@ func (b *SharedBreaker) ProbeResult(ctx context.Context, enterpriseID string, o 
 	case o.Disposition == xylink.StopTenant:
 		b.HoldForCredentials(ctx, enterpriseID)
 	case o.BreakerExcluded:
+		// Nothing learnt (the probe was not sent, or was cut off by our own
+		// stop): give the claim back, so that another replica probes now
+		// instead of after the claim's lease.
+		_ = b.update(ctx, enterpriseID, func(r *breakerRecord) bool {
+			if r.ProbingUntil.IsZero() {
+				return false
+			}
+			r.ProbingUntil = time.Time{}
+			return true
+		})
 	case o.BreakerFailure:
 		_ = b.update(ctx, enterpriseID, func(r *breakerRecord) bool {
 			b.open(r)

@@ -105,6 +105,13 @@ func NewClient(baseURL string, opts ...Option) (*Client, error) {
 	if c.hc == nil {
 		c.hc = &http.Client{Transport: newTransport()}
 	}
+	// Redirects are never followed: net/http would send the signed request (and
+	// the app-token request, client secret included) again, to wherever the
+	// answer points, on the one rate-limit grant of the first. A redirect is an
+	// answer like any other status (see redirectError).
+	hc := *c.hc
+	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	c.hc = &hc
 	for id, t := range c.tenants {
 		if err := t.creds.Check(); err != nil {
 			return nil, err
@@ -343,6 +350,9 @@ func (c *Client) do(ctx context.Context, t *tenant, tok *appToken, method, path 
 	}
 	c.log.Debug().Str("enterpriseId", t.creds.EnterpriseID).Int("status", resp.StatusCode).
 		Dur("took", c.now().Sub(start)).Msg("xylink call")
+	if resp.StatusCode >= 300 && resp.StatusCode <= 399 {
+		return redirectError(resp)
+	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return decodeAPIError(resp.StatusCode, raw)
 	}
@@ -352,6 +362,17 @@ func (c *Client) do(ctx context.Context, t *tenant, tok *appToken, method, path 
 		}
 	}
 	return nil
+}
+
+// redirectError names a redirect that was not followed and the host it points
+// to (never the whole location, which may carry a signature).
+func redirectError(resp *http.Response) error {
+	where := "no location"
+	if loc, err := resp.Location(); err == nil {
+		where = loc.Scheme + "://" + loc.Host
+	}
+	return &APIError{HTTPStatus: resp.StatusCode, DeveloperMessage: fmt.Sprintf(
+		"the API answered a redirect (HTTP %d, to %s); redirects are not followed: check XYLINK_BASE_URL", resp.StatusCode, where)}
 }
 
 func decodeAPIError(status int, raw []byte) error {

@@ -26,7 +26,7 @@ import (
 // redirect (a gateway moving a path, a host canonicalising its URLs) is two
 // requests at the API host on one grant: at the configured rate the host
 // receives twice the rate.
-func TestReviewRedirectSendsASecondRequestOnOneGrant(t *testing.T) {
+func TestRedirectsAreNotFollowed(t *testing.T) {
 	sb := startSandbox(t, sandbox.Config{Rate: 1e6})
 	target, _ := url.Parse(sb.URL)
 	rp := httputil.NewSingleHostReverseProxy(target)
@@ -58,8 +58,11 @@ func TestReviewRedirectSendsASecondRequestOnOneGrant(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		_, err := c.CreateGroups(ctx, ent1, req, gate)
 		cancel()
-		if err != nil {
-			t.Fatalf("call %d: %v", i, err)
+		if err == nil || !strings.Contains(err.Error(), "HTTP 307") || strings.Contains(err.Error(), "signature") {
+			t.Fatalf("call %d: %v, want an error that names the redirect and not the signed location", i, err)
+		}
+		if o := xylink.Classify(err); o.Unknown || o.Disposition != xylink.Retry {
+			t.Fatalf("call %d: a redirect classified %+v, want a retry with a known outcome", i, o)
 		}
 	}
 	t.Logf("%d calls, %d grants taken, %d dynamicGroup requests arrived at the API host", n, grants.Load(), arrived.Load())

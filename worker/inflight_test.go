@@ -104,20 +104,12 @@ func namedCommand(id, meeting string) []byte {
 		id, meeting, id))
 }
 
-// Guarantee 2 (effectively once, 66684 reconciled only after an UNKNOWN
-// outcome) and the event contract (a command's terminal event says what
-// happened to it).
-//
-// begin (worker/pipeline.go, step 5) marks the call in flight before the
-// rate-limit grant is waited for. A replica that dies while it waits for its
-// grant (the limiter saturated) never sent anything, but its record keeps
-// PendingUntil; when the command comes back after AckWait, the next replica's
-// begin finds PendingUntil expired and sets MaybeCreated
-// (worker/idempotency.go begin). Meanwhile another command of the same meeting
-// opened the groups, so this command's one and only request is answered 66684,
-// which is then "reconciled" as created: the command reports groups it never
-// created (and the publisher's own failed.already_open is lost).
-func TestReviewReplicaDeadInGrantWaitLeavesMaybeCreated(t *testing.T) {
+// A replica that dies while its call waits for a rate-limit grant sent
+// nothing: when the command comes back, its attempt is given back, not marked
+// "maybe created". Here another command of the same meeting opens the groups
+// meanwhile, so the command's one request is answered 66684: it must end
+// failed.already_open, not be reconciled as created.
+func TestCallAbandonedInGrantWaitIsNotReconciled(t *testing.T) {
 	srv := wt.StartNATS(t)
 	sb := wt.StartSandbox(t, sandbox.Config{Rate: 1e6})
 	var proxy groupNameProxy
@@ -191,22 +183,11 @@ func breakerRecordOf(t *testing.T, js jetstream.JetStream) (r struct {
 	return r
 }
 
-// Item 6 of the change ("a probe's claim released on abort") and guarantee 1's
-// liveness: a stopping replica gives back what it claimed, so that another
-// replica carries on at once.
-//
-// The tenant's breaker is open; the replica that claimed the cluster's one
-// half-open probe (SharedBreaker.ClaimProbe sets ProbingUntil = now + 1 min)
-// is stopped while the probe's call is in flight, and the drain timeout cuts
-// the call. The cut call is classified "cancelled by the caller", which is
-// BreakerExcluded, and ProbeResult (worker/sharedbreaker.go) leaves the record
-// as it is for excluded outcomes: ProbingUntil stays. The same happens when the
-// probe's gate fails (GateError → done(Outcome{BreakerExcluded: true}) in
-// pipeline.go) or the probe meets 429. No other replica can probe the tenant
-// until the minute is over: every held command of the tenant waits a minute
-// instead of OpenFor. (The meeting probe's claim is given back in the same
-// situation; the breaker's is not.)
-func TestReviewStoppedBreakerProbeKeepsItsClaim(t *testing.T) {
+// The replica holding the cluster's one half-open probe of an open tenant is
+// stopped while the probe's call is in flight and the drain timeout cuts it:
+// the cut call says nothing about XYLink, and the claim is given back at once,
+// so another replica probes after OpenFor, not after the claim's minute.
+func TestStoppedBreakerProbeGivesItsClaimBack(t *testing.T) {
 	srv := wt.StartNATS(t)
 	sb := wt.StartSandbox(t, sandbox.Config{Rate: 1e6})
 	c := wt.Client(t, sb)
@@ -280,24 +261,17 @@ func (l *slowLimiter) Wait(ctx context.Context, _ string, _ worker.Priority) err
 }
 func (l *slowLimiter) Throttled(string) {}
 
-// Guarantee 2 (effectively once: never two calls in flight for one command).
-//
-// begin writes PendingUntil = now + grantWait + lease (both the call lease),
-// and each gate bounds its own grant wait by grantWait (pipeline.go step 6).
-// With signature 2.0 a call whose app token is refused is repeated
-// (xylink/client.go call): a token fetch, a SECOND grant wait of up to
-// grantWait and a second request, all after PendingUntil was computed. The
-// repeat can leave after PendingUntil has passed. A second delivery of the same
-// command (republished by its publisher or by `xygroup replay
-// --from-commands`) that waited on errBusy then finds the record expired,
-// begins (MaybeCreated) and calls too; it creates the groups, and then the
-// first replica's repeat goes out: the API receives the command twice, a
-// success re-sent (with more latency the two calls are in flight together).
+// Never two calls in flight for one command, and no success sent again: with
+// signature 2.0 a call whose app token is refused is repeated after a new
+// token and a second grant. Every request leaves at least a lease before the
+// command's in-flight record expires (the token fetch and the second grant
+// come out of the grant's time), so a second delivery of the command, waiting
+// on that record, never calls while a request is out.
 //
 // Here: call lease 3 s (PendingUntil = begin + 6 s), client timeout 1 s (the
 // lease is three times the timeout, as the defaults 30 s / 10 s), a token
 // endpoint that answers in 0.8 s and grants that come after 2.7 s.
-func TestReviewTokenRetryOutlivesPendingUntil(t *testing.T) {
+func TestRepeatAfterRefusedTokenStaysWithinItsRecord(t *testing.T) {
 	const ent, clientID, secret = "ent-v2", "client-v2", "client-secret-v2-0123456789"
 	const meeting = "910000000077"
 	srv := wt.StartNATS(t)
@@ -366,18 +340,12 @@ func TestReviewTokenRetryOutlivesPendingUntil(t *testing.T) {
 	}
 }
 
-// Guarantee 2 (never two calls in flight for one command), with the settings
-// the binary uses: cmd/xygroup/worker.go sets WithCallLease(timeout + 5 s), so
-// with the default XYLINK_TIMEOUT of 10 s a begun call is "in flight" for
-// grantWait + lease = 30 s. But with signature 2.0 the app token is fetched
-// AFTER begin and BEFORE the gate (xylink/client.go call: tokens.get, then
-// gate), and neither the grant wait's bound nor PendingUntil counts it: token
-// fetch (up to 10 s) + grant wait (up to 15 s) + call (up to 10 s) = 35 s.
-// Here the token endpoint answers in 9 s, the grant comes after 14 s and the
-// platform answers in 9 s: the request is processed at ~23 s and answered at
-// ~32 s; a second delivery of the command begins at 30 s (PendingUntil passed:
-// MaybeCreated) and sends it again while the first call is still in flight.
-func TestReviewTokenFetchNotCoveredByPendingUntil(t *testing.T) {
+// The same with the binary's settings (XYLINK_TIMEOUT 10 s, call lease 15 s,
+// in flight for 30 s): a token endpoint that answers in 9 s, a grant after
+// 14 s and a platform that answers in 9 s would put a request out after the
+// record expired; the request is held back instead, and a second delivery of
+// the command never calls while the first call is out.
+func TestSlowTokenFetchStaysWithinItsRecord(t *testing.T) {
 	const ent, clientID, secret = "ent-v2", "client-v2", "client-secret-v2-0123456789"
 	const meeting = "910000000078"
 	srv := wt.StartNATS(t)
