@@ -26,7 +26,7 @@ var knownFailures = map[string]string{
 func knownFailure(t *testing.T) {
 	t.Helper()
 	if why, ok := knownFailures[t.Name()]; ok && !*knownFailuresFlag {
-		t.Skipf("known failure on today's code (%s); run with -known-failures", why)
+		t.Skipf("known failure (%s); run with -known-failures", why)
 	}
 }
 
