@@ -5,6 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -32,6 +36,9 @@ func serverOptions(t *testing.T, name string) *server.Options {
 	t.Setenv("SERVER_NAME", name)
 	for user, pw := range passwords {
 		t.Setenv(strings.ToUpper(user)+"_PASSWORD", pw)
+	}
+	for i := range 3 {
+		t.Setenv(fmt.Sprintf("ROUTE_%d", i), fmt.Sprintf("nats-route://route:%s@nats-%d:6222", passwords["route"], i))
 	}
 	opts, err := server.ProcessConfigFile("nats/nats-server.conf")
 	if err != nil {
@@ -362,7 +369,9 @@ func TestNATSPermissions(t *testing.T) {
 		}},
 		{"worker", "purge the commands stream", refused, apiRequest("$JS.API.STREAM.PURGE."+cmds, "")},
 		{"operator", "purge the commands stream", refused, apiRequest("$JS.API.STREAM.PURGE."+cmds, "")},
-		{"operator", "delete the workers' consumer", refused, func(ctx context.Context, c *client) error { return c.js.DeleteConsumer(ctx, cmds, worker.ConsumerWorkers) }},
+		{"operator", "delete the workers' consumer", refused, func(ctx context.Context, c *client) error {
+			return c.js.DeleteConsumer(ctx, cmds, worker.ConsumerWorkers)
+		}},
 		{"worker", "delete a reader's durable", refused, func(ctx context.Context, c *client) error { return c.js.DeleteConsumer(ctx, ev, "events-third") }},
 		{"publisher", "delete a reader's durable", refused, func(ctx context.Context, c *client) error { return c.js.DeleteConsumer(ctx, ev, "events-downstream") }},
 		{"events", "delete a durable", refused, func(ctx context.Context, c *client) error { return c.js.DeleteConsumer(ctx, ev, "events-other") }},
@@ -383,5 +392,76 @@ func TestNATSPermissions(t *testing.T) {
 	}
 	if errs := workerErrs(); len(errs) > 0 {
 		t.Errorf("the worker was refused something it needs: %v", errs)
+	}
+}
+
+// freePort reserves a TCP port on the loopback and gives it back.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// Three nodes from the shipped config form a cluster over authenticated routes,
+// and a server that knows no route password does not join it.
+func TestNATSClusterRoutes(t *testing.T) {
+	ports := []int{freePort(t), freePort(t), freePort(t)}
+	var nodes []*server.Server
+	for i := range ports {
+		opts := serverOptions(t, fmt.Sprintf("nats-%d", i))
+		if opts.HTTPHost == "0.0.0.0" || opts.HTTPHost == "" {
+			t.Errorf("monitoring listens on %q: all interfaces", opts.HTTPHost)
+		}
+		opts.Cluster.Host, opts.Cluster.Port = "127.0.0.1", ports[i]
+		for j, r := range opts.Routes { // the configured routes, with their credentials, on this test's ports
+			if r.User == nil || r.Hostname() != fmt.Sprintf("nats-%d", j) {
+				t.Fatalf("route %s", r.Redacted())
+			}
+			r.Host = fmt.Sprintf("127.0.0.1:%d", ports[j])
+		}
+		nodes = append(nodes, start(t, opts))
+	}
+	routed := func(s *server.Server, want int) bool {
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) {
+			if s.NumRoutes() >= want {
+				return true
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		return false
+	}
+	for i, s := range nodes {
+		if !routed(s, 2) {
+			t.Fatalf("nats-%d has %d routes: the nodes do not form a cluster", i, s.NumRoutes())
+		}
+	}
+	before := nodes[0].NumRoutes()
+
+	// An intruder on the route port, without the route password.
+	opts := &server.Options{ServerName: "intruder", Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true,
+		Cluster: server.ClusterOpts{Name: "xygroup", Host: "127.0.0.1", Port: -1},
+		Routes:  []*url.URL{{Scheme: "nats-route", Host: fmt.Sprintf("127.0.0.1:%d", ports[0])}}}
+	intruder := start(t, opts)
+	time.Sleep(3 * time.Second)
+	if n := intruder.NumRoutes(); n > 0 || nodes[0].NumRoutes() > before {
+		t.Errorf("a server without the route password joined the cluster: it has %d routes, nats-0 %d (was %d)", n, nodes[0].NumRoutes(), before)
+	}
+}
+
+// Both TLS blocks of nats-server.conf, once uncommented, verify the peer.
+func TestNATSConfigTLSVerifies(t *testing.T) {
+	raw, err := os.ReadFile("nats/nats-server.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := regexp.MustCompile(`(?m)^\s*# tls \{`).FindAllStringIndex(string(raw), -1)
+	verifies := regexp.MustCompile(`(?m)^\s*#\s*verify:\s*true\s*$`).FindAllString(string(raw), -1)
+	if len(blocks) != 2 || len(verifies) != 2 || strings.Contains(string(raw), "verify:    false") {
+		t.Errorf("TLS blocks %d (want routes and clients), with verify: true %d", len(blocks), len(verifies))
 	}
 }
