@@ -234,6 +234,29 @@ func TestNATSPermissions(t *testing.T) {
 	if got.Subject != worker.SubjectCreated {
 		t.Fatalf("event on %s: %s", got.Subject, got.Data)
 	}
+	// A meeting that has not started (the parked stream, the meetings bucket, a
+	// release consumer) and one that refuses (a failed event, for replay).
+	if _, err := sb.AddMeeting(sandbox.MeetingSpec{Number: "910000000002", StartsIn: sandbox.Duration(2 * time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sb.AddMeeting(sandbox.MeetingSpec{Number: "910000000003", Fail: &sandbox.FixedAnswer{Status: 400, ErrorCode: 60001}}); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for i, meeting := range []string{"910000000002", "910000000003"} {
+		id, err := commands.Publish(wctx, pc.js, []byte(fmt.Sprintf(`{"commandId":"perm-%d","meetingRoomNumber":%q,"groupCount":2}`, i+2, meeting)), nil)
+		if err != nil {
+			t.Fatalf("publisher cannot publish a command: %v", err)
+		}
+		ids = append(ids, id)
+	}
+	outcomes := map[string]string{}
+	if err := waiter.Await(wctx, ids, func(e commands.Event) { outcomes[e.CommandID] = e.Subject }); err != nil {
+		t.Fatalf("no event: %v %v (worker refused %v)", err, outcomes, workerErrs())
+	}
+	if outcomes["perm-2"] != worker.SubjectCreated || !strings.HasPrefix(outcomes["perm-3"], "xylink.groups.failed.") {
+		t.Fatalf("outcomes %v", outcomes)
+	}
 	if errs := workerErrs(); len(errs) > 0 {
 		t.Fatalf("the worker was refused something it needs: %v", errs)
 	}
