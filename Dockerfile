@@ -1,6 +1,9 @@
 # syntax=docker/dockerfile:1
 # A static xygroup binary on a distroless, non-root base image.
-FROM golang:1.26 AS build
+# Exact versions: golang matches go.mod's toolchain. distroless publishes no version
+# tags, only digests; none could be resolved when this was written: pin
+# gcr.io/distroless/static-debian12@sha256:... once you have pulled and checked it.
+FROM golang:1.26.8 AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download

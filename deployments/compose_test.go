@@ -2,10 +2,15 @@ package deployments
 
 import (
 	"context"
+	"os"
+	"os/exec"
+	"regexp"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/compose-spec/compose-go/v2/cli"
+	"github.com/compose-spec/compose-go/v2/types"
 )
 
 // docker-compose.yml, loaded as docker compose loads it: the services, their
@@ -13,15 +18,9 @@ import (
 // names.
 func TestComposeFile(t *testing.T) {
 	names := configNames(t)
-	env := []string{"WORKER_PASSWORD=w", "OPERATOR_PASSWORD=o", "PUBLISHER_PASSWORD=p", "EVENTS_PASSWORD=e", "SYS_PASSWORD=s"}
-	opts, err := cli.NewProjectOptions([]string{"../docker-compose.yml"}, cli.WithWorkingDirectory(".."), cli.WithEnv(env), cli.WithName("xygroup"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := opts.LoadProject(context.Background())
-	if err != nil {
-		t.Fatalf("load docker-compose.yml: %v", err)
-	}
+	env := []string{"WORKER_PASSWORD=w", "OPERATOR_PASSWORD=o", "PUBLISHER_PASSWORD=p", "EVENTS_PASSWORD=e", "SYS_PASSWORD=s",
+		"ROUTE_PASSWORD=r", "GRAFANA_ADMIN_PASSWORD=g"}
+	p := loadCompose(t, env)
 	var services []string
 	for name := range p.Services {
 		services = append(services, name)
@@ -66,7 +65,88 @@ func TestComposeFile(t *testing.T) {
 			t.Errorf("%s: passwords not passed", n)
 		}
 	}
-	if g := p.Services["grafana"]; g.DependsOn["prometheus"].Condition != "service_healthy" {
+	g := p.Services["grafana"]
+	if g.DependsOn["prometheus"].Condition != "service_healthy" {
 		t.Errorf("grafana depends on %+v", g.DependsOn)
+	}
+	if v := g.Environment["GF_AUTH_ANONYMOUS_ENABLED"]; v == nil || *v != "false" {
+		t.Errorf("grafana allows anonymous access: %v", v)
+	}
+	if v := g.Environment["GF_SECURITY_ADMIN_PASSWORD"]; v == nil || *v != "g" {
+		t.Errorf("grafana's admin password does not come from .env: %v", v)
+	}
+	if v := w.Environment["NATS_INBOX_PREFIX"]; v == nil || *v != "_INBOX_worker" {
+		t.Errorf("worker: NATS_INBOX_PREFIX %v, not the worker user's own", v)
+	}
+	for name, s := range p.Services {
+		if !strings.HasPrefix(s.Image, "xygroup:") && !regexp.MustCompile(`:v?[0-9]+\.[0-9]+\.[0-9]+(-[a-z0-9.]+)?$|@sha256:[0-9a-f]{64}$`).MatchString(s.Image) {
+			t.Errorf("%s: image %s is not pinned to an exact version or digest", name, s.Image)
+		}
+	}
+}
+
+func loadCompose(t *testing.T, env []string) *types.Project {
+	t.Helper()
+	opts, err := cli.NewProjectOptions([]string{"../docker-compose.yml"}, cli.WithWorkingDirectory(".."), cli.WithEnv(env), cli.WithName("xygroup"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := opts.LoadProject(context.Background())
+	if err != nil {
+		t.Fatalf("load docker-compose.yml: %v", err)
+	}
+	return p
+}
+
+// The example passwords (change-me-...) or an empty one stop NATS and Grafana:
+// their entrypoint guard, run here with sh as the container runs it, refuses them
+// and lets real passwords through to the service's command.
+func TestComposeRefusesExamplePasswords(t *testing.T) {
+	if _, err := exec.LookPath("sh"); err != nil {
+		t.Skip("no sh")
+	}
+	raw, err := os.ReadFile("compose/passwords.env.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var example, real []string
+	for _, line := range strings.Split(string(raw), "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok && !strings.HasPrefix(line, "#") {
+			if !strings.HasPrefix(v, "change-me") {
+				t.Errorf("example %s=%s is not a change-me value", k, v)
+			}
+			example = append(example, line)
+			real = append(real, k+"=Xq7-"+strings.ToLower(k))
+		}
+	}
+	// one example value left among each service's passwords (the first is NATS's, the last Grafana's)
+	oneExample := append([]string{example[0]}, real[1:len(real)-1]...)
+	oneExample = append(oneExample, example[len(example)-1])
+	for _, tc := range []struct {
+		name string
+		env  []string
+		ok   bool
+	}{{"real passwords", real, true}, {"the example passwords", example, false}, {"one example password", oneExample, false}} {
+		p := loadCompose(t, tc.env)
+		for _, svc := range []string{"nats-0", "nats-1", "nats-2", "grafana"} {
+			s := p.Services[svc]
+			if len(s.Entrypoint) < 3 || len(s.Command) == 0 {
+				t.Fatalf("%s: no password guard (entrypoint %q)", svc, s.Entrypoint)
+			}
+			var env []string
+			for k, v := range s.Environment {
+				if v != nil {
+					env = append(env, k+"="+*v)
+				}
+			}
+			// the guard, then "echo started" in place of the service's command
+			cmd := exec.Command(s.Entrypoint[0], append(append([]string(nil), s.Entrypoint[1:]...), "echo", "started")...)
+			cmd.Env = append(env, "PATH="+os.Getenv("PATH"))
+			out, err := cmd.CombinedOutput()
+			started := err == nil && strings.Contains(string(out), "started")
+			if started != tc.ok {
+				t.Errorf("%s with %s: started %v (%s)", svc, tc.name, started, out)
+			}
+		}
 	}
 }

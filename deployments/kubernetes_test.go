@@ -3,6 +3,7 @@ package deployments
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	kustomize "sigs.k8s.io/kustomize/api/types"
 	"sigs.k8s.io/yaml"
@@ -50,7 +52,10 @@ func TestKubernetesManifests(t *testing.T) {
 	strict("service.yaml", &svc)
 	var sm monitoringv1.ServiceMonitor
 	strict("servicemonitor.yaml", &sm)
-	for _, n := range []string{"namespace.yaml", "configmap.yaml", "secret.example.yaml", "deployment.yaml", "pdb.yaml", "service.yaml", "servicemonitor.yaml"} {
+	var np, natsNP networkingv1.NetworkPolicy
+	strict("networkpolicy.yaml", &np)
+	strict("nats-networkpolicy.yaml", &natsNP)
+	for _, n := range []string{"namespace.yaml", "configmap.yaml", "secret.example.yaml", "deployment.yaml", "pdb.yaml", "service.yaml", "servicemonitor.yaml", "networkpolicy.yaml", "nats-networkpolicy.yaml"} {
 		decoded[n] = true
 	}
 	for _, f := range files {
@@ -106,6 +111,40 @@ func TestKubernetesManifests(t *testing.T) {
 		t.Errorf("NATS_URL: %+v", c.Env)
 	}
 
+	// No token, its own inbox prefix, an image by version.
+	if pod.AutomountServiceAccountToken == nil || *pod.AutomountServiceAccountToken {
+		t.Error("the service-account token is mounted")
+	}
+	if cm.Data["NATS_INBOX_PREFIX"] != "_INBOX_worker" {
+		t.Errorf("NATS_INBOX_PREFIX %q, not the worker user's own", cm.Data["NATS_INBOX_PREFIX"])
+	}
+	if len(k.Images) != 1 || (k.Images[0].Digest == "" && (k.Images[0].NewTag == "" || k.Images[0].NewTag == "latest")) {
+		t.Errorf("kustomization image %+v: not by version or digest", k.Images)
+	}
+	if !slices.Contains(k.Resources, "networkpolicy.yaml") {
+		t.Error("the NetworkPolicy is not applied")
+	}
+
+	// The NetworkPolicy: the worker's pods, ingress only to the HTTP port from the
+	// monitoring namespace, egress only to NATS, DNS and 443.
+	if np.Spec.PodSelector.MatchLabels["app.kubernetes.io/name"] != "xygroup-worker" || len(np.Spec.PolicyTypes) != 2 {
+		t.Errorf("networkpolicy selects %+v, types %v", np.Spec.PodSelector, np.Spec.PolicyTypes)
+	}
+	if len(np.Spec.Ingress) != 1 || len(np.Spec.Ingress[0].Ports) != 1 || np.Spec.Ingress[0].Ports[0].Port.IntValue() != 9090 ||
+		len(np.Spec.Ingress[0].From) != 1 || np.Spec.Ingress[0].From[0].NamespaceSelector.MatchLabels["kubernetes.io/metadata.name"] != "monitoring" {
+		t.Errorf("networkpolicy ingress %+v", np.Spec.Ingress)
+	}
+	var egressPorts []int
+	for _, e := range np.Spec.Egress {
+		for _, p := range e.Ports {
+			egressPorts = append(egressPorts, p.Port.IntValue())
+		}
+	}
+	slices.Sort(egressPorts)
+	if !slices.Equal(egressPorts, []int{53, 53, 443, 4222}) {
+		t.Errorf("networkpolicy egress ports %v", egressPorts)
+	}
+
 	// The NATS Helm values: a 3-node JetStream cluster with the accounts.
 	var values struct {
 		Config struct {
@@ -125,5 +164,8 @@ func TestKubernetesManifests(t *testing.T) {
 	if !values.Config.Cluster.Enabled || values.Config.Cluster.Replicas != 3 || !values.Config.JetStream.Enabled ||
 		!strings.HasSuffix(values.Config.Merge["$include"], "accounts.conf") {
 		t.Errorf("values-nats.yaml: %+v", values.Config)
+	}
+	if v := string(read("values-nats.yaml")); !strings.Contains(v, "password: << $ROUTE_PASSWORD >>") || !strings.Contains(v, "- << $ROUTE_0 >>") {
+		t.Error("values-nats.yaml: routes without the route password")
 	}
 }

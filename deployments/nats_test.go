@@ -2,9 +2,14 @@ package deployments
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,31 +19,42 @@ import (
 
 	"github.com/xygroup/xygroup/worker"
 	"github.com/xygroup/xygroup/worker/commands"
+	"github.com/xygroup/xygroup/worker/ratelimit"
 	"github.com/xygroup/xygroup/xylink"
 	"github.com/xygroup/xygroup/xylink/sandbox"
 )
 
-var passwords = map[string]string{"worker": "w-pass", "operator": "o-pass", "publisher": "p-pass", "events": "e-pass", "sys": "s-pass"}
+var passwords = map[string]string{"worker": "w-pass", "operator": "o-pass", "publisher": "p-pass", "events": "e-pass", "sys": "s-pass", "route": "r-pass"}
 
-// startFromConfig parses deployments/nats/nats-server.conf as nats-server does and
-// starts a node from it, on free ports and a temporary store, without routes.
-func startFromConfig(t *testing.T) *server.Server {
+// inboxPrefix is each user's own reply prefix, as NATS_INBOX_PREFIX sets it.
+func inboxPrefix(user string) string { return "_INBOX_" + user }
+
+// serverOptions parses deployments/nats/nats-server.conf as nats-server does, with
+// the node's name and the passwords in the environment.
+func serverOptions(t *testing.T, name string) *server.Options {
 	t.Helper()
-	t.Setenv("SERVER_NAME", "nats-0")
+	t.Setenv("SERVER_NAME", name)
 	for user, pw := range passwords {
 		t.Setenv(strings.ToUpper(user)+"_PASSWORD", pw)
+	}
+	for i := range 3 {
+		t.Setenv(fmt.Sprintf("ROUTE_%d", i), fmt.Sprintf("nats-route://route:%s@nats-%d:6222", passwords["route"], i))
 	}
 	opts, err := server.ProcessConfigFile("nats/nats-server.conf")
 	if err != nil {
 		t.Fatalf("nats-server.conf: %v", err)
 	}
-	if opts.ServerName != "nats-0" || opts.Cluster.Name != "xygroup" || len(opts.Routes) != 3 || !opts.JetStream {
+	if opts.ServerName != name || opts.Cluster.Name != "xygroup" || len(opts.Routes) != 3 || !opts.JetStream {
 		t.Fatalf("config: name %q cluster %q routes %d jetstream %v", opts.ServerName, opts.Cluster.Name, len(opts.Routes), opts.JetStream)
 	}
 	opts.Host, opts.Port, opts.HTTPPort = "127.0.0.1", -1, 0
-	opts.Cluster.Port, opts.Routes, opts.Cluster.Name = 0, nil, ""
 	opts.StoreDir = t.TempDir()
-	opts.NoSigs = true
+	opts.NoSigs, opts.NoLog = true, true
+	return opts
+}
+
+func start(t *testing.T, opts *server.Options) *server.Server {
+	t.Helper()
 	s, err := server.NewServer(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -51,32 +67,122 @@ func startFromConfig(t *testing.T) *server.Server {
 	return s
 }
 
-// connectAs connects with a user of accounts.conf and records permission errors.
-func connectAs(t *testing.T, s *server.Server, user string) (*nats.Conn, func() []error) {
+// startFromConfig starts a node from the shipped config on free ports and a
+// temporary store, without routes.
+func startFromConfig(t *testing.T) *server.Server {
+	opts := serverOptions(t, "nats-0")
+	opts.Cluster.Port, opts.Routes, opts.Cluster.Name = 0, nil, ""
+	return start(t, opts)
+}
+
+// client is one user's connection; perm receives what the server refused it.
+type client struct {
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	perm chan error
+}
+
+// connectAs connects with a user of accounts.conf and its own inbox prefix.
+func connectAs(t *testing.T, s *server.Server, user string) *client {
 	t.Helper()
-	var mu sync.Mutex
-	var errs []error
-	nc, err := nats.Connect(s.ClientURL(), nats.UserInfo(user, passwords[user]),
+	c := &client{perm: make(chan error, 100)}
+	nc, err := nats.Connect(s.ClientURL(), nats.UserInfo(user, passwords[user]), nats.CustomInboxPrefix(inboxPrefix(user)),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-			mu.Lock()
-			errs = append(errs, err)
-			mu.Unlock()
+			select {
+			case c.perm <- err:
+			default:
+			}
 		}))
 	if err != nil {
 		t.Fatalf("connect as %s: %v", user, err)
 	}
 	t.Cleanup(nc.Close)
-	return nc, func() []error {
-		_ = nc.Flush()
-		mu.Lock()
-		defer mu.Unlock()
-		return append([]error(nil), errs...)
+	c.nc = nc
+	c.js, _ = jetstream.New(nc)
+	return c
+}
+
+// try runs op and says whether the server let it through: an error from op or a
+// permission violation reported for the connection is a refusal.
+func (c *client) try(op func(context.Context, *client) error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- op(ctx, c) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return err
+		}
+		_ = c.nc.Flush() // a refused publish or subscription is reported before the PONG
+		select {
+		case err := <-c.perm:
+			return err
+		case <-time.After(100 * time.Millisecond):
+			return nil
+		}
+	case err := <-c.perm:
+		return err
 	}
 }
 
-// The worker, a publisher and an events reader, each with its own user: the whole
-// flow works with least privilege, and each user is refused what it must not do.
-func TestNATSConfigWithLeastPrivilege(t *testing.T) {
+func publish(subject string) func(context.Context, *client) error {
+	return func(_ context.Context, c *client) error { return c.nc.Publish(subject, []byte("{}")) }
+}
+
+func subscribe(subject string) func(context.Context, *client) error {
+	return func(_ context.Context, c *client) error { _, err := c.nc.SubscribeSync(subject); return err }
+}
+
+// apiRequest sends a raw JetStream API request and fails on an error answer.
+func apiRequest(subject, body string) func(context.Context, *client) error {
+	return func(ctx context.Context, c *client) error {
+		m, err := c.nc.RequestWithContext(ctx, subject, []byte(body))
+		if err != nil {
+			return err
+		}
+		var resp struct {
+			Error *struct{ Description string } `json:"error"`
+		}
+		if err := json.Unmarshal(m.Data, &resp); err != nil {
+			return err
+		}
+		if resp.Error != nil {
+			return errors.New(resp.Error.Description)
+		}
+		return nil
+	}
+}
+
+// pullRequest asks a consumer for a message: any answer (a message, or a status
+// saying there is none) means the request went through.
+func pullRequest(stream, consumer string) func(context.Context, *client) error {
+	return func(ctx context.Context, c *client) error {
+		_, err := c.nc.RequestWithContext(ctx, "$JS.API.CONSUMER.MSG.NEXT."+stream+"."+consumer, []byte(`{"batch":1,"no_wait":true}`))
+		return err
+	}
+}
+
+// pullAndAck fetches a message from a durable of the events stream and
+// acknowledges it, waiting for the server to confirm.
+func pullAndAck(consumer string) func(context.Context, *client) error {
+	return func(ctx context.Context, c *client) error {
+		cons, err := c.js.Consumer(ctx, worker.StreamEvents, consumer)
+		if err != nil {
+			return err
+		}
+		m, err := cons.Next(jetstream.FetchMaxWait(3 * time.Second))
+		if err != nil {
+			return err
+		}
+		return m.DoubleAck(ctx)
+	}
+}
+
+// The permission table: for every user of accounts.conf, each action it needs
+// (allowed) and each it must not have (refused), against a server started from
+// the shipped config, with a worker running the whole flow as the worker user.
+func TestNATSPermissions(t *testing.T) {
 	s := startFromConfig(t)
 	sb, err := sandbox.Start(sandbox.Config{Enterprises: []sandbox.Enterprise{{ID: "e1", Token: "t1"}}}, "127.0.0.1:0")
 	if err != nil {
@@ -84,8 +190,8 @@ func TestNATSConfigWithLeastPrivilege(t *testing.T) {
 	}
 	defer sb.Close(context.Background())
 	api, _ := xylink.NewClient(sb.URL, xylink.WithTenants(xylink.Credentials{EnterpriseID: "e1", Token: "t1"}))
-	wnc, workerErrs := connectAs(t, s, "worker")
-	w, err := worker.New(wnc, api, api, worker.WithDefaultEnterprise("e1"))
+	wc := connectAs(t, s, "worker")
+	w, err := worker.New(wc.nc, api, api, worker.WithDefaultEnterprise("e1"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,65 +199,292 @@ func TestNATSConfigWithLeastPrivilege(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
 	defer func() { cancel(); <-done }()
+	workerErrs := func() (errs []error) {
+		for {
+			select {
+			case err := <-wc.perm:
+				errs = append(errs, err)
+			default:
+				return errs
+			}
+		}
+	}
 
-	pnc, publisherErrs := connectAs(t, s, "publisher")
-	pjs, _ := jetstream.New(pnc)
+	// The whole flow: a publisher publishes and waits (publish --wait), the worker
+	// answers with an event.
+	pc := connectAs(t, s, "publisher")
 	var waiter *commands.Waiter
 	deadline := time.Now().Add(30 * time.Second)
 	for waiter == nil {
-		if waiter, err = commands.NewWaiter(ctx, pjs, time.Minute); err != nil && time.Now().After(deadline) {
-			t.Fatalf("publisher cannot follow events: %v (worker errors %v)", err, workerErrs())
+		if waiter, err = commands.NewWaiter(ctx, pc.js, time.Minute); err != nil && time.Now().After(deadline) {
+			t.Fatalf("publisher cannot follow events: %v (worker refused %v)", err, workerErrs())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
 	defer wcancel()
-	id, err := commands.Publish(wctx, pjs, []byte(`{"commandId":"perm-1","meetingRoomNumber":"910004217404","groupCount":2}`), nil)
+	id, err := commands.Publish(wctx, pc.js, []byte(`{"commandId":"perm-1","meetingRoomNumber":"910004217404","groupCount":2}`), nil)
 	if err != nil {
 		t.Fatalf("publisher cannot publish a command: %v", err)
 	}
 	var got commands.Event
 	if err := waiter.Await(wctx, []string{id}, func(e commands.Event) { got = e }); err != nil {
-		t.Fatalf("no event: %v (worker errors %v)", err, workerErrs())
+		t.Fatalf("no event: %v (worker refused %v)", err, workerErrs())
 	}
 	if got.Subject != worker.SubjectCreated {
 		t.Fatalf("event on %s: %s", got.Subject, got.Data)
+	}
+	// A meeting that has not started (the parked stream, the meetings bucket, a
+	// release consumer) and one that refuses (a failed event, for replay).
+	if _, err := sb.AddMeeting(sandbox.MeetingSpec{Number: "910000000002", StartsIn: sandbox.Duration(2 * time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sb.AddMeeting(sandbox.MeetingSpec{Number: "910000000003", Fail: &sandbox.FixedAnswer{Status: 400, ErrorCode: 60001}}); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for i, meeting := range []string{"910000000002", "910000000003"} {
+		id, err := commands.Publish(wctx, pc.js, []byte(fmt.Sprintf(`{"commandId":"perm-%d","meetingRoomNumber":%q,"groupCount":2}`, i+2, meeting)), nil)
+		if err != nil {
+			t.Fatalf("publisher cannot publish a command: %v", err)
+		}
+		ids = append(ids, id)
+	}
+	outcomes := map[string]string{}
+	if err := waiter.Await(wctx, ids, func(e commands.Event) { outcomes[e.CommandID] = e.Subject }); err != nil {
+		t.Fatalf("no event: %v %v (worker refused %v)", err, outcomes, workerErrs())
+	}
+	if outcomes["perm-2"] != worker.SubjectCreated || !strings.HasPrefix(outcomes["perm-3"], "xylink.groups.failed.") {
+		t.Fatalf("outcomes %v", outcomes)
 	}
 	if errs := workerErrs(); len(errs) > 0 {
 		t.Fatalf("the worker was refused something it needs: %v", errs)
 	}
 
-	// The events user reads the events stream.
-	enc, eventsErrs := connectAs(t, s, "events")
-	ejs, _ := jetstream.New(enc)
-	cons, err := ejs.OrderedConsumer(ctx, worker.StreamEvents, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		t.Fatalf("events user cannot read events: %v", err)
-	}
-	if m, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second)); err != nil || !strings.Contains(string(m.Data()), "perm-1") {
-		t.Fatalf("events user read %v", err)
+	// The operator makes the readers' durable pull consumers.
+	oc := connectAs(t, s, "operator")
+	for _, name := range []string{"events-downstream", "events-other"} {
+		if _, err := oc.js.CreateOrUpdateConsumer(ctx, worker.StreamEvents, jetstream.ConsumerConfig{Durable: name, AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+			t.Fatalf("operator cannot create the durable %s: %v", name, err)
+		}
 	}
 
-	// What each must not do.
-	refused := func(name string, errsOf func() []error, do func() error) {
-		t.Helper()
-		err := do()
-		deadline := time.Now().Add(5 * time.Second)
-		for err == nil && len(errsOf()) == 0 && time.Now().Before(deadline) {
-			time.Sleep(20 * time.Millisecond)
+	const (
+		allowed = true
+		refused = false
+	)
+	ev, cmds, parked := worker.StreamEvents, worker.StreamCommands, worker.StreamParked
+	pushIntoCommands := fmt.Sprintf(`{"stream_name":%q,"config":{"name":"escape","deliver_subject":%q,"ack_policy":"none"}}`, ev, worker.SubjectCreate)
+	table := []struct {
+		user, action string
+		want         bool
+		op           func(context.Context, *client) error
+	}{
+		// events: its own durable, nothing else (first: nobody else has pulled it yet)
+		{"events", "pull and ack its durable", allowed, pullAndAck("events-downstream")},
+
+		// worker
+		{"worker", "subscribe to its own inbox", allowed, subscribe("_INBOX_worker.x")},
+		{"worker", "publish an event", allowed, publish(worker.SubjectCreated)},
+		{"worker", "publish a command", refused, publish(worker.SubjectCreate)},
+		{"worker", "subscribe to the events user's inbox", refused, subscribe("_INBOX_events.>")},
+		{"worker", "subscribe to the default inbox", refused, subscribe("_INBOX.>")},
+
+		// operator: status, replay, events, the readers' durables
+		{"operator", "status", allowed, func(ctx context.Context, c *client) error {
+			cons, err := c.js.Consumer(ctx, cmds, worker.ConsumerWorkers)
+			if err != nil {
+				return err
+			}
+			for _, name := range []string{cmds, ev, parked} {
+				if _, err := c.js.Stream(ctx, name); err != nil {
+					return err
+				}
+			}
+			if _, err := worker.ParkedMeetings(ctx, c.js); err != nil {
+				return err
+			}
+			if _, _, err := ratelimit.Dispenser(ctx, c.js); err != nil {
+				return err
+			}
+			if _, err := worker.Breakers(ctx, c.js); err != nil {
+				return err
+			}
+			if _, err := worker.Replicas(ctx, c.js); err != nil {
+				return err
+			}
+			_, err = cons.Info(ctx)
+			return err
+		}},
+		{"operator", "replay: select from the failed events and the commands", allowed, func(ctx context.Context, c *client) error {
+			if _, err := commands.Select(ctx, c.js, commands.Selection{Source: "failed"}); err != nil {
+				return err
+			}
+			_, err := commands.Select(ctx, c.js, commands.Selection{Source: "commands"})
+			return err
+		}},
+		{"operator", "replay: its checkpoint bucket", allowed, func(ctx context.Context, c *client) error {
+			_, err := commands.LoadCheckpoint(ctx, c.js, "r-test")
+			return err
+		}},
+		{"operator", "replay: publish a command", allowed, func(ctx context.Context, c *client) error {
+			_, err := c.js.Publish(ctx, worker.SubjectCreate, []byte(`{"commandId":"perm-op","meetingRoomNumber":"910004217404","groupCount":2}`))
+			return err
+		}},
+		{"operator", "events: follow the events stream", allowed, func(ctx context.Context, c *client) error {
+			cons, err := c.js.OrderedConsumer(ctx, ev, jetstream.OrderedConsumerConfig{})
+			if err != nil {
+				return err
+			}
+			_, err = cons.Next(jetstream.FetchMaxWait(3 * time.Second))
+			return err
+		}},
+		{"operator", "create a reader's durable", allowed, func(ctx context.Context, c *client) error {
+			_, err := c.js.CreateOrUpdateConsumer(ctx, ev, jetstream.ConsumerConfig{Durable: "events-third", AckPolicy: jetstream.AckExplicitPolicy})
+			return err
+		}},
+		{"operator", "publish xylink.groups.created", refused, publish(worker.SubjectCreated)},
+		{"operator", "publish into xygroup.parked.>", refused, publish("xygroup.parked.x")},
+		{"operator", "publish into xygroup.limiter.>", refused, publish(ratelimit.SubjectGrant)},
+		{"operator", "write the xygroup-commands bucket", refused, publish("$KV." + worker.BucketCommands + ".forged")},
+		{"operator", "write the xygroup-breakers bucket", refused, publish("$KV." + worker.BucketBreakers + ".forged")},
+		{"operator", "pull the workers' consumer", refused, pullRequest(cmds, worker.ConsumerWorkers)},
+		{"operator", "subscribe to the worker's inbox", refused, subscribe("_INBOX_worker.>")},
+		{"operator", "take over the workers' consumer", refused, func(ctx context.Context, c *client) error {
+			_, err := c.js.CreateOrUpdateConsumer(ctx, cmds, jetstream.ConsumerConfig{Durable: worker.ConsumerWorkers, AckPolicy: jetstream.AckExplicitPolicy, FilterSubject: worker.SubjectCreate})
+			return err
+		}},
+
+		// publisher: publish --wait
+		{"publisher", "publish a command", allowed, func(ctx context.Context, c *client) error {
+			_, err := c.js.Publish(ctx, worker.SubjectCreate, []byte(`{"commandId":"perm-pub","meetingRoomNumber":"910004217404","groupCount":2}`))
+			return err
+		}},
+		{"publisher", "follow the events (publish --wait)", allowed, func(ctx context.Context, c *client) error {
+			_, err := commands.NewWaiter(ctx, c.js, time.Minute)
+			return err
+		}},
+		{"publisher", "publish xylink.groups.created", refused, publish(worker.SubjectCreated)},
+		{"publisher", "pull a reader's durable (MSG.NEXT)", refused, pullRequest(ev, "events-downstream")},
+		{"publisher", "ack on a reader's durable", refused, publish("$JS.ACK." + ev + ".events-downstream.1.1.1.0.0")},
+		{"publisher", "subscribe to the events user's inbox", refused, subscribe("_INBOX_events.>")},
+		{"publisher", "subscribe to the default inbox", refused, subscribe("_INBOX.>")},
+
+		// events
+		{"events", "subscribe to another user's inbox prefix", refused, subscribe("_INBOX_worker.>")},
+		{"events", "subscribe to the default inbox", refused, subscribe("_INBOX.>")},
+		{"events", "push consumer delivering into xylink.groups.create", refused, apiRequest("$JS.API.CONSUMER.CREATE."+ev+".escape", pushIntoCommands)},
+		{"events", "create any consumer", refused, func(ctx context.Context, c *client) error {
+			_, err := c.js.OrderedConsumer(ctx, ev, jetstream.OrderedConsumerConfig{})
+			return err
+		}},
+		{"events", "pull another reader's durable (MSG.NEXT)", refused, pullRequest(ev, "events-other")},
+		{"events", "ack on another reader's durable", refused, publish("$JS.ACK." + ev + ".events-other.1.1.1.0.0")},
+		{"events", "publish a command", refused, publish(worker.SubjectCreate)},
+
+		// what would destroy something, last
+		{"worker", "purge the events stream", refused, func(ctx context.Context, c *client) error {
+			s, err := c.js.Stream(ctx, ev)
+			if err != nil {
+				return err
+			}
+			return s.Purge(ctx)
+		}},
+		{"worker", "purge the commands stream", refused, apiRequest("$JS.API.STREAM.PURGE."+cmds, "")},
+		{"operator", "purge the commands stream", refused, apiRequest("$JS.API.STREAM.PURGE."+cmds, "")},
+		{"operator", "delete the workers' consumer", refused, func(ctx context.Context, c *client) error {
+			return c.js.DeleteConsumer(ctx, cmds, worker.ConsumerWorkers)
+		}},
+		{"worker", "delete a reader's durable", refused, func(ctx context.Context, c *client) error { return c.js.DeleteConsumer(ctx, ev, "events-third") }},
+		{"publisher", "delete a reader's durable", refused, func(ctx context.Context, c *client) error { return c.js.DeleteConsumer(ctx, ev, "events-downstream") }},
+		{"events", "delete a durable", refused, func(ctx context.Context, c *client) error { return c.js.DeleteConsumer(ctx, ev, "events-other") }},
+		{"worker", "delete XYGROUP_PARKED", refused, func(ctx context.Context, c *client) error { return c.js.DeleteStream(ctx, parked) }},
+		{"events", "delete the events stream", refused, func(ctx context.Context, c *client) error { return c.js.DeleteStream(ctx, ev) }},
+		{"worker", "delete the events stream", refused, func(ctx context.Context, c *client) error { return c.js.DeleteStream(ctx, ev) }},
+	}
+	for _, row := range table {
+		t.Run(row.user+": "+row.action, func(t *testing.T) {
+			err := connectAs(t, s, row.user).try(row.op)
+			switch {
+			case row.want && err != nil:
+				t.Errorf("%s: %s: refused (%v), it needs it", row.user, row.action, err)
+			case !row.want && err == nil:
+				t.Errorf("%s: %s: allowed", row.user, row.action)
+			}
+		})
+	}
+	if errs := workerErrs(); len(errs) > 0 {
+		t.Errorf("the worker was refused something it needs: %v", errs)
+	}
+}
+
+// freePort reserves a TCP port on the loopback and gives it back.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// Three nodes from the shipped config form a cluster over authenticated routes,
+// and a server that knows no route password does not join it.
+func TestNATSClusterRoutes(t *testing.T) {
+	ports := []int{freePort(t), freePort(t), freePort(t)}
+	var nodes []*server.Server
+	for i := range ports {
+		opts := serverOptions(t, fmt.Sprintf("nats-%d", i))
+		if opts.HTTPHost == "0.0.0.0" || opts.HTTPHost == "" {
+			t.Errorf("monitoring listens on %q: all interfaces", opts.HTTPHost)
 		}
-		if err == nil && len(errsOf()) == 0 {
-			t.Errorf("%s: allowed", name)
+		opts.Cluster.Host, opts.Cluster.Port = "127.0.0.1", ports[i]
+		for j, r := range opts.Routes { // the configured routes, with their credentials, on this test's ports
+			if r.User == nil || r.Hostname() != fmt.Sprintf("nats-%d", j) {
+				t.Fatalf("route %s", r.Redacted())
+			}
+			r.Host = fmt.Sprintf("127.0.0.1:%d", ports[j])
+		}
+		nodes = append(nodes, start(t, opts))
+	}
+	routed := func(s *server.Server, want int) bool {
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) {
+			if s.NumRoutes() >= want {
+				return true
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		return false
+	}
+	for i, s := range nodes {
+		if !routed(s, 2) {
+			t.Fatalf("nats-%d has %d routes: the nodes do not form a cluster", i, s.NumRoutes())
 		}
 	}
-	refused("publisher publishes an event", publisherErrs, func() error { return pnc.Publish(worker.SubjectCreated, []byte("{}")) })
-	refused("events user publishes a command", eventsErrs, func() error {
-		_, err := ejs.Publish(ctx, worker.SubjectCreate, []byte("{}"))
-		if errors.Is(err, nats.ErrNoResponders) || err != nil {
-			return errors.New("refused")
-		}
-		return nil
-	})
-	refused("events user deletes the events stream", eventsErrs, func() error { return ejs.DeleteStream(ctx, worker.StreamEvents) })
-	refused("worker publishes a command", workerErrs, func() error { return wnc.Publish(worker.SubjectCreate, []byte("{}")) })
+	before := nodes[0].NumRoutes()
+
+	// An intruder on the route port, without the route password.
+	opts := &server.Options{ServerName: "intruder", Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true,
+		Cluster: server.ClusterOpts{Name: "xygroup", Host: "127.0.0.1", Port: -1},
+		Routes:  []*url.URL{{Scheme: "nats-route", Host: fmt.Sprintf("127.0.0.1:%d", ports[0])}}}
+	intruder := start(t, opts)
+	time.Sleep(3 * time.Second)
+	if n := intruder.NumRoutes(); n > 0 || nodes[0].NumRoutes() > before {
+		t.Errorf("a server without the route password joined the cluster: it has %d routes, nats-0 %d (was %d)", n, nodes[0].NumRoutes(), before)
+	}
+}
+
+// Both TLS blocks of nats-server.conf, once uncommented, verify the peer.
+func TestNATSConfigTLSVerifies(t *testing.T) {
+	raw, err := os.ReadFile("nats/nats-server.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := regexp.MustCompile(`(?m)^\s*# tls \{`).FindAllStringIndex(string(raw), -1)
+	verifies := regexp.MustCompile(`(?m)^\s*#\s*verify:\s*true\s*$`).FindAllString(string(raw), -1)
+	if len(blocks) != 2 || len(verifies) != 2 || strings.Contains(string(raw), "verify:    false") {
+		t.Errorf("TLS blocks %d (want routes and clients), with verify: true %d", len(blocks), len(verifies))
+	}
 }

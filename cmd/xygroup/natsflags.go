@@ -18,6 +18,7 @@ func natsFlags() []cli.Flag {
 		&cli.StringFlag{Name: "nats-ca", Usage: "CA certificate (PEM) to verify the NATS servers' TLS", Sources: cli.EnvVars("NATS_CA"), TakesFile: true},
 		&cli.StringFlag{Name: "nats-cert", Usage: "client certificate (PEM) for NATS mutual TLS", Sources: cli.EnvVars("NATS_CERT"), TakesFile: true},
 		&cli.StringFlag{Name: "nats-key", Usage: "its private key (PEM)", Sources: cli.EnvVars("NATS_KEY"), TakesFile: true},
+		&cli.StringFlag{Name: "nats-inbox-prefix", Usage: "prefix of this client's reply subjects (e.g. _INBOX_publisher): the user's own, so that it may subscribe only there", Sources: cli.EnvVars("NATS_INBOX_PREFIX")},
 		&cli.StringFlag{Name: "embedded-listen", Value: "127.0.0.1:4222", Usage: "where the embedded server listens", Sources: cli.EnvVars("XYGROUP_EMBEDDED_LISTEN")},
 	}
 }
@@ -32,6 +33,9 @@ func connectNATS(cmd *cli.Command, name string, extra ...nats.Option) (*nats.Con
 	opts := []nats.Option{nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(500 * time.Millisecond), nats.Timeout(5 * time.Second)}
 	if creds := cmd.String("nats-creds"); creds != "" {
 		opts = append(opts, nats.UserCredentials(creds))
+	}
+	if prefix := cmd.String("nats-inbox-prefix"); prefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(prefix))
 	}
 	if ca := cmd.String("nats-ca"); ca != "" {
 		opts = append(opts, nats.RootCAs(ca))

@@ -4,6 +4,11 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/urfave/cli/v3"
 )
 
 // A NATS password in NATS_URL never reaches an error message.
@@ -22,5 +27,70 @@ func TestNATSPasswordsAreRedacted(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), addr) {
 		t.Fatalf("the error does not say where: %v", err)
+	}
+}
+
+// NATS_INBOX_PREFIX (or --nats-inbox-prefix) puts every reply subject of the
+// connection, JetStream's included, under the user's own prefix, where the server
+// lets that user alone subscribe.
+func TestNATSInboxPrefix(t *testing.T) {
+	opts := &server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true}
+	s, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server did not start")
+	}
+	defer s.Shutdown()
+	responder, err := nats.Connect(s.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer responder.Close()
+	replies := make(chan string, 1)
+	if _, err := responder.Subscribe("probe", func(m *nats.Msg) { replies <- m.Reply; _ = m.Respond([]byte("ok")) }); err != nil {
+		t.Fatal(err)
+	}
+	_ = responder.Flush()
+
+	for _, tc := range []struct {
+		args []string
+		env  string
+		want string
+	}{
+		{args: []string{"--nats-inbox-prefix", "_INBOX_publisher"}, want: "_INBOX_publisher."},
+		{env: "_INBOX_events", want: "_INBOX_events."},
+		{want: "_INBOX."},
+	} {
+		t.Setenv("NATS_INBOX_PREFIX", tc.env)
+		var prefix string
+		cmd := &cli.Command{Name: "t", Flags: natsFlags(), Action: func(ctx context.Context, cmd *cli.Command) error {
+			nc, err := connectNATS(cmd, "inbox-test")
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			if _, err := nc.Request("probe", nil, 5*time.Second); err != nil {
+				return err
+			}
+			prefix = nc.NewInbox()
+			return nil
+		}}
+		if err := cmd.Run(context.Background(), append([]string{"t", "--nats-url", s.ClientURL()}, tc.args...)); err != nil {
+			t.Fatalf("%v %q: %v", tc.args, tc.env, err)
+		}
+		if got := <-replies; !strings.HasPrefix(got, tc.want) || !strings.HasPrefix(prefix, tc.want) {
+			t.Errorf("%v %q: reply subject %s, inbox %s, want prefix %s", tc.args, tc.env, got, prefix, tc.want)
+		}
+	}
+	t.Setenv("NATS_INBOX_PREFIX", "_INBOX.>")
+	cmd := &cli.Command{Name: "t", Flags: natsFlags(), Action: func(ctx context.Context, cmd *cli.Command) error {
+		_, err := connectNATS(cmd, "inbox-test")
+		return err
+	}}
+	if err := cmd.Run(context.Background(), []string{"t", "--nats-url", s.ClientURL()}); err == nil {
+		t.Error("a wildcard inbox prefix was accepted")
 	}
 }
