@@ -93,6 +93,9 @@ type Cluster struct {
 	// lastSeen: when this replica last saw a dispenser (its own lease written,
 	// another's lease present, or a grant received).
 	lastSeen time.Time
+	// nextSend: per enterprise, the earliest time this replica lets its next
+	// granted call go (see spaceLocally).
+	nextSend map[string]time.Time
 
 	requests, grantsSeen, renewals, elections atomic.Int64
 }
@@ -237,7 +240,7 @@ func (c *Cluster) Wait(ctx context.Context, enterpriseID string, p Priority) err
 			if json.Unmarshal(msg.Data, &r) == nil && r.OK {
 				c.grantsSeen.Add(1)
 				c.seen()
-				return nil
+				return c.spaceLocally(ctx, enterpriseID)
 			}
 			continue // "ask again": waited too long in the queue, or the dispenser stepped down
 		}
@@ -250,6 +253,44 @@ func (c *Cluster) Wait(ctx context.Context, enterpriseID string, p Priority) err
 			return ctx.Err()
 		case <-time.After(50 * time.Millisecond):
 		}
+	}
+}
+
+// localSpacing is the least time between two of this replica's calls for one
+// enterprise: a little over a second divided by the rate, so that no second
+// holds more than the rate of them, and a little under the dispenser's
+// spacing, so that a grant delayed on its way here is made up within a few
+// grants.
+func (c *Cluster) localSpacing(enterpriseID string) time.Duration {
+	return time.Duration(1.01 * float64(time.Second) / c.opts.Rate(enterpriseID))
+}
+
+// spaceLocally holds a grant until the replica's previous call for the
+// enterprise is localSpacing behind. The dispenser spaces grants, but a busy
+// replica (a garbage collection, a starved core) can receive one late and the
+// next on time; sent as they come, two calls would leave too close together.
+func (c *Cluster) spaceLocally(ctx context.Context, enterpriseID string) error {
+	c.mu.Lock()
+	if c.nextSend == nil {
+		c.nextSend = map[string]time.Time{}
+	}
+	at := time.Now()
+	if next := c.nextSend[enterpriseID]; next.After(at) {
+		at = next
+	}
+	c.nextSend[enterpriseID] = at.Add(c.localSpacing(enterpriseID))
+	c.mu.Unlock()
+	wait := time.Until(at)
+	if wait <= 0 {
+		return nil
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
 	}
 }
 
