@@ -5,11 +5,11 @@ import (
 	"time"
 )
 
-// Network jitter of 0–50 ms on the way in, three workers: the enterprise's rate
-// still holds at the API.
+// Network jitter of 0–50 ms on the way in, three workers with the default rate
+// guard: the enterprise's rate still holds at the API.
 func TestNetworkJitter(t *testing.T) {
 	knownFailure(t)
-	h := New(t, Options{Nodes: 1, Workers: 3, Seed: 12})
+	h := New(t, Options{Nodes: 1, Workers: 3, Seed: 12, WorkerEnv: map[string]string{"XYGROUP_RATE_GUARD": "25ms"}})
 	h.Proxy.SetFaults(Faults{InJitter: 50 * time.Millisecond})
 	h.Publish(Commands("jitter", "", pick(300, 2000)))
 	h.Check(pick(3*time.Minute, 10*time.Minute))
