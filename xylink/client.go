@@ -112,6 +112,10 @@ func NewClient(baseURL string, opts ...Option) (*Client, error) {
 	hc := *c.hc
 	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	c.hc = &hc
+	if u.Scheme == "http" && !isLoopback(u.Hostname()) {
+		c.log.Warn().Str("baseURL", u.Scheme+"://"+u.Host).
+			Msg("XYLink base URL is plain http: tokens, signatures and app-token secrets cross the network unencrypted; use https")
+	}
 	for id, t := range c.tenants {
 		if err := t.creds.Check(); err != nil {
 			return nil, err
@@ -362,6 +366,16 @@ func (c *Client) do(ctx context.Context, t *tenant, tok *appToken, method, path 
 		}
 	}
 	return nil
+}
+
+// isLoopback: a host on this machine (the sandbox, a local gateway), where
+// plain http does not leave the host.
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // redirectError names a redirect that was not followed and the host it points

@@ -22,6 +22,7 @@ import (
 	"math"
 	mrand "math/rand/v2"
 	"net/http"
+	"net/url"
 	"sort"
 	"strings"
 	"sync"
@@ -166,7 +167,29 @@ func (s *Sandbox) Handler() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, CodeBadRequest, "error.not.found", "no such endpoint in the sandbox")
 	})
-	return mux
+	return sameOrigin(mux)
+}
+
+// sameOrigin refuses requests that a web page of another origin sent: a
+// browser names the page's origin on every cross-site POST, PUT or DELETE, so
+// a page on the internet cannot reset the sandbox or change its meetings and
+// faults through a developer's browser. Clients that are no browser (curl, the
+// worker, tests) send no Origin and are served.
+func sameOrigin(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if origin := r.Header.Get("Origin"); origin != "" {
+			if u, err := url.Parse(origin); err != nil || u.Host != r.Host {
+				writeError(w, http.StatusForbidden, CodeBadRequest, "error.forbidden.origin",
+					"requests from another origin are refused")
+				return
+			}
+		}
+		if r.Header.Get("Sec-Fetch-Site") == "cross-site" {
+			writeError(w, http.StatusForbidden, CodeBadRequest, "error.forbidden.origin", "cross-site requests are refused")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // Meeting is a cloud meeting room's state in the sandbox.
