@@ -91,6 +91,13 @@ var errNoKey = jetstream.ErrKeyNotFound
 // between, else reads and tries again. change returns whether to write; its
 // error ends the update unwritten. The value as last seen is returned.
 func casUpdate[T any](ctx context.Context, kv jetstream.KeyValue, key string, initial *T, change func(*T) (bool, error)) (T, error) {
+	v, _, err := casUpdateRev(ctx, kv, key, initial, change)
+	return v, err
+}
+
+// casUpdateRev is casUpdate that also returns the revision written (0 when
+// nothing was written).
+func casUpdateRev[T any](ctx context.Context, kv jetstream.KeyValue, key string, initial *T, change func(*T) (bool, error)) (T, uint64, error) {
 	for {
 		var v T
 		var rev uint64
@@ -99,34 +106,35 @@ func casUpdate[T any](ctx context.Context, kv jetstream.KeyValue, key string, in
 		case errors.Is(err, jetstream.ErrKeyNotFound) && initial != nil:
 			v = *initial
 		case err != nil:
-			return v, err
+			return v, 0, err
 		default:
 			rev = e.Revision()
 			if err := json.Unmarshal(e.Value(), &v); err != nil {
-				return v, err
+				return v, 0, err
 			}
 		}
 		write, err := change(&v)
 		if err != nil || !write {
-			return v, err
+			return v, 0, err
 		}
 		b, err := marshalRecord(v)
 		if err != nil {
-			return v, err
+			return v, 0, err
 		}
+		var written uint64
 		if rev == 0 {
-			_, err = kv.Create(ctx, key, b)
+			written, err = kv.Create(ctx, key, b)
 		} else {
-			_, err = kv.Update(ctx, key, b, rev)
+			written, err = kv.Update(ctx, key, b, rev)
 		}
 		if err == nil {
-			return v, nil
+			return v, written, nil
 		}
 		if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-			return v, err
+			return v, 0, err
 		}
 		if ctx.Err() != nil {
-			return v, ctx.Err()
+			return v, 0, ctx.Err()
 		}
 	}
 }

@@ -124,24 +124,33 @@ type errBusy struct{ until time.Time }
 
 func (e errBusy) Error() string { return "another worker is calling for this command" }
 
+// claim is a begun call: the time until which it is this replica's, and the
+// record as written, so that marking it sent is one compare-and-swap.
+type claim struct {
+	until  time.Time
+	attempt int
+	record commandRecord
+	rev    uint64
+}
+
 // begin marks a call as in flight and returns the record as it was before (with
-// MaybeCreated set when an earlier call's outcome is unknown) and the time until
-// which the call is this replica's. It fails with errBusy while another
-// worker's call is in flight.
+// MaybeCreated set when an earlier call's outcome is unknown) and the claim. It
+// fails with errBusy while another worker's call is in flight.
 //
 // A call that never reported is unknown only if its request may have gone out
-// (Sent, marked as the grant is taken): one abandoned while it waited for its
-// grant, by a replica that died or lost NATS, was never sent and is given back.
-func (s *idempotency) begin(ctx context.Context, id string) (before commandRecord, pendingUntil time.Time, err error) {
-	_, err = s.update(ctx, id, func(r *commandRecord) error {
+// (Sent, written before the request leaves): one abandoned while it waited for
+// its grant, by a replica that died or lost NATS, was never sent and is given
+// back.
+func (s *idempotency) begin(ctx context.Context, id string) (before commandRecord, c claim, err error) {
+	rec, rev, err := casUpdateRev(ctx, s.kv, commandKey(id), &commandRecord{}, func(r *commandRecord) (bool, error) {
 		now := s.now()
 		if r.Terminal != nil {
 			before = *r
-			return errDone
+			return false, errDone
 		}
 		if !r.PendingUntil.IsZero() {
 			if now.Before(r.PendingUntil) {
-				return errBusy{until: r.PendingUntil}
+				return false, errBusy{until: r.PendingUntil}
 			}
 			if r.Sent >= r.Attempts {
 				r.MaybeCreated = true // that call never reported: it may have taken effect
@@ -152,18 +161,35 @@ func (s *idempotency) begin(ctx context.Context, id string) (before commandRecor
 		before = *r
 		r.Attempts++
 		r.PendingUntil = now.Add(s.grantWait + s.lease)
-		pendingUntil = r.PendingUntil
-		return nil
+		return true, nil
 	})
-	return before, pendingUntil, err
+	if err != nil {
+		if !errors.Is(err, errDone) && !isBusy(err) {
+			err = fmt.Errorf("idempotency record: %w", err)
+		}
+		return before, claim{}, err
+	}
+	return before, claim{until: rec.PendingUntil, attempt: rec.Attempts, record: rec, rev: rev}, nil
 }
 
-// markSent records that attempt's request may have gone out. It is written
-// while the request is on its way, not before it (a write between the grant
-// and the request would make arrivals at the API uneven).
-func (s *idempotency) markSent(ctx context.Context, id string, attempt int) error {
+// markSent records that the claim's request may go out. It is written before
+// the request leaves, so a replica killed at any moment after its request
+// left has left the mark: the next call then knows the outcome is unknown and
+// reconciles a 66684. It is one compare-and-swap on the record begin wrote
+// (nothing else writes it while the call is in flight), with a read-and-retry
+// only if something did.
+func (s *idempotency) markSent(ctx context.Context, id string, c claim) error {
+	r := c.record
+	r.Sent = max(r.Sent, c.attempt)
+	if b, err := marshalRecord(r); err == nil && c.rev != 0 {
+		if _, err := s.kv.Update(ctx, commandKey(id), b, c.rev); err == nil {
+			return nil
+		} else if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !errors.Is(err, jetstream.ErrKeyExists) {
+			return fmt.Errorf("idempotency record: %w", err)
+		}
+	}
 	_, err := s.update(ctx, id, func(r *commandRecord) error {
-		r.Sent = max(r.Sent, attempt)
+		r.Sent = max(r.Sent, c.attempt)
 		return nil
 	})
 	return err

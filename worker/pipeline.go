@@ -23,6 +23,10 @@ type Caller interface {
 // within the command's in-flight record.
 var errNoGrantInTime = errors.New("no rate-limit grant in time")
 
+// errNotMarked: the record could not say that the request may go out, so it
+// did not go (its outcome would be unknowable after a crash).
+var errNotMarked = errors.New("request not marked as sent")
+
 // HeaderReplay marks a command re-published by `xygroup replay`: it yields to live commands.
 const HeaderReplay = "Xygroup-Replay"
 
@@ -135,7 +139,7 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 
 	// 5. mark the call in flight; learn whether an earlier call's outcome is
 	// unknown. Every step with I/O of its own comes before the grant.
-	before, pendingUntil, err := p.idem.begin(ctx, d.ID)
+	before, claimed, err := p.idem.begin(ctx, d.ID)
 	if err != nil {
 		done(xylink.Outcome{BreakerExcluded: true})
 		var busy errBusy
@@ -160,7 +164,7 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 	// no other replica takes the command over while a request is out. The app
 	// token's fetch and a repeat after a refused token come out of the grant's
 	// time, never out of the lease.
-	sendBy := time.Now().Add(pendingUntil.Sub(p.now()) - p.idem.lease)
+	sendBy := time.Now().Add(claimed.until.Sub(p.now()) - p.idem.lease)
 	var sentAt time.Time
 	gate := func(gctx context.Context) error {
 		wctx, cancel := context.WithDeadline(gctx, sendBy)
@@ -177,14 +181,19 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 		if !halfOpenProbe && p.breaker.State(d.EnterpriseID) == "open" {
 			return ErrBreakerOpen
 		}
-		sentAt = time.Now()
-		go func() {
-			mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			defer cancel()
-			if err := p.idem.markSent(mctx, d.ID, attempts); err != nil {
-				log.Warn().Err(err).Msg("idempotency record: request not marked as sent")
+		// The mark is written before the request leaves, never after: a
+		// replica killed once its request is out must leave it, or the next
+		// call would take a 66684 for a failure. No mark, no request.
+		mctx, cancel := context.WithDeadline(gctx, sendBy)
+		defer cancel()
+		if err := p.idem.markSent(mctx, d.ID, claimed); err != nil {
+			if gctx.Err() != nil {
+				return gctx.Err()
 			}
-		}()
+			log.Warn().Err(err).Msg("idempotency record: request not marked as sent; not sent")
+			return errNotMarked
+		}
+		sentAt = time.Now()
 		return nil
 	}
 
