@@ -127,10 +127,10 @@ func (e errBusy) Error() string { return "another worker is calling for this com
 // claim is a begun call: the time until which it is this replica's, and the
 // record as written, so that marking it sent is one compare-and-swap.
 type claim struct {
-	until  time.Time
+	until   time.Time
 	attempt int
-	record commandRecord
-	rev    uint64
+	record  commandRecord
+	rev     uint64
 }
 
 // begin marks a call as in flight and returns the record as it was before (with
