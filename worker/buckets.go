@@ -98,13 +98,27 @@ func casUpdate[T any](ctx context.Context, kv jetstream.KeyValue, key string, in
 // casUpdateRev is casUpdate that also returns the revision written (0 when
 // nothing was written).
 func casUpdateRev[T any](ctx context.Context, kv jetstream.KeyValue, key string, initial *T, change func(*T) (bool, error)) (T, uint64, error) {
+	var from func(context.Context) (*T, error)
+	if initial != nil {
+		from = func(context.Context) (*T, error) { return initial, nil }
+	}
+	return casUpdateFrom(ctx, kv, key, from, change)
+}
+
+// casUpdateFrom is casUpdateRev whose initial value is computed only when the
+// key has none (it may cost a read of its own).
+func casUpdateFrom[T any](ctx context.Context, kv jetstream.KeyValue, key string, initial func(context.Context) (*T, error), change func(*T) (bool, error)) (T, uint64, error) {
 	for {
 		var v T
 		var rev uint64
 		e, err := kv.Get(ctx, key)
 		switch {
 		case errors.Is(err, jetstream.ErrKeyNotFound) && initial != nil:
-			v = *initial
+			iv, ierr := initial(ctx)
+			if ierr != nil {
+				return v, 0, ierr
+			}
+			v = *iv
 		case err != nil:
 			return v, 0, err
 		default:

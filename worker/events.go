@@ -89,17 +89,29 @@ type outEvent struct {
 
 // terminalMsgID is the Nats-Msg-Id of a command's terminal event, whichever it is:
 // a redelivered or replayed command cannot store a second one in the dedupe window.
-func terminalMsgID(commandID string) string { return "xygroup.terminal." + commandID }
+// It names the tenant, so two enterprises' commands with one commandId do not
+// take each other's event for a duplicate.
+func terminalMsgID(r commandRef) string { return "xygroup.terminal." + scopedID(r) }
+
+// scopedID is <enterpriseId>.<commandId> when the enterpriseId is a plain token
+// (it cannot hold a dot then), else sha256:<hex of enterpriseId>.<commandId>.
+func scopedID(r commandRef) string {
+	if safeKey.MatchString(r.enterprise) {
+		return r.enterprise + "." + r.id
+	}
+	h := sha256.Sum256([]byte(r.enterprise))
+	return "sha256:" + hex.EncodeToString(h[:]) + "." + r.id
+}
 
 // terminalID is the terminal Nats-Msg-Id of this handling: a replay's terminal
 // event is its own (the command's failure is already in the stream).
 func terminalID(d *Decoded) string {
 	if d.ReplayID != "" {
-		return terminalMsgID(d.ID) + ".replay." + boundedID(d.ReplayID)
+		return terminalMsgID(d.ref()) + ".replay." + boundedID(d.ReplayID)
 	}
-	return terminalMsgID(d.ID)
+	return terminalMsgID(d.ref())
 }
-func waitingMsgID(commandID string) string { return "xygroup.waiting." + commandID }
+func waitingMsgID(r commandRef) string { return "xygroup.waiting." + scopedID(r) }
 
 // eventID derives a UUID-shaped id (version 5 layout over SHA-256) from the msg id,
 // so a duplicate event has the same id and consumers can dedupe on it.
@@ -149,7 +161,7 @@ func failedEvent(d *Decoded, f failure, attempts int, now time.Time) *outEvent {
 }
 
 func waitingEvent(d *Decoded, deadline, next time.Time, attempts int, now time.Time) *outEvent {
-	id := waitingMsgID(d.ID)
+	id := waitingMsgID(d.ref())
 	return &outEvent{subject: SubjectWaiting, ceType: TypeWaiting, msgID: id, eventID: eventID(id),
 		body: &WaitingEvent{Envelope: envelope(d, id, attempts, now), Deadline: deadline.UTC(), NextAttemptAt: next.UTC()}}
 }

@@ -67,6 +67,8 @@ type rawBody json.RawMessage
 // idempotency reads and writes command records with compare-and-swap.
 type idempotency struct {
 	kv    jetstream.KeyValue
+	// legacy: the bucket holds records of an earlier version's keys.
+	legacy bool
 	lease time.Duration // a call's own time, beyond the client's timeout
 	// grantWait: the longest a begun call waits for its rate-limit grant; the
 	// record says "in flight" for grantWait + lease.
@@ -76,9 +78,28 @@ type idempotency struct {
 
 var safeKey = regexp.MustCompile(`^[-/_=a-zA-Z0-9]{1,200}$`)
 
-// commandKey maps a commandId to a KV key: as is when it is a valid key, else a
-// hash (a commandId may hold characters that keys may not).
-func commandKey(id string) string {
+// commandRef names a command within its tenant: two enterprises may use the same
+// commandId without meeting each other's record or events.
+type commandRef struct {
+	enterprise string
+	id         string
+}
+
+func (d *Decoded) ref() commandRef { return commandRef{enterprise: d.EnterpriseID, id: d.ID} }
+
+// commandKey maps a command to its KV key: t.<enterpriseId>.<commandId> when
+// both are valid key tokens, else a hash of both (ids may hold characters that
+// keys may not).
+func commandKey(r commandRef) string {
+	if safeKey.MatchString(r.enterprise) && safeKey.MatchString(r.id) {
+		return "t." + r.enterprise + "." + r.id
+	}
+	h := sha256.Sum256([]byte(r.enterprise + "\x00" + r.id))
+	return "th." + hex.EncodeToString(h[:])
+}
+
+// legacyKey is the key of records written before keys named the tenant.
+func legacyKey(id string) string {
 	if safeKey.MatchString(id) {
 		return "c." + id
 	}
@@ -86,26 +107,84 @@ func commandKey(id string) string {
 	return "h." + hex.EncodeToString(h[:])
 }
 
+// legacyKeysPresent reports whether the bucket holds records under the keys of
+// earlier versions (c.*, h.*). Only then does a command without a record look
+// there, so that one created before an upgrade is still not sent again.
+func legacyKeysPresent(ctx context.Context, js jetstream.JetStream) (bool, error) {
+	st, err := js.Stream(ctx, "KV_"+BucketCommands)
+	if err != nil {
+		return false, err
+	}
+	for _, f := range []string{"c.>", "h.>"} {
+		_, err := st.GetLastMsgForSubject(ctx, "$KV."+BucketCommands+"."+f)
+		if err == nil {
+			return true, nil
+		}
+		if !errors.Is(err, jetstream.ErrMsgNotFound) {
+			return false, err
+		}
+	}
+	return false, nil
+}
+
+// initial is the record a command starts from when its key has none: empty, or
+// carried over from the record of an earlier version, which did not name the
+// tenant. A terminal one is carried over only if its event is this tenant's;
+// one with a call in flight or an unknown outcome is carried over as it is (a
+// rare commandId shared by two tenants at the upgrade errs on the side of not
+// sending twice).
+func (s *idempotency) initial(r commandRef) func(context.Context) (*commandRecord, error) {
+	return func(ctx context.Context) (*commandRecord, error) {
+		if !s.legacy {
+			return &commandRecord{}, nil
+		}
+		e, err := s.kv.Get(ctx, legacyKey(r.id))
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return &commandRecord{}, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		var old commandRecord
+		if err := json.Unmarshal(e.Value(), &old); err != nil {
+			return &commandRecord{}, nil // unreadable: as if there were none
+		}
+		if old.Terminal != nil {
+			var ev struct {
+				EnterpriseID string `json:"enterpriseId"`
+			}
+			if json.Unmarshal(old.Terminal.Body, &ev) != nil || ev.EnterpriseID != r.enterprise {
+				return &commandRecord{}, nil
+			}
+		}
+		return &old, nil
+	}
+}
+
 // get returns the record and its revision (0 when there is none).
-func (s *idempotency) get(ctx context.Context, id string) (commandRecord, uint64, error) {
-	e, err := s.kv.Get(ctx, commandKey(id))
+func (s *idempotency) get(ctx context.Context, r commandRef) (commandRecord, uint64, error) {
+	e, err := s.kv.Get(ctx, commandKey(r))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return commandRecord{}, 0, nil
+		init, err := s.initial(r)(ctx)
+		if err != nil {
+			return commandRecord{}, 0, fmt.Errorf("idempotency record: %w", err)
+		}
+		return *init, 0, nil
 	}
 	if err != nil {
 		return commandRecord{}, 0, fmt.Errorf("idempotency record: %w", err)
 	}
-	var r commandRecord
-	if err := json.Unmarshal(e.Value(), &r); err != nil {
-		return commandRecord{}, 0, fmt.Errorf("idempotency record %s: %w", id, err)
+	var rec commandRecord
+	if err := json.Unmarshal(e.Value(), &rec); err != nil {
+		return commandRecord{}, 0, fmt.Errorf("idempotency record %s: %w", r.id, err)
 	}
-	return r, e.Revision(), nil
+	return rec, e.Revision(), nil
 }
 
 // update applies f to the latest record until the write succeeds (f may be
 // called again after a conflict) and returns the record written.
-func (s *idempotency) update(ctx context.Context, id string, f func(*commandRecord) error) (commandRecord, error) {
-	r, err := casUpdate(ctx, s.kv, commandKey(id), &commandRecord{}, func(r *commandRecord) (bool, error) {
+func (s *idempotency) update(ctx context.Context, ref commandRef, f func(*commandRecord) error) (commandRecord, error) {
+	r, _, err := casUpdateFrom(ctx, s.kv, commandKey(ref), s.initial(ref), func(r *commandRecord) (bool, error) {
 		return true, f(r)
 	})
 	if err != nil && !errors.Is(err, errDone) && !isBusy(err) {
@@ -141,8 +220,8 @@ type claim struct {
 // (Sent, written before the request leaves): one abandoned while it waited for
 // its grant, by a replica that died or lost NATS, was never sent and is given
 // back.
-func (s *idempotency) begin(ctx context.Context, id string) (before commandRecord, c claim, err error) {
-	rec, rev, err := casUpdateRev(ctx, s.kv, commandKey(id), &commandRecord{}, func(r *commandRecord) (bool, error) {
+func (s *idempotency) begin(ctx context.Context, ref commandRef) (before commandRecord, c claim, err error) {
+	rec, rev, err := casUpdateFrom(ctx, s.kv, commandKey(ref), s.initial(ref), func(r *commandRecord) (bool, error) {
 		now := s.now()
 		if r.Terminal != nil {
 			before = *r
@@ -178,17 +257,17 @@ func (s *idempotency) begin(ctx context.Context, id string) (before commandRecor
 // reconciles a 66684. It is one compare-and-swap on the record begin wrote
 // (nothing else writes it while the call is in flight), with a read-and-retry
 // only if something did.
-func (s *idempotency) markSent(ctx context.Context, id string, c claim) error {
+func (s *idempotency) markSent(ctx context.Context, ref commandRef, c claim) error {
 	r := c.record
 	r.Sent = max(r.Sent, c.attempt)
 	if b, err := marshalRecord(r); err == nil && c.rev != 0 {
-		if _, err := s.kv.Update(ctx, commandKey(id), b, c.rev); err == nil {
+		if _, err := s.kv.Update(ctx, commandKey(ref), b, c.rev); err == nil {
 			return nil
 		} else if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !errors.Is(err, jetstream.ErrKeyExists) {
 			return fmt.Errorf("idempotency record: %w", err)
 		}
 	}
-	_, err := s.update(ctx, id, func(r *commandRecord) error {
+	_, err := s.update(ctx, ref, func(r *commandRecord) error {
 		r.Sent = max(r.Sent, c.attempt)
 		return nil
 	})
@@ -197,8 +276,8 @@ func (s *idempotency) markSent(ctx context.Context, id string, c claim) error {
 
 // abort undoes begin for a call that was not sent (its gate refused it): no
 // call in flight, and the attempt given back unless keepAttempt.
-func (s *idempotency) abort(ctx context.Context, id string, keepAttempt bool) error {
-	_, err := s.update(ctx, id, func(r *commandRecord) error {
+func (s *idempotency) abort(ctx context.Context, ref commandRef, keepAttempt bool) error {
+	_, err := s.update(ctx, ref, func(r *commandRecord) error {
 		if r.PendingUntil.IsZero() {
 			return nil
 		}
@@ -215,8 +294,8 @@ var errDone = errors.New("command already has its terminal event")
 
 // end records a call's result: no call in flight any more, and whether its
 // outcome is unknown.
-func (s *idempotency) end(ctx context.Context, id string, unknown bool, last failure) error {
-	_, err := s.update(ctx, id, func(r *commandRecord) error {
+func (s *idempotency) end(ctx context.Context, ref commandRef, unknown bool, last failure) error {
+	_, err := s.update(ctx, ref, func(r *commandRecord) error {
 		r.PendingUntil = time.Time{}
 		r.MaybeCreated = r.MaybeCreated || unknown
 		r.Last = &lastAnswer{HTTPStatus: last.httpStatus, ErrorCode: last.errorCode,
@@ -227,8 +306,8 @@ func (s *idempotency) end(ctx context.Context, id string, unknown bool, last fai
 }
 
 // finish stores the terminal event; the command is never sent again.
-func (s *idempotency) finish(ctx context.Context, id string, ev *outEvent, body []byte) error {
-	_, err := s.update(ctx, id, func(r *commandRecord) error {
+func (s *idempotency) finish(ctx context.Context, ref commandRef, ev *outEvent, body []byte) error {
+	_, err := s.update(ctx, ref, func(r *commandRecord) error {
 		r.PendingUntil = time.Time{}
 		if r.Terminal != nil {
 			return nil // the first terminal event stands
@@ -241,8 +320,8 @@ func (s *idempotency) finish(ctx context.Context, id string, ev *outEvent, body 
 
 // markWaiting records that the waiting event was published, and reports whether
 // it had been already.
-func (s *idempotency) markWaiting(ctx context.Context, id string) (already bool, err error) {
-	_, err = s.update(ctx, id, func(r *commandRecord) error {
+func (s *idempotency) markWaiting(ctx context.Context, ref commandRef) (already bool, err error) {
+	_, err = s.update(ctx, ref, func(r *commandRecord) error {
 		already = r.Waiting
 		r.Waiting = true
 		return nil
@@ -260,9 +339,9 @@ func commandsBucket(replicas int, ttl time.Duration) jetstream.KeyValueConfig {
 // the events stream, and the replay's own terminal event follows. It reports
 // false when the command was created (never sent again) or this replay already
 // tried it.
-func (s *idempotency) retryForReplay(ctx context.Context, id, replayID string) (bool, error) {
+func (s *idempotency) retryForReplay(ctx context.Context, ref commandRef, replayID string) (bool, error) {
 	again := false
-	_, err := s.update(ctx, id, func(r *commandRecord) error {
+	_, err := s.update(ctx, ref, func(r *commandRecord) error {
 		again = false
 		if r.Terminal == nil || r.Terminal.Subject == SubjectCreated || r.ReplayID == replayID {
 			return nil
@@ -279,11 +358,14 @@ type CommandState struct {
 	Attempts int
 	// Terminal: the subject of its terminal event ("" while it has none).
 	Terminal string
+	// Event is the terminal event's body, as published.
+	Event    json.RawMessage
 	ReplayID string
 }
 
-// LookupCommand reads a command's idempotency record.
-func LookupCommand(ctx context.Context, js jetstream.JetStream, commandID string) (CommandState, error) {
+// LookupCommand reads the idempotency record of an enterprise's command
+// (enterpriseID: the command's, else the workers' default tenant).
+func LookupCommand(ctx context.Context, js jetstream.JetStream, enterpriseID, commandID string) (CommandState, error) {
 	kv, err := js.KeyValue(ctx, BucketCommands)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		return CommandState{}, nil
@@ -291,13 +373,17 @@ func LookupCommand(ctx context.Context, js jetstream.JetStream, commandID string
 	if err != nil {
 		return CommandState{}, err
 	}
-	r, rev, err := (&idempotency{kv: kv, now: time.Now}).get(ctx, commandID)
-	if err != nil || rev == 0 {
+	// A tool reads the earlier version's key too, whether or not a worker
+	// found any at its start.
+	s := &idempotency{kv: kv, now: time.Now, legacy: true}
+	r, rev, err := s.get(ctx, commandRef{enterprise: enterpriseID, id: commandID})
+	if err != nil || (rev == 0 && r.Attempts == 0 && r.Terminal == nil) {
 		return CommandState{}, err
 	}
 	st := CommandState{Known: true, Attempts: r.Attempts, ReplayID: r.ReplayID}
 	if r.Terminal != nil {
 		st.Terminal = r.Terminal.Subject
+		st.Event = r.Terminal.Body
 	}
 	return st, nil
 }

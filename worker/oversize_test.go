@@ -168,7 +168,7 @@ func TestOversizedCommandsDoNotBlockTheQueue(t *testing.T) {
 		}
 		// The terminal event is recorded, so a later command with this id gets
 		// this event again rather than a second one.
-		st, err := worker.LookupCommand(context.Background(), js, id)
+		st, err := worker.LookupCommand(context.Background(), js, wt.Enterprise, id)
 		if err != nil || st.Terminal == "" {
 			t.Errorf("%s: terminal event not recorded: %+v %v", id, st, err)
 		}

@@ -23,6 +23,11 @@ type Caller interface {
 // within the command's in-flight record.
 var errNoGrantInTime = errors.New("no rate-limit grant in time")
 
+// staleGrant: a grant older than this when its request could leave is not
+// used (the request takes a fresh one), so that arrivals at the API keep the
+// dispenser's spacing whatever the time the "sent" mark took to write.
+const staleGrant = 10 * time.Millisecond
+
 // errNotMarked: the record could not say that the request may go out, so it
 // did not go (its outcome would be unknowable after a crash).
 var errNotMarked = errors.New("request not marked as sent")
@@ -71,14 +76,14 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 	}
 
 	// 2. idempotency: a command with a recorded outcome is not sent again
-	rec, _, err := p.idem.get(ctx, d.ID)
+	rec, _, err := p.idem.get(ctx, d.ref())
 	if err != nil {
 		log.Warn().Err(err).Msg("idempotency record unreadable; retrying")
 		return verdict{retry: time.Second}, d
 	}
 	if rid := d.ReplayID; rid != "" {
 		if rec.Terminal != nil {
-			again, err := p.idem.retryForReplay(ctx, d.ID, rid)
+			again, err := p.idem.retryForReplay(ctx, d.ref(), rid)
 			if err != nil {
 				return verdict{retry: time.Second}, d
 			}
@@ -139,7 +144,7 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 
 	// 5. mark the call in flight; learn whether an earlier call's outcome is
 	// unknown. Every step with I/O of its own comes before the grant.
-	before, claimed, err := p.idem.begin(ctx, d.ID)
+	before, claimed, err := p.idem.begin(ctx, d.ref())
 	if err != nil {
 		done(xylink.Outcome{BreakerExcluded: true})
 		var busy errBusy
@@ -166,35 +171,48 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 	// time, never out of the lease.
 	sendBy := time.Now().Add(claimed.until.Sub(p.now()) - p.idem.lease)
 	var sentAt time.Time
+	marked := false
 	gate := func(gctx context.Context) error {
 		wctx, cancel := context.WithDeadline(gctx, sendBy)
 		defer cancel()
-		waitStart := time.Now()
-		if err := p.limiter.Wait(wctx, d.EnterpriseID, prio); err != nil {
-			if gctx.Err() == nil {
-				return errNoGrantInTime
+		for {
+			waitStart := time.Now()
+			if err := p.limiter.Wait(wctx, d.EnterpriseID, prio); err != nil {
+				if gctx.Err() == nil {
+					return errNoGrantInTime
+				}
+				return err
 			}
-			return err
-		}
-		p.metrics.LimiterWait.WithLabelValues(prio.String()).Observe(time.Since(waitStart).Seconds())
-		p.metrics.LimiterGrants.WithLabelValues(d.EnterpriseID, prio.String()).Inc()
-		if !halfOpenProbe && p.breaker.State(d.EnterpriseID) == "open" {
-			return ErrBreakerOpen
-		}
-		// The mark is written before the request leaves, never after: a
-		// replica killed once its request is out must leave it, or the next
-		// call would take a 66684 for a failure. No mark, no request.
-		mctx, cancel := context.WithDeadline(gctx, sendBy)
-		defer cancel()
-		if err := p.idem.markSent(mctx, d.ID, claimed); err != nil {
-			if gctx.Err() != nil {
-				return gctx.Err()
+			p.metrics.LimiterWait.WithLabelValues(prio.String()).Observe(time.Since(waitStart).Seconds())
+			p.metrics.LimiterGrants.WithLabelValues(d.EnterpriseID, prio.String()).Inc()
+			if !halfOpenProbe && p.breaker.State(d.EnterpriseID) == "open" {
+				return ErrBreakerOpen
 			}
-			log.Warn().Err(err).Msg("idempotency record: request not marked as sent; not sent")
-			return errNotMarked
+			if marked {
+				sentAt = time.Now()
+				return nil
+			}
+			// The mark is written before the request leaves, never after: a
+			// replica killed once its request is out must leave it, or the
+			// next call would take a 66684 for a failure. No mark, no request.
+			markStart := time.Now()
+			if err := p.idem.markSent(wctx, d.ref(), claimed); err != nil {
+				if gctx.Err() != nil {
+					return gctx.Err()
+				}
+				log.Warn().Err(err).Msg("idempotency record: request not marked as sent; not sent")
+				return errNotMarked
+			}
+			marked = true
+			if time.Since(markStart) <= staleGrant {
+				sentAt = time.Now()
+				return nil
+			}
+			// The write was slow (NATS busy or away): the grant is stale, and
+			// a request sent on it now would leave together with later grants
+			// (after an outage, all at once). It takes a fresh one.
+			p.metrics.Retries.WithLabelValues("stale_grant").Inc()
 		}
-		sentAt = time.Now()
-		return nil
 	}
 
 	// 7. call and classify
@@ -206,7 +224,7 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 		done(xylink.Outcome{BreakerExcluded: true})
 		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		if err := p.idem.abort(actx, d.ID, held.Requests > 0); err != nil {
+		if err := p.idem.abort(actx, d.ref(), held.Requests > 0); err != nil {
 			log.Warn().Err(err).Msg("idempotency record not updated")
 		}
 		switch {
@@ -234,7 +252,7 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 		sb.HoldForCredentials(hctx, d.EnterpriseID)
 		if del.kind == fromShared {
 			// Not the command's fault: it waits in the tenant's hold, queued.
-			_ = p.idem.end(hctx, d.ID, false, failureOf(xylink.ClassNone, callErr))
+			_ = p.idem.end(hctx, d.ref(), false, failureOf(xylink.ClassNone, callErr))
 			until, open := sb.Open(d.EnterpriseID)
 			if !open {
 				until = p.now().Add(sb.credentialsRetry)
@@ -254,7 +272,7 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 	if !terminal {
 		// Record that no call is in flight, and whether this one may have taken effect.
 		ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		if err := p.idem.end(ectx, d.ID, outcome.Unknown, failureOf(outcome.Class, callErr)); err != nil {
+		if err := p.idem.end(ectx, d.ref(), outcome.Unknown, failureOf(outcome.Class, callErr)); err != nil {
 			log.Warn().Err(err).Msg("idempotency record not updated")
 		}
 		cancel()

@@ -300,7 +300,7 @@ func (w *Worker) expireParked(ctx context.Context, token string, rec meetingReco
 			earliest = minTime(earliest, deadline)
 			continue
 		}
-		cr, _, _ := w.p.idem.get(ctx, d.ID)
+		cr, _, _ := w.p.idem.get(ctx, d.ref())
 		if rec.Kind == kindHold {
 			f := failureOf(xylink.ClassUnavailable, cr.lastError(ErrBreakerOpen))
 			f.developerMessage = fmt.Sprintf("deadline %s passed while the enterprise's commands were held (its API kept failing, or it refused the credentials): %s",

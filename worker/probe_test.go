@@ -198,7 +198,7 @@ func commandRecord(t *testing.T, js jetstream.JetStream, id string) (r struct {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := kv.Get(context.Background(), "c."+id)
+	e, err := kv.Get(context.Background(), "t."+wt.Enterprise+"."+id)
 	if err != nil {
 		t.Fatalf("record of %s: %v", id, err)
 	}

@@ -340,6 +340,13 @@ func (w *Worker) setupParking(ctx, runCtx context.Context) error {
 	if err != nil {
 		return err
 	}
+	legacy, err := legacyKeysPresent(ctx, w.js)
+	if err != nil {
+		return fmt.Errorf("commands bucket: %w", err)
+	}
+	if legacy {
+		w.log.Info().Str("bucket", BucketCommands).Msg("records of an earlier version found: commands without a record look there too")
+	}
 	meetings, err := ensureBucket(ctx, w.js, meetingsBucket(settings.Replicas), w.log)
 	if err != nil {
 		return err
@@ -377,7 +384,7 @@ func (w *Worker) setupParking(ctx, runCtx context.Context) error {
 	}
 	w.parked, w.meetings = parked, meetings
 	w.parker.parked, w.parker.meetings = parked, meetings
-	w.p.idem.kv = commands
+	w.p.idem.kv, w.p.idem.legacy = commands, legacy
 	return w.view.watch(runCtx, meetings, w.log)
 }
 
@@ -446,7 +453,7 @@ func (w *Worker) apply(ctx context.Context, v verdict, d *Decoded, del *delivery
 			// through a leader election or a partition, rather than let a
 			// redelivery call the API again for a command that is done.
 			err := retrySettle(ctx, log, "idempotency record not written", func(ctx context.Context) error {
-				return w.p.idem.finish(ctx, d.ID, v.event, body)
+				return w.p.idem.finish(ctx, d.ref(), v.event, body)
 			})
 			if err != nil {
 				// Stopping: the event is stored; a redelivery meets 66684 after an
@@ -470,7 +477,7 @@ func (w *Worker) apply(ctx context.Context, v verdict, d *Decoded, del *delivery
 			_ = s.nak(time.Second)
 			return
 		}
-		if already, err := w.p.idem.markWaiting(ctx, d.ID); err == nil && !already {
+		if already, err := w.p.idem.markWaiting(ctx, d.ref()); err == nil && !already {
 			if _, err := w.publish(ctx, waitingEvent(d, v.deadline, next, v.attempts, w.opts.now()), del.header.Get("traceparent")); err != nil {
 				log.Warn().Err(err).Msg("waiting event not published")
 			}

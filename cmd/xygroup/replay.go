@@ -33,6 +33,7 @@ func replayCommand() *cli.Command {
 			&cli.StringSliceFlag{Name: "class", Usage: "failure classes to replay (default unavailable,meeting_not_started)"},
 			&cli.StringFlag{Name: "meeting", Usage: "only this meetingRoomNumber"},
 			&cli.StringFlag{Name: "enterprise", Usage: "only this enterpriseId"},
+			&cli.StringFlag{Name: "enterprise-id", Usage: "the workers' default tenant, for commands that name no enterpriseId", Sources: cli.EnvVars("XYLINK_ENTERPRISE_ID")},
 			&cli.StringFlag{Name: "since", Usage: "from this time (RFC 3339) or this long ago (24h)"},
 			&cli.StringFlag{Name: "until", Usage: "up to this time (RFC 3339) or this long ago"},
 			&cli.Uint64Flag{Name: "seq-from", Usage: "with --from-commands: first stream sequence"},
@@ -91,7 +92,7 @@ func runReplay(ctx context.Context, cmd *cli.Command) error {
 		fmt.Fprintf(stderr(cmd), "replay %s: %d command(s)\n", id, len(items))
 	}
 	bar := newBar(cmd, !cmd.Bool("no-progress"), len(items), "replay")
-	r := &commands.Replayer{JS: js, NewIDs: cp.NewIDs, Progress: func(_, done, _ int) {
+	r := &commands.Replayer{JS: js, NewIDs: cp.NewIDs, DefaultEnterprise: cmd.String("enterprise-id"), Progress: func(_, done, _ int) {
 		_ = bar.Set(done) // commands ended (or skipped): the ETA follows the API's pace
 	}}
 	waitCtx, cancel := context.WithTimeout(ctx, cmd.Duration("wait"))

@@ -22,11 +22,13 @@ const (
 )
 
 // Publish stores one command on xylink.groups.create with Nats-Msg-Id set to its
-// commandId (one is generated, "cli-…", when it has none) and returns that id,
-// which is the commandId its events will carry.
+// commandId (one is generated, "cli-…", when it has none), prefixed with
+// "<enterpriseId>/" when the command names its tenant, and returns the
+// commandId, which its events will carry.
 func Publish(ctx context.Context, js jetstream.JetStream, raw []byte, headers nats.Header) (string, error) {
 	var peek struct {
-		CommandID string `json:"commandId"`
+		CommandID    string `json:"commandId"`
+		EnterpriseID string `json:"enterpriseId"`
 	}
 	_ = json.Unmarshal(raw, &peek)
 	id := peek.CommandID
@@ -38,7 +40,13 @@ func Publish(ctx context.Context, js jetstream.JetStream, raw []byte, headers na
 	for k, v := range headers {
 		m.Header[k] = v
 	}
-	m.Header.Set(nats.MsgIdHdr, id)
+	// Two tenants may use one commandId: the stream's dedupe must not take
+	// one's command for the other's.
+	msgID := id
+	if peek.EnterpriseID != "" {
+		msgID = peek.EnterpriseID + "/" + id
+	}
+	m.Header.Set(nats.MsgIdHdr, msgID)
 	for delay := 100 * time.Millisecond; ; delay = min(2*delay, 2*time.Second) {
 		_, err := js.PublishMsg(ctx, m)
 		if err == nil {

@@ -50,6 +50,9 @@ func (s Selection) ID() string {
 // ReplayItem is one command to replay.
 type ReplayItem struct {
 	CommandID string
+	// EnterpriseID: the command's tenant ("" when it names none: the
+	// workers' default, Replayer.DefaultEnterprise).
+	EnterpriseID string
 	Raw       []byte
 	Class     string // the class it failed with (source "failed")
 	Meeting   string
@@ -89,7 +92,7 @@ func Select(ctx context.Context, js jetstream.JetStream, s Selection) ([]ReplayI
 			}
 			raw, err := originalBytes(ev.Command, ev.CommandEncoding)
 			if err == nil {
-				items = append(items, ReplayItem{CommandID: ev.CommandID, Raw: raw, Class: ev.Class, Meeting: ev.MeetingRoomNumber})
+				items = append(items, ReplayItem{CommandID: ev.CommandID, EnterpriseID: ev.EnterpriseID, Raw: raw, Class: ev.Class, Meeting: ev.MeetingRoomNumber})
 			}
 			return true
 		})
@@ -117,7 +120,7 @@ func Select(ctx context.Context, js jetstream.JetStream, s Selection) ([]ReplayI
 			if id == "" {
 				id = worker.StreamCommands + ":" + strconv.FormatUint(meta.Sequence.Stream, 10)
 			}
-			items = append(items, ReplayItem{CommandID: id, Raw: m.Data(), Meeting: peek.MeetingRoomNumber})
+			items = append(items, ReplayItem{CommandID: id, EnterpriseID: peek.EnterpriseID, Raw: m.Data(), Meeting: peek.MeetingRoomNumber})
 			return true
 		})
 		if err != nil {
@@ -146,20 +149,21 @@ func Select(ctx context.Context, js jetstream.JetStream, s Selection) ([]ReplayI
 			}
 			_ = json.Unmarshal(it.Raw, &peek)
 			if s.matches(peek.EnterpriseID, peek.MeetingRoomNumber) {
-				items = append(items, ReplayItem{CommandID: it.ID, Raw: it.Raw, Meeting: peek.MeetingRoomNumber})
+				items = append(items, ReplayItem{CommandID: it.ID, EnterpriseID: peek.EnterpriseID, Raw: it.Raw, Meeting: peek.MeetingRoomNumber})
 			}
 		}
 	default:
 		return nil, fmt.Errorf("unknown replay source %q", s.Source)
 	}
-	// One per command: its latest occurrence.
-	last := map[string]int{}
+	// One per command of a tenant: its latest occurrence.
+	type key struct{ enterprise, id string }
+	last := map[key]int{}
 	for i, it := range items {
-		last[it.CommandID] = i
+		last[key{it.EnterpriseID, it.CommandID}] = i
 	}
 	out := items[:0]
 	for i, it := range items {
-		if last[it.CommandID] == i {
+		if last[key{it.EnterpriseID, it.CommandID}] == i {
 			out = append(out, it)
 		}
 	}
@@ -258,6 +262,9 @@ type Replayer struct {
 	// NewIDs gives each command a new commandId (<id>~<replay>), so that even
 	// created ones are sent again. Off by default.
 	NewIDs bool
+	// DefaultEnterprise is the workers' default tenant (XYLINK_ENTERPRISE_ID):
+	// the tenant of commands that name none.
+	DefaultEnterprise string
 	// Progress is told, as they change, how many commands were handled
 	// (published or skipped) and how many are done (skipped, or ended).
 	Progress func(handled, done, total int)
@@ -332,7 +339,11 @@ func (r *Replayer) Run(ctx, waitCtx context.Context, cp *Checkpoint, items []Rep
 		if r.NewIDs {
 			id = it.CommandID + "~" + cp.ID
 		}
-		st, err := worker.LookupCommand(ctx, r.JS, id)
+		enterprise := it.EnterpriseID
+		if enterprise == "" {
+			enterprise = r.DefaultEnterprise
+		}
+		st, err := worker.LookupCommand(ctx, r.JS, enterprise, id)
 		if err != nil {
 			return sum, err
 		}
