@@ -66,10 +66,10 @@ type rawBody json.RawMessage
 
 // idempotency reads and writes command records with compare-and-swap.
 type idempotency struct {
-	kv    jetstream.KeyValue
+	kv jetstream.KeyValue
 	// legacy: the bucket holds records of an earlier version's keys.
 	legacy bool
-	lease time.Duration // a call's own time, beyond the client's timeout
+	lease  time.Duration // a call's own time, beyond the client's timeout
 	// grantWait: the longest a begun call waits for its rate-limit grant; the
 	// record says "in flight" for grantWait + lease.
 	grantWait time.Duration

@@ -53,9 +53,9 @@ type ReplayItem struct {
 	// EnterpriseID: the command's tenant ("" when it names none: the
 	// workers' default, Replayer.DefaultEnterprise).
 	EnterpriseID string
-	Raw       []byte
-	Class     string // the class it failed with (source "failed")
-	Meeting   string
+	Raw          []byte
+	Class        string // the class it failed with (source "failed")
+	Meeting      string
 }
 
 // Select lists the commands of a selection, one per commandId (the latest), in
