@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -16,9 +17,11 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 
 	"github.com/xygroup/xygroup/worker"
 	"github.com/xygroup/xygroup/worker/commands"
+	"github.com/xygroup/xygroup/worker/jsconfig"
 	"github.com/xygroup/xygroup/worker/ratelimit"
 	"github.com/xygroup/xygroup/xylink"
 	"github.com/xygroup/xygroup/xylink/sandbox"
@@ -287,6 +290,7 @@ func TestNATSPermissions(t *testing.T) {
 		{"worker", "subscribe to its own inbox", allowed, subscribe("_INBOX_worker.x")},
 		{"worker", "publish an event", allowed, publish(worker.SubjectCreated)},
 		{"worker", "publish a command", refused, publish(worker.SubjectCreate)},
+		{"worker", "publish on xylink.groups.replay", refused, publish(worker.SubjectReplay)},
 		{"worker", "subscribe to the events user's inbox", refused, subscribe("_INBOX_events.>")},
 		{"worker", "subscribe to the default inbox", refused, subscribe("_INBOX.>")},
 
@@ -331,6 +335,31 @@ func TestNATSPermissions(t *testing.T) {
 			_, err := c.js.Publish(ctx, worker.SubjectCreate, []byte(`{"commandId":"perm-op","meetingRoomNumber":"910004217404","groupCount":2}`))
 			return err
 		}},
+		{"operator", "replay: publish on xylink.groups.replay (stored in the stream)", allowed, func(ctx context.Context, c *client) error {
+			m := nats.NewMsg(worker.SubjectReplay)
+			m.Data = []byte(`{"commandId":"perm-replay","meetingRoomNumber":"910004217404","groupCount":2}`)
+			m.Header.Set(worker.HeaderReplay, "r-perm")
+			_, err := c.js.PublishMsg(ctx, m)
+			return err
+		}},
+		{"operator", "replay: a failed command, and its new outcome", allowed, func(ctx context.Context, c *client) error {
+			sel := commands.Selection{Source: "commands", Meeting: "910000000003"}
+			items, err := commands.Select(ctx, c.js, sel)
+			if err != nil {
+				return err
+			}
+			if len(items) != 1 {
+				return fmt.Errorf("selected %d commands, want 1", len(items))
+			}
+			sum, err := (&commands.Replayer{JS: c.js}).Run(ctx, ctx, &commands.Checkpoint{ID: sel.ID(), Selection: sel}, items)
+			if err != nil {
+				return err
+			}
+			if sum.Published != 1 || sum.FailedAgain["rejected"] != 1 {
+				return fmt.Errorf("replay summary %+v", sum)
+			}
+			return nil
+		}},
 		{"operator", "events: follow the events stream", allowed, func(ctx context.Context, c *client) error {
 			cons, err := c.js.OrderedConsumer(ctx, ev, jetstream.OrderedConsumerConfig{})
 			if err != nil {
@@ -365,6 +394,7 @@ func TestNATSPermissions(t *testing.T) {
 			return err
 		}},
 		{"publisher", "publish xylink.groups.created", refused, publish(worker.SubjectCreated)},
+		{"publisher", "publish on xylink.groups.replay", refused, publish(worker.SubjectReplay)},
 		{"publisher", "pull a reader's durable (MSG.NEXT)", refused, pullRequest(ev, "events-downstream")},
 		{"publisher", "ack on a reader's durable", refused, publish("$JS.ACK." + ev + ".events-downstream.1.1.1.0.0")},
 		{"publisher", "subscribe to the events user's inbox", refused, subscribe("_INBOX_events.>")},
@@ -381,6 +411,7 @@ func TestNATSPermissions(t *testing.T) {
 		{"events", "pull another reader's durable (MSG.NEXT)", refused, pullRequest(ev, "events-other")},
 		{"events", "ack on another reader's durable", refused, publish("$JS.ACK." + ev + ".events-other.1.1.1.0.0")},
 		{"events", "publish a command", refused, publish(worker.SubjectCreate)},
+		{"events", "publish on xylink.groups.replay", refused, publish(worker.SubjectReplay)},
 
 		// what would destroy something, last
 		{"worker", "purge the events stream", refused, func(ctx context.Context, c *client) error {
@@ -415,6 +446,55 @@ func TestNATSPermissions(t *testing.T) {
 	}
 	if errs := workerErrs(); len(errs) > 0 {
 		t.Errorf("the worker was refused something it needs: %v", errs)
+	}
+}
+
+// A commands stream and shared consumer created before replays had their own
+// subject: the worker user may add xylink.groups.replay to both; a user without
+// $JS.API.STREAM.UPDATE stops with an error that says so.
+func TestNATSWorkerUpgradesCommandsStream(t *testing.T) {
+	s := startFromConfig(t)
+	ctx := context.Background()
+	wc := connectAs(t, s, "worker")
+	old := worker.StreamSettings{}.CommandsStream()
+	old.Subjects = []string{worker.SubjectCreate}
+	if _, err := wc.js.CreateStream(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	oldCons := worker.StreamSettings{}.WorkersConsumer()
+	oldCons.FilterSubjects, oldCons.FilterSubject = nil, worker.SubjectCreate
+	if _, err := wc.js.CreateConsumer(ctx, worker.StreamCommands, oldCons); err != nil {
+		t.Fatal(err)
+	}
+	// Without the right to update the stream (the operator stands in for a worker
+	// user whose permissions predate replays' subject).
+	oc := connectAs(t, s, "operator")
+	_, err := worker.Setup(ctx, oc.js, worker.StreamSettings{}, zerolog.Nop())
+	if !jsconfig.IsMisconfigured(err) || !strings.Contains(err.Error(), "publish $JS.API.STREAM.UPDATE.XYLINK_GROUP_COMMANDS") {
+		t.Fatalf("want a misconfiguration naming the permission, got %v", err)
+	}
+	// The worker user.
+	if _, err := worker.Setup(ctx, wc.js, worker.StreamSettings{}, zerolog.Nop()); err != nil {
+		t.Fatalf("the worker could not upgrade the commands stream and consumer: %v", err)
+	}
+	st, err := wc.js.Stream(ctx, worker.StreamCommands)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := st.CachedInfo().Config.Subjects; !slices.Contains(got, worker.SubjectReplay) {
+		t.Fatalf("stream subjects %v", got)
+	}
+	c, err := wc.js.Consumer(ctx, worker.StreamCommands, worker.ConsumerWorkers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.CachedInfo().Config.FilterSubjects; !slices.Contains(got, worker.SubjectReplay) {
+		t.Fatalf("consumer filters %v", got)
+	}
+	select {
+	case err := <-wc.perm:
+		t.Fatalf("the worker was refused something it needs: %v", err)
+	default:
 	}
 }
 

@@ -89,7 +89,7 @@ func TestAsyncAPIDocument(t *testing.T) {
 	if !strings.HasPrefix(doc.AsyncAPI, "3.") {
 		t.Fatalf("asyncapi %q", doc.AsyncAPI)
 	}
-	want := map[string]bool{"xylink.groups.create": false, "xylink.groups.created": false, "xylink.groups.failed.{class}": false, "xylink.groups.waiting": false}
+	want := map[string]bool{"xylink.groups.create": false, "xylink.groups.replay": false, "xylink.groups.created": false, "xylink.groups.failed.{class}": false, "xylink.groups.waiting": false}
 	for _, ch := range doc.Channels {
 		want[ch.Address] = true
 	}

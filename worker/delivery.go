@@ -1,11 +1,13 @@
 package worker
 
 import (
+	"maps"
 	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 )
 
 // deliveryKind says where a command came from.
@@ -21,6 +23,7 @@ const (
 type delivery struct {
 	data      []byte
 	header    nats.Header
+	subject   string    // the subject it was published on (shared deliveries only)
 	stream    string    // the commands stream the command first arrived on
 	seq       uint64    // its sequence there
 	delivered int       // deliveries of this message so far, this one included
@@ -29,8 +32,33 @@ type delivery struct {
 }
 
 func sharedDelivery(msg jetstream.Msg, meta *jetstream.MsgMetadata) *delivery {
-	return &delivery{data: msg.Data(), header: msg.Headers(), stream: meta.Stream, seq: meta.Sequence.Stream,
+	return &delivery{data: msg.Data(), header: msg.Headers(), subject: msg.Subject(), stream: meta.Stream, seq: meta.Sequence.Stream,
 		delivered: int(meta.NumDelivered), received: meta.Timestamp, kind: fromShared}
+}
+
+// replayMark keeps a delivery's replay mark (HeaderReplay) only where it can be
+// trusted, since NATS does not say who published a message: on SubjectReplay,
+// which only users allowed to replay may publish, and on a parked command,
+// which only the worker writes, with the mark it honoured. A shared delivery
+// on any other subject loses the mark, and the worker says so; one on
+// SubjectReplay without it is a plain command, said too.
+func (del *delivery) replayMark(log *zerolog.Logger) string {
+	rid := del.header.Get(HeaderReplay)
+	if del.kind != fromShared {
+		return rid
+	}
+	switch {
+	case del.subject == SubjectReplay && rid == "":
+		log.Warn().Str("subject", del.subject).
+			Msg("command on " + SubjectReplay + " without a " + HeaderReplay + " header: handled as a plain command, not as a replay")
+	case del.subject != SubjectReplay && rid != "":
+		log.Warn().Str("subject", del.subject).Str("replayId", rid).
+			Msg("replay mark ignored: replays come on " + SubjectReplay + "; handled as a plain command")
+		h := maps.Clone(del.header) // the message's own headers stay as they are
+		h.Del(HeaderReplay)
+		del.header, rid = h, ""
+	}
+	return rid
 }
 
 // parkedDelivery restores a parked command's origin from the headers park wrote.

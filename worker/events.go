@@ -18,6 +18,7 @@ import (
 // Subjects and streams of the contract.
 const (
 	SubjectCreate   = "xylink.groups.create"
+	SubjectReplay   = "xylink.groups.replay" // replays only: the one subject on which HeaderReplay counts
 	SubjectCreated  = "xylink.groups.created"
 	SubjectFailed   = "xylink.groups.failed" // + "." + class
 	SubjectWaiting  = "xylink.groups.waiting"

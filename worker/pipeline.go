@@ -32,7 +32,9 @@ const staleGrant = 10 * time.Millisecond
 // did not go (its outcome would be unknowable after a crash).
 var errNotMarked = errors.New("request not marked as sent")
 
-// HeaderReplay marks a command re-published by `xygroup replay`: it yields to live commands.
+// HeaderReplay marks a command re-published by `xygroup replay`: it yields to
+// live commands, and a failed one is tried again once per replay. It counts
+// only on SubjectReplay (see delivery.replayMark).
 const HeaderReplay = "Xygroup-Replay"
 
 // pipeline composes the steps; each step's logic lives in its own file.
@@ -58,12 +60,12 @@ type pipeline struct {
 func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logger) (verdict, *Decoded) {
 	// 1. decode and validate
 	d := p.decoder.decode(del.data, del.header, del.stream, del.seq)
-	d.ReplayID = del.header.Get(HeaderReplay)
 	l := log.With().Str("commandId", d.ID).Str("enterpriseId", d.EnterpriseID)
 	if d.Cmd != nil {
 		l = l.Str("meetingRoomNumber", d.Cmd.MeetingRoomNumber)
 	}
 	*log = l.Logger()
+	d.ReplayID = del.replayMark(log)
 	now := p.now()
 	if d.Invalid != nil {
 		log.Warn().Str("reason", d.Invalid.DeveloperMessage).Msg("invalid command")
@@ -136,7 +138,7 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 	}
 	prio := PriorityLive
 	switch {
-	case del.header.Get(HeaderReplay) != "":
+	case d.ReplayID != "":
 		prio = PriorityReplay
 	case del.kind != fromShared || del.delivered > 1:
 		prio = PriorityRetry

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
@@ -52,13 +54,14 @@ func (s StreamSettings) withDefaults() StreamSettings {
 }
 
 // CommandsStream is the configuration the worker creates: commands are kept after
-// they are done (limits retention), as the source for replay.
+// they are done (limits retention), as the source for replay. It carries live
+// commands (SubjectCreate) and replays (SubjectReplay).
 func (s StreamSettings) CommandsStream() jetstream.StreamConfig {
 	s = s.withDefaults()
 	return jetstream.StreamConfig{
 		Name:        StreamCommands,
 		Description: "xygroup: create-breakout-group commands (kept for replay)",
-		Subjects:    []string{SubjectCreate},
+		Subjects:    []string{SubjectCreate, SubjectReplay},
 		Retention:   jetstream.LimitsPolicy,
 		Storage:     jetstream.FileStorage,
 		Replicas:    s.Replicas,
@@ -87,35 +90,102 @@ func (s StreamSettings) EventsStream() jetstream.StreamConfig {
 	}
 }
 
-// WorkersConsumer is the durable pull consumer every replica shares.
+// WorkersConsumer is the durable pull consumer every replica shares: live
+// commands and replays.
 func (s StreamSettings) WorkersConsumer() jetstream.ConsumerConfig {
 	s = s.withDefaults()
 	return jetstream.ConsumerConfig{
-		Durable:       ConsumerWorkers,
-		Description:   "xygroup worker replicas",
-		FilterSubject: SubjectCreate,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       s.AckWait,
-		MaxDeliver:    -1, // a command ends in an event, never in a silent give-up
-		MaxAckPending: s.MaxAckPending,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-		Replicas:      0, // the stream's
+		Durable:        ConsumerWorkers,
+		Description:    "xygroup worker replicas",
+		FilterSubjects: []string{SubjectCreate, SubjectReplay},
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        s.AckWait,
+		MaxDeliver:     -1, // a command ends in an event, never in a silent give-up
+		MaxAckPending:  s.MaxAckPending,
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		Replicas:       0, // the stream's
 	}
 }
 
-// ensureStream creates the stream when it is missing. An existing stream is never
-// changed: differences from the expected configuration are returned for the log,
-// and only a missing subject (the worker could not work) or, with minReplicas,
-// fewer replicas than want has (what it holds would live on fewer nodes than
-// the operator asked for) is an error (jsconfig.MisconfiguredError). Replicas
-// starting together may race to create it: "already exists" reads and compares.
-func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig, minReplicas bool) ([]string, error) {
+// addedSubjects are the subjects the worker adds to an existing stream, or to
+// the shared consumer's filter, that lacks them: they came after a worker of
+// an earlier version created the stream and the consumer.
+var addedSubjects = []string{SubjectReplay}
+
+// missingSubjects splits the subjects of want that have lacks into those the
+// worker adds itself (addedSubjects) and the others.
+func missingSubjects(have, want []string) (add, other []string) {
+	for _, subj := range want {
+		switch {
+		case slices.Contains(have, subj):
+		case slices.Contains(addedSubjects, subj):
+			add = append(add, subj)
+		default:
+			other = append(other, subj)
+		}
+	}
+	return add, other
+}
+
+// refusal says whether a JetStream API request on subject failed for good, and
+// what to do about it: the server answered with an error of the request (not
+// of its own state), or the connection's permissions do not allow the request
+// (it then goes unanswered and the server reports the violation to the
+// connection). It is empty when retrying may help.
+func refusal(js jetstream.JetStream, err error, subject string) string {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		if apiErr.Code >= 500 {
+			return ""
+		}
+		return "remove the cause, then "
+	}
+	if last := js.Conn().LastError(); errors.Is(last, nats.ErrPermissionViolation) && strings.Contains(last.Error(), subject) {
+		return "allow the worker user to publish $JS.API." + subject + " (deployments/nats/accounts.conf), or "
+	}
+	return ""
+}
+
+// addStreamSubjects adds subjects to an existing stream, as it is otherwise
+// configured. A refusal is a MisconfiguredError that says what to do.
+func addStreamSubjects(ctx context.Context, js jetstream.JetStream, have jetstream.StreamConfig, add []string, log zerolog.Logger) (jetstream.StreamConfig, error) {
+	cfg := have
+	cfg.Subjects = append(slices.Clip(have.Subjects), add...)
+	uctx, cancel := context.WithTimeout(ctx, 5*time.Second) // a request the permissions refuse goes unanswered
+	defer cancel()
+	s, err := js.UpdateStream(uctx, cfg)
+	if err == nil {
+		log.Info().Str("stream", have.Name).Strs("added", add).Strs("subjects", cfg.Subjects).Msg("stream upgraded: subjects added")
+		return s.CachedInfo().Config, nil
+	}
+	if fix := refusal(js, err, "STREAM.UPDATE."+have.Name); fix != "" {
+		return have, &jsconfig.MisconfiguredError{Msg: fmt.Sprintf("stream %s does not carry subject %s (it has %v) and the worker could not add it (%v): "+
+			"%sadd it yourself (nats stream edit %s --subjects %s)",
+			have.Name, strings.Join(add, ", "), have.Subjects, err, fix, have.Name, strings.Join(cfg.Subjects, ","))}
+	}
+	return have, fmt.Errorf("stream %s: add subject %s: %w", have.Name, strings.Join(add, ", "), err)
+}
+
+// ensureStream creates the stream when it is missing. An existing stream is
+// changed only to add the subjects of addedSubjects it lacks (logged at info):
+// differences from the expected configuration are returned for the log, and
+// only another missing subject (the worker could not work), a subject the
+// worker could not add or, with minReplicas, fewer replicas than want has (what
+// it holds would live on fewer nodes than the operator asked for) is an error
+// (jsconfig.MisconfiguredError). Replicas starting together may race to create
+// it: "already exists" reads and compares.
+func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig, minReplicas bool, log zerolog.Logger) ([]string, error) {
 	for attempt := 0; ; attempt++ {
 		s, err := js.Stream(ctx, want.Name)
 		if err == nil {
 			have := s.CachedInfo().Config
 			if minReplicas && max(have.Replicas, 1) < max(want.Replicas, 1) {
 				return nil, jsconfig.TooFewReplicas("stream", want.Name, want.Name, max(have.Replicas, 1), max(want.Replicas, 1))
+			}
+			if add, other := missingSubjects(have.Subjects, want.Subjects); len(add) > 0 && len(other) == 0 {
+				if have, err = addStreamSubjects(ctx, js, have, add, log); err != nil {
+					return nil, err
+				}
 			}
 			return compareStream(have, want)
 		}
@@ -165,16 +235,55 @@ func compareStream(have, want jetstream.StreamConfig) ([]string, error) {
 	return diffs, nil
 }
 
+// filters are the subjects a consumer takes; none is the whole stream.
+func filters(c jetstream.ConsumerConfig) []string {
+	if c.FilterSubject != "" {
+		return append(slices.Clip(c.FilterSubjects), c.FilterSubject)
+	}
+	return c.FilterSubjects
+}
+
+// addConsumerFilters adds subjects to an existing consumer's filter, as it is
+// otherwise configured.
+func addConsumerFilters(ctx context.Context, js jetstream.JetStream, have jetstream.ConsumerConfig, add []string, log zerolog.Logger) (jetstream.Consumer, error) {
+	cfg := have
+	cfg.FilterSubject, cfg.FilterSubjects = "", append(filters(have), add...)
+	uctx, cancel := context.WithTimeout(ctx, 5*time.Second) // a request the permissions refuse goes unanswered
+	defer cancel()
+	c, err := js.UpdateConsumer(uctx, StreamCommands, cfg)
+	if err == nil {
+		log.Info().Str("consumer", have.Durable).Strs("added", add).Strs("filterSubjects", cfg.FilterSubjects).Msg("consumer upgraded: filter subjects added")
+		return c, nil
+	}
+	if fix := refusal(js, err, "CONSUMER.CREATE."+StreamCommands+"."+have.Durable); fix != "" {
+		return nil, &jsconfig.MisconfiguredError{Msg: fmt.Sprintf("consumer %s filters %v, without %s, and the worker could not add it (%v): "+
+			"%sadd it yourself (nats consumer edit %s %s --filter %s)",
+			have.Durable, filters(have), strings.Join(add, ", "), err, fix, StreamCommands, have.Durable, strings.Join(cfg.FilterSubjects, " --filter "))}
+	}
+	return nil, fmt.Errorf("consumer %s: add filter %s: %w", have.Durable, strings.Join(add, ", "), err)
+}
+
 // ensureConsumer creates the shared consumer when missing; an existing one is
-// used as the operator configured it, with its differences reported.
-func ensureConsumer(ctx context.Context, js jetstream.JetStream, want jetstream.ConsumerConfig) (jetstream.Consumer, []string, error) {
+// used as the operator configured it, with its differences reported, except
+// that the subjects of addedSubjects are added to its filter when it lacks them
+// (logged at info).
+func ensureConsumer(ctx context.Context, js jetstream.JetStream, want jetstream.ConsumerConfig, log zerolog.Logger) (jetstream.Consumer, []string, error) {
 	for attempt := 0; ; attempt++ {
 		c, err := js.Consumer(ctx, StreamCommands, want.Durable)
 		if err == nil {
 			have := c.CachedInfo().Config
 			var diffs []string
-			if have.FilterSubject != want.FilterSubject && !slices.Contains(have.FilterSubjects, want.FilterSubject) {
-				return nil, nil, fmt.Errorf("consumer %s filters %q, not %s", want.Durable, have.FilterSubject, want.FilterSubject)
+			if fs := filters(have); len(fs) > 0 { // no filter: the whole stream
+				add, other := missingSubjects(fs, filters(want))
+				if len(other) > 0 {
+					return nil, nil, fmt.Errorf("consumer %s filters %v, not %v", want.Durable, fs, filters(want))
+				}
+				if len(add) > 0 {
+					if c, err = addConsumerFilters(ctx, js, have, add, log); err != nil {
+						return nil, nil, err
+					}
+					have = c.CachedInfo().Config
+				}
 			}
 			if have.AckPolicy != jetstream.AckExplicitPolicy {
 				return nil, nil, fmt.Errorf("consumer %s must acknowledge explicitly (it has %s)", want.Durable, have.AckPolicy)
@@ -210,7 +319,7 @@ func ensureConsumer(ctx context.Context, js jetstream.JetStream, want jetstream.
 // ones differ from what the worker would have created.
 func Setup(ctx context.Context, js jetstream.JetStream, s StreamSettings, log zerolog.Logger) (jetstream.Consumer, error) {
 	for _, cfg := range []jetstream.StreamConfig{s.CommandsStream(), s.EventsStream()} {
-		diffs, err := ensureStream(ctx, js, cfg, false)
+		diffs, err := ensureStream(ctx, js, cfg, false, log)
 		if err != nil {
 			return nil, err
 		}
@@ -218,7 +327,7 @@ func Setup(ctx context.Context, js jetstream.JetStream, s StreamSettings, log ze
 			log.Warn().Str("stream", cfg.Name).Str("difference", d).Msg("existing stream differs from the default; left as configured")
 		}
 	}
-	c, diffs, err := ensureConsumer(ctx, js, s.WorkersConsumer())
+	c, diffs, err := ensureConsumer(ctx, js, s.WorkersConsumer(), log)
 	if err != nil {
 		return nil, err
 	}

@@ -2,14 +2,18 @@ package worker_test
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/xygroup/xygroup/worker"
+	"github.com/xygroup/xygroup/worker/jsconfig"
 	wt "github.com/xygroup/xygroup/worker/workertest"
+	"github.com/xygroup/xygroup/xylink/sandbox"
 )
 
 // Streams an operator configured differently are used as they are, and the
@@ -53,4 +57,74 @@ func TestExistingStreamsAreReportedNotOverwritten(t *testing.T) {
 	if _, err := worker.Setup(ctx, js, worker.StreamSettings{}, zerolog.Nop()); err == nil || !strings.Contains(err.Error(), "does not carry subject xylink.groups.create") {
 		t.Fatalf("a stream without the command subject was accepted: %v", err)
 	}
+}
+
+// A commands stream and shared consumer created by an earlier version, with
+// only xylink.groups.create, are upgraded at start to carry and take
+// xylink.groups.replay too; what they held is kept.
+func TestOldCommandsStreamAndConsumerAreUpgraded(t *testing.T) {
+	srv := wt.StartNATS(t)
+	js := wt.JetStream(t, wt.Connect(t, srv))
+	ctx := context.Background()
+	old := worker.StreamSettings{}.CommandsStream()
+	old.Subjects = []string{worker.SubjectCreate}
+	if _, err := js.CreateStream(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	oldCons := worker.StreamSettings{}.WorkersConsumer()
+	oldCons.FilterSubjects, oldCons.FilterSubject = nil, worker.SubjectCreate
+	if _, err := js.CreateConsumer(ctx, worker.StreamCommands, oldCons); err != nil {
+		t.Fatal(err)
+	}
+	wt.Publish(t, js, "queued-1", wt.Command("queued-1", "m-queued")) // waiting for the worker
+
+	sb := wt.StartSandbox(t, sandbox.Config{Rate: 1e6})
+	var logs wt.SyncBuffer
+	wt.StartWorker(t, srv, wt.Client(t, sb), worker.WithLogger(zerolog.New(&logs)))
+	wt.AwaitTerminal(t, js, 1, time.Minute)
+	s, err := js.Stream(ctx, worker.StreamCommands)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.CachedInfo().Config.Subjects; !slices.Equal(got, []string{worker.SubjectCreate, worker.SubjectReplay}) {
+		t.Fatalf("stream subjects %v", got)
+	}
+	c, err := js.Consumer(ctx, worker.StreamCommands, worker.ConsumerWorkers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.CachedInfo().Config; got.FilterSubject != "" || !slices.Equal(got.FilterSubjects, []string{worker.SubjectCreate, worker.SubjectReplay}) {
+		t.Fatalf("consumer filters %q %v", got.FilterSubject, got.FilterSubjects)
+	}
+	out := logs.String()
+	if !strings.Contains(out, `"level":"info","stream":"XYLINK_GROUP_COMMANDS","added":["xylink.groups.replay"]`) ||
+		!strings.Contains(out, `"level":"info","consumer":"xygroup-workers","added":["xylink.groups.replay"]`) {
+		t.Fatalf("the upgrade is not logged:\n%s", out)
+	}
+	// Replays now reach the workers.
+	wt.PublishOn(t, js, worker.SubjectReplay, "replayed-1", wt.Command("replayed-1", "m-replayed"), worker.HeaderReplay, "r-up")
+	if evs := wt.AwaitTerminal(t, js, 2, time.Minute)["replayed-1"]; len(evs) != 1 || evs[0].Subject != worker.SubjectCreated {
+		t.Fatalf("replay: %v", evs)
+	}
+}
+
+// A commands stream that cannot take xylink.groups.replay (another stream has
+// it) stops the worker with an error that says what to do.
+func TestCommandsStreamThatCannotTakeTheReplaySubject(t *testing.T) {
+	srv := wt.StartNATS(t)
+	js := wt.JetStream(t, wt.Connect(t, srv))
+	ctx := context.Background()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "OTHER", Subjects: []string{worker.SubjectReplay}}); err != nil {
+		t.Fatal(err)
+	}
+	old := worker.StreamSettings{}.CommandsStream()
+	old.Subjects = []string{worker.SubjectCreate}
+	if _, err := js.CreateStream(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	_, err := worker.Setup(ctx, js, worker.StreamSettings{}, zerolog.Nop())
+	if !jsconfig.IsMisconfigured(err) || !strings.Contains(err.Error(), "nats stream edit XYLINK_GROUP_COMMANDS --subjects xylink.groups.create,xylink.groups.replay") {
+		t.Fatalf("want a misconfiguration naming the fix, got %v", err)
+	}
+	t.Log(err)
 }

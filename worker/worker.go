@@ -325,7 +325,7 @@ func (w *Worker) setupParking(ctx, runCtx context.Context) error {
 	settings := w.opts.streams.withDefaults()
 	// Parked commands are acknowledged in the shared consumer: the parked
 	// stream alone keeps them, so it must be as replicated as asked.
-	diffs, err := ensureStream(ctx, w.js, settings.ParkedStream(), true)
+	diffs, err := ensureStream(ctx, w.js, settings.ParkedStream(), true, w.log)
 	if err != nil {
 		return err
 	}

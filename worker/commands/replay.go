@@ -255,8 +255,9 @@ type Summary struct {
 	Pending         int            `json:"pending"` // no outcome yet when the wait ended
 }
 
-// Replayer re-publishes commands, marked as replays (live commands come first),
-// keeping their commandId so that created ones are never sent again.
+// Replayer re-publishes commands on worker.SubjectReplay, marked as replays
+// (live commands come first), keeping their commandId so that created ones are
+// never sent again. Its user must be allowed to publish worker.SubjectReplay.
 type Replayer struct {
 	JS jetstream.JetStream
 	// NewIDs gives each command a new commandId (<id>~<replay>), so that even
@@ -412,12 +413,18 @@ func (r *Replayer) Run(ctx, waitCtx context.Context, cp *Checkpoint, items []Rep
 	return sum, nil
 }
 
+// publish sends a command on the replay subject, the only one on which the
+// worker honours the replay mark, and waits for the commands stream's ack.
 func (r *Replayer) publish(ctx context.Context, replayID, commandID string, raw []byte) error {
-	m := nats.NewMsg(worker.SubjectCreate)
+	m := nats.NewMsg(worker.SubjectReplay)
 	m.Data = raw
 	m.Header.Set(worker.HeaderReplay, replayID)
 	m.Header.Set(nats.MsgIdHdr, "xygroup.replay."+replayID+"."+commandID)
 	_, err := r.JS.PublishMsg(ctx, m)
+	if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) {
+		return fmt.Errorf("publish %s: no stream answers on %s (a worker of this version adds it to %s when it starts): %w",
+			commandID, worker.SubjectReplay, worker.StreamCommands, err)
+	}
 	if err != nil {
 		return fmt.Errorf("publish %s: %w", commandID, err)
 	}

@@ -128,7 +128,13 @@ func StartWorkerOn(t testing.TB, nc *nats.Conn, c *xylink.Client, opts ...worker
 // Publish publishes raw commands, each with its Nats-Msg-Id when id is not empty.
 func Publish(t testing.TB, js jetstream.JetStream, id string, payload []byte, headers ...string) {
 	t.Helper()
-	m := nats.NewMsg(worker.SubjectCreate)
+	PublishOn(t, js, worker.SubjectCreate, id, payload, headers...)
+}
+
+// PublishOn is Publish on another subject of the commands stream.
+func PublishOn(t testing.TB, js jetstream.JetStream, subject, id string, payload []byte, headers ...string) {
+	t.Helper()
+	m := nats.NewMsg(subject)
 	m.Data = payload
 	if id != "" {
 		m.Header.Set(nats.MsgIdHdr, id)
