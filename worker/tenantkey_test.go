@@ -19,6 +19,7 @@ import (
 // returns every event in it, in order.
 func allEvents(t *testing.T, js jetstream.JetStream, n int, within time.Duration) []wt.Event {
 	t.Helper()
+	wt.AwaitStream(t, js, worker.StreamEvents)
 	deadline := time.Now().Add(within)
 	for wt.TerminalCount(t, js) < n {
 		if time.Now().After(deadline) {
