@@ -68,6 +68,9 @@ type Harness struct {
 	notes    []string
 	// resendsExpected: why a success may be sent again here (see ResendsExpected).
 	resendsExpected string
+	// learning: the network delays requests by an amount the workers must
+	// learn (see GuardLearns).
+	learning string
 }
 
 // SuiteRateGuard is the XYGROUP_RATE_GUARD the suite's workers run with

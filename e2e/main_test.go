@@ -18,7 +18,6 @@ var (
 // They are skipped unless -known-failures is given. Remove a line when its fix
 // lands.
 var knownFailures = map[string]string{
-	"TestNetworkJitter": "grants are spaced for a fixed 25 ms of delay variation; 0-50 ms of jitter on the way in puts 21 calls in one second at the API (20 as sent), with 429 answers",
 }
 
 // knownFailure skips the scenario when it is a known failure and

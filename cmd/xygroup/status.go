@@ -136,16 +136,12 @@ func printStatus(out io.Writer, st *Status, maxMeetings int) {
 		}
 		sort.Strings(ids)
 		if len(ids) > 0 {
-			fmt.Fprintln(tw, "  enterprise\tbudget/s\tused/s (last 10 s)\twaiting\tslowed")
+			fmt.Fprintln(tw, "  enterprise\tbudget/s\tused/s (last 10 s)\twaiting\tguard\t429s (10 min)")
 		}
 		for _, id := range ids {
 			e := st.Limiter.Enterprises[id]
 			use := float64(e.Granted10s) / 10
-			slowed := "-"
-			if st.At.Before(e.SlowedUntil) {
-				slowed = "until " + ago(e.SlowedUntil)
-			}
-			fmt.Fprintf(tw, "  %s\t%g\t%.1f (%.0f%%)\t%d\t%s\n", id, e.Rate, use, 100*use/max(e.Rate, 0.001), e.Waiting, slowed)
+			fmt.Fprintf(tw, "  %s\t%g\t%.1f (%.0f%%)\t%d\t%.0f ms\t%d\n", id, e.Rate, use, 100*use/max(e.Rate, 0.001), e.Waiting, e.GuardMs, e.Throttled10m)
 		}
 	}
 	fmt.Fprintf(tw, "BREAKERS\t%d tenant(s)\n", len(st.Breakers))

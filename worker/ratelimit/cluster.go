@@ -30,12 +30,15 @@ type Options struct {
 	// Rate is each enterprise's calls per second [20].
 	Rate func(enterpriseID string) float64
 	// Guard widens the window grants are spaced over [25 ms]: grants are
-	// (1 s + Guard) / rate apart.
+	// (1 s + guard) / rate apart, where guard starts here, its floor, and
+	// learns per enterprise: each rate-limit answer widens it by GuardStep
+	// (answers within GuardCooldown of a widening count once), and every
+	// GuardQuiet without one narrows it by GuardStep/5, back to the floor.
 	Guard time.Duration
+	// GuardStep, GuardCooldown, GuardQuiet, GuardMax [25 ms, 2 s, 30 s, 1 s].
+	GuardStep, GuardCooldown, GuardQuiet, GuardMax time.Duration
 	// LeaseTTL, RenewEvery, StopAfter: the dispenser's lease [3 s, 500 ms, 1.5 s].
 	LeaseTTL, RenewEvery, StopAfter time.Duration
-	// SlowFor: after a rate-limit answer, spacing doubles for this long [10 s].
-	SlowFor time.Duration
 	// MaxQueueWait: a request waiting longer is answered "ask again" [4 s].
 	MaxQueueWait time.Duration
 	// Replicas of the bucket [1].
@@ -63,8 +66,17 @@ func (o *Options) defaults() {
 	if o.StopAfter <= 0 {
 		o.StopAfter = 1500 * time.Millisecond
 	}
-	if o.SlowFor <= 0 {
-		o.SlowFor = 10 * time.Second
+	if o.GuardStep <= 0 {
+		o.GuardStep = 25 * time.Millisecond
+	}
+	if o.GuardCooldown <= 0 {
+		o.GuardCooldown = 2 * time.Second
+	}
+	if o.GuardQuiet <= 0 {
+		o.GuardQuiet = 30 * time.Second
+	}
+	if o.GuardMax <= 0 {
+		o.GuardMax = time.Second
 	}
 	if o.MaxQueueWait <= 0 {
 		o.MaxQueueWait = 4 * time.Second
@@ -361,10 +373,14 @@ type LeaseInfo struct {
 
 // EnterpriseInfo is one enterprise's budget and use.
 type EnterpriseInfo struct {
-	Rate        float64   `json:"rate"`
-	Granted10s  int       `json:"granted10s"`
-	Waiting     int       `json:"waiting"`
-	SlowedUntil time.Time `json:"slowedUntil,omitzero"`
+	Rate       float64 `json:"rate"`
+	Granted10s int     `json:"granted10s"`
+	Waiting    int     `json:"waiting"`
+	// GuardMs is the guard the enterprise's grants are spaced with now (it
+	// learns from rate-limit answers), and Throttled10m the rate-limit
+	// answers reported in the last ten minutes.
+	GuardMs      float64 `json:"guardMs"`
+	Throttled10m int     `json:"throttled10m,omitempty"`
 }
 
 func (c *Cluster) leaseValue() []byte {
@@ -432,7 +448,7 @@ func (c *Cluster) becomeDispenser(ctx context.Context) {
 	c.disp = d
 	c.mu.Unlock()
 	grantSub, err1 := c.nc.Subscribe(SubjectGrant, d.onRequest)
-	slowSub, err2 := c.nc.Subscribe(SubjectThrottled, func(m *nats.Msg) { d.slow(string(m.Data)) })
+	slowSub, err2 := c.nc.Subscribe(SubjectThrottled, func(m *nats.Msg) { d.throttled(string(m.Data)) })
 	if err1 != nil || err2 != nil {
 		c.stepDown("subscribe failed")
 		return
@@ -485,16 +501,27 @@ func (d *dispenser) use() map[string]EnterpriseInfo {
 				n++
 			}
 		}
-		out[id] = EnterpriseInfo{Rate: q.rate, Granted10s: n, Waiting: q.waiting.Len(), SlowedUntil: q.slowUntil}
+		throttled := 0
+		for _, t := range q.throttled {
+			if now.Sub(t) <= 10*time.Minute {
+				throttled++
+			}
+		}
+		out[id] = EnterpriseInfo{Rate: q.rate, Granted10s: n, Waiting: q.waiting.Len(),
+			GuardMs: float64(d.guard(q, now)) / float64(time.Millisecond), Throttled10m: throttled}
 	}
 	return out
 }
 
 type enterpriseQueue struct {
-	waiting   requestHeap
-	nextAt    time.Time
-	rate      float64
-	slowUntil time.Time
+	waiting requestHeap
+	nextAt  time.Time
+	rate    float64
+	// extra is the learned guard above the floor; changed is when it last
+	// changed (widened or narrowed).
+	extra     time.Duration
+	changed   time.Time
+	throttled []time.Time // rate-limit answers of the last ten minutes
 	recent    []time.Time // grant times of the last ten seconds
 }
 
@@ -562,12 +589,41 @@ func (d *dispenser) onRequest(m *nats.Msg) {
 	}
 }
 
-func (d *dispenser) slow(enterpriseID string) {
+// throttled widens the enterprise's guard after a rate-limit answer: the
+// delay between a grant and its arrival at the API varies more than the guard
+// allowed for. The answers of one crowded second come together and count once.
+func (d *dispenser) throttled(enterpriseID string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if q := d.ents[enterpriseID]; q != nil {
-		q.slowUntil = d.opts.Now().Add(d.opts.SlowFor)
+	q := d.ents[enterpriseID]
+	if q == nil {
+		q = &enterpriseQueue{}
+		d.ents[enterpriseID] = q
 	}
+	now := d.opts.Now()
+	q.throttled = append(q.throttled, now)
+	if len(q.throttled) > 64 {
+		q.throttled = q.throttled[len(q.throttled)-64:]
+	}
+	d.guard(q, now) // narrow first for the quiet time before this answer
+	if !q.changed.IsZero() && now.Sub(q.changed) < d.opts.GuardCooldown && q.extra > 0 {
+		return
+	}
+	q.extra = min(q.extra+d.opts.GuardStep, max(d.opts.GuardMax-d.opts.Guard, 0))
+	q.changed = now
+	d.opts.Log.Info().Str("enterpriseId", enterpriseID).Dur("guard", d.opts.Guard+q.extra).
+		Msg("rate-limit answer: grants spaced wider")
+}
+
+// guard is the enterprise's guard now, narrowed by a fifth of a step for each
+// quiet period since it last changed.
+func (d *dispenser) guard(q *enterpriseQueue, now time.Time) time.Duration {
+	if q.extra > 0 && now.Sub(q.changed) >= d.opts.GuardQuiet {
+		steps := int(now.Sub(q.changed) / d.opts.GuardQuiet)
+		q.extra = max(0, q.extra-time.Duration(steps)*d.opts.GuardStep/5)
+		q.changed = q.changed.Add(time.Duration(steps) * d.opts.GuardQuiet)
+	}
+	return d.opts.Guard + q.extra
 }
 
 func (d *dispenser) spacing(q *enterpriseQueue, now time.Time) time.Duration {
@@ -575,11 +631,7 @@ func (d *dispenser) spacing(q *enterpriseQueue, now time.Time) time.Duration {
 	if r <= 0 {
 		r = d.opts.Rate("")
 	}
-	s := time.Duration(float64(time.Second+d.opts.Guard) / r)
-	if now.Before(q.slowUntil) {
-		s *= 2
-	}
-	return s
+	return time.Duration(float64(time.Second+d.guard(q, now)) / r)
 }
 
 // run grants while active() holds, until stopped.

@@ -138,9 +138,12 @@ func TestLiveBeforeReplay(t *testing.T) {
 	}
 }
 
-// A rate-limit answer reported by one replica slows every replica.
-func TestThrottledSlowsTheCluster(t *testing.T) {
-	reps := startReplicas(t, 2, ratelimit.Options{SlowFor: 3 * time.Second})
+// A rate-limit answer reported by one replica widens the enterprise's guard
+// for every replica; the answers of one crowded second count once; quiet time
+// narrows it back to its floor.
+func TestThrottledWidensTheGuardForTheCluster(t *testing.T) {
+	reps := startReplicas(t, 2, ratelimit.Options{GuardStep: time.Second, GuardMax: 10 * time.Second,
+		GuardCooldown: time.Minute, GuardQuiet: 300 * time.Millisecond})
 	count := func(d time.Duration) int {
 		ctx, stop := context.WithTimeout(context.Background(), d)
 		defer stop()
@@ -159,11 +162,21 @@ func TestThrottledSlowsTheCluster(t *testing.T) {
 		return int(n.Load())
 	}
 	normal := count(2 * time.Second)
-	reps[1].lim.Throttled("e")
-	time.Sleep(100 * time.Millisecond) // the report travels over NATS
-	slowed := count(2 * time.Second)
-	t.Logf("grants in 2 s: %d normally, %d after a rate-limit answer", normal, slowed)
-	if slowed > normal*2/3 {
-		t.Fatalf("not slowed: %d grants, %d before", slowed, normal)
+	for range 5 { // one crowded second's answers
+		reps[1].lim.Throttled("e")
+	}
+	time.Sleep(100 * time.Millisecond) // the reports travel over NATS
+	widened := count(2 * time.Second)
+	time.Sleep(2 * time.Second) // quiet: 1 s narrows in 5 steps of 300 ms
+	narrowed := count(2 * time.Second)
+	t.Logf("grants in 2 s: %d at the floor, %d after five answers at once (one step of 1 s), %d after 2 s of quiet",
+		normal, widened, narrowed)
+	// At 20/s: (1 s + 25 ms)/20 apart at the floor, (2 s + 25 ms)/20 one step
+	// wider, (6 s + 25 ms)/20 had each answer counted.
+	if widened > normal*2/3 || widened < normal/3 {
+		t.Errorf("after five answers at once: %d grants, %d at the floor; want about half (one step)", widened, normal)
+	}
+	if narrowed < normal*9/10 {
+		t.Errorf("after quiet: %d grants, %d at the floor", narrowed, normal)
 	}
 }

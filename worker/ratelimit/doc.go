@@ -33,9 +33,14 @@
 //     attempts, then retries and probes, then replays), first come first served
 //     within one. A live request waits at most for the grant being timed and for
 //     the live requests before it, whatever the replay backlog.
-//   - Rate-limit answers: a replica that gets HTTP 429 reports it, and the
-//     dispenser doubles the spacing for that enterprise for SlowFor (10 s), for
-//     the whole cluster.
+//   - A guard that learns: a replica that gets HTTP 429 reports it, and the
+//     dispenser widens that enterprise's guard by GuardStep (25 ms; the answers
+//     of one crowded second count once), for the whole cluster; each 30 s
+//     without one narrows it by a fifth of a step, back to its floor (Guard).
+//     The delay between grant and API varies more over a real network than on
+//     one host; the guard settles a little above that variation, at the cost
+//     of guard/(1 s + guard) of the budget. The guard in use is in the lease,
+//     so `xygroup status` and the metrics show it.
 //   - Failures: without a dispenser (none elected yet, NATS unreachable, the
 //     dispenser's node lost), requests get no answer and Wait keeps asking until
 //     its context ends: the limiter fails closed. No API call is made without a
