@@ -279,6 +279,8 @@ type CommandState struct {
 	Attempts int
 	// Terminal: the subject of its terminal event ("" while it has none).
 	Terminal string
+	// Event: the terminal event's body, as published.
+	Event    json.RawMessage
 	ReplayID string
 }
 
@@ -297,7 +299,7 @@ func LookupCommand(ctx context.Context, js jetstream.JetStream, commandID string
 	}
 	st := CommandState{Known: true, Attempts: r.Attempts, ReplayID: r.ReplayID}
 	if r.Terminal != nil {
-		st.Terminal = r.Terminal.Subject
+		st.Terminal, st.Event = r.Terminal.Subject, r.Terminal.Body
 	}
 	return st, nil
 }

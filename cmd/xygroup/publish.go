@@ -76,33 +76,35 @@ func runPublish(ctx context.Context, cmd *cli.Command) error {
 	}
 	var waiter *commands.Waiter
 	if cmd.Bool("wait") {
-		if waiter, err = newWaiterWhenReady(ctx, js); err != nil {
+		// Subscribed before publishing: no event of these commands can be missed.
+		if waiter, err = commands.NewWaiter(ctx, js, commands.RecordLookup(js)); err != nil {
 			return cli.Exit(err.Error(), 1)
 		}
+		defer waiter.Close()
 	}
 	showBar := len(items) >= 100 && !cmd.Bool("no-progress")
 	bar := newBar(cmd, showBar, len(items), "publish")
-	ids := make([]string, 0, len(items))
+	refs := make([]commands.Ref, 0, len(items))
 	for _, it := range items {
 		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		id, err := commands.Publish(pctx, js, it.Raw, nil)
+		ref, err := commands.Publish(pctx, js, it.Raw, nil)
 		cancel()
 		if err != nil {
 			return cli.Exit(fmt.Sprintf("%s: %v", it.Where(), err), 1)
 		}
-		ids = append(ids, id)
+		refs = append(refs, ref)
 		_ = bar.Add(1)
 	}
 	_ = bar.Finish()
-	fmt.Fprintf(stderr(cmd), "published %d command(s)\n", len(ids))
+	fmt.Fprintf(stderr(cmd), "published %d command(s)\n", len(refs))
 	if waiter == nil {
 		return nil
 	}
 	wctx, wcancel := context.WithTimeout(ctx, cmd.Duration("timeout"))
 	defer wcancel()
 	failed := 0
-	bar = newBar(cmd, showBar, len(ids), "wait")
-	err = waiter.Await(wctx, ids, func(e commands.Event) {
+	bar = newBar(cmd, showBar, len(refs), "wait")
+	err = waiter.Await(wctx, refs, func(e commands.Event) {
 		fmt.Fprintln(stdout(cmd), string(e.Data))
 		if e.Failed {
 			failed++
@@ -114,25 +116,9 @@ func runPublish(ctx context.Context, cmd *cli.Command) error {
 		return cli.Exit(err.Error(), 1)
 	}
 	if failed > 0 {
-		return cli.Exit(fmt.Sprintf("%d of %d command(s) failed", failed, len(ids)), 1)
+		return cli.Exit(fmt.Sprintf("%d of %d command(s) failed", failed, len(refs)), 1)
 	}
 	return nil
-}
-
-// newWaiterWhenReady waits for the events stream: a worker that just started may
-// not have created it yet.
-func newWaiterWhenReady(ctx context.Context, js jetstream.JetStream) (*commands.Waiter, error) {
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		w, err := commands.NewWaiter(ctx, js, time.Hour)
-		if err == nil {
-			return w, nil
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return nil, fmt.Errorf("%v (is a worker running?)", err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
 }
 
 // newBar is a progress bar on stderr, or one that draws nothing.
