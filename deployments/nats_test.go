@@ -314,6 +314,7 @@ func TestNATSPermissions(t *testing.T) {
 		refused = false
 	)
 	ev, cmds, parked := worker.StreamEvents, worker.StreamCommands, worker.StreamParked
+	kvCommands := "KV_" + worker.BucketCommands
 	table := []struct {
 		user, action string
 		want         bool
@@ -406,9 +407,47 @@ func TestNATSPermissions(t *testing.T) {
 			}
 			return err
 		}},
+		{"publisher", "subscribe to xylink.groups.created", allowed, subscribe(worker.SubjectCreated)},
+		{"publisher", "subscribe to xylink.groups.failed.>", allowed, subscribe(worker.SubjectFailed + ".>")},
+		{"publisher", "read a command's record (direct get of one key)", allowed, func(ctx context.Context, c *client) error {
+			for {
+				_, _, found, err := commands.RecordLookup(c.js)(ctx, "", "perm-1")
+				if err != nil || found {
+					return err
+				}
+				select {
+				case <-ctx.Done():
+					return errors.New("perm-1 has no terminal event in its record")
+				case <-time.After(50 * time.Millisecond):
+				}
+			}
+		}},
+		{"publisher", "direct get of a commands-bucket key", allowed, func(ctx context.Context, c *client) error {
+			_, err := c.nc.RequestWithContext(ctx, "$JS.API.DIRECT.GET."+kvCommands+".$KV."+worker.BucketCommands+".c.perm-1", nil)
+			return err
+		}},
+		{"publisher", "create a pull consumer on the events stream", refused, func(ctx context.Context, c *client) error {
+			_, err := c.js.CreateConsumer(ctx, ev, jetstream.ConsumerConfig{AckPolicy: jetstream.AckNonePolicy, InactiveThreshold: time.Minute})
+			return err
+		}},
+		{"publisher", "push consumer delivering into $KV.xygroup-commands", refused, pushConsumer(ev, "$KV."+worker.BucketCommands+".c.x")},
+		{"publisher", "push consumer delivering into xylink.groups.create", refused, pushConsumer(ev, worker.SubjectCreate)},
+		{"publisher", "push consumer delivering into xygroup.parked.>", refused, pushConsumer(ev, "xygroup.parked.x")},
+		{"publisher", "push consumer (durable API) delivering into xylink.groups.create", refused, apiRequest("$JS.API.CONSUMER.DURABLE.CREATE."+ev+".escape-durable",
+			fmt.Sprintf(`{"stream_name":%q,"config":{"durable_name":"escape-durable","deliver_subject":%q,"ack_policy":"none"}}`, ev, worker.SubjectCreate))},
+		{"publisher", "push consumer on the commands bucket", refused, pushConsumer(kvCommands, "$KV."+worker.BucketCommands+".c.x")},
+		{"publisher", "write the xygroup-commands bucket", refused, publish("$KV." + worker.BucketCommands + ".c.forged")},
+		{"publisher", "read the xygroup-meetings bucket", refused, func(ctx context.Context, c *client) error {
+			_, err := c.nc.RequestWithContext(ctx, "$JS.API.DIRECT.GET.KV_"+worker.BucketMeetings+".$KV."+worker.BucketMeetings+".x", nil)
+			return err
+		}},
 		{"publisher", "publish xylink.groups.created", refused, publish(worker.SubjectCreated)},
+		{"publisher", "publish into xygroup.parked.>", refused, publish("xygroup.parked.x")},
 		{"publisher", "pull a reader's durable (MSG.NEXT)", refused, pullRequest(ev, "events-downstream")},
 		{"publisher", "ack on a reader's durable", refused, publish("$JS.ACK." + ev + ".events-downstream.1.1.1.0.0")},
+		{"publisher", "subscribe to the commands", refused, subscribe(worker.SubjectCreate)},
+		{"publisher", "subscribe to xygroup.limiter.>", refused, subscribe("xygroup.limiter.>")},
+		{"publisher", "subscribe to the worker's inbox", refused, subscribe("_INBOX_worker.>")},
 		{"publisher", "subscribe to the events user's inbox", refused, subscribe("_INBOX_events.>")},
 		{"publisher", "subscribe to the default inbox", refused, subscribe("_INBOX.>")},
 
@@ -416,6 +455,16 @@ func TestNATSPermissions(t *testing.T) {
 		{"events", "subscribe to another user's inbox prefix", refused, subscribe("_INBOX_worker.>")},
 		{"events", "subscribe to the default inbox", refused, subscribe("_INBOX.>")},
 		{"events", "push consumer delivering into xylink.groups.create", refused, pushConsumer(ev, worker.SubjectCreate)},
+		{"events", "push consumer delivering into $KV.xygroup-commands", refused, pushConsumer(ev, "$KV."+worker.BucketCommands+".c.x")},
+		{"events", "follow the events as publish --wait does (NewWaiter says so)", refused, func(ctx context.Context, c *client) error {
+			w, err := commands.NewWaiter(ctx, c.js, nil)
+			time.Sleep(200 * time.Millisecond)
+			c.refusals() // the refusal must come from NewWaiter itself
+			if err == nil {
+				w.Close()
+			}
+			return err
+		}},
 		{"events", "create any consumer", refused, func(ctx context.Context, c *client) error {
 			_, err := c.js.OrderedConsumer(ctx, ev, jetstream.OrderedConsumerConfig{})
 			return err
