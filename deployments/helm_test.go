@@ -5,12 +5,14 @@ import (
 	"maps"
 	"os"
 	"os/exec"
+	"path"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	"sigs.k8s.io/yaml"
 )
 
@@ -130,6 +132,164 @@ func secretRefs(env []corev1.EnvFromSource) (names []string) {
 		}
 	}
 	return names
+}
+
+// What the README says of the NATS Helm values: routes authenticate with the
+// route password, monitoring is for the kubelet's probes only, the accounts of
+// accounts.conf are included with their passwords from the secret, and the image
+// is the exact version the permission tests run.
+func TestNATSHelmValues(t *testing.T) {
+	v, generic := loadNATSValues(t)
+
+	// Keys the chart reads, where they belong (a key it does not know is ignored
+	// without a word).
+	known := map[string][]string{
+		"":            {"config", "container", "podTemplate", "promExporter", "reloader", "service", "statefulSet", "natsBox", "headlessService", "configMap", "serviceAccount", "podDisruptionBudget", "global"},
+		"config":      {"cluster", "jetstream", "merge", "patch", "monitor", "nats", "leafnodes", "websocket", "mqtt", "gateway", "profiling", "resolver", "serverNamePrefix"},
+		"container":   {"image", "merge", "patch", "env", "ports"},
+		"podTemplate": {"merge", "patch", "topologySpreadConstraints", "configChecksumAnnotation"},
+	}
+	for at, keys := range known {
+		m := generic
+		if at != "" {
+			m, _ = generic[at].(map[string]any)
+		}
+		for k := range m {
+			if !slices.Contains(keys, k) {
+				t.Errorf("values-nats.yaml: %s.%s is not a key the chart reads there", at, k)
+			}
+		}
+	}
+
+	// A 3-node JetStream cluster whose routes authenticate.
+	c := v.Config.Cluster
+	if !c.Enabled || c.Replicas != 3 || !v.Config.JetStream.Enabled {
+		t.Errorf("cluster enabled %v replicas %d, jetstream %v", c.Enabled, c.Replicas, v.Config.JetStream.Enabled)
+	}
+	if c.Merge.Authorization.User != "route" || c.Merge.Authorization.Password != "<< $ROUTE_PASSWORD >>" {
+		t.Errorf("routes do not authenticate with ROUTE_PASSWORD: %+v", c.Merge.Authorization)
+	}
+	if !slices.Equal(c.Merge.Routes, []string{"<< $ROUTE_0 >>", "<< $ROUTE_1 >>", "<< $ROUTE_2 >>"}) {
+		t.Errorf("routes %v: not the secret's ROUTE_0..2 (which carry the route password)", c.Merge.Routes)
+	}
+
+	// Monitoring: on (the chart's probes use it), bound to no address of ours,
+	// on no Service, and admitted by the NetworkPolicy to nobody.
+	if v.Config.Monitor != nil && !v.Config.Monitor.Enabled {
+		t.Error("config.monitor is off: the chart's probes need it")
+	}
+	for _, k := range []string{"http", "https", "http_port", "https_port", "monitor_port", "http_host", "host", "listen"} {
+		if _, ok := v.Config.Merge[k]; ok {
+			t.Errorf("config.merge.%s: monitoring or the listen address set beyond the chart's", k)
+		}
+	}
+	var walk func(string, any)
+	walk = func(at string, x any) {
+		switch x := x.(type) {
+		case map[string]any:
+			for k, y := range x {
+				walk(at+"."+k, y)
+			}
+		case []any:
+			for _, y := range x {
+				walk(at, y)
+			}
+		case string:
+			if strings.Contains(x, "0.0.0.0") {
+				t.Errorf("%s binds to 0.0.0.0: %q", at, x)
+			}
+		}
+	}
+	walk("config", generic["config"])
+	if v.Service.Ports["monitor"].Enabled || v.Service.Ports["profiling"].Enabled {
+		t.Errorf("the Service exposes monitoring: %+v", v.Service.Ports)
+	}
+	raw, err := os.ReadFile("kubernetes/nats-networkpolicy.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var np networkingv1.NetworkPolicy
+	if err := yaml.UnmarshalStrict(raw, &np); err != nil {
+		t.Fatal(err)
+	}
+	var ports []int
+	for _, in := range np.Spec.Ingress {
+		if len(in.Ports) == 0 {
+			t.Errorf("nats-networkpolicy.yaml: a rule admits every port: %+v", in)
+		}
+		for _, p := range in.Ports {
+			ports = append(ports, p.Port.IntValue())
+		}
+	}
+	slices.Sort(ports)
+	if !slices.Equal(ports, []int{4222, 6222, 7777}) {
+		t.Errorf("nats-networkpolicy.yaml admits ports %v (8222, monitoring, to nobody)", ports)
+	}
+
+	// The accounts: accounts.conf from the nats-accounts ConfigMap, included by
+	// the config the chart writes to /etc/nats-config/nats.conf.
+	include, _ := v.Config.Merge["$include"].(string)
+	var mount corev1.VolumeMount
+	patched(t, v.Container.Patch, "/volumeMounts/-", &mount)
+	var vol corev1.Volume
+	patched(t, v.PodTemplate.Patch, "/spec/volumes/-", &vol)
+	if path.Join("/etc/nats-config", include) != path.Join(mount.MountPath, "accounts.conf") || mount.Name != vol.Name ||
+		vol.ConfigMap == nil || vol.ConfigMap.Name != "nats-accounts" {
+		t.Errorf("accounts: $include %q, mount %+v, volume %+v", include, mount, vol)
+	}
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(readme), "create configmap nats-accounts --from-file=deployments/nats/accounts.conf") {
+		t.Error("the README does not create the nats-accounts ConfigMap from accounts.conf")
+	}
+	// Every variable of accounts.conf and of the values comes from the secret.
+	secretName, example := exampleNATSSecret(t)
+	if refs := secretRefs(v.Container.Merge.EnvFrom); !slices.Equal(refs, []string{secretName}) {
+		t.Errorf("the NATS container's environment comes from %v, the example secret is %s", refs, secretName)
+	}
+	accounts, err := os.ReadFile("nats/accounts.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	valuesRaw, _ := os.ReadFile("kubernetes/values-nats.yaml")
+	uses := map[string]bool{}
+	for _, m := range regexp.MustCompile(`:\s*\$([A-Z][A-Z0-9_]*)`).FindAllStringSubmatch(string(accounts), -1) {
+		uses[m[1]] = true
+	}
+	for _, m := range regexp.MustCompile(`<< \$([A-Z][A-Z0-9_]*) >>`).FindAllStringSubmatch(string(valuesRaw), -1) {
+		uses[m[1]] = true
+	}
+	if len(uses) != 9 { // five users, the system account, the route password, three routes
+		t.Fatalf("variables found: %v", slices.Sorted(maps.Keys(uses)))
+	}
+	for name := range uses {
+		if _, ok := example[name]; !ok {
+			t.Errorf("%s is used by the config but not in nats-passwords.example.yaml", name)
+		}
+	}
+
+	// The image: an exact version, the one the tests run and compose uses.
+	img := v.Container.Image
+	m := regexp.MustCompile(`^(\d+\.\d+\.\d+)-alpine$`).FindStringSubmatch(img.Tag)
+	if img.Repository != "nats" || m == nil {
+		t.Fatalf("container.image %+v: not nats at an exact version", img)
+	}
+	gomod, err := os.ReadFile("go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(gomod), "github.com/nats-io/nats-server/v2 v"+m[1]+"\n") {
+		t.Errorf("container.image.tag %s: not the nats-server of go.mod, which the permission tests run", img.Tag)
+	}
+	p := loadCompose(t, []string{"WORKER_PASSWORD=w", "OPERATOR_PASSWORD=o", "PUBLISHER_PASSWORD=p", "EVENTS_PASSWORD=e", "SYS_PASSWORD=s", "ROUTE_PASSWORD=r", "GRAFANA_ADMIN_PASSWORD=g"})
+	if compose := p.Services["nats-0"].Image; compose != "nats:"+img.Tag {
+		t.Errorf("Helm runs nats:%s, compose %s", img.Tag, compose)
+	}
+	if g := passwordGuard(t, v); g.Image != "nats:"+img.Tag {
+		t.Errorf("the password guard runs %s, NATS nats:%s", g.Image, img.Tag)
+	}
 }
 
 // The NATS pods of the Helm values do not start with the example passwords of
