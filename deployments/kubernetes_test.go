@@ -55,7 +55,9 @@ func TestKubernetesManifests(t *testing.T) {
 	var np, natsNP networkingv1.NetworkPolicy
 	strict("networkpolicy.yaml", &np)
 	strict("nats-networkpolicy.yaml", &natsNP)
-	for _, n := range []string{"namespace.yaml", "configmap.yaml", "secret.example.yaml", "deployment.yaml", "pdb.yaml", "service.yaml", "servicemonitor.yaml", "networkpolicy.yaml", "nats-networkpolicy.yaml"} {
+	var natsSec corev1.Secret
+	strict("nats-passwords.example.yaml", &natsSec)
+	for _, n := range []string{"namespace.yaml", "configmap.yaml", "secret.example.yaml", "deployment.yaml", "pdb.yaml", "service.yaml", "servicemonitor.yaml", "networkpolicy.yaml", "nats-networkpolicy.yaml", "nats-passwords.example.yaml"} {
 		decoded[n] = true
 	}
 	for _, f := range files {
@@ -143,29 +145,5 @@ func TestKubernetesManifests(t *testing.T) {
 	slices.Sort(egressPorts)
 	if !slices.Equal(egressPorts, []int{53, 53, 443, 4222}) {
 		t.Errorf("networkpolicy egress ports %v", egressPorts)
-	}
-
-	// The NATS Helm values: a 3-node JetStream cluster with the accounts.
-	var values struct {
-		Config struct {
-			Cluster struct {
-				Enabled  bool `json:"enabled"`
-				Replicas int  `json:"replicas"`
-			} `json:"cluster"`
-			JetStream struct {
-				Enabled bool `json:"enabled"`
-			} `json:"jetstream"`
-			Merge map[string]string `json:"merge"`
-		} `json:"config"`
-	}
-	if err := yaml.Unmarshal(read("values-nats.yaml"), &values); err != nil {
-		t.Fatal(err)
-	}
-	if !values.Config.Cluster.Enabled || values.Config.Cluster.Replicas != 3 || !values.Config.JetStream.Enabled ||
-		!strings.HasSuffix(values.Config.Merge["$include"], "accounts.conf") {
-		t.Errorf("values-nats.yaml: %+v", values.Config)
-	}
-	if v := string(read("values-nats.yaml")); !strings.Contains(v, "password: << $ROUTE_PASSWORD >>") || !strings.Contains(v, "- << $ROUTE_0 >>") {
-		t.Error("values-nats.yaml: routes without the route password")
 	}
 }

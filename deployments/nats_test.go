@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -129,6 +130,18 @@ func (c *client) try(op func(context.Context, *client) error) error {
 	}
 }
 
+// refusals drains what the server refused the connection so far.
+func (c *client) refusals() (errs []error) {
+	for {
+		select {
+		case err := <-c.perm:
+			errs = append(errs, err)
+		default:
+			return errs
+		}
+	}
+}
+
 func publish(subject string) func(context.Context, *client) error {
 	return func(_ context.Context, c *client) error { return c.nc.Publish(subject, []byte("{}")) }
 }
@@ -156,6 +169,18 @@ func apiRequest(subject, body string) func(context.Context, *client) error {
 		return nil
 	}
 }
+
+// pushConsumer tries to create a push consumer on stream that delivers to
+// deliver: the way a user able to create consumers publishes anywhere.
+// Each has a name of its own, so that one row's consumer does not make another's
+// fail as a name already in use.
+func pushConsumer(stream, deliver string) func(context.Context, *client) error {
+	name := fmt.Sprintf("escape-%d", escapes.Add(1))
+	cfg := fmt.Sprintf(`{"stream_name":%q,"config":{"name":%q,"deliver_subject":%q,"ack_policy":"none"}}`, stream, name, deliver)
+	return apiRequest("$JS.API.CONSUMER.CREATE."+stream+"."+name, cfg)
+}
+
+var escapes atomic.Int32
 
 // pullRequest asks a consumer for a message: any answer (a message, or a status
 // saying there is none) means the request went through.
@@ -213,29 +238,44 @@ func TestNATSPermissions(t *testing.T) {
 		}
 	}
 
-	// The whole flow: a publisher publishes and waits (publish --wait), the worker
-	// answers with an event.
+	// The whole flow: a publisher follows the events and publishes (publish --wait),
+	// the worker answers with an event.
 	pc := connectAs(t, s, "publisher")
-	var waiter *commands.Waiter
-	deadline := time.Now().Add(30 * time.Second)
-	for waiter == nil {
-		if waiter, err = commands.NewWaiter(ctx, pc.js, time.Minute); err != nil && time.Now().After(deadline) {
-			t.Fatalf("publisher cannot follow events: %v (worker refused %v)", err, workerErrs())
-		}
-		time.Sleep(50 * time.Millisecond)
+	waiter, err := commands.NewWaiter(ctx, pc.js, commands.RecordLookup(pc.js, "e1"))
+	if err != nil {
+		t.Fatalf("publisher cannot follow events: %v", err)
 	}
+	defer waiter.Close()
 	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
 	defer wcancel()
-	id, err := commands.Publish(wctx, pc.js, []byte(`{"commandId":"perm-1","meetingRoomNumber":"910004217404","groupCount":2}`), nil)
+	perm1 := []byte(`{"commandId":"perm-1","meetingRoomNumber":"910004217404","groupCount":2}`)
+	ref, err := commands.Publish(wctx, pc.js, perm1, nil)
 	if err != nil {
 		t.Fatalf("publisher cannot publish a command: %v", err)
 	}
 	var got commands.Event
-	if err := waiter.Await(wctx, []string{id}, func(e commands.Event) { got = e }); err != nil {
+	if err := waiter.Await(wctx, []commands.Ref{ref}, func(e commands.Event) { got = e }); err != nil {
 		t.Fatalf("no event: %v (worker refused %v)", err, workerErrs())
 	}
 	if got.Subject != worker.SubjectCreated {
 		t.Fatalf("event on %s: %s", got.Subject, got.Data)
+	}
+	// Published again: the commands stream drops it, and the publisher reads its
+	// event from the workers' records.
+	again, err := commands.NewWaiter(ctx, pc.js, commands.RecordLookup(pc.js, "e1"))
+	if err != nil {
+		t.Fatalf("publisher cannot follow events: %v", err)
+	}
+	defer again.Close()
+	if ref, err = commands.Publish(wctx, pc.js, perm1, nil); err != nil {
+		t.Fatalf("publisher cannot publish a command: %v", err)
+	}
+	var repeated commands.Event
+	if err := again.Await(wctx, []commands.Ref{ref}, func(e commands.Event) { repeated = e }); err != nil {
+		t.Fatalf("no event for a command published again: %v (publisher refused %v)", err, pc.refusals())
+	}
+	if string(repeated.Data) != string(got.Data) {
+		t.Fatalf("published again: %s, first %s", repeated.Data, got.Data)
 	}
 	// A meeting that has not started (the parked stream, the meetings bucket, a
 	// release consumer) and one that refuses (a failed event, for replay).
@@ -245,16 +285,16 @@ func TestNATSPermissions(t *testing.T) {
 	if _, err := sb.AddMeeting(sandbox.MeetingSpec{Number: "910000000003", Fail: &sandbox.FixedAnswer{Status: 400, ErrorCode: 60001}}); err != nil {
 		t.Fatal(err)
 	}
-	var ids []string
+	var refs []commands.Ref
 	for i, meeting := range []string{"910000000002", "910000000003"} {
-		id, err := commands.Publish(wctx, pc.js, []byte(fmt.Sprintf(`{"commandId":"perm-%d","meetingRoomNumber":%q,"groupCount":2}`, i+2, meeting)), nil)
+		ref, err := commands.Publish(wctx, pc.js, []byte(fmt.Sprintf(`{"commandId":"perm-%d","meetingRoomNumber":%q,"groupCount":2}`, i+2, meeting)), nil)
 		if err != nil {
 			t.Fatalf("publisher cannot publish a command: %v", err)
 		}
-		ids = append(ids, id)
+		refs = append(refs, ref)
 	}
 	outcomes := map[string]string{}
-	if err := waiter.Await(wctx, ids, func(e commands.Event) { outcomes[e.CommandID] = e.Subject }); err != nil {
+	if err := waiter.Await(wctx, refs, func(e commands.Event) { outcomes[e.CommandID] = e.Subject }); err != nil {
 		t.Fatalf("no event: %v %v (worker refused %v)", err, outcomes, workerErrs())
 	}
 	if outcomes["perm-2"] != worker.SubjectCreated || !strings.HasPrefix(outcomes["perm-3"], "xylink.groups.failed.") {
@@ -277,7 +317,7 @@ func TestNATSPermissions(t *testing.T) {
 		refused = false
 	)
 	ev, cmds, parked := worker.StreamEvents, worker.StreamCommands, worker.StreamParked
-	pushIntoCommands := fmt.Sprintf(`{"stream_name":%q,"config":{"name":"escape","deliver_subject":%q,"ack_policy":"none"}}`, ev, worker.SubjectCreate)
+	kvCommands := "KV_" + worker.BucketCommands
 	table := []struct {
 		user, action string
 		want         bool
@@ -384,26 +424,77 @@ func TestNATSPermissions(t *testing.T) {
 			return err
 		}},
 
-		// publisher: publish --wait
+		// publisher: publish --wait, with no consumer
 		{"publisher", "publish a command", allowed, func(ctx context.Context, c *client) error {
 			_, err := c.js.Publish(ctx, worker.SubjectCreate, []byte(`{"commandId":"perm-pub","meetingRoomNumber":"910004217404","groupCount":2}`))
 			return err
 		}},
 		{"publisher", "follow the events (publish --wait)", allowed, func(ctx context.Context, c *client) error {
-			_, err := commands.NewWaiter(ctx, c.js, time.Minute)
+			w, err := commands.NewWaiter(ctx, c.js, commands.RecordLookup(c.js, "e1"))
+			if err == nil {
+				w.Close()
+			}
+			return err
+		}},
+		{"publisher", "subscribe to xylink.groups.created", allowed, subscribe(worker.SubjectCreated)},
+		{"publisher", "subscribe to xylink.groups.failed.>", allowed, subscribe(worker.SubjectFailed + ".>")},
+		{"publisher", "read a command's record (direct get of one key)", allowed, func(ctx context.Context, c *client) error {
+			for {
+				_, _, found, err := commands.RecordLookup(c.js, "e1")(ctx, "", "perm-1")
+				if err != nil || found {
+					return err
+				}
+				select {
+				case <-ctx.Done():
+					return errors.New("perm-1 has no terminal event in its record")
+				case <-time.After(50 * time.Millisecond):
+				}
+			}
+		}},
+		{"publisher", "direct get of a commands-bucket key", allowed, func(ctx context.Context, c *client) error {
+			_, err := c.nc.RequestWithContext(ctx, "$JS.API.DIRECT.GET."+kvCommands+".$KV."+worker.BucketCommands+".c.perm-1", nil)
+			return err
+		}},
+		{"publisher", "create a pull consumer on the events stream", refused, func(ctx context.Context, c *client) error {
+			_, err := c.js.CreateConsumer(ctx, ev, jetstream.ConsumerConfig{AckPolicy: jetstream.AckNonePolicy, InactiveThreshold: time.Minute})
+			return err
+		}},
+		{"publisher", "push consumer delivering into $KV.xygroup-commands", refused, pushConsumer(ev, "$KV."+worker.BucketCommands+".c.x")},
+		{"publisher", "push consumer delivering into xylink.groups.create", refused, pushConsumer(ev, worker.SubjectCreate)},
+		{"publisher", "push consumer delivering into xygroup.parked.>", refused, pushConsumer(ev, "xygroup.parked.x")},
+		{"publisher", "push consumer (durable API) delivering into xylink.groups.create", refused, apiRequest("$JS.API.CONSUMER.DURABLE.CREATE."+ev+".escape-durable",
+			fmt.Sprintf(`{"stream_name":%q,"config":{"durable_name":"escape-durable","deliver_subject":%q,"ack_policy":"none"}}`, ev, worker.SubjectCreate))},
+		{"publisher", "push consumer on the commands bucket", refused, pushConsumer(kvCommands, "$KV."+worker.BucketCommands+".c.x")},
+		{"publisher", "write the xygroup-commands bucket", refused, publish("$KV." + worker.BucketCommands + ".c.forged")},
+		{"publisher", "read the xygroup-meetings bucket", refused, func(ctx context.Context, c *client) error {
+			_, err := c.nc.RequestWithContext(ctx, "$JS.API.DIRECT.GET.KV_"+worker.BucketMeetings+".$KV."+worker.BucketMeetings+".x", nil)
 			return err
 		}},
 		{"publisher", "publish xylink.groups.created", refused, publish(worker.SubjectCreated)},
 		{"publisher", "publish on xylink.groups.replay", refused, publish(worker.SubjectReplay)},
+		{"publisher", "publish into xygroup.parked.>", refused, publish("xygroup.parked.x")},
 		{"publisher", "pull a reader's durable (MSG.NEXT)", refused, pullRequest(ev, "events-downstream")},
 		{"publisher", "ack on a reader's durable", refused, publish("$JS.ACK." + ev + ".events-downstream.1.1.1.0.0")},
+		{"publisher", "subscribe to the commands", refused, subscribe(worker.SubjectCreate)},
+		{"publisher", "subscribe to xygroup.limiter.>", refused, subscribe("xygroup.limiter.>")},
+		{"publisher", "subscribe to the worker's inbox", refused, subscribe("_INBOX_worker.>")},
 		{"publisher", "subscribe to the events user's inbox", refused, subscribe("_INBOX_events.>")},
 		{"publisher", "subscribe to the default inbox", refused, subscribe("_INBOX.>")},
 
 		// events
 		{"events", "subscribe to another user's inbox prefix", refused, subscribe("_INBOX_worker.>")},
 		{"events", "subscribe to the default inbox", refused, subscribe("_INBOX.>")},
-		{"events", "push consumer delivering into xylink.groups.create", refused, apiRequest("$JS.API.CONSUMER.CREATE."+ev+".escape", pushIntoCommands)},
+		{"events", "push consumer delivering into xylink.groups.create", refused, pushConsumer(ev, worker.SubjectCreate)},
+		{"events", "push consumer delivering into $KV.xygroup-commands", refused, pushConsumer(ev, "$KV."+worker.BucketCommands+".c.x")},
+		{"events", "follow the events as publish --wait does (NewWaiter says so)", refused, func(ctx context.Context, c *client) error {
+			w, err := commands.NewWaiter(ctx, c.js, nil)
+			time.Sleep(200 * time.Millisecond)
+			c.refusals() // the refusal must come from NewWaiter itself
+			if err == nil {
+				w.Close()
+			}
+			return err
+		}},
 		{"events", "create any consumer", refused, func(ctx context.Context, c *client) error {
 			_, err := c.js.OrderedConsumer(ctx, ev, jetstream.OrderedConsumerConfig{})
 			return err

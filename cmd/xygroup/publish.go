@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -21,6 +22,7 @@ func publishCommand() *cli.Command {
 		ArgsUsage: "[FILE|-]...",
 		Flags: append(natsFlags(),
 			&cli.BoolFlag{Name: "wait", Usage: "wait for each command's terminal event, print it, exit 1 if any failed"},
+			&cli.StringFlag{Name: "enterprise-id", Usage: "with --wait, the workers' default tenant, for commands that name no enterpriseId", Sources: cli.EnvVars("XYLINK_ENTERPRISE_ID")},
 			&cli.DurationFlag{Name: "timeout", Value: 10 * time.Minute, Usage: "with --wait, how long to wait"},
 			&cli.BoolFlag{Name: "skip-invalid", Usage: "publish the valid commands of a file that has invalid ones"},
 			&cli.BoolFlag{Name: "no-progress", Usage: "no progress bar (shown from 100 commands on)"},
@@ -76,33 +78,35 @@ func runPublish(ctx context.Context, cmd *cli.Command) error {
 	}
 	var waiter *commands.Waiter
 	if cmd.Bool("wait") {
-		if waiter, err = newWaiterWhenReady(ctx, js); err != nil {
+		// Subscribed before publishing: no event of these commands can be missed.
+		if waiter, err = commands.NewWaiter(ctx, js, commands.RecordLookup(js, cmd.String("enterprise-id"))); err != nil {
 			return cli.Exit(err.Error(), 1)
 		}
+		defer waiter.Close()
 	}
 	showBar := len(items) >= 100 && !cmd.Bool("no-progress")
 	bar := newBar(cmd, showBar, len(items), "publish")
-	ids := make([]string, 0, len(items))
+	refs := make([]commands.Ref, 0, len(items))
 	for _, it := range items {
 		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		id, err := commands.Publish(pctx, js, it.Raw, nil)
+		ref, err := commands.Publish(pctx, js, it.Raw, nil)
 		cancel()
 		if err != nil {
 			return cli.Exit(fmt.Sprintf("%s: %v", it.Where(), err), 1)
 		}
-		ids = append(ids, id)
+		refs = append(refs, ref)
 		_ = bar.Add(1)
 	}
 	_ = bar.Finish()
-	fmt.Fprintf(stderr(cmd), "published %d command(s)\n", len(ids))
+	fmt.Fprintf(stderr(cmd), "published %d command(s)\n", len(refs))
 	if waiter == nil {
 		return nil
 	}
 	wctx, wcancel := context.WithTimeout(ctx, cmd.Duration("timeout"))
 	defer wcancel()
 	failed := 0
-	bar = newBar(cmd, showBar, len(ids), "wait")
-	err = waiter.Await(wctx, ids, func(e commands.Event) {
+	bar = newBar(cmd, showBar, len(refs), "wait")
+	err = waiter.Await(wctx, refs, func(e commands.Event) {
 		fmt.Fprintln(stdout(cmd), string(e.Data))
 		if e.Failed {
 			failed++
@@ -111,28 +115,16 @@ func runPublish(ctx context.Context, cmd *cli.Command) error {
 	})
 	_ = bar.Finish()
 	if err != nil {
+		if cmd.String("enterprise-id") == "" && slices.ContainsFunc(refs, func(r commands.Ref) bool { return r.EnterpriseID == "" }) {
+			err = fmt.Errorf("%w (a command that names no enterpriseId and ended before is found in the workers' records "+
+				"under their default tenant: set XYLINK_ENTERPRISE_ID or --enterprise-id)", err)
+		}
 		return cli.Exit(err.Error(), 1)
 	}
 	if failed > 0 {
-		return cli.Exit(fmt.Sprintf("%d of %d command(s) failed", failed, len(ids)), 1)
+		return cli.Exit(fmt.Sprintf("%d of %d command(s) failed", failed, len(refs)), 1)
 	}
 	return nil
-}
-
-// newWaiterWhenReady waits for the events stream: a worker that just started may
-// not have created it yet.
-func newWaiterWhenReady(ctx context.Context, js jetstream.JetStream) (*commands.Waiter, error) {
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		w, err := commands.NewWaiter(ctx, js, time.Hour)
-		if err == nil {
-			return w, nil
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return nil, fmt.Errorf("%v (is a worker running?)", err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
 }
 
 // newBar is a progress bar on stderr, or one that draws nothing.

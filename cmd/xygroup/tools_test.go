@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -34,7 +35,7 @@ func TestPublishWaitOnTheREADMEExamples(t *testing.T) {
 	sb := wt.StartSandbox(t, sandbox.Config{Rate: 1e6})
 	wt.StartWorker(t, srv, wt.Client(t, sb))
 	url := srv.ClientURL()
-	out, errOut, err := runApp(context.Background(), "publish", "--wait", "--nats-url", url, "--timeout", "60s",
+	out, errOut, err := runApp(context.Background(), "publish", "--wait", "--nats-url", url, "--timeout", "60s", "--enterprise-id", wt.Enterprise,
 		"../../schemas/examples/command-manual.json", "../../schemas/examples/command-random.json", "../../schemas/examples/commands.ndjson")
 	if err != nil {
 		t.Fatalf("publish --wait: %v\n%s", err, errOut)
@@ -47,6 +48,17 @@ func TestPublishWaitOnTheREADMEExamples(t *testing.T) {
 		if !strings.Contains(l, `"groups":[{`) {
 			t.Errorf("not a created event: %s", l)
 		}
+	}
+	// The same commands again: the commands stream drops them as duplicates, and
+	// --wait prints the same events, read from the workers' records.
+	again, errOut, err := runApp(context.Background(), "publish", "--wait", "--nats-url", url, "--timeout", "60s", "--enterprise-id", wt.Enterprise,
+		"../../schemas/examples/command-manual.json", "../../schemas/examples/command-random.json", "../../schemas/examples/commands.ndjson")
+	if err != nil {
+		t.Fatalf("publish --wait again: %v\n%s", err, errOut)
+	}
+	sorted := func(s string) []string { l := strings.Split(strings.TrimSpace(s), "\n"); slices.Sort(l); return l }
+	if !slices.Equal(sorted(again), sorted(out)) {
+		t.Errorf("published again, --wait printed\n%s\nthe first time\n%s", again, out)
 	}
 
 	// A file with an invalid command on line 3: refused with its line, nothing published.

@@ -40,18 +40,20 @@ func Example() {
 	nc, _ := srv.Connect(nats.Name("scheduler"))
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
-	var waiter *commands.Waiter
-	for waiter == nil { // the worker creates the events stream on start
-		waiter, _ = commands.NewWaiter(ctx, js, time.Minute)
-		time.Sleep(50 * time.Millisecond)
-	}
-	cmd := []byte(`{"commandId":"sched-example-1","meetingRoomNumber":"910004217404","mode":"random","groupCount":2}`)
-	id, err := commands.Publish(ctx, js, cmd, nil)
+	// Follow the events before publishing, so that none is missed.
+	waiter, err := commands.NewWaiter(ctx, js, commands.RecordLookup(js, ""))
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	_ = waiter.Await(ctx, []string{id}, func(e commands.Event) {
+	defer waiter.Close()
+	cmd := []byte(`{"commandId":"sched-example-1","meetingRoomNumber":"910004217404","mode":"random","groupCount":2}`)
+	ref, err := commands.Publish(ctx, js, cmd, nil)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	_ = waiter.Await(ctx, []commands.Ref{ref}, func(e commands.Event) {
 		var created worker.CreatedEvent
 		_ = json.Unmarshal(e.Data, &created)
 		fmt.Printf("%s on %s: %d groups\n", e.CommandID, e.Subject, len(created.Groups))

@@ -6,11 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
+
+	"github.com/xygroup/xygroup/worker"
 )
 
 // Subjects, as in the contract.
@@ -21,20 +24,23 @@ const (
 	StreamEvents   = "XYLINK_GROUP_EVENTS"
 )
 
+// Ref names a published command: the commandId its events carry, and the
+// enterprise it names ("" when it names none, and the worker's default applies).
+type Ref struct {
+	EnterpriseID string
+	CommandID    string
+}
+
 // Publish stores one command on xylink.groups.create with Nats-Msg-Id set to its
 // commandId (one is generated, "cli-…", when it has none), prefixed with
-// "<enterpriseId>/" when the command names its tenant, and returns the
-// commandId, which its events will carry.
-func Publish(ctx context.Context, js jetstream.JetStream, raw []byte, headers nats.Header) (string, error) {
-	var peek struct {
-		CommandID    string `json:"commandId"`
-		EnterpriseID string `json:"enterpriseId"`
+// "<enterpriseId>/" when the command names its tenant, and returns its Ref:
+// that id, which is the commandId its events will carry, and its enterprise.
+func Publish(ctx context.Context, js jetstream.JetStream, raw []byte, headers nats.Header) (Ref, error) {
+	ref := refOf(raw)
+	if ref.CommandID == "" {
+		ref.CommandID = "cli-" + nuid.Next()
 	}
-	_ = json.Unmarshal(raw, &peek)
-	id := peek.CommandID
-	if id == "" {
-		id = "cli-" + nuid.Next()
-	}
+	id := ref.CommandID
 	m := nats.NewMsg(SubjectCreate)
 	m.Data = raw
 	for k, v := range headers {
@@ -43,25 +49,43 @@ func Publish(ctx context.Context, js jetstream.JetStream, raw []byte, headers na
 	// Two tenants may use one commandId: the stream's dedupe must not take
 	// one's command for the other's.
 	msgID := id
-	if peek.EnterpriseID != "" {
-		msgID = peek.EnterpriseID + "/" + id
+	if ref.EnterpriseID != "" {
+		msgID = ref.EnterpriseID + "/" + id
 	}
 	m.Header.Set(nats.MsgIdHdr, msgID)
 	for delay := 100 * time.Millisecond; ; delay = min(2*delay, 2*time.Second) {
 		_, err := js.PublishMsg(ctx, m)
 		if err == nil {
-			return id, nil
+			return ref, nil
 		}
 		// No stream yet (no worker has started) or no leader yet: wait for it.
 		if !errors.Is(err, nats.ErrNoResponders) && !errors.Is(err, jetstream.ErrNoStreamResponse) {
-			return "", fmt.Errorf("publish %s: %w", id, err)
+			return Ref{}, fmt.Errorf("publish %s: %w", id, err)
 		}
 		select {
 		case <-ctx.Done():
-			return "", fmt.Errorf("publish %s: no stream answers on %s (is a worker running?): %w", id, SubjectCreate, err)
+			return Ref{}, fmt.Errorf("publish %s: no stream answers on %s (is a worker running?): %w", id, SubjectCreate, err)
 		case <-time.After(delay):
 		}
 	}
+}
+
+// maxEnterpriseID is the longest enterpriseId a valid command has (the schema's
+// limit); a longer one makes the command invalid, and its event carries it cut.
+const maxEnterpriseID = 128
+
+// refOf reads a command's commandId and enterpriseId, as far as they are strings.
+func refOf(raw []byte) Ref {
+	var peek struct {
+		CommandID    string `json:"commandId"`
+		EnterpriseID string `json:"enterpriseId"`
+	}
+	_ = json.Unmarshal(raw, &peek) // a field of another type stays empty; the others are read
+	ref := Ref{CommandID: peek.CommandID, EnterpriseID: peek.EnterpriseID}
+	if len(ref.EnterpriseID) > maxEnterpriseID {
+		ref.EnterpriseID = "" // matched on its commandId alone
+	}
+	return ref
 }
 
 // Event is a terminal event as received.
@@ -72,61 +96,277 @@ type Event struct {
 	Data      json.RawMessage
 }
 
-// Waiter follows the terminal events from a point in time, so that commands
-// published after it is made cannot be missed.
-type Waiter struct {
-	cons jetstream.Consumer
+// LookupFunc reads the terminal event of a command from the workers' records:
+// its subject and its body as published, and whether there is one yet.
+// enterpriseID is the one the command names ("" when it names none).
+type LookupFunc func(ctx context.Context, enterpriseID, commandID string) (subject string, event []byte, found bool, err error)
+
+// RecordLookup reads terminal events from the workers' idempotency records (the
+// xygroup-commands bucket, one key read at a time). defaultEnterprise is the
+// workers' default tenant (XYLINK_ENTERPRISE_ID), the tenant of commands that
+// name none: records are kept per tenant.
+func RecordLookup(js jetstream.JetStream, defaultEnterprise string) LookupFunc {
+	return func(ctx context.Context, enterpriseID, commandID string) (string, []byte, bool, error) {
+		if enterpriseID == "" {
+			enterpriseID = defaultEnterprise
+		}
+		st, err := worker.LookupCommand(ctx, js, enterpriseID, commandID)
+		if err != nil || st.Terminal == "" || len(st.Event) == 0 {
+			return "", nil, false, err
+		}
+		return st.Terminal, st.Event, true, nil
+	}
 }
 
-// NewWaiter starts following terminal events stored since `since` ago (the
-// events stream's dedupe window, one hour, covers a command completed earlier
-// and published again).
-func NewWaiter(ctx context.Context, js jetstream.JetStream, since time.Duration) (*Waiter, error) {
-	cons, err := js.OrderedConsumer(ctx, StreamEvents, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{SubjectCreated, SubjectFailed + ".>"},
-		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
-		OptStartTime:   ptr(time.Now().Add(-since)),
-	})
-	if err != nil {
+// Waiter follows the terminal events from the moment it is made, on core NATS
+// subscriptions (it creates no consumer), so that a command published after it
+// is made cannot be missed while the connection stands. Its lookup covers the
+// rest: a command that ended before (published again, the commands stream drops
+// it as a duplicate and no new event comes), and events published while the
+// connection was down. Close it when done.
+type Waiter struct {
+	nc     *nats.Conn
+	lookup LookupFunc
+	msgs   chan *nats.Msg // both subscriptions, in the order the server sent
+	subs   []*nats.Subscription
+	status chan nats.Status
+
+	dropped  int           // events dropped from a full msgs, as last seen
+	every    time.Duration // between lookups of the commands still pending
+	parallel int           // lookups at once
+}
+
+// Defaults of the Waiter.
+const (
+	lookupEvery    = 5 * time.Second
+	lookupParallel = 8
+	lookupTimeout  = 10 * time.Second
+	// eventBuffer: events kept while nobody awaits (while the commands are
+	// published); beyond it they are dropped, and the commands looked up.
+	eventBuffer = 1 << 16
+)
+
+// NewWaiter subscribes to xylink.groups.created and xylink.groups.failed.>;
+// make it before publishing the commands it is to await. lookup reads the
+// commands that ended before, or while the connection was down (nil: none are
+// looked up; RecordLookup reads the workers' records).
+func NewWaiter(ctx context.Context, js jetstream.JetStream, lookup LookupFunc) (*Waiter, error) {
+	nc := js.Conn()
+	w := &Waiter{nc: nc, lookup: lookup, msgs: make(chan *nats.Msg, eventBuffer),
+		every: lookupEvery, parallel: lookupParallel}
+	w.status = nc.StatusChanged(nats.CONNECTED, nats.CLOSED)
+	subjects := []string{SubjectCreated, SubjectFailed + ".>"}
+	for _, subj := range subjects {
+		sub, err := nc.ChanSubscribe(subj, w.msgs)
+		if err != nil {
+			w.Close()
+			return nil, fmt.Errorf("follow events: %w", err)
+		}
+		w.subs = append(w.subs, sub)
+	}
+	// The server refuses a subscription before it answers the flush.
+	timeout := 10 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(d))
+	}
+	if err := nc.FlushTimeout(max(timeout, time.Millisecond)); err != nil {
+		w.Close()
 		return nil, fmt.Errorf("follow events: %w", err)
 	}
-	return &Waiter{cons: cons}, nil
+	if err := nc.LastError(); errors.Is(err, nats.ErrPermissionViolation) {
+		for _, subj := range subjects {
+			if strings.Contains(err.Error(), `"`+subj+`"`) {
+				w.Close()
+				return nil, fmt.Errorf("follow events: %w", err)
+			}
+		}
+	}
+	return w, nil
 }
 
-// Await calls found for the terminal event of each id, in the order they come,
-// until all have one or ctx ends.
-func (w *Waiter) Await(ctx context.Context, ids []string, found func(Event)) error {
-	pending := make(map[string]bool, len(ids))
-	for _, id := range ids {
-		pending[id] = true
+// Close ends the subscriptions.
+func (w *Waiter) Close() {
+	for _, sub := range w.subs {
+		_ = sub.Unsubscribe()
 	}
-	for len(pending) > 0 {
-		wait := 5 * time.Second
-		if d, ok := ctx.Deadline(); ok {
-			wait = min(wait, time.Until(d))
+	w.subs = nil
+	w.nc.RemoveStatusListener(w.status)
+}
+
+// droppedMore reports whether events were dropped since it was last asked.
+func (w *Waiter) droppedMore() bool {
+	n := 0
+	for _, sub := range w.subs {
+		if d, err := sub.Dropped(); err == nil {
+			n += d
 		}
-		if wait <= 0 || ctx.Err() != nil {
-			return fmt.Errorf("%d command(s) without a terminal event yet: %w", len(pending), context.DeadlineExceeded)
-		}
-		msg, err := w.cons.Next(jetstream.FetchMaxWait(wait))
-		if errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("follow events: %w", err)
-		}
+	}
+	more := n > w.dropped
+	w.dropped = n
+	return more
+}
+
+type lookupResult struct {
+	ref     Ref
+	subject string
+	event   []byte
+	found   bool
+	err     error
+}
+
+// Await calls found for the terminal event of each command, in the order they
+// come, until all have one or ctx ends. The commands are looked up right away
+// (they may have ended before they were published again), after every
+// reconnection (events published meanwhile were not received), and every few
+// seconds while some are pending.
+func (w *Waiter) Await(ctx context.Context, cmds []Ref, found func(Event)) error {
+	var mu sync.Mutex // pending is read by the lookups too
+	pending := make(map[Ref]bool, len(cmds))
+	for _, c := range cmds {
+		pending[c] = true
+	}
+	isPending := func(r Ref) bool { mu.Lock(); defer mu.Unlock(); return pending[r] }
+	left := func() int { mu.Lock(); defer mu.Unlock(); return len(pending) }
+	// resolve takes an event for the pending command it answers, if any.
+	resolve := func(subject string, data []byte, only *Ref) {
 		var e struct {
-			CommandID string `json:"commandId"`
+			CommandID    string `json:"commandId"`
+			EnterpriseID string `json:"enterpriseId"`
 		}
-		_ = json.Unmarshal(msg.Data(), &e)
-		if !pending[e.CommandID] {
-			continue
+		_ = json.Unmarshal(data, &e)
+		exact, anyEnterprise := Ref{EnterpriseID: e.EnterpriseID, CommandID: e.CommandID}, Ref{CommandID: e.CommandID}
+		if only != nil && *only != exact && *only != anyEnterprise {
+			return // a record of another enterprise's command with the same commandId
 		}
-		delete(pending, e.CommandID)
-		found(Event{Subject: msg.Subject(), CommandID: e.CommandID, Data: msg.Data(),
-			Failed: strings.HasPrefix(msg.Subject(), SubjectFailed+".")})
+		mu.Lock()
+		var ref Ref
+		if pending[exact] {
+			ref = exact
+		} else if pending[anyEnterprise] {
+			ref = anyEnterprise
+		}
+		if ref.CommandID != "" {
+			delete(pending, ref)
+		}
+		mu.Unlock()
+		if ref.CommandID != "" {
+			found(Event{Subject: subject, CommandID: e.CommandID, Data: data,
+				Failed: strings.HasPrefix(subject, SubjectFailed+".")})
+		}
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	results := make(chan lookupResult)
+	roundDone := make(chan time.Duration)
+	var (
+		running, again bool
+		lastErr        error
+		next           = time.NewTimer(0) // right away: the commands were just published
+	)
+	defer next.Stop()
+	round := func() {
+		if w.lookup == nil {
+			return
+		}
+		if running {
+			again = true
+			return
+		}
+		next.Stop()
+		running, again = true, false
+		mu.Lock()
+		refs := make([]Ref, 0, len(pending))
+		for r := range pending {
+			refs = append(refs, r)
+		}
+		mu.Unlock()
+		go w.lookupAll(ctx, refs, isPending, results, roundDone)
+	}
+	if w.droppedMore() {
+		round()
+	}
+	for left() > 0 {
+		select {
+		case <-ctx.Done():
+			if lastErr != nil {
+				return fmt.Errorf("%d command(s) without a terminal event yet (last lookup: %v): %w", left(), lastErr, context.DeadlineExceeded)
+			}
+			return fmt.Errorf("%d command(s) without a terminal event yet: %w", left(), context.DeadlineExceeded)
+		case m := <-w.msgs:
+			resolve(m.Subject, m.Data, nil)
+			if len(w.msgs) == 0 && w.droppedMore() {
+				round() // the buffer was full: what it dropped is in the records
+			}
+		case r := <-results:
+			switch {
+			case r.err != nil:
+				lastErr = r.err
+			case r.found:
+				resolve(r.subject, r.event, &r.ref)
+			}
+		case took := <-roundDone:
+			running = false
+			if again {
+				round()
+			} else {
+				next.Reset(max(w.every, 3*took)) // lookups take at most a quarter of the time
+			}
+		case <-next.C:
+			round()
+		case s, ok := <-w.status:
+			if !ok || s == nats.CLOSED {
+				return fmt.Errorf("follow events: %w", nats.ErrConnectionClosed)
+			}
+			round() // reconnected: what was published while down was not received
+		}
 	}
 	return nil
 }
 
-func ptr[T any](v T) *T { return &v }
+// lookupAll looks up the commands still pending, a few at a time, and reports
+// how long it took.
+func (w *Waiter) lookupAll(ctx context.Context, refs []Ref, pending func(Ref) bool, out chan<- lookupResult, done chan<- time.Duration) {
+	start := time.Now()
+	todo := make(chan Ref)
+	var wg sync.WaitGroup
+	for range min(w.parallel, max(len(refs), 1)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for r := range todo {
+				lctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+				subject, event, found, err := w.lookup(lctx, r.EnterpriseID, r.CommandID)
+				cancel()
+				if ctx.Err() != nil {
+					return
+				}
+				if !found && err == nil {
+					continue
+				}
+				select {
+				case out <- lookupResult{ref: r, subject: subject, event: event, found: found, err: err}:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
+	}
+feed:
+	for _, r := range refs {
+		if !pending(r) {
+			continue
+		}
+		select {
+		case todo <- r:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(todo)
+	wg.Wait()
+	select {
+	case done <- time.Since(start):
+	case <-ctx.Done():
+	}
+}
