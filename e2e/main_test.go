@@ -17,8 +17,7 @@ var (
 // knownFailures are the scenarios that fail on the current code, with the reason.
 // They are skipped unless -known-failures is given. Remove a line when its fix
 // lands.
-var knownFailures = map[string]string{
-}
+var knownFailures = map[string]string{}
 
 // knownFailure skips the scenario when it is a known failure and
 // -known-failures is not given.
