@@ -23,6 +23,9 @@ type Metrics struct {
 	LimiterGrants *prometheus.CounterVec
 	// LimiterBudget: each enterprise's configured calls per second (cluster-wide).
 	LimiterBudget *prometheus.GaugeVec
+	// LimiterGuard: the guard each enterprise's grants are spaced with now, as
+	// learned from rate-limit answers (reported by the replica that dispenses).
+	LimiterGuard *prometheus.GaugeVec
 	// Probes of waiting meetings, by result (not_started, answered, ended, no_news).
 	Probes *prometheus.CounterVec
 	// ReleaseLatency: from a meeting's release to each parked command's end.
@@ -60,13 +63,16 @@ func NewMetrics() *Metrics {
 			[]string{"enterprise", "priority"}),
 		LimiterBudget: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "xygroup_limiter_budget",
 			Help: "API calls per second allowed per enterprise across the cluster."}, []string{"enterprise"}),
+		LimiterGuard: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "xygroup_limiter_guard_seconds",
+			Help: "The guard each enterprise's grants are spaced with, learned from rate-limit answers; reported by the dispensing replica."},
+			[]string{"enterprise"}),
 		Probes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "xygroup_probes_total",
 			Help: "Probes of waiting meetings, by result."}, []string{"result"}),
 		ReleaseLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "xygroup_release_completion_seconds",
 			Help:    "Time from a meeting answering its probe to each of its parked commands ending.",
 			Buckets: []float64{.1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120}}),
 	}
-	r.MustRegister(m.LimiterGrants, m.LimiterBudget, m.Probes, m.ReleaseLatency, m.Commands, m.APICalls, m.Attempts, m.LimiterWait, m.BreakerState, m.InFlight, m.Parked, m.Retries, m.Redeliveries)
+	r.MustRegister(m.LimiterGrants, m.LimiterBudget, m.LimiterGuard, m.Probes, m.ReleaseLatency, m.Commands, m.APICalls, m.Attempts, m.LimiterWait, m.BreakerState, m.InFlight, m.Parked, m.Retries, m.Redeliveries)
 	return m
 }
 

@@ -344,6 +344,12 @@ func (w *Worker) updateParkedGauge(ctx context.Context) {
 	if err == nil {
 		w.opts.metrics.Parked.Set(float64(info.State.Msgs))
 	}
+	if w.limiter != nil {
+		w.opts.metrics.LimiterGuard.Reset()
+		for ent, g := range w.limiter.Guards() {
+			w.opts.metrics.LimiterGuard.WithLabelValues(ent).Set(g.Seconds())
+		}
+	}
 }
 
 // probeSettler settles a probed command: done removes it from the parked stream;

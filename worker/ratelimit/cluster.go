@@ -396,6 +396,25 @@ func (c *Cluster) leaseValue() []byte {
 	return b
 }
 
+// Guards returns each enterprise's guard now, while this replica dispenses
+// (nil otherwise).
+func (c *Cluster) Guards() map[string]time.Duration {
+	c.mu.Lock()
+	d := c.disp
+	c.mu.Unlock()
+	if d == nil {
+		return nil
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	now := d.opts.Now()
+	out := make(map[string]time.Duration, len(d.ents))
+	for id, q := range d.ents {
+		out[id] = d.guard(q, now)
+	}
+	return out
+}
+
 // Dispenser reads the current dispenser's lease: who dispenses, and each
 // enterprise's use of its budget. ok is false when there is none.
 func Dispenser(ctx context.Context, js jetstream.JetStream) (LeaseInfo, bool, error) {

@@ -166,6 +166,15 @@ func TestThrottledWidensTheGuardForTheCluster(t *testing.T) {
 		reps[1].lim.Throttled("e")
 	}
 	time.Sleep(100 * time.Millisecond) // the reports travel over NATS
+	guard := time.Duration(0)
+	for _, r := range reps {
+		if g, ok := r.lim.Guards()["e"]; ok {
+			guard = g
+		}
+	}
+	if guard != 25*time.Millisecond+time.Second {
+		t.Errorf("the dispenser reports a guard of %v after five answers at once, want 1.025s", guard)
+	}
 	widened := count(2 * time.Second)
 	time.Sleep(2 * time.Second) // quiet: 1 s narrows in 5 steps of 300 ms
 	narrowed := count(2 * time.Second)
