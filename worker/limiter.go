@@ -9,9 +9,10 @@ type Limiter = ratelimit.Limiter
 // Priority orders API calls competing for one budget.
 type Priority = ratelimit.Priority
 
-// Priorities, highest first.
+// Priorities: live first, then retries, probes, replays.
 const (
 	PriorityLive   = ratelimit.Live
 	PriorityRetry  = ratelimit.Retry
 	PriorityReplay = ratelimit.Replay
+	PriorityProbe  = ratelimit.Probe
 )

@@ -25,6 +25,7 @@ type options struct {
 	source            string
 	now               func() time.Time
 	probeBackoff      Backoff
+	probeShare        float64
 	callLease         time.Duration
 	recordTTL         time.Duration
 	breakerSettings   BreakerSettings
@@ -34,7 +35,8 @@ type options struct {
 func defaultOptions() options {
 	return options{concurrency: 32, rate: 20, maxWait: 2 * time.Hour, drainTimeout: 20 * time.Second,
 		source: "xygroup", log: zerolog.Nop(), now: time.Now,
-		probeBackoff: Backoff{Initial: time.Second, Max: 15 * time.Second},
+		probeBackoff: Backoff{Initial: 5 * time.Second, Max: 15 * time.Second},
+		probeShare:   0.5,
 		callLease:    30 * time.Second, recordTTL: 30 * 24 * time.Hour}
 }
 
@@ -83,6 +85,18 @@ func WithClock(now func() time.Time) Option { return func(o *options) { o.now = 
 // WithProbeBackoff sets the interval between probes of a waiting meeting
 // (default 1 s doubling to 15 s, with jitter).
 func WithProbeBackoff(b Backoff) Option { return func(o *options) { o.probeBackoff = b } }
+
+// WithProbeShare sets the share of each enterprise's rate that probes of
+// waiting meetings may take (default 0.5): while replays wait, probes get at
+// most that share of the grants, and each meeting's probes are spaced so that
+// all of an enterprise's waiting meetings together need no more.
+func WithProbeShare(f float64) Option {
+	return func(o *options) {
+		if f > 0 && f <= 1 {
+			o.probeShare = f
+		}
+	}
+}
 
 // WithCallLease is how long another worker waits for a call in flight before it
 // treats the call's outcome as unknown (default 30 s; longer than the client's

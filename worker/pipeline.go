@@ -108,9 +108,12 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 		if v, parked := p.parkIfWaiting(d, rec, deadline, now); parked {
 			return v, d
 		}
-		// One call per meeting at a time on this replica: its answer decides for the rest.
+		// One call per meeting at a time on this replica: its answer decides
+		// for the rest. They wait for it as long as it may take (its grant
+		// included, however long the grant queue), so that a burst for a
+		// meeting that has not started costs one call, not one per grant wait.
 		token := meetingToken(d.EnterpriseID, d.Cmd.MeetingRoomNumber)
-		leave := p.gate.enter(token, time.Second)
+		leave := p.gate.enter(token, p.idem.grantWait+p.idem.lease)
 		defer leave()
 		if v, parked := p.parkIfWaiting(d, rec, deadline, p.now()); parked {
 			return v, d
@@ -140,6 +143,8 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 	switch {
 	case d.ReplayID != "":
 		prio = PriorityReplay
+	case del.kind == fromProbe:
+		prio = PriorityProbe
 	case del.kind != fromShared || del.delivered > 1:
 		prio = PriorityRetry
 	}

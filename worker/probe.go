@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -151,7 +152,7 @@ func (w *Worker) runProbe(ctx context.Context, token string, log *zerolog.Logger
 		}
 		return probeOutcome{next: next, countProbe: true}
 	case v.waiting:
-		return probeOutcome{next: now.Add(w.parker.backoff.Delay(rec.Probes + 1)), countProbe: true}
+		return probeOutcome{next: now.Add(w.probeDelay(rec)), countProbe: true}
 	case v.event != nil:
 		return probeOutcome{next: now} // that one is done; probe another at once
 	default:
@@ -169,6 +170,29 @@ func probeResult(v verdict) string {
 		return "ended"
 	}
 	return "no_news"
+}
+
+// probeDelay is the time to a waiting meeting's next probe: its backoff,
+// stretched when the enterprise has so many meetings waiting that probing each
+// at that pace would take more than the probe share of its rate; then they are
+// spread evenly (±10%) over the time the share allows for all of them.
+func (w *Worker) probeDelay(rec meetingRecord) time.Duration {
+	d := w.parker.backoff.Delay(rec.Probes + 1)
+	n := 0
+	for _, e := range w.view.all() {
+		if e.rec.State == meetingWaiting && e.rec.Kind != kindHold && e.rec.EnterpriseID == rec.EnterpriseID {
+			n++
+		}
+	}
+	perSecond := w.opts.probeShare * w.opts.rateOf(rec.EnterpriseID)
+	if perSecond <= 0 {
+		return d
+	}
+	spread := time.Duration(float64(n) / perSecond * float64(time.Second))
+	if spread > d {
+		d = time.Duration(float64(spread) * (0.9 + 0.2*rand.Float64()))
+	}
+	return d
 }
 
 // probeCandidate finds the oldest parked command of the meeting that may be sent

@@ -356,7 +356,7 @@ func (w *Worker) setupParking(ctx, runCtx context.Context) error {
 	}
 	if w.p.limiter == nil {
 		lim, err := ratelimit.NewCluster(runCtx, w.nc, ratelimit.Options{Rate: w.opts.rateOf, Replicas: settings.Replicas,
-			Name: w.opts.source, Log: w.log, Guard: w.opts.rateGuard})
+			Name: w.opts.source, Log: w.log, Guard: w.opts.rateGuard, ProbeShare: w.opts.probeShare})
 		if err != nil {
 			return err
 		}

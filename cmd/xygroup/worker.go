@@ -35,7 +35,8 @@ func workerCommand() *cli.Command {
 		&cli.DurationFlag{Name: "xylink-timeout", Value: 10 * time.Second, Usage: "bound on each XYLink API call", Sources: cli.EnvVars("XYLINK_TIMEOUT")},
 		&cli.DurationFlag{Name: "ack-wait", Value: 30 * time.Second, Usage: "AckWait of the consumer the worker creates (a dead replica's commands return after it)", Sources: cli.EnvVars("XYGROUP_ACK_WAIT")},
 		&cli.DurationFlag{Name: "rate-guard", Value: 25 * time.Millisecond, Usage: "allowance for varying delay between a grant and the call's arrival at XYLink; grants are (1 s + guard) / rate apart", Sources: cli.EnvVars("XYGROUP_RATE_GUARD")},
-		&cli.DurationFlag{Name: "probe-max-interval", Value: 15 * time.Second, Usage: "longest wait between two probes of a meeting that has not started (shorter: faster start, more calls)", Sources: cli.EnvVars("XYGROUP_PROBE_MAX_INTERVAL")},
+		&cli.DurationFlag{Name: "probe-max-interval", Value: 15 * time.Second, Usage: "longest wait between two probes of a meeting that has not started (shorter: faster start, more calls), unless many meetings wait (see --probe-share)", Sources: cli.EnvVars("XYGROUP_PROBE_MAX_INTERVAL")},
+		&cli.FloatFlag{Name: "probe-share", Value: 0.5, Usage: "share of each enterprise's rate that probes of waiting meetings may take (0 < share ≤ 1)", Sources: cli.EnvVars("XYGROUP_PROBE_SHARE")},
 		&cli.IntFlag{Name: "breaker-failures", Value: 5, Usage: "consecutive API failures, cluster-wide, that open a tenant's circuit breaker", Sources: cli.EnvVars("XYGROUP_BREAKER_FAILURES")},
 		&cli.DurationFlag{Name: "breaker-open-for", Value: 10 * time.Second, Usage: "how long an open breaker waits before its one probe", Sources: cli.EnvVars("XYGROUP_BREAKER_OPEN_FOR")},
 		&cli.DurationFlag{Name: "drain-timeout", Value: 20 * time.Second, Usage: "on SIGTERM, how long commands in flight may finish", Sources: cli.EnvVars("XYGROUP_DRAIN_TIMEOUT")},
@@ -53,6 +54,9 @@ func runWorker(ctx context.Context, cmd *cli.Command) error {
 	log := newLogger(cmd)
 	if cmd.Int("concurrency") < 1 || cmd.Float("rate") <= 0 || cmd.Duration("max-wait") <= 0 {
 		return cli.Exit("--concurrency, --rate and --max-wait must be positive", 2)
+	}
+	if share := cmd.Float("probe-share"); share <= 0 || share > 1 {
+		return cli.Exit(fmt.Sprintf("--probe-share (XYGROUP_PROBE_SHARE) must be more than 0 and at most 1, not %g", share), 2)
 	}
 	var cleanups []func()
 	defer func() {
@@ -132,7 +136,9 @@ func runWorker(ctx context.Context, cmd *cli.Command) error {
 		// would have timed out.
 		worker.WithCallLease(timeout+5*time.Second),
 		worker.WithRateGuard(cmd.Duration("rate-guard")),
-		worker.WithProbeBackoff(worker.Backoff{Initial: time.Second, Max: max(time.Second, cmd.Duration("probe-max-interval"))}),
+		worker.WithProbeBackoff(worker.Backoff{Initial: min(5*time.Second, max(time.Second, cmd.Duration("probe-max-interval"))),
+			Max: max(time.Second, cmd.Duration("probe-max-interval"))}),
+		worker.WithProbeShare(cmd.Float("probe-share")),
 		worker.WithBreakerSettings(worker.BreakerSettings{ConsecutiveFailures: uint32(max(1, cmd.Int("breaker-failures"))),
 			OpenFor: cmd.Duration("breaker-open-for")}),
 		worker.WithSource("xygroup/"+host),

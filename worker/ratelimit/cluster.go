@@ -39,6 +39,9 @@ type Options struct {
 	GuardStep, GuardCooldown, GuardQuiet, GuardMax time.Duration
 	// LeaseTTL, RenewEvery, StopAfter: the dispenser's lease [3 s, 500 ms, 1.5 s].
 	LeaseTTL, RenewEvery, StopAfter time.Duration
+	// ProbeShare: while replays wait, probes of waiting meetings get at most
+	// this share of an enterprise's grants [0.5].
+	ProbeShare float64
 	// MaxQueueWait: a request waiting longer is answered "ask again" [4 s].
 	MaxQueueWait time.Duration
 	// Replicas of the bucket [1].
@@ -77,6 +80,9 @@ func (o *Options) defaults() {
 	}
 	if o.GuardMax <= 0 {
 		o.GuardMax = time.Second
+	}
+	if o.ProbeShare <= 0 || o.ProbeShare > 1 {
+		o.ProbeShare = 0.5
 	}
 	if o.MaxQueueWait <= 0 {
 		o.MaxQueueWait = 4 * time.Second
@@ -542,6 +548,33 @@ type enterpriseQueue struct {
 	changed   time.Time
 	throttled []time.Time // rate-limit answers of the last ten minutes
 	recent    []time.Time // grant times of the last ten seconds
+	probes    []time.Time // probe grant times of the last second
+}
+
+// next is the request to grant now: the head of the queue, except that a
+// probe gives way to the oldest replay once probes had their share of the
+// last second's grants.
+func (d *dispenser) next(q *enterpriseQueue, rate float64, now time.Time) int {
+	head := q.waiting[0]
+	if head.priority != Probe {
+		return 0
+	}
+	n := 0
+	for _, t := range q.probes {
+		if now.Sub(t) < time.Second {
+			n++
+		}
+	}
+	if float64(n) < d.opts.ProbeShare*rate {
+		return 0
+	}
+	best := -1
+	for i, p := range q.waiting {
+		if p.priority != Probe && (best < 0 || p.seq < q.waiting[best].seq) {
+			best = i
+		}
+	}
+	return max(best, 0)
 }
 
 type pending struct {
@@ -555,8 +588,8 @@ type requestHeap []*pending
 
 func (h requestHeap) Len() int { return len(h) }
 func (h requestHeap) Less(i, j int) bool {
-	if h[i].priority != h[j].priority {
-		return h[i].priority < h[j].priority
+	if ri, rj := h[i].priority.rank(), h[j].priority.rank(); ri != rj {
+		return ri < rj
 	}
 	return h[i].seq < h[j].seq
 }
@@ -699,9 +732,21 @@ func (d *dispenser) grantDue(active func() bool) time.Duration {
 			if !active() {
 				return 50 * time.Millisecond
 			}
-			heap.Pop(&q.waiting)
+			rate := q.rate
+			if rate <= 0 {
+				rate = d.opts.Rate("")
+			}
+			head = heap.Remove(&q.waiting, d.next(q, rate, now)).(*pending)
 			if err := head.msg.Respond(replyOK); err != nil {
 				continue // not sent at all: its grant is not spent
+			}
+			if head.priority == Probe {
+				cut := 0
+				for cut < len(q.probes) && now.Sub(q.probes[cut]) >= time.Second {
+					cut++
+				}
+				q.probes = append(q.probes[:0], q.probes[cut:]...)
+				q.probes = append(q.probes, now)
 			}
 			// Sent: counted as used even if the reply is lost on its way (see Wait).
 			d.granted.Add(1)

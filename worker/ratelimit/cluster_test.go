@@ -189,3 +189,60 @@ func TestThrottledWidensTheGuardForTheCluster(t *testing.T) {
 		t.Errorf("after quiet: %d grants, %d at the floor", narrowed, normal)
 	}
 }
+
+// Probes come after live commands and retries, and while replays wait they get
+// at most the probe share (half by default) of an enterprise's grants.
+func TestProbesTakeAtMostTheirShare(t *testing.T) {
+	reps := startReplicas(t, 2, ratelimit.Options{})
+	ctx, stop := context.WithTimeout(context.Background(), 4*time.Second)
+	defer stop()
+	var probes, replays atomic.Int64
+	var wg sync.WaitGroup
+	for _, r := range reps {
+		for range 6 {
+			wg.Go(func() {
+				for r.lim.Wait(ctx, "e", ratelimit.Probe) == nil {
+					probes.Add(1)
+				}
+			})
+			wg.Go(func() {
+				for r.lim.Wait(ctx, "e", ratelimit.Replay) == nil {
+					replays.Add(1)
+				}
+			})
+		}
+	}
+	wg.Wait()
+	p, rp := probes.Load(), replays.Load()
+	t.Logf("in 4 s with probes and replays waiting: %d probe grants, %d replay grants (probe share %.0f%%)", p, rp, 100*float64(p)/float64(p+rp))
+	if p+rp < 60 {
+		t.Fatalf("only %d grants in 4 s", p+rp)
+	}
+	if share := float64(p) / float64(p+rp); share > 0.55 || share < 0.4 {
+		t.Errorf("probes took %.0f%% of the grants while replays waited, want about half", 100*share)
+	}
+
+	// Live requests come before probes.
+	ctx2, stop2 := context.WithTimeout(context.Background(), 3*time.Second)
+	defer stop2()
+	var live, probes2 atomic.Int64
+	for _, r := range reps {
+		for range 6 {
+			wg.Go(func() {
+				for r.lim.Wait(ctx2, "e", ratelimit.Live) == nil {
+					live.Add(1)
+				}
+			})
+			wg.Go(func() {
+				for r.lim.Wait(ctx2, "e", ratelimit.Probe) == nil {
+					probes2.Add(1)
+				}
+			})
+		}
+	}
+	wg.Wait()
+	t.Logf("in 3 s with live requests and probes waiting: %d live grants, %d probe grants", live.Load(), probes2.Load())
+	if probes2.Load() > 2 {
+		t.Errorf("%d probes granted while live requests waited", probes2.Load())
+	}
+}

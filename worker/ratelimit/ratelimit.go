@@ -13,19 +13,37 @@ type Priority int
 const (
 	// Live: a command's first attempt.
 	Live Priority = iota
-	// Retry: a retry after a failure, or a probe of a parked command.
+	// Retry: a retry after a failure, or a released parked command.
 	Retry
 	// Replay: a command that an operator replayed.
 	Replay
+	// Probe: a probe of a meeting that has not started. It comes after live
+	// commands and retries, before replays, and takes at most the probe share
+	// of the budget while replays wait. (Its value keeps the others' as
+	// earlier versions sent them.)
+	Probe
 )
 
-var priorityNames = [...]string{"live", "retry", "replay"}
+var priorityNames = [...]string{"live", "retry", "replay", "probe"}
 
 func (p Priority) String() string {
 	if p >= 0 && int(p) < len(priorityNames) {
 		return priorityNames[p]
 	}
 	return "unknown"
+}
+
+// rank orders priorities for the dispenser: lower first.
+func (p Priority) rank() int {
+	switch p {
+	case Live:
+		return 0
+	case Retry:
+		return 1
+	case Probe:
+		return 2
+	}
+	return 3
 }
 
 // Limiter grants API calls. Every call to the API takes one grant first.
