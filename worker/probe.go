@@ -45,13 +45,12 @@ func (w *Worker) runProber(ctx context.Context) {
 				if now.Before(due) || now.Before(r.LeaseUntil) || !w.claimProbe(ctx, token, e) {
 					continue
 				}
-				select {
-				case w.slots <- struct{}{}:
-				case <-ctx.Done():
+				if !w.takeBackground(ctx) {
+					w.reschedule(ctx, token, now, false) // give the claim back
 					return
 				}
 				go func() {
-					defer func() { <-w.slots }()
+					defer w.releaseBackground()
 					w.probe(ctx, token)
 				}()
 			}

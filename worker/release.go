@@ -57,21 +57,19 @@ func (w *Worker) drain(ctx context.Context, token string) {
 		return
 	}
 	for ctx.Err() == nil {
-		batch, err := cons.Fetch(w.opts.concurrency, jetstream.FetchMaxWait(time.Second))
+		batch, err := cons.Fetch(cap(w.background), jetstream.FetchMaxWait(time.Second))
 		if err != nil {
 			return // deleted by the replica that finished it, or NATS is away: the prober starts again
 		}
 		n := 0
 		for msg := range batch.Messages() {
 			n++
-			select {
-			case w.slots <- struct{}{}:
-			case <-ctx.Done():
+			if !w.takeBackground(ctx) {
 				_ = msg.Nak()
 				continue
 			}
 			go func() {
-				defer func() { <-w.slots }()
+				defer w.releaseBackground()
 				w.handleReleased(msg, token)
 			}()
 		}
@@ -90,6 +88,28 @@ func (w *Worker) drain(ctx context.Context, token string) {
 			return
 		}
 	}
+}
+
+// takeBackground takes a slot for background work (a probe, a released
+// command): one of the background share, then one of the replica's slots.
+func (w *Worker) takeBackground(ctx context.Context) bool {
+	select {
+	case w.background <- struct{}{}:
+	case <-ctx.Done():
+		return false
+	}
+	select {
+	case w.slots <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		<-w.background
+		return false
+	}
+}
+
+func (w *Worker) releaseBackground() {
+	<-w.slots
+	<-w.background
 }
 
 // handleReleased runs one parked command of a released meeting or hold (token)

@@ -39,8 +39,9 @@ type Options struct {
 	GuardStep, GuardCooldown, GuardQuiet, GuardMax time.Duration
 	// LeaseTTL, RenewEvery, StopAfter: the dispenser's lease [3 s, 500 ms, 1.5 s].
 	LeaseTTL, RenewEvery, StopAfter time.Duration
-	// ProbeShare: while replays wait, probes of waiting meetings get at most
-	// this share of an enterprise's grants [0.5].
+	// ProbeShare: probes of waiting meetings get up to this share of an
+	// enterprise's grants whatever else waits, and no more while anything
+	// else waits [0.5].
 	ProbeShare float64
 	// MaxQueueWait: a request waiting longer is answered "ask again" [4 s].
 	MaxQueueWait time.Duration
@@ -551,30 +552,35 @@ type enterpriseQueue struct {
 	probes    []time.Time // probe grant times of the last second
 }
 
-// next is the request to grant now: the head of the queue, except that a
-// probe gives way to the oldest replay once probes had their share of the
-// last second's grants.
+// next is the request to grant now: the head of the queue (live first, then
+// retries, probes, replays), except for probes of waiting meetings, which take
+// their share of the grants whatever waits, and never more while anything
+// else waits.
 func (d *dispenser) next(q *enterpriseQueue, rate float64, now time.Time) int {
-	head := q.waiting[0]
-	if head.priority != Probe {
-		return 0
-	}
-	n := 0
+	recent := 0
 	for _, t := range q.probes {
 		if now.Sub(t) < time.Second {
-			n++
+			recent++
 		}
 	}
-	if float64(n) < d.opts.ProbeShare*rate {
-		return 0
-	}
-	best := -1
+	underShare := float64(recent) < d.opts.ProbeShare*rate
+	probe, other := -1, -1
 	for i, p := range q.waiting {
-		if p.priority != Probe && (best < 0 || p.seq < q.waiting[best].seq) {
-			best = i
+		if p.priority == Probe {
+			if probe < 0 || p.seq < q.waiting[probe].seq {
+				probe = i
+			}
+		} else if other < 0 || q.waiting.Less(i, other) {
+			other = i
 		}
 	}
-	return max(best, 0)
+	switch {
+	case probe >= 0 && (underShare || other < 0):
+		return probe
+	case other >= 0:
+		return other
+	}
+	return 0
 }
 
 type pending struct {

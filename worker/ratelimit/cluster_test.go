@@ -190,8 +190,9 @@ func TestThrottledWidensTheGuardForTheCluster(t *testing.T) {
 	}
 }
 
-// Probes come after live commands and retries, and while replays wait they get
-// at most the probe share (half by default) of an enterprise's grants.
+// Probes of waiting meetings take the probe share (half by default) of an
+// enterprise's grants whatever else waits, and no more while anything else
+// waits: neither live commands nor replays.
 func TestProbesTakeAtMostTheirShare(t *testing.T) {
 	reps := startReplicas(t, 2, ratelimit.Options{})
 	ctx, stop := context.WithTimeout(context.Background(), 4*time.Second)
@@ -222,27 +223,29 @@ func TestProbesTakeAtMostTheirShare(t *testing.T) {
 		t.Errorf("probes took %.0f%% of the grants while replays waited, want about half", 100*share)
 	}
 
-	// Live requests come before probes.
+	// Live requests (another enterprise, so that the requests left waiting
+	// above play no part): probes still get their share, not more.
 	ctx2, stop2 := context.WithTimeout(context.Background(), 3*time.Second)
 	defer stop2()
 	var live, probes2 atomic.Int64
 	for _, r := range reps {
 		for range 6 {
 			wg.Go(func() {
-				for r.lim.Wait(ctx2, "e", ratelimit.Live) == nil {
+				for r.lim.Wait(ctx2, "e2", ratelimit.Live) == nil {
 					live.Add(1)
 				}
 			})
 			wg.Go(func() {
-				for r.lim.Wait(ctx2, "e", ratelimit.Probe) == nil {
+				for r.lim.Wait(ctx2, "e2", ratelimit.Probe) == nil {
 					probes2.Add(1)
 				}
 			})
 		}
 	}
 	wg.Wait()
-	t.Logf("in 3 s with live requests and probes waiting: %d live grants, %d probe grants", live.Load(), probes2.Load())
-	if probes2.Load() > 2 {
-		t.Errorf("%d probes granted while live requests waited", probes2.Load())
+	l, p2 := live.Load(), probes2.Load()
+	t.Logf("in 3 s with live requests and probes waiting: %d live grants, %d probe grants (probe share %.0f%%)", l, p2, 100*float64(p2)/float64(l+p2))
+	if share := float64(p2) / float64(l+p2); share > 0.55 || share < 0.4 {
+		t.Errorf("probes took %.0f%% of the grants while live requests waited, want about half", 100*share)
 	}
 }

@@ -17,10 +17,10 @@ const (
 	Retry
 	// Replay: a command that an operator replayed.
 	Replay
-	// Probe: a probe of a meeting that has not started. It comes after live
-	// commands and retries, before replays, and takes at most the probe share
-	// of the budget while replays wait. (Its value keeps the others' as
-	// earlier versions sent them.)
+	// Probe: a probe of a meeting that has not started. Probes take their
+	// share of the budget (ProbeShare) whatever else waits, and no more while
+	// anything else waits. (Its value keeps the others' as earlier versions
+	// sent them.)
 	Probe
 )
 
