@@ -36,15 +36,15 @@ type Worker struct {
 	meetings jetstream.KeyValue
 	parker   *parker
 	view     *meetingView
-	slots    chan struct{}   // commands in flight on this replica, whatever their source
+	slots    chan struct{} // commands in flight on this replica, whatever their source
 	// background: the slots that probes and release drains may hold; the rest
 	// stay for the shared consumer, so that live commands always have a slot
 	// however many parked commands a release hands out.
 	background chan struct{}
-	reserved atomic.Int64    // slots taken by the pull request waiting for commands
-	work     context.Context // outlives Run's context by the drain timeout
-	draining sync.Map        // meeting tokens this replica drains
-	limiter  *ratelimit.Cluster
+	reserved   atomic.Int64    // slots taken by the pull request waiting for commands
+	work       context.Context // outlives Run's context by the drain timeout
+	draining   sync.Map        // meeting tokens this replica drains
+	limiter    *ratelimit.Cluster
 	// replicasKV holds the heartbeats (opened by setup).
 	replicasKV jetstream.KeyValue
 
@@ -93,7 +93,7 @@ func New(nc *nats.Conn, caller Caller, tenants Tenants, opts ...Option) (*Worker
 	}
 	w := &Worker{nc: nc, js: js, opts: o, log: o.log, slots: make(chan struct{}, o.concurrency),
 		background: make(chan struct{}, max(1, o.concurrency-max(1, o.concurrency/4))),
-		view: &meetingView{meetings: map[string]meetingEntry{}}}
+		view:       &meetingView{meetings: map[string]meetingEntry{}}}
 	w.parker = &parker{js: js, view: w.view, backoff: o.probeBackoff, now: o.now}
 	w.p = &pipeline{decoder: dec, caller: caller, limiter: o.limiter, breaker: o.breaker, backoff: o.backoff,
 		maxWait: o.maxWait, metrics: o.metrics, now: o.now, stopped: map[string]string{}, parker: w.parker, gate: newMeetingGate(),
