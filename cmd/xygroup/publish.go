@@ -82,15 +82,15 @@ func runPublish(ctx context.Context, cmd *cli.Command) error {
 	}
 	showBar := len(items) >= 100 && !cmd.Bool("no-progress")
 	bar := newBar(cmd, showBar, len(items), "publish")
-	ids := make([]string, 0, len(items))
+	ids := make([]commands.Ref, 0, len(items))
 	for _, it := range items {
 		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		id, err := commands.Publish(pctx, js, it.Raw, nil)
+		ref, err := commands.PublishRef(pctx, js, it.Raw, nil)
 		cancel()
 		if err != nil {
 			return cli.Exit(fmt.Sprintf("%s: %v", it.Where(), err), 1)
 		}
-		ids = append(ids, id)
+		ids = append(ids, ref)
 		_ = bar.Add(1)
 	}
 	_ = bar.Finish()
@@ -102,7 +102,7 @@ func runPublish(ctx context.Context, cmd *cli.Command) error {
 	defer wcancel()
 	failed := 0
 	bar = newBar(cmd, showBar, len(ids), "wait")
-	err = waiter.Await(wctx, ids, func(e commands.Event) {
+	err = waiter.AwaitRefs(wctx, ids, func(e commands.Event) {
 		fmt.Fprintln(stdout(cmd), string(e.Data))
 		if e.Failed {
 			failed++

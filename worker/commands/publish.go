@@ -21,44 +21,74 @@ const (
 	StreamEvents   = "XYLINK_GROUP_EVENTS"
 )
 
-// Publish stores one command on xylink.groups.create with Nats-Msg-Id set to its
-// commandId (one is generated, "cli-…", when it has none), prefixed with
-// "<enterpriseId>/" when the command names its tenant, and returns the
-// commandId, which its events will carry.
+// Publish stores one command on xylink.groups.create with Nats-Msg-Id set to
+// MsgID(enterpriseId, commandId), and returns the commandId, which its events
+// will carry. A command without one is given "cli-…" as its Nats-Msg-Id, which
+// the worker takes as its commandId.
 func Publish(ctx context.Context, js jetstream.JetStream, raw []byte, headers nats.Header) (string, error) {
+	ref, err := PublishRef(ctx, js, raw, headers)
+	return ref.CommandID, err
+}
+
+// Ref names a command within its tenant. EnterpriseID is empty when the
+// command names none (the workers' default tenant).
+type Ref struct {
+	EnterpriseID string
+	CommandID    string
+}
+
+// MsgID is the Nats-Msg-Id Publish gives a command: its commandId, prefixed
+// with "<enterpriseId>/" when the command names its tenant, so that the commands
+// stream's dedupe never takes one tenant's command for another's. Both may hold
+// a "/": in the enterpriseId "%" and "/" are written %25 and %2F, and a
+// commandId without a tenant that holds a "/" is written after a "/", so that
+// no two (enterpriseId, commandId) pairs share a Nats-Msg-Id.
+func MsgID(enterpriseID, commandID string) string {
+	if enterpriseID == "" {
+		if strings.Contains(commandID, "/") {
+			return "/" + commandID
+		}
+		return commandID
+	}
+	e := strings.NewReplacer("%", "%25", "/", "%2F").Replace(enterpriseID)
+	return e + "/" + commandID
+}
+
+// PublishRef is Publish returning the command's tenant as the command names it.
+func PublishRef(ctx context.Context, js jetstream.JetStream, raw []byte, headers nats.Header) (Ref, error) {
 	var peek struct {
 		CommandID    string `json:"commandId"`
 		EnterpriseID string `json:"enterpriseId"`
 	}
 	_ = json.Unmarshal(raw, &peek)
-	id := peek.CommandID
-	if id == "" {
-		id = "cli-" + nuid.Next()
+	ref := Ref{EnterpriseID: peek.EnterpriseID, CommandID: peek.CommandID}
+	// Two tenants may use one commandId: the stream's dedupe must not take
+	// one's command for the other's. A generated id is unique as it is, and the
+	// worker takes it as the commandId: it stays bare.
+	msgID := MsgID(peek.EnterpriseID, peek.CommandID)
+	if ref.CommandID == "" {
+		ref.CommandID = "cli-" + nuid.Next()
+		msgID = ref.CommandID
 	}
+	id := ref.CommandID
 	m := nats.NewMsg(SubjectCreate)
 	m.Data = raw
 	for k, v := range headers {
 		m.Header[k] = v
 	}
-	// Two tenants may use one commandId: the stream's dedupe must not take
-	// one's command for the other's.
-	msgID := id
-	if peek.EnterpriseID != "" {
-		msgID = peek.EnterpriseID + "/" + id
-	}
 	m.Header.Set(nats.MsgIdHdr, msgID)
 	for delay := 100 * time.Millisecond; ; delay = min(2*delay, 2*time.Second) {
 		_, err := js.PublishMsg(ctx, m)
 		if err == nil {
-			return id, nil
+			return ref, nil
 		}
 		// No stream yet (no worker has started) or no leader yet: wait for it.
 		if !errors.Is(err, nats.ErrNoResponders) && !errors.Is(err, jetstream.ErrNoStreamResponse) {
-			return "", fmt.Errorf("publish %s: %w", id, err)
+			return Ref{}, fmt.Errorf("publish %s: %w", id, err)
 		}
 		select {
 		case <-ctx.Done():
-			return "", fmt.Errorf("publish %s: no stream answers on %s (is a worker running?): %w", id, SubjectCreate, err)
+			return Ref{}, fmt.Errorf("publish %s: no stream answers on %s (is a worker running?): %w", id, SubjectCreate, err)
 		case <-time.After(delay):
 		}
 	}
@@ -66,10 +96,11 @@ func Publish(ctx context.Context, js jetstream.JetStream, raw []byte, headers na
 
 // Event is a terminal event as received.
 type Event struct {
-	Subject   string
-	CommandID string
-	Failed    bool
-	Data      json.RawMessage
+	Subject      string
+	CommandID    string
+	EnterpriseID string
+	Failed       bool
+	Data         json.RawMessage
 }
 
 // Waiter follows the terminal events from a point in time, so that commands
@@ -94,11 +125,24 @@ func NewWaiter(ctx context.Context, js jetstream.JetStream, since time.Duration)
 }
 
 // Await calls found for the terminal event of each id, in the order they come,
-// until all have one or ctx ends.
+// until all have one or ctx ends. An id is taken for any tenant's: when
+// tenants share commandIds, use AwaitRefs.
 func (w *Waiter) Await(ctx context.Context, ids []string, found func(Event)) error {
-	pending := make(map[string]bool, len(ids))
-	for _, id := range ids {
-		pending[id] = true
+	refs := make([]Ref, len(ids))
+	for i, id := range ids {
+		refs[i] = Ref{CommandID: id}
+	}
+	return w.AwaitRefs(ctx, refs, found)
+}
+
+// AwaitRefs calls found for the terminal event of each command, in the order
+// they come, until all have one or ctx ends. A Ref with an EnterpriseID takes
+// only that tenant's event; one without (a command that names no tenant: the
+// workers' default) takes the first event with its commandId.
+func (w *Waiter) AwaitRefs(ctx context.Context, refs []Ref, found func(Event)) error {
+	pending := make(map[Ref]bool, len(refs))
+	for _, r := range refs {
+		pending[r] = true
 	}
 	for len(pending) > 0 {
 		wait := 5 * time.Second
@@ -116,14 +160,18 @@ func (w *Waiter) Await(ctx context.Context, ids []string, found func(Event)) err
 			return fmt.Errorf("follow events: %w", err)
 		}
 		var e struct {
-			CommandID string `json:"commandId"`
+			CommandID    string `json:"commandId"`
+			EnterpriseID string `json:"enterpriseId"`
 		}
 		_ = json.Unmarshal(msg.Data(), &e)
-		if !pending[e.CommandID] {
-			continue
+		r := Ref{EnterpriseID: e.EnterpriseID, CommandID: e.CommandID}
+		if !pending[r] {
+			if r.EnterpriseID = ""; !pending[r] {
+				continue
+			}
 		}
-		delete(pending, e.CommandID)
-		found(Event{Subject: msg.Subject(), CommandID: e.CommandID, Data: msg.Data(),
+		delete(pending, r)
+		found(Event{Subject: msg.Subject(), CommandID: e.CommandID, EnterpriseID: e.EnterpriseID, Data: msg.Data(),
 			Failed: strings.HasPrefix(msg.Subject(), SubjectFailed+".")})
 	}
 	return nil

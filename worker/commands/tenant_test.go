@@ -92,8 +92,9 @@ func TestPublishedWithoutCommandIDIsAwaited(t *testing.T) {
 	}
 }
 
-// Two tenants use one commandId. publish --wait (Waiter.Await) of one tenant's
-// command must not report the other tenant's event as its outcome.
+// Two tenants use one commandId. publish --wait (PublishRef, Waiter.AwaitRefs)
+// of one tenant's command must not report the other tenant's event as its
+// outcome.
 func TestWaiterDoesNotTakeAnotherTenantsEvent(t *testing.T) {
 	js, sb := startTenants(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -113,12 +114,12 @@ func TestWaiterDoesNotTakeAnotherTenantsEvent(t *testing.T) {
 		t.Fatal(err)
 	}
 	raw := []byte(`{"commandId":"shared-1","enterpriseId":"` + wt.Enterprise + `","meetingRoomNumber":"910000000012","groupCount":2}`)
-	id, err := commands.Publish(ctx, js, raw, nil)
+	ref, err := commands.PublishRef(ctx, js, raw, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var got commands.Event
-	if err := waiter.Await(ctx, []string{id}, func(e commands.Event) { got = e }); err != nil {
+	if err := waiter.AwaitRefs(ctx, []commands.Ref{ref}, func(e commands.Event) { got = e }); err != nil {
 		t.Fatal(err)
 	}
 	var ev struct {
