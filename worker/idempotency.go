@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -94,7 +95,9 @@ func commandKey(r commandRef) string {
 	if safeKey.MatchString(r.enterprise) && safeKey.MatchString(r.id) {
 		return "t." + r.enterprise + "." + r.id
 	}
-	h := sha256.Sum256([]byte(r.enterprise + "\x00" + r.id))
+	// The enterprise's length first: either may hold any byte, NUL included,
+	// so no separator alone tells where one ends.
+	h := sha256.Sum256([]byte(strconv.Itoa(len(r.enterprise)) + ":" + r.enterprise + r.id))
 	return "th." + hex.EncodeToString(h[:])
 }
 
