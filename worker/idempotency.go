@@ -278,7 +278,10 @@ func (s *idempotency) markSent(ctx context.Context, ref commandRef, c claim) err
 }
 
 // abort undoes begin for a call that was not sent (its gate refused it): no
-// call in flight, and the attempt given back unless keepAttempt.
+// call in flight, and the attempt given back unless keepAttempt, with its
+// "sent" mark: a mark written before a gate that then refused (a fresh grant
+// that did not come after a slow mark) must not make the next call of the
+// same number look sent if its replica dies while it waits for its grant.
 func (s *idempotency) abort(ctx context.Context, ref commandRef, keepAttempt bool) error {
 	_, err := s.update(ctx, ref, func(r *commandRecord) error {
 		if r.PendingUntil.IsZero() {
@@ -287,6 +290,7 @@ func (s *idempotency) abort(ctx context.Context, ref commandRef, keepAttempt boo
 		r.PendingUntil = time.Time{}
 		if !keepAttempt && r.Attempts > 0 {
 			r.Attempts--
+			r.Sent = min(r.Sent, r.Attempts)
 		}
 		return nil
 	})
