@@ -69,6 +69,20 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 	now := p.now()
 	if d.Invalid != nil {
 		log.Warn().Str("reason", d.Invalid.DeveloperMessage).Msg("invalid command")
+		// A copy of a command that is done, or whose call is in flight, shares
+		// its record and its terminal Nats-Msg-Id: it must not state an outcome
+		// of its own over the command's.
+		rec, _, err := p.idem.get(ctx, d.ref())
+		if err != nil {
+			log.Warn().Err(err).Msg("idempotency record unreadable; retrying")
+			return verdict{retry: time.Second}, d
+		}
+		switch {
+		case rec.Terminal != nil && d.ReplayID == "":
+			return verdict{event: rec.Terminal.outEvent(), repeat: true}, d
+		case !rec.PendingUntil.IsZero() && now.Before(rec.PendingUntil):
+			return verdict{retry: min(max(rec.PendingUntil.Sub(now), 100*time.Millisecond), time.Second)}, d // its call ends well before
+		}
 		return verdict{event: failedEvent(d, failure{class: xylink.ClassInvalidCommand,
 			userMessage: d.Invalid.UserMessage, developerMessage: d.Invalid.DeveloperMessage}, 0, now)}, d
 	}
