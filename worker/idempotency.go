@@ -133,9 +133,9 @@ func legacyKeysPresent(ctx context.Context, js jetstream.JetStream) (bool, error
 // initial is the record a command starts from when its key has none: empty, or
 // carried over from the record of an earlier version, which did not name the
 // tenant. A terminal one is carried over only if its event is this tenant's;
-// one with a call in flight or an unknown outcome is carried over as it is (a
-// rare commandId shared by two tenants at the upgrade errs on the side of not
-// sending twice).
+// one with a call in flight or an unknown outcome is carried over without its
+// last API answer (a rare commandId shared by two tenants at the upgrade errs
+// on the side of not sending twice, and no tenant reads another's answer).
 func (s *idempotency) initial(r commandRef) func(context.Context) (*commandRecord, error) {
 	return func(ctx context.Context) (*commandRecord, error) {
 		if !s.legacy {
@@ -159,7 +159,12 @@ func (s *idempotency) initial(r commandRef) func(context.Context) (*commandRecor
 			if json.Unmarshal(old.Terminal.Body, &ev) != nil || ev.EnterpriseID != r.enterprise {
 				return &commandRecord{}, nil
 			}
+			return &old, nil
 		}
+		// Not terminal: nothing says whose it is. What keeps a command from
+		// being sent twice is carried over; the last API answer, which may be
+		// another tenant's, is not (it would be quoted in this tenant's events).
+		old.Last = nil
 		return &old, nil
 	}
 }
