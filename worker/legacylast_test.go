@@ -18,7 +18,7 @@ import (
 type openBreaker struct{}
 
 func (openBreaker) Allow(string) (func(xylink.Outcome), error) { return nil, worker.ErrBreakerOpen }
-func (openBreaker) State(string) string                       { return "open" }
+func (openBreaker) State(string) string                        { return "open" }
 
 // A record of an earlier version (c.<commandId>) without a terminal event
 // names no tenant. Carried over to a tenant's command with that commandId, it
