@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -94,7 +95,9 @@ func commandKey(r commandRef) string {
 	if safeKey.MatchString(r.enterprise) && safeKey.MatchString(r.id) {
 		return "t." + r.enterprise + "." + r.id
 	}
-	h := sha256.Sum256([]byte(r.enterprise + "\x00" + r.id))
+	// The enterprise's length first: either may hold any byte, NUL included,
+	// so no separator alone tells where one ends.
+	h := sha256.Sum256([]byte(strconv.Itoa(len(r.enterprise)) + ":" + r.enterprise + r.id))
 	return "th." + hex.EncodeToString(h[:])
 }
 
@@ -130,9 +133,9 @@ func legacyKeysPresent(ctx context.Context, js jetstream.JetStream) (bool, error
 // initial is the record a command starts from when its key has none: empty, or
 // carried over from the record of an earlier version, which did not name the
 // tenant. A terminal one is carried over only if its event is this tenant's;
-// one with a call in flight or an unknown outcome is carried over as it is (a
-// rare commandId shared by two tenants at the upgrade errs on the side of not
-// sending twice).
+// one with a call in flight or an unknown outcome is carried over without its
+// last API answer (a rare commandId shared by two tenants at the upgrade errs
+// on the side of not sending twice, and no tenant reads another's answer).
 func (s *idempotency) initial(r commandRef) func(context.Context) (*commandRecord, error) {
 	return func(ctx context.Context) (*commandRecord, error) {
 		if !s.legacy {
@@ -156,7 +159,12 @@ func (s *idempotency) initial(r commandRef) func(context.Context) (*commandRecor
 			if json.Unmarshal(old.Terminal.Body, &ev) != nil || ev.EnterpriseID != r.enterprise {
 				return &commandRecord{}, nil
 			}
+			return &old, nil
 		}
+		// Not terminal: nothing says whose it is. What keeps a command from
+		// being sent twice is carried over; the last API answer, which may be
+		// another tenant's, is not (it would be quoted in this tenant's events).
+		old.Last = nil
 		return &old, nil
 	}
 }
@@ -275,7 +283,10 @@ func (s *idempotency) markSent(ctx context.Context, ref commandRef, c claim) err
 }
 
 // abort undoes begin for a call that was not sent (its gate refused it): no
-// call in flight, and the attempt given back unless keepAttempt.
+// call in flight, and the attempt given back unless keepAttempt, with its
+// "sent" mark: a mark written before a gate that then refused (a fresh grant
+// that did not come after a slow mark) must not make the next call of the
+// same number look sent if its replica dies while it waits for its grant.
 func (s *idempotency) abort(ctx context.Context, ref commandRef, keepAttempt bool) error {
 	_, err := s.update(ctx, ref, func(r *commandRecord) error {
 		if r.PendingUntil.IsZero() {
@@ -284,6 +295,7 @@ func (s *idempotency) abort(ctx context.Context, ref commandRef, keepAttempt boo
 		r.PendingUntil = time.Time{}
 		if !keepAttempt && r.Attempts > 0 {
 			r.Attempts--
+			r.Sent = min(r.Sent, r.Attempts)
 		}
 		return nil
 	})

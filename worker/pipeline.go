@@ -28,6 +28,10 @@ var errNoGrantInTime = errors.New("no rate-limit grant in time")
 // dispenser's spacing whatever the time the "sent" mark took to write.
 const staleGrant = 10 * time.Millisecond
 
+// errStaleGrant: the "sent" mark took longer than staleGrant; the request
+// did not go.
+var errStaleGrant = errors.New("rate-limit grant stale after a slow write")
+
 // errNotMarked: the record could not say that the request may go out, so it
 // did not go (its outcome would be unknowable after a crash).
 var errNotMarked = errors.New("request not marked as sent")
@@ -69,6 +73,20 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 	now := p.now()
 	if d.Invalid != nil {
 		log.Warn().Str("reason", d.Invalid.DeveloperMessage).Msg("invalid command")
+		// A copy of a command that is done, or whose call is in flight, shares
+		// its record and its terminal Nats-Msg-Id: it must not state an outcome
+		// of its own over the command's.
+		rec, _, err := p.idem.get(ctx, d.ref())
+		if err != nil {
+			log.Warn().Err(err).Msg("idempotency record unreadable; retrying")
+			return verdict{retry: time.Second}, d
+		}
+		switch {
+		case rec.Terminal != nil && d.ReplayID == "":
+			return verdict{event: rec.Terminal.outEvent(), repeat: true}, d
+		case !rec.PendingUntil.IsZero() && now.Before(rec.PendingUntil):
+			return verdict{retry: min(max(rec.PendingUntil.Sub(now), 100*time.Millisecond), time.Second)}, d // its call ends well before
+		}
 		return verdict{event: failedEvent(d, failure{class: xylink.ClassInvalidCommand,
 			userMessage: d.Invalid.UserMessage, developerMessage: d.Invalid.DeveloperMessage}, 0, now)}, d
 	}
@@ -182,44 +200,43 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 	gate := func(gctx context.Context) error {
 		wctx, cancel := context.WithDeadline(gctx, sendBy)
 		defer cancel()
-		for {
-			waitStart := time.Now()
-			if err := p.limiter.Wait(wctx, d.EnterpriseID, prio); err != nil {
-				if gctx.Err() == nil {
-					return errNoGrantInTime
-				}
-				return err
+		waitStart := time.Now()
+		if err := p.limiter.Wait(wctx, d.EnterpriseID, prio); err != nil {
+			if gctx.Err() == nil {
+				return errNoGrantInTime
 			}
-			p.metrics.LimiterWait.WithLabelValues(prio.String()).Observe(time.Since(waitStart).Seconds())
-			p.metrics.LimiterGrants.WithLabelValues(d.EnterpriseID, prio.String()).Inc()
-			if !halfOpenProbe && p.breaker.State(d.EnterpriseID) == "open" {
-				return ErrBreakerOpen
+			return err
+		}
+		p.metrics.LimiterWait.WithLabelValues(prio.String()).Observe(time.Since(waitStart).Seconds())
+		p.metrics.LimiterGrants.WithLabelValues(d.EnterpriseID, prio.String()).Inc()
+		if !halfOpenProbe && p.breaker.State(d.EnterpriseID) == "open" {
+			return ErrBreakerOpen
+		}
+		if marked { // a repeat after a refused app token: marked before the first request
+			sentAt = time.Now()
+			return nil
+		}
+		// The mark is written before the request leaves, never after: a
+		// replica killed once its request is out must leave it, or the next
+		// call would take a 66684 for a failure. No mark, no request.
+		markStart := time.Now()
+		if err := p.idem.markSent(wctx, d.ref(), claimed); err != nil {
+			if gctx.Err() != nil {
+				return gctx.Err()
 			}
-			if marked {
-				sentAt = time.Now()
-				return nil
-			}
-			// The mark is written before the request leaves, never after: a
-			// replica killed once its request is out must leave it, or the
-			// next call would take a 66684 for a failure. No mark, no request.
-			markStart := time.Now()
-			if err := p.idem.markSent(wctx, d.ref(), claimed); err != nil {
-				if gctx.Err() != nil {
-					return gctx.Err()
-				}
-				log.Warn().Err(err).Msg("idempotency record: request not marked as sent; not sent")
-				return errNotMarked
-			}
-			marked = true
-			if time.Since(markStart) <= staleGrant {
-				sentAt = time.Now()
-				return nil
-			}
+			log.Warn().Err(err).Msg("idempotency record: request not marked as sent; not sent")
+			return errNotMarked
+		}
+		marked = true
+		if time.Since(markStart) > staleGrant {
 			// The write was slow (NATS busy or away): the grant is stale, and
 			// a request sent on it now would leave together with later grants
-			// (after an outage, all at once). It takes a fresh one.
-			p.metrics.Retries.WithLabelValues("stale_grant").Inc()
+			// (after an outage, all at once). The call is given back, its mark
+			// with it, and the command tries again at once with a fresh grant.
+			return errStaleGrant
 		}
+		sentAt = time.Now()
+		return nil
 	}
 
 	// 7. call and classify
@@ -240,6 +257,9 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 		case errors.Is(callErr, ErrBreakerOpen):
 			p.metrics.Retries.WithLabelValues("breaker_open").Inc()
 			return p.held(d, del, rec, deadline, p.now()), d
+		case errors.Is(callErr, errStaleGrant):
+			p.metrics.Retries.WithLabelValues("stale_grant").Inc()
+			return verdict{retry: 50 * time.Millisecond}, d
 		}
 		// No grant within the bound: the limiter is saturated; try again soon.
 		p.metrics.Retries.WithLabelValues("limiter_wait").Inc()

@@ -104,7 +104,7 @@ func TestReplayMarkCountsOnlyOnTheReplaySubject(t *testing.T) {
 	if err != nil {
 		t.Fatalf("no created event: %v", err)
 	}
-	if msgID := created.Header.Get(nats.MsgIdHdr); msgID != "xygroup.terminal."+id+".replay.r-test" {
+	if msgID := created.Header.Get(nats.MsgIdHdr); msgID != "xygroup.terminal."+wt.Enterprise+"."+id+".replay.r-test" {
 		t.Fatalf("created event %s: %s", msgID, created.Data)
 	}
 }

@@ -31,26 +31,39 @@ type Ref struct {
 	CommandID    string
 }
 
-// Publish stores one command on xylink.groups.create with Nats-Msg-Id set to its
-// commandId (one is generated, "cli-…", when it has none), prefixed with
-// "<enterpriseId>/" when the command names its tenant, and returns its Ref:
-// that id, which is the commandId its events will carry, and its enterprise.
+// MsgID is the Nats-Msg-Id Publish gives a command: its commandId, prefixed
+// with "<enterpriseId>/" when the command names its tenant, so that the commands
+// stream's dedupe never takes one tenant's command for another's. Both may hold
+// a "/": in the enterpriseId "%" and "/" are written %25 and %2F, and a
+// commandId without a tenant that holds a "/" is written after a "/", so that
+// no two (enterpriseId, commandId) pairs share a Nats-Msg-Id.
+func MsgID(enterpriseID, commandID string) string {
+	if enterpriseID == "" {
+		if strings.Contains(commandID, "/") {
+			return "/" + commandID
+		}
+		return commandID
+	}
+	e := strings.NewReplacer("%", "%25", "/", "%2F").Replace(enterpriseID)
+	return e + "/" + commandID
+}
+
+// Publish stores one command on xylink.groups.create with Nats-Msg-Id set to
+// MsgID(enterpriseId, commandId) and returns its Ref: the commandId its events
+// will carry, and its enterprise. A command without a commandId is given
+// "cli-…" as its bare Nats-Msg-Id, which the worker takes as its commandId.
 func Publish(ctx context.Context, js jetstream.JetStream, raw []byte, headers nats.Header) (Ref, error) {
 	ref := refOf(raw)
+	msgID := MsgID(ref.EnterpriseID, ref.CommandID)
 	if ref.CommandID == "" {
 		ref.CommandID = "cli-" + nuid.Next()
+		msgID = ref.CommandID
 	}
 	id := ref.CommandID
 	m := nats.NewMsg(SubjectCreate)
 	m.Data = raw
 	for k, v := range headers {
 		m.Header[k] = v
-	}
-	// Two tenants may use one commandId: the stream's dedupe must not take
-	// one's command for the other's.
-	msgID := id
-	if ref.EnterpriseID != "" {
-		msgID = ref.EnterpriseID + "/" + id
 	}
 	m.Header.Set(nats.MsgIdHdr, msgID)
 	for delay := 100 * time.Millisecond; ; delay = min(2*delay, 2*time.Second) {
@@ -90,10 +103,11 @@ func refOf(raw []byte) Ref {
 
 // Event is a terminal event as received.
 type Event struct {
-	Subject   string
-	CommandID string
-	Failed    bool
-	Data      json.RawMessage
+	Subject      string
+	CommandID    string
+	EnterpriseID string
+	Failed       bool
+	Data         json.RawMessage
 }
 
 // LookupFunc reads the terminal event of a command from the workers' records:

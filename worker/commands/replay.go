@@ -328,7 +328,9 @@ func (r *Replayer) Run(ctx, waitCtx context.Context, cp *Checkpoint, items []Rep
 	if err != nil {
 		return sum, err
 	}
-	expect := map[string]bool{}
+	// Outcomes are matched to commands by tenant and commandId; a command of
+	// the default tenant when it is not known here, by commandId alone.
+	expect := map[Ref]bool{}
 	handled, seen := 0, 0
 	report := func() {
 		if r.Progress != nil {
@@ -363,15 +365,22 @@ func (r *Replayer) Run(ctx, waitCtx context.Context, cp *Checkpoint, items []Rep
 				if raw, err = withCommandID(raw, id); err != nil {
 					return sum, fmt.Errorf("%s: %w", it.CommandID, err)
 				}
+			} else if !hasCommandID(raw) {
+				// Known by its Nats-Msg-Id (or its place in the stream): the
+				// replay's own Nats-Msg-Id would give it another identity, with
+				// a record of its own. It keeps its id in the command.
+				if with, err := withCommandID(raw, id); err == nil {
+					raw = with
+				}
 			}
-			if err := r.publish(ctx, cp.ID, id, raw); err != nil {
+			if err := r.publish(ctx, cp.ID, it.EnterpriseID, id, raw); err != nil {
 				cp.Done = i
 				_ = saveCheckpoint(context.WithoutCancel(ctx), kv, cp)
 				return sum, err
 			}
 			sum.Published++
 		}
-		expect[id] = true
+		expect[Ref{EnterpriseID: enterprise, CommandID: id}] = true
 		handled++
 		if handled%100 == 0 {
 			cp.Done = i + 1
@@ -386,7 +395,7 @@ func (r *Replayer) Run(ctx, waitCtx context.Context, cp *Checkpoint, items []Rep
 		return sum, err
 	}
 	// Outcomes: the replay's own terminal events.
-	got := map[string]bool{}
+	got := map[Ref]bool{}
 	for len(got) < len(expect) {
 		select {
 		case <-waitCtx.Done():
@@ -397,10 +406,16 @@ func (r *Replayer) Run(ctx, waitCtx context.Context, cp *Checkpoint, items []Rep
 				sum.Pending = len(expect) - len(got)
 				return sum, nil
 			}
-			if !expect[o.commandID] || got[o.commandID] {
+			k := Ref{EnterpriseID: o.enterpriseID, CommandID: o.commandID}
+			if !expect[k] {
+				if k.EnterpriseID = ""; !expect[k] {
+					continue
+				}
+			}
+			if got[k] {
 				continue
 			}
-			got[o.commandID] = true
+			got[k] = true
 			if o.class == "" {
 				sum.Created++
 			} else {
@@ -415,11 +430,13 @@ func (r *Replayer) Run(ctx, waitCtx context.Context, cp *Checkpoint, items []Rep
 
 // publish sends a command on the replay subject, the only one on which the
 // worker honours the replay mark, and waits for the commands stream's ack.
-func (r *Replayer) publish(ctx context.Context, replayID, commandID string, raw []byte) error {
+// Its Nats-Msg-Id names the tenant as the command does (MsgID), so that two
+// tenants' commands with one commandId are both replayed.
+func (r *Replayer) publish(ctx context.Context, replayID, enterpriseID, commandID string, raw []byte) error {
 	m := nats.NewMsg(worker.SubjectReplay)
 	m.Data = raw
 	m.Header.Set(worker.HeaderReplay, replayID)
-	m.Header.Set(nats.MsgIdHdr, "xygroup.replay."+replayID+"."+commandID)
+	m.Header.Set(nats.MsgIdHdr, "xygroup.replay."+replayID+"."+MsgID(enterpriseID, commandID))
 	_, err := r.JS.PublishMsg(ctx, m)
 	if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) {
 		return fmt.Errorf("publish %s: no stream answers on %s (a worker of this version adds it to %s when it starts): %w",
@@ -431,7 +448,7 @@ func (r *Replayer) publish(ctx context.Context, replayID, commandID string, raw 
 	return nil
 }
 
-type outcome struct{ commandID, class string }
+type outcome struct{ commandID, enterpriseID, class string }
 
 // follow streams the terminal events of replay cp from its start.
 func (r *Replayer) follow(ctx context.Context, cp *Checkpoint) (<-chan outcome, error) {
@@ -455,18 +472,28 @@ func (r *Replayer) follow(ctx context.Context, cp *Checkpoint) (<-chan outcome, 
 				continue
 			}
 			var e struct {
-				CommandID string `json:"commandId"`
-				Class     string `json:"class"`
+				CommandID    string `json:"commandId"`
+				EnterpriseID string `json:"enterpriseId"`
+				Class        string `json:"class"`
 			}
 			_ = json.Unmarshal(m.Data(), &e)
 			select {
-			case out <- outcome{commandID: e.CommandID, class: e.Class}:
+			case out <- outcome{commandID: e.CommandID, enterpriseID: e.EnterpriseID, class: e.Class}:
 			case <-ctx.Done():
 				return
 			}
 		}
 	}()
 	return out, nil
+}
+
+// hasCommandID reports whether the command names its commandId (or is not a
+// JSON object, which cannot be given one).
+func hasCommandID(raw []byte) bool {
+	var peek struct {
+		CommandID any `json:"commandId"`
+	}
+	return json.Unmarshal(raw, &peek) != nil || peek.CommandID != nil
 }
 
 func withCommandID(raw []byte, id string) ([]byte, error) {

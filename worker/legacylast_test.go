@@ -1,0 +1,53 @@
+package worker_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/xygroup/xygroup/worker"
+	wt "github.com/xygroup/xygroup/worker/workertest"
+	"github.com/xygroup/xygroup/xylink"
+	"github.com/xygroup/xygroup/xylink/sandbox"
+)
+
+// openBreaker refuses every call.
+type openBreaker struct{}
+
+func (openBreaker) Allow(string) (func(xylink.Outcome), error) { return nil, worker.ErrBreakerOpen }
+func (openBreaker) State(string) string                        { return "open" }
+
+// A record of an earlier version (c.<commandId>) without a terminal event
+// names no tenant. Carried over to a tenant's command with that commandId, it
+// must not put the API answer it holds, which may be another tenant's, into
+// this tenant's event.
+func TestEarlierRecordDoesNotLendItsAnswerToAnotherTenant(t *testing.T) {
+	srv := wt.StartNATS(t)
+	sb := wt.StartSandbox(t, sandbox.Config{Rate: 1e6, Enterprises: []sandbox.Enterprise{{ID: "other", Token: "other-token"}}})
+	c := wt.Client(t, sb, xylink.Credentials{EnterpriseID: "other", Token: "other-token"})
+	js := wt.JetStream(t, wt.Connect(t, srv))
+	ctx := context.Background()
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: worker.BucketCommands, History: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// test-enterprise's old-2 was retrying when the workers were upgraded.
+	rec := `{"attempts":1,"sent":1,"last":{"httpStatus":503,"userMessage":"busy","developerMessage":"test-enterprise meeting 910000000061: member 18961782725 ..."}}`
+	if _, err := kv.Put(ctx, "c.old-2", []byte(rec)); err != nil {
+		t.Fatal(err)
+	}
+	wt.StartWorker(t, srv, c, worker.WithBreaker(openBreaker{}))
+	wt.AwaitStream(t, js, worker.StreamCommands)
+	// Tenant "other"'s old-2, past its deadline while its breaker is open.
+	deadline := time.Now().Add(300 * time.Millisecond).UTC().Format(time.RFC3339Nano)
+	wt.Publish(t, js, "other/old-2", wt.Command("old-2", "910000000062", "enterpriseId", `"other"`, "deadline", `"`+deadline+`"`))
+	evs := allEvents(t, js, 1, 30*time.Second)
+	for _, e := range evs {
+		if strings.Contains(string(e.Data), "910000000061") {
+			t.Fatalf("tenant other's event carries the earlier record's answer: %s %s", e.Subject, e.Data)
+		}
+	}
+}
