@@ -171,12 +171,22 @@ func probeResult(v verdict) string {
 	return "no_news"
 }
 
+// probeEvery is the least time between two probes of a meeting after its
+// first (unless --probe-max-interval is shorter): fewer than one probe per
+// waiting meeting per 10 s on average.
+const probeEvery = 10 * time.Second
+
 // probeDelay is the time to a waiting meeting's next probe: its backoff,
 // stretched when the enterprise has so many meetings waiting that probing each
 // at that pace would take more than the probe share of its rate; then they are
 // spread evenly (±10%) over the time the share allows for all of them.
 func (w *Worker) probeDelay(rec meetingRecord) time.Duration {
 	d := w.parker.backoff.Delay(rec.Probes + 1)
+	if floor := min(probeEvery, w.parker.backoff.Max); rec.Probes >= 1 && d < floor {
+		// After its first probe, a meeting is probed at most once per
+		// probeEvery (less when the backoff's cap is lower).
+		d = time.Duration(float64(floor) * (1 + 0.1*rand.Float64()))
+	}
 	n := 0
 	for _, e := range w.view.all() {
 		if e.rec.State == meetingWaiting && e.rec.Kind != kindHold && e.rec.EnterpriseID == rec.EnterpriseID {
