@@ -105,6 +105,33 @@ func casUpdateRev[T any](ctx context.Context, kv jetstream.KeyValue, key string,
 	return casUpdateFrom(ctx, kv, key, from, change)
 }
 
+// casUpdateKnown is casUpdateFrom starting from a value already read (v at
+// revision rev; 0: the key had none): one write, and no read, when nothing
+// changed the key since. Otherwise it reads and tries again as casUpdateFrom.
+func casUpdateKnown[T any](ctx context.Context, kv jetstream.KeyValue, key string, v T, rev uint64, initial func(context.Context) (*T, error), change func(*T) (bool, error)) (T, uint64, error) {
+	write, err := change(&v)
+	if err != nil || !write {
+		return v, 0, err
+	}
+	b, err := marshalRecord(v)
+	if err != nil {
+		return v, 0, err
+	}
+	var written uint64
+	if rev == 0 {
+		written, err = kv.Create(ctx, key, b)
+	} else {
+		written, err = kv.Update(ctx, key, b, rev)
+	}
+	if err == nil {
+		return v, written, nil
+	}
+	if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return v, 0, err
+	}
+	return casUpdateFrom(ctx, kv, key, initial, change)
+}
+
 // casUpdateFrom is casUpdateRev whose initial value is computed only when the
 // key has none (it may cost a read of its own).
 func casUpdateFrom[T any](ctx context.Context, kv jetstream.KeyValue, key string, initial func(context.Context) (*T, error), change func(*T) (bool, error)) (T, uint64, error) {

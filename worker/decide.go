@@ -49,6 +49,9 @@ type verdict struct {
 	meetingAnswer bool // the meeting answered (success or a business error): release its parked commands
 	attempts      int
 	deadline      time.Time
+	// record: the idempotency record as this handling last wrote it, if it
+	// did (finish then writes without reading it first).
+	record *claim
 }
 
 // decide turns a call's outcome into a verdict: a terminal event, or a retry

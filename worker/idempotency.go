@@ -222,14 +222,16 @@ type claim struct {
 
 // begin marks a call as in flight and returns the record as it was before (with
 // MaybeCreated set when an earlier call's outcome is unknown) and the claim. It
-// fails with errBusy while another worker's call is in flight.
+// fails with errBusy while another worker's call is in flight. known is the
+// record as last read, at knownRev (0: none): begin's write is then one
+// compare-and-swap without a read of its own, unless it changed since.
 //
 // A call that never reported is unknown only if its request may have gone out
 // (Sent, written before the request leaves): one abandoned while it waited for
 // its grant, by a replica that died or lost NATS, was never sent and is given
 // back.
-func (s *idempotency) begin(ctx context.Context, ref commandRef) (before commandRecord, c claim, err error) {
-	rec, rev, err := casUpdateFrom(ctx, s.kv, commandKey(ref), s.initial(ref), func(r *commandRecord) (bool, error) {
+func (s *idempotency) begin(ctx context.Context, ref commandRef, known commandRecord, knownRev uint64) (before commandRecord, c claim, err error) {
+	rec, rev, err := casUpdateKnown(ctx, s.kv, commandKey(ref), known, knownRev, s.initial(ref), func(r *commandRecord) (bool, error) {
 		now := s.now()
 		if r.Terminal != nil {
 			before = *r
@@ -265,21 +267,16 @@ func (s *idempotency) begin(ctx context.Context, ref commandRef) (before command
 // reconciles a 66684. It is one compare-and-swap on the record begin wrote
 // (nothing else writes it while the call is in flight), with a read-and-retry
 // only if something did.
-func (s *idempotency) markSent(ctx context.Context, ref commandRef, c claim) error {
-	r := c.record
-	r.Sent = max(r.Sent, c.attempt)
-	if b, err := marshalRecord(r); err == nil && c.rev != 0 {
-		if _, err := s.kv.Update(ctx, commandKey(ref), b, c.rev); err == nil {
-			return nil
-		} else if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !errors.Is(err, jetstream.ErrKeyExists) {
-			return fmt.Errorf("idempotency record: %w", err)
-		}
-	}
-	_, err := s.update(ctx, ref, func(r *commandRecord) error {
+func (s *idempotency) markSent(ctx context.Context, ref commandRef, c *claim) error {
+	r, rev, err := casUpdateKnown(ctx, s.kv, commandKey(ref), c.record, c.rev, s.initial(ref), func(r *commandRecord) (bool, error) {
 		r.Sent = max(r.Sent, c.attempt)
-		return nil
+		return true, nil
 	})
-	return err
+	if err != nil {
+		return fmt.Errorf("idempotency record: %w", err)
+	}
+	c.record, c.rev = r, rev
+	return nil
 }
 
 // abort undoes begin for a call that was not sent (its gate refused it): no
@@ -318,15 +315,25 @@ func (s *idempotency) end(ctx context.Context, ref commandRef, unknown bool, las
 }
 
 // finish stores the terminal event; the command is never sent again.
-func (s *idempotency) finish(ctx context.Context, ref commandRef, ev *outEvent, body []byte) error {
-	_, err := s.update(ctx, ref, func(r *commandRecord) error {
+func (s *idempotency) finish(ctx context.Context, ref commandRef, ev *outEvent, body []byte, known *claim) error {
+	change := func(r *commandRecord) (bool, error) {
 		r.PendingUntil = time.Time{}
 		if r.Terminal != nil {
-			return nil // the first terminal event stands
+			return false, nil // the first terminal event stands
 		}
 		r.Terminal = &storedEvent{Subject: ev.subject, CEType: ev.ceType, MsgID: ev.msgID, EventID: ev.eventID, Body: body}
-		return nil
-	})
+		return true, nil
+	}
+	var err error
+	if known != nil && known.rev != 0 {
+		// After its own call: the record as this call last wrote it.
+		_, _, err = casUpdateKnown(ctx, s.kv, commandKey(ref), known.record, known.rev, s.initial(ref), change)
+	} else {
+		_, _, err = casUpdateFrom(ctx, s.kv, commandKey(ref), s.initial(ref), change)
+	}
+	if err != nil {
+		err = fmt.Errorf("idempotency record: %w", err)
+	}
 	return err
 }
 

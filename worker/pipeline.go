@@ -96,7 +96,7 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 	}
 
 	// 2. idempotency: a command with a recorded outcome is not sent again
-	rec, _, err := p.idem.get(ctx, d.ref())
+	rec, recRev, err := p.idem.get(ctx, d.ref())
 	if err != nil {
 		log.Warn().Err(err).Msg("idempotency record unreadable; retrying")
 		return verdict{retry: time.Second}, d
@@ -169,7 +169,7 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 
 	// 5. mark the call in flight; learn whether an earlier call's outcome is
 	// unknown. Every step with I/O of its own comes before the grant.
-	before, claimed, err := p.idem.begin(ctx, d.ref())
+	before, claimed, err := p.idem.begin(ctx, d.ref(), rec, recRev)
 	if err != nil {
 		done(xylink.Outcome{BreakerExcluded: true})
 		var busy errBusy
@@ -220,7 +220,7 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 		// replica killed once its request is out must leave it, or the next
 		// call would take a 66684 for a failure. No mark, no request.
 		markStart := time.Now()
-		if err := p.idem.markSent(wctx, d.ref(), claimed); err != nil {
+		if err := p.idem.markSent(wctx, d.ref(), &claimed); err != nil {
 			if gctx.Err() != nil {
 				return gctx.Err()
 			}
@@ -293,7 +293,7 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 	// An earlier call may have created the groups: this 66684 is its success.
 	if outcome.Class == xylink.ClassAlreadyOpen && before.MaybeCreated {
 		log.Info().Int("attempts", attempts).Msg("66684 after a call with an unknown outcome: reconciled as created")
-		return verdict{event: createdEvent(d, nil, true, attempts, p.now()), meetingAnswer: true}, d
+		return verdict{event: createdEvent(d, nil, true, attempts, p.now()), meetingAnswer: true, record: &claimed}, d
 	}
 	terminal := outcome.Disposition == xylink.Done || outcome.Disposition == xylink.Terminal
 	if !terminal {
@@ -323,6 +323,9 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 		}
 	}
 	v = decide(d, outcome, callErr, groups, attempts, deadline, p.backoff, now)
+	if terminal {
+		v.record = &claimed // the record as this call last wrote it: finish writes without reading
+	}
 	v.meetingAnswer = outcome.Disposition == xylink.Done || (outcome.Disposition == xylink.Terminal && outcome.Class != xylink.ClassInvalidCommand)
 	if v.event == nil {
 		p.metrics.Retries.WithLabelValues(outcome.Disposition.String()).Inc()

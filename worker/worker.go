@@ -458,7 +458,7 @@ func (w *Worker) apply(ctx context.Context, v verdict, d *Decoded, del *delivery
 			// through a leader election or a partition, rather than let a
 			// redelivery call the API again for a command that is done.
 			err := retrySettle(ctx, log, "idempotency record not written", func(ctx context.Context) error {
-				return w.p.idem.finish(ctx, d.ref(), v.event, body)
+				return w.p.idem.finish(ctx, d.ref(), v.event, body, v.record)
 			})
 			if err != nil {
 				// Stopping: the event is stored; a redelivery meets 66684 after an
