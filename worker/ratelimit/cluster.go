@@ -503,9 +503,14 @@ func (c *Cluster) stepDown(why string) {
 
 // dispenser hands out grants, per enterprise, spaced and by priority.
 type dispenser struct {
-	opts    Options
-	mu      sync.Mutex
-	ents    map[string]*enterpriseQueue
+	opts Options
+	mu   sync.Mutex
+	ents map[string]*enterpriseQueue
+	// due holds the enterprises with waiting requests, earliest dueAt first:
+	// a wake-up costs O(log n) per enterprise served, not a look at every one.
+	due dueHeap
+	// swept is when ents was last cleared of idle enterprises.
+	swept   time.Time
 	wake    chan struct{}
 	done    chan struct{}
 	once    sync.Once
@@ -543,6 +548,11 @@ type enterpriseQueue struct {
 	waiting requestHeap
 	nextAt  time.Time
 	rate    float64
+	// dueAt is when the enterprise next needs the dispenser: its next grant,
+	// or its head request's MaxQueueWait running out, whichever comes first.
+	// index is its place in dispenser.due (-1: nothing waits).
+	dueAt time.Time
+	index int
 	// extra is the learned guard above the floor; changed is when it last
 	// changed (widened or narrowed).
 	extra     time.Duration
@@ -581,6 +591,50 @@ func (d *dispenser) next(q *enterpriseQueue, rate float64, now time.Time) int {
 		return other
 	}
 	return 0
+}
+
+// dueHeap orders enterprises with waiting requests by dueAt.
+type dueHeap []*enterpriseQueue
+
+func (h dueHeap) Len() int           { return len(h) }
+func (h dueHeap) Less(i, j int) bool { return h[i].dueAt.Before(h[j].dueAt) }
+func (h dueHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].index, h[j].index = i, j
+}
+func (h *dueHeap) Push(x any) {
+	q := x.(*enterpriseQueue)
+	q.index = len(*h)
+	*h = append(*h, q)
+}
+func (h *dueHeap) Pop() any {
+	old := *h
+	q := old[len(old)-1]
+	old[len(old)-1] = nil
+	q.index = -1
+	*h = old[:len(old)-1]
+	return q
+}
+
+// schedule puts q in the due heap at its dueAt while requests wait, and takes
+// it out when none do.
+func (d *dispenser) schedule(q *enterpriseQueue) {
+	if q.waiting.Len() == 0 {
+		if q.index >= 0 {
+			heap.Remove(&d.due, q.index)
+		}
+		return
+	}
+	q.dueAt = q.nextAt
+	// Strictly after MaxQueueWait: that is when grantDue answers "ask again".
+	if expires := q.waiting[0].arrived.Add(d.opts.MaxQueueWait + 1); expires.Before(q.dueAt) {
+		q.dueAt = expires
+	}
+	if q.index < 0 {
+		heap.Push(&d.due, q)
+	} else {
+		heap.Fix(&d.due, q.index)
+	}
 }
 
 type pending struct {
@@ -632,7 +686,7 @@ func (d *dispenser) onRequest(m *nats.Msg) {
 	d.mu.Lock()
 	q := d.ents[r.Enterprise]
 	if q == nil {
-		q = &enterpriseQueue{}
+		q = &enterpriseQueue{index: -1}
 		d.ents[r.Enterprise] = q
 	}
 	if r.Rate > 0 {
@@ -640,7 +694,14 @@ func (d *dispenser) onRequest(m *nats.Msg) {
 	}
 	d.seq++
 	heap.Push(&q.waiting, &pending{msg: m, priority: r.Priority, seq: d.seq, arrived: d.opts.Now()})
+	d.schedule(q)
+	// The run loop sleeps until the earliest dueAt: it needs waking only
+	// when this enterprise is now the earliest.
+	first := q.index == 0
 	d.mu.Unlock()
+	if !first {
+		return
+	}
 	select {
 	case d.wake <- struct{}{}:
 	default:
@@ -655,7 +716,7 @@ func (d *dispenser) throttled(enterpriseID string) {
 	defer d.mu.Unlock()
 	q := d.ents[enterpriseID]
 	if q == nil {
-		q = &enterpriseQueue{}
+		q = &enterpriseQueue{index: -1}
 		d.ents[enterpriseID] = q
 	}
 	now := d.opts.Now()
@@ -717,67 +778,89 @@ func (d *dispenser) run(ctx context.Context, active func() bool) {
 }
 
 // grantDue answers every request whose grant is due and returns how long until
-// the next one is.
+// the next one is. Only the enterprises whose dueAt has come are looked at.
 func (d *dispenser) grantDue(active func() bool) time.Duration {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	next := time.Hour
-	for id, q := range d.ents {
-		for q.waiting.Len() > 0 {
-			now := d.opts.Now()
-			head := q.waiting[0]
-			if now.Sub(head.arrived) > d.opts.MaxQueueWait {
-				heap.Pop(&q.waiting)
-				_ = head.msg.Respond(replyAgain) // the requester asks again
-				continue
-			}
-			if now.Before(q.nextAt) {
-				next = min(next, q.nextAt.Sub(now))
-				break
-			}
-			if !active() {
-				return 50 * time.Millisecond
-			}
-			rate := q.rate
-			if rate <= 0 {
-				rate = d.opts.Rate("")
-			}
-			head = heap.Remove(&q.waiting, d.next(q, rate, now)).(*pending)
-			if err := head.msg.Respond(replyOK); err != nil {
-				continue // not sent at all: its grant is not spent
-			}
-			if head.priority == Probe {
-				cut := 0
-				for cut < len(q.probes) && now.Sub(q.probes[cut]) >= time.Second {
-					cut++
-				}
-				q.probes = append(q.probes[:0], q.probes[cut:]...)
-				q.probes = append(q.probes, now)
-			}
-			// Sent: counted as used even if the reply is lost on its way (see Wait).
-			d.granted.Add(1)
-			q.recent = append(q.recent, now)
-			if len(q.recent) > 64 && now.Sub(q.recent[0]) > 10*time.Second {
-				cut := 0
-				for cut < len(q.recent) && now.Sub(q.recent[cut]) > 10*time.Second {
-					cut++
-				}
-				q.recent = append(q.recent[:0], q.recent[cut:]...)
-			}
-			// Schedule from the ideal time, so that timer lateness does not eat the
-			// budget, but catch up by at most maxCatchUp: grants are never closer
-			// than spacing - maxCatchUp, and after a pause there is no burst.
-			s := d.spacing(q, now)
-			q.nextAt = q.nextAt.Add(s)
-			if earliest := now.Add(s - maxCatchUp); q.nextAt.Before(earliest) {
-				q.nextAt = earliest
-			}
-		}
-		if q.waiting.Len() == 0 && d.opts.Now().After(q.nextAt.Add(time.Minute)) {
-			delete(d.ents, id)
+	now := d.opts.Now()
+	for len(d.due) > 0 && !now.Before(d.due[0].dueAt) {
+		q := d.due[0]
+		ok := d.serve(q, active)
+		d.schedule(q)
+		if !ok {
+			return 50 * time.Millisecond
 		}
 	}
-	return next
+	// Enterprises idle for a minute are forgotten; a look at every one,
+	// but once in ten seconds.
+	if now.Sub(d.swept) >= 10*time.Second {
+		d.swept = now
+		for id, q := range d.ents {
+			if q.waiting.Len() == 0 && now.After(q.nextAt.Add(time.Minute)) {
+				delete(d.ents, id)
+			}
+		}
+	}
+	if len(d.due) == 0 {
+		return time.Hour
+	}
+	return d.due[0].dueAt.Sub(now)
+}
+
+// serve answers the enterprise's requests that are due: the head's grant once
+// nextAt has come, and "ask again" to a head that waited longer than
+// MaxQueueWait. It returns false when the dispenser may not grant.
+func (d *dispenser) serve(q *enterpriseQueue, active func() bool) bool {
+	for q.waiting.Len() > 0 {
+		now := d.opts.Now()
+		head := q.waiting[0]
+		if now.Sub(head.arrived) > d.opts.MaxQueueWait {
+			heap.Pop(&q.waiting)
+			_ = head.msg.Respond(replyAgain) // the requester asks again
+			continue
+		}
+		if now.Before(q.nextAt) {
+			return true
+		}
+		if !active() {
+			return false
+		}
+		rate := q.rate
+		if rate <= 0 {
+			rate = d.opts.Rate("")
+		}
+		head = heap.Remove(&q.waiting, d.next(q, rate, now)).(*pending)
+		if err := head.msg.Respond(replyOK); err != nil {
+			continue // not sent at all: its grant is not spent
+		}
+		if head.priority == Probe {
+			cut := 0
+			for cut < len(q.probes) && now.Sub(q.probes[cut]) >= time.Second {
+				cut++
+			}
+			q.probes = append(q.probes[:0], q.probes[cut:]...)
+			q.probes = append(q.probes, now)
+		}
+		// Sent: counted as used even if the reply is lost on its way (see Wait).
+		d.granted.Add(1)
+		q.recent = append(q.recent, now)
+		if len(q.recent) > 64 && now.Sub(q.recent[0]) > 10*time.Second {
+			cut := 0
+			for cut < len(q.recent) && now.Sub(q.recent[cut]) > 10*time.Second {
+				cut++
+			}
+			q.recent = append(q.recent[:0], q.recent[cut:]...)
+		}
+		// Schedule from the ideal time, so that timer lateness does not eat the
+		// budget, but catch up by at most maxCatchUp: grants are never closer
+		// than spacing - maxCatchUp, and after a pause there is no burst.
+		s := d.spacing(q, now)
+		q.nextAt = q.nextAt.Add(s)
+		if earliest := now.Add(s - maxCatchUp); q.nextAt.Before(earliest) {
+			q.nextAt = earliest
+		}
+	}
+	return true
 }
 
 // stop ends the dispenser; waiting requesters are told to ask again.
@@ -792,5 +875,9 @@ func (d *dispenser) stop() {
 			}
 			q.waiting = nil
 		}
+		for _, q := range d.due {
+			q.index = -1
+		}
+		d.due = nil
 	})
 }
