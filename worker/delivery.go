@@ -36,6 +36,9 @@ type delivery struct {
 	// intakeTurn orders a shared delivery's intake among its tenant's on this
 	// replica: going straight, to the lane, or parked.
 	intakeTurn *laneTurn
+	// laneLeave takes a lane command out of its tenant's count in this
+	// replica's pipeline (lane deliveries only).
+	laneLeave func()
 }
 
 // intake: the command comes in for the first time, from the shared consumer

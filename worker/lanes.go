@@ -160,6 +160,15 @@ func (l *lanes) giveBack(ent string, n int) {
 	}
 }
 
+// join counts a command in the tenant's pipeline, whatever its share; the
+// returned func takes it out again.
+func (l *lanes) join(ent string) (leave func()) {
+	l.mu.Lock()
+	l.inPipe[ent]++
+	l.mu.Unlock()
+	return l.leaver(ent)
+}
+
 func (l *lanes) leaver(ent string) func() {
 	return sync.OnceFunc(func() { l.giveBack(ent, 1) })
 }
@@ -363,7 +372,7 @@ func (w *Worker) drainLane(ctx context.Context, token, ent string) {
 			w.opts.metrics.InFlight.Inc()
 			go func() {
 				defer func() { turn.done(); leave(); w.opts.metrics.InFlight.Dec(); w.laneRun.done() }()
-				w.handleLane(msg, token, turn)
+				w.handleLane(msg, token, turn, leave)
 			}()
 		}
 		w.lanes.giveBack(ent, n-got)
@@ -423,7 +432,7 @@ func sleep(ctx context.Context, d time.Duration) {
 
 // handleLane runs one lane command through the pipeline, as an intake: it may
 // still be parked for its meeting or held with its tenant.
-func (w *Worker) handleLane(msg jetstream.Msg, token string, turn *laneTurn) {
+func (w *Worker) handleLane(msg jetstream.Msg, token string, turn *laneTurn, leave func()) {
 	ctx := w.work
 	log := w.log.With().Str("lane", token).Logger()
 	defer func() {
@@ -438,7 +447,7 @@ func (w *Worker) handleLane(msg jetstream.Msg, token string, turn *laneTurn) {
 		return
 	}
 	del := parkedDelivery(msg.Data(), msg.Headers(), int(meta.NumDelivered), fromLane, meta.Sequence.Stream, meta.Timestamp)
-	del.turn = turn
+	del.turn, del.laneLeave = turn, leave
 	stop := sync.OnceFunc(keepAlive(msg, 10*time.Second))
 	defer stop()
 	v, d := w.p.process(ctx, del, &log)

@@ -140,11 +140,33 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 		// for the rest. They wait for it as long as it may take (its grant
 		// included, however long the grant queue), so that a burst for a
 		// meeting that has not started costs one call, not one per grant wait.
+		//
+		// A command that waits here gives up its place among its tenant's
+		// (its intake turn, its lane's grant turn and its count in the lane's
+		// pipeline): the meeting's first answer may take as long as a grant
+		// queue, and the tenant's commands for other meetings go on meanwhile.
 		token := meetingToken(d.EnterpriseID, d.Cmd.MeetingRoomNumber)
-		leave := p.gate.enter(token, p.idem.grantWait+p.idem.lease)
+		rejoin := false
+		leave := p.gate.enter(token, p.idem.grantWait+p.idem.lease, func() {
+			if t := del.intakeTurn; t != nil {
+				t.done()
+			}
+			if t := del.turn; t != nil {
+				t.done()
+				del.turn = nil
+			}
+			if del.laneLeave != nil {
+				del.laneLeave()
+				del.laneLeave, rejoin = nil, true
+			}
+		})
 		defer leave()
 		if v, parked := p.parkIfWaiting(d, rec, deadline, p.now()); parked {
 			return v, d
+		}
+		if rejoin && p.lanes != nil {
+			// Going on to a call: counted in the tenant's pipeline again.
+			defer p.lanes.join(d.EnterpriseID)()
 		}
 	}
 	if nb := d.Cmd.NotBefore; nb != nil && now.Before(*nb) {
