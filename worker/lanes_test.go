@@ -1,11 +1,14 @@
 package worker_test
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/xygroup/xygroup/worker"
 	wt "github.com/xygroup/xygroup/worker/workertest"
@@ -95,5 +98,54 @@ func TestLaneKeepsOtherTenantsRate(t *testing.T) {
 	}
 	if otherFirst.Sub(start) > 3*time.Second {
 		t.Errorf("the other tenant's first call came %v after the start", otherFirst.Sub(start))
+	}
+}
+
+// A burst for meetings that have not started, from a crowded tenant: the
+// commands waiting for their meeting's first answer do not hold up the
+// tenant's commands for other meetings, so the burst parks at the pace of
+// the tenant's grants, not one meeting's answer after the other.
+func TestLaneBurstForWaitingMeetingsParksAtItsPace(t *testing.T) {
+	const meetings, perMeeting, rate = 20, 3, 10
+	const latency = 500 * time.Millisecond // each answer's time at the sandbox
+	srv := wt.StartNATS(t)
+	sb := wt.StartSandbox(t, sandbox.Config{Rate: 1e6, Faults: sandbox.Faults{Latency: sandbox.Duration(latency)}})
+	c := wt.Client(t, sb)
+	js := wt.JetStream(t, wt.Connect(t, srv))
+	wt.StartWorker(t, srv, c, worker.WithRate(rate, nil))
+	wt.AwaitStream(t, js, worker.StreamCommands)
+	for i := range meetings {
+		m := fmt.Sprintf("m-burst-%02d", i)
+		if _, err := sb.AddMeeting(sandbox.MeetingSpec{Number: m, StartsIn: sandbox.Duration(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+		for j := range perMeeting {
+			id := fmt.Sprintf("burst-%02d-%d", i, j)
+			wt.Publish(t, js, id, wt.Command(id, m))
+		}
+	}
+	start := time.Now()
+	wt.AwaitStream(t, js, worker.StreamEvents)
+	s, err := js.Stream(context.Background(), worker.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		info, err := s.Info(context.Background(), jetstream.WithSubjectFilter(worker.SubjectWaiting))
+		if err == nil && info.State.Msgs >= meetings*perMeeting {
+			break
+		}
+		if time.Since(start) > time.Minute {
+			t.Fatalf("waiting events: %+v (%v), want %d", info.State, err, meetings*perMeeting)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	took := time.Since(start)
+	// One first call per meeting at the tenant's rate, and one answer's
+	// latency: about 2.5 s. One meeting after the other would be 20 answers (10 s).
+	bound := time.Duration(meetings/rate)*time.Second + 6*latency // some room for a loaded machine
+	t.Logf("%d commands for %d waiting meetings parked in %v (bound %v); %d calls", meetings*perMeeting, meetings, took.Round(10*time.Millisecond), bound, sb.Stats().Requests)
+	if took > bound {
+		t.Errorf("the burst parked in %v, want within %v", took, bound)
 	}
 }
