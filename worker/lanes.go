@@ -451,6 +451,7 @@ func (w *Worker) handleLane(msg jetstream.Msg, token string, turn *laneTurn, lea
 	stop := sync.OnceFunc(keepAlive(msg, 10*time.Second))
 	defer stop()
 	v, d := w.p.process(ctx, del, &log)
+	turn.done() // decided: the next lane command need not wait for this one's parking or events
 	w.apply(ctx, v, d, del, &msgSettler{msg: msg}, log)
 }
 
