@@ -41,6 +41,7 @@ type verdict struct {
 	park      bool
 	parkFirst time.Time
 	hold      bool // park in the tenant's hold (breaker open), not its meeting
+	lane      bool // park in the tenant's lane (crowded on this replica), not its meeting
 	// release: give it back at once (shutting down: another replica takes it).
 	release bool
 

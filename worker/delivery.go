@@ -17,6 +17,7 @@ const (
 	fromShared   deliveryKind = iota // the shared consumer: live commands, replays and their retries
 	fromProbe                        // a parked command tried as its meeting's probe
 	fromReleased                     // a parked command whose meeting was released
+	fromLane                         // a command of a crowded tenant, taken from its lane at the tenant's pace
 )
 
 // delivery is one handling of a command, whatever its source.
@@ -29,7 +30,21 @@ type delivery struct {
 	delivered int       // deliveries of this message so far, this one included
 	received  time.Time // when it first arrived
 	kind      deliveryKind
+	// turn orders a lane's commands on this replica: the command asks for its
+	// grant once its predecessor has one (lane deliveries only).
+	turn *laneTurn
+	// intakeTurn orders a shared delivery's intake among its tenant's on this
+	// replica: going straight, to the lane, or parked.
+	intakeTurn *laneTurn
+	// laneLeave takes a lane command out of its tenant's count in this
+	// replica's pipeline (lane deliveries only).
+	laneLeave func()
 }
+
+// intake: the command comes in for the first time, from the shared consumer
+// or from its tenant's lane. It may be parked (meeting waiting) or held
+// (breaker open) rather than tried.
+func (del *delivery) intake() bool { return del.kind == fromShared || del.kind == fromLane }
 
 func sharedDelivery(msg jetstream.Msg, meta *jetstream.MsgMetadata) *delivery {
 	return &delivery{data: msg.Data(), header: msg.Headers(), subject: msg.Subject(), stream: meta.Stream, seq: meta.Sequence.Stream,

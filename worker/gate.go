@@ -22,8 +22,10 @@ func newMeetingGate() *meetingGate {
 }
 
 // enter waits (at most maxWait) while another call for the meeting is in flight,
-// then takes the gate; leave must be called after the answer is known.
-func (g *meetingGate) enter(token string, maxWait time.Duration) (leave func()) {
+// then takes the gate; leave must be called after the answer is known. waiting,
+// if not nil, is called once, before the first wait (not at all when the gate
+// is free): what the caller holds that others wait for is given up there.
+func (g *meetingGate) enter(token string, maxWait time.Duration, waiting func()) (leave func()) {
 	timeout := time.After(maxWait)
 	for {
 		g.mu.Lock()
@@ -40,6 +42,10 @@ func (g *meetingGate) enter(token string, maxWait time.Duration) (leave func()) 
 			}
 		}
 		g.mu.Unlock()
+		if waiting != nil {
+			waiting()
+			waiting = nil
+		}
 		select {
 		case <-ch:
 		case <-timeout:

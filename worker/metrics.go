@@ -17,6 +17,8 @@ type Metrics struct {
 	BreakerState *prometheus.GaugeVec     // 0 closed, 1 half-open, 2 open, by enterprise
 	InFlight     prometheus.Gauge
 	Parked       prometheus.Gauge
+	LaneCommands *prometheus.GaugeVec
+	LaneMoves    *prometheus.CounterVec
 	Retries      *prometheus.CounterVec // by disposition
 	Redeliveries prometheus.Counter
 	// LimiterGrants: grants this replica received, by enterprise and priority.
@@ -52,6 +54,10 @@ func NewMetrics() *Metrics {
 			Help: "Circuit breaker state per enterprise: 0 closed, 1 half-open, 2 open."}, []string{"enterprise"}),
 		InFlight: prometheus.NewGauge(prometheus.GaugeOpts{Name: "xygroup_in_flight",
 			Help: "Commands being processed by this replica."}),
+		LaneCommands: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "xygroup_lane_commands",
+			Help: "Commands waiting in the enterprise's lane (its commands crowd the replicas: they are taken at its pace)."}, []string{"enterprise"}),
+		LaneMoves: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "xygroup_lane_moves_total",
+			Help: "Commands this replica moved to their enterprise's lane."}, []string{"enterprise"}),
 		Parked: prometheus.NewGauge(prometheus.GaugeOpts{Name: "xygroup_parked",
 			Help: "Commands waiting for their meeting to start (as seen by this replica)."}),
 		Retries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "xygroup_retries_total",
@@ -72,7 +78,7 @@ func NewMetrics() *Metrics {
 			Help:    "Time from a meeting answering its probe to each of its parked commands ending.",
 			Buckets: []float64{.1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120}}),
 	}
-	r.MustRegister(m.LimiterGrants, m.LimiterBudget, m.LimiterGuard, m.Probes, m.ReleaseLatency, m.Commands, m.APICalls, m.Attempts, m.LimiterWait, m.BreakerState, m.InFlight, m.Parked, m.Retries, m.Redeliveries)
+	r.MustRegister(m.LimiterGrants, m.LimiterBudget, m.LimiterGuard, m.Probes, m.ReleaseLatency, m.Commands, m.APICalls, m.Attempts, m.LimiterWait, m.BreakerState, m.InFlight, m.Parked, m.LaneCommands, m.LaneMoves, m.Retries, m.Redeliveries)
 	return m
 }
 

@@ -30,6 +30,7 @@ type options struct {
 	recordTTL         time.Duration
 	breakerSettings   BreakerSettings
 	rateGuard         time.Duration
+	noLanes           bool
 }
 
 func defaultOptions() options {
@@ -116,3 +117,8 @@ func WithBreakerSettings(s BreakerSettings) Option { return func(o *options) { o
 // (default 25 ms): the allowance for varying delay between a grant and the call's
 // arrival at XYLink. See package ratelimit.
 func WithRateGuard(d time.Duration) Option { return func(o *options) { o.rateGuard = d } }
+
+// WithoutLanes makes every command wait for its grant in the replica's
+// pipeline, however crowded its tenant (tests, comparisons). By default a
+// crowded tenant's commands wait in its lane; see lanes.go.
+func WithoutLanes() Option { return func(o *options) { o.noLanes = true } }

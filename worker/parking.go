@@ -39,12 +39,14 @@ const (
 const (
 	meetingWaiting  = "waiting"  // parked commands wait; probes are scheduled
 	meetingReleased = "released" // the meeting answered; its parked commands are due
+	laneOpen        = "lane"     // a tenant's lane: its commands are taken at its pace (see lanes.go)
 )
 
 // Record kinds: a waiting meeting, or a tenant whose breaker is open.
 const (
 	kindMeeting = ""
 	kindHold    = "breaker"
+	kindLane    = "lane"
 )
 
 // meetingRecord schedules one meeting's probes, or (Kind "breaker") the
@@ -62,6 +64,8 @@ type meetingRecord struct {
 	EarliestDeadline time.Time `json:"earliestDeadline"`
 	WaitingSince     time.Time `json:"waitingSince"`
 	ReleasedAt       time.Time `json:"releasedAt,omitzero"`
+	// Owner is the replica that drains a lane, until LeaseUntil.
+	Owner string `json:"owner,omitempty"`
 }
 
 // meetingToken names a meeting in subjects and keys: a hash, since meeting
@@ -73,6 +77,9 @@ func meetingToken(enterpriseID, meeting string) string {
 
 // holdToken names the hold of a tenant whose breaker is open.
 func holdToken(enterpriseID string) string { return meetingToken(enterpriseID, "\x01breaker-hold") }
+
+// laneToken names the lane of a crowded tenant.
+func laneToken(enterpriseID string) string { return meetingToken(enterpriseID, "\x02lane") }
 
 func parkedSubject(token string) string { return subjectParked + "." + token }
 
@@ -197,12 +204,18 @@ func (p *parker) store(ctx context.Context, token, kind string, d *Decoded, del 
 	if _, err := p.js.PublishMsg(ctx, m); err != nil {
 		return time.Time{}, fmt.Errorf("park: %w", err)
 	}
+	if kind == kindLane {
+		return time.Time{}, p.openLane(ctx, token, d)
+	}
 	return p.schedule(ctx, token, kind, d, deadline, first)
 }
 
 func kindName(kind string) string {
-	if kind == kindHold {
+	switch kind {
+	case kindHold:
 		return "hold"
+	case kindLane:
+		return "lane"
 	}
 	return "park"
 }

@@ -50,6 +50,7 @@ type pipeline struct {
 	idem    *idempotency
 	parker  *parker
 	gate    *meetingGate
+	lanes   *lanes // nil: no lanes (every command goes straight)
 	backoff Backoff
 	maxWait time.Duration
 	metrics *Metrics
@@ -118,8 +119,17 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 		return verdict{event: rec.Terminal.outEvent(), repeat: true}, d
 	}
 
+	if t := del.intakeTurn; t != nil {
+		// The tenant's earlier deliveries on this replica decide first: the
+		// lane, the meeting's parking and the grants keep their order.
+		select {
+		case <-t.after:
+		case <-ctx.Done():
+		}
+	}
+
 	// 3. parking: not before notBefore, and not while the meeting is known to wait
-	if del.kind == fromShared {
+	if del.intake() {
 		if nb := d.Cmd.NotBefore; nb != nil && now.Before(*nb) {
 			return verdict{park: true, parkFirst: *nb, attempts: rec.Attempts, deadline: deadline}, d
 		}
@@ -130,11 +140,33 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 		// for the rest. They wait for it as long as it may take (its grant
 		// included, however long the grant queue), so that a burst for a
 		// meeting that has not started costs one call, not one per grant wait.
+		//
+		// A command that waits here gives up its place among its tenant's
+		// (its intake turn, its lane's grant turn and its count in the lane's
+		// pipeline): the meeting's first answer may take as long as a grant
+		// queue, and the tenant's commands for other meetings go on meanwhile.
 		token := meetingToken(d.EnterpriseID, d.Cmd.MeetingRoomNumber)
-		leave := p.gate.enter(token, p.idem.grantWait+p.idem.lease)
+		rejoin := false
+		leave := p.gate.enter(token, p.idem.grantWait+p.idem.lease, func() {
+			if t := del.intakeTurn; t != nil {
+				t.done()
+			}
+			if t := del.turn; t != nil {
+				t.done()
+				del.turn = nil
+			}
+			if del.laneLeave != nil {
+				del.laneLeave()
+				del.laneLeave, rejoin = nil, true
+			}
+		})
 		defer leave()
 		if v, parked := p.parkIfWaiting(d, rec, deadline, p.now()); parked {
 			return v, d
+		}
+		if rejoin && p.lanes != nil {
+			// Going on to a call: counted in the tenant's pipeline again.
+			defer p.lanes.join(d.EnterpriseID)()
 		}
 	}
 	if nb := d.Cmd.NotBefore; nb != nil && now.Before(*nb) {
@@ -142,7 +174,7 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 	}
 
 	// 4. breaker at intake (checked again after the grant, in the gate below)
-	if del.kind == fromShared && p.parker.holding(d.EnterpriseID) {
+	if del.intake() && p.parker.holding(d.EnterpriseID) {
 		// The tenant's commands are held (its breaker is open, or its held
 		// commands are not all released yet): join them, in order.
 		until := now
@@ -152,6 +184,22 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 			}
 		}
 		return verdict{park: true, hold: true, parkFirst: until, attempts: rec.Attempts, deadline: deadline}, d
+	}
+
+	// 4b. lanes: a tenant whose commands already fill what its budget serves in
+	// the next seconds on this replica, or whose lane still holds commands, has
+	// this one moved to its lane rather than wait here holding a slot.
+	if del.kind == fromShared && p.lanes != nil {
+		leave, turn, lane := p.lanes.admit(d.EnterpriseID)
+		if lane {
+			return verdict{park: true, lane: true, attempts: rec.Attempts, deadline: deadline}, d
+		}
+		defer leave()
+		defer turn.done()
+		del.turn = turn
+		if t := del.intakeTurn; t != nil {
+			t.done() // in the pipeline: the next may decide
+		}
 	}
 	done, halfOpenProbe, v, stop := p.allow(ctx, d, del, rec, deadline, now)
 	if stop {
@@ -163,6 +211,8 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 		prio = PriorityReplay
 	case del.kind == fromProbe:
 		prio = PriorityProbe
+	case del.kind == fromLane && del.delivered <= 1:
+		// a live command that waited in its lane: live still
 	case del.kind != fromShared || del.delivered > 1:
 		prio = PriorityRetry
 	}
@@ -200,8 +250,23 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 	gate := func(gctx context.Context) error {
 		wctx, cancel := context.WithDeadline(gctx, sendBy)
 		defer cancel()
+		if t := del.turn; t != nil {
+			// Lane order: ask for a grant only once the lane's previous command has one.
+			select {
+			case <-t.after:
+			case <-wctx.Done():
+				if gctx.Err() == nil {
+					return errNoGrantInTime
+				}
+				return gctx.Err()
+			}
+		}
 		waitStart := time.Now()
-		if err := p.limiter.Wait(wctx, d.EnterpriseID, prio); err != nil {
+		err := p.limiter.Wait(wctx, d.EnterpriseID, prio)
+		if t := del.turn; t != nil {
+			t.done()
+		}
+		if err != nil {
 			if gctx.Err() == nil {
 				return errNoGrantInTime
 			}
@@ -277,7 +342,7 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 		hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		sb.HoldForCredentials(hctx, d.EnterpriseID)
-		if del.kind == fromShared {
+		if del.intake() {
 			// Not the command's fault: it waits in the tenant's hold, queued.
 			_ = p.idem.end(hctx, d.ref(), false, failureOf(xylink.ClassNone, callErr))
 			until, open := sb.Open(d.EnterpriseID)
@@ -314,7 +379,7 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 		p.gate.hint(meetingToken(d.EnterpriseID, d.Cmd.MeetingRoomNumber), now)
 		if now.Before(deadline) {
 			v := verdict{waiting: true, attempts: attempts, deadline: deadline}
-			if del.kind == fromShared {
+			if del.intake() {
 				v.park, v.parkFirst = true, now.Add(p.parker.backoff.Delay(1))
 			} else {
 				v.retry = p.parker.backoff.Delay(attempts)
@@ -350,7 +415,7 @@ func (p *pipeline) allow(ctx context.Context, d *Decoded, del *delivery, rec com
 					sb.ProbeResult(pctx, d.EnterpriseID, o)
 				}, true, verdict{}, false
 			}
-			if del.kind == fromShared {
+			if del.intake() {
 				p.metrics.Retries.WithLabelValues("breaker_open").Inc()
 			}
 			return nil, false, p.held(d, del, rec, deadline, now), true
@@ -373,7 +438,7 @@ func (p *pipeline) allow(ctx context.Context, d *Decoded, del *delivery, rec com
 func (p *pipeline) held(d *Decoded, del *delivery, rec commandRecord, deadline, now time.Time) verdict {
 	if sb, ok := p.breaker.(*SharedBreaker); ok {
 		if until, open := sb.Open(d.EnterpriseID); open {
-			if del.kind == fromShared {
+			if del.intake() {
 				return verdict{park: true, hold: true, parkFirst: until, attempts: rec.Attempts, deadline: deadline}
 			}
 			return verdict{retry: max(until.Sub(now), time.Second)}

@@ -37,6 +37,8 @@ func (w *Worker) runProber(ctx context.Context) {
 			switch r.State {
 			case meetingReleased:
 				w.startDrain(ctx, token)
+			case laneOpen:
+				w.serveLaneRecord(ctx, token, e, now)
 			case meetingWaiting:
 				due := r.NextProbeAt
 				if r.EarliestDeadline.Before(due) {
@@ -373,9 +375,10 @@ func minTime(a, b time.Time) time.Time {
 
 // updateParkedGauge counts parked commands from the parked stream.
 func (w *Worker) updateParkedGauge(ctx context.Context) {
-	info, err := w.parked.Info(ctx)
+	info, err := w.parked.Info(ctx, jetstream.WithSubjectFilter(subjectParked+".>"))
 	if err == nil {
 		w.opts.metrics.Parked.Set(float64(info.State.Msgs))
+		w.updateLaneGauge(info.State.Subjects)
 	}
 	if w.limiter != nil {
 		w.opts.metrics.LimiterGuard.Reset()

@@ -55,6 +55,7 @@ func (w *Worker) heartbeat(ctx context.Context, kv jetstream.KeyValue, replicas 
 				_, _ = kv.Put(ctx, key, v)
 			}
 		}
+		w.countReplicas(ctx, kv)
 		select {
 		case <-ctx.Done():
 			dctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -101,4 +102,22 @@ type BreakerState struct {
 	Failures     int       `json:"failures"`
 	OpenUntil    time.Time `json:"openUntil,omitzero"`
 	Opens        int       `json:"opens"`
+}
+
+// countReplicas counts the heartbeats, for each replica's share of a tenant's
+// budget (see lanes.go).
+func (w *Worker) countReplicas(ctx context.Context, kv jetstream.KeyValue) {
+	lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	keys, err := kv.ListKeys(lctx)
+	if err != nil {
+		return
+	}
+	n := int64(0)
+	for range keys.Keys() {
+		n++
+	}
+	if n > 0 {
+		w.replicaN.Store(n)
+	}
 }

@@ -11,6 +11,8 @@ import (
 
 // ParkedMeeting is one waiting (or releasing) meeting, for `xygroup status`.
 type ParkedMeeting struct {
+	// Kind is "breaker" for a tenant's hold, "lane" for a tenant's lane, empty for a meeting.
+	Kind         string    `json:"kind,omitempty"`
 	EnterpriseID string    `json:"enterpriseId"`
 	Meeting      string    `json:"meetingRoomNumber"`
 	State        string    `json:"state"`
@@ -37,7 +39,7 @@ func ParkedMeetings(ctx context.Context, js jetstream.JetStream) ([]ParkedMeetin
 	}
 	out := make([]ParkedMeeting, 0, len(records))
 	for token, r := range records {
-		out = append(out, ParkedMeeting{EnterpriseID: r.EnterpriseID, Meeting: r.Meeting, State: r.State,
+		out = append(out, ParkedMeeting{Kind: r.Kind, EnterpriseID: r.EnterpriseID, Meeting: r.Meeting, State: r.State,
 			Parked: info.State.Subjects[parkedSubject(token)], Probes: r.Probes, NextProbeAt: r.NextProbeAt, WaitingSince: r.WaitingSince})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Parked > out[j].Parked })

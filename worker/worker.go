@@ -43,7 +43,11 @@ type Worker struct {
 	background chan struct{}
 	reserved   atomic.Int64    // slots taken by the pull request waiting for commands
 	work       context.Context // outlives Run's context by the drain timeout
-	draining   sync.Map        // meeting tokens this replica drains
+	draining   sync.Map        // meeting and lane tokens this replica drains
+	id         string          // this replica, as a lane's owner
+	lanes      *lanes
+	laneRun    tracker      // lane commands in flight
+	replicaN   atomic.Int64 // replicas alive, as last counted
 	limiter    *ratelimit.Cluster
 	// replicasKV holds the heartbeats (opened by setup).
 	replicasKV jetstream.KeyValue
@@ -95,9 +99,14 @@ func New(nc *nats.Conn, caller Caller, tenants Tenants, opts ...Option) (*Worker
 		background: make(chan struct{}, max(1, o.concurrency-max(1, o.concurrency/4))),
 		view:       &meetingView{meetings: map[string]meetingEntry{}}}
 	w.parker = &parker{js: js, view: w.view, backoff: o.probeBackoff, now: o.now}
+	w.id = replicaID(o.source)
+	w.lanes = newLanes(o.rateOf, w.view, func() int { return int(w.replicaN.Load()) })
 	w.p = &pipeline{decoder: dec, caller: caller, limiter: o.limiter, breaker: o.breaker, backoff: o.backoff,
 		maxWait: o.maxWait, metrics: o.metrics, now: o.now, stopped: map[string]string{}, parker: w.parker, gate: newMeetingGate(),
 		idem: &idempotency{lease: o.callLease, grantWait: o.callLease, now: o.now}}
+	if !o.noLanes {
+		w.p.lanes = w.lanes
+	}
 	return w, nil
 }
 
@@ -200,15 +209,27 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.pull(ctx, cons, func(msg jetstream.Msg) {
 		inFlight.Add(1)
 		w.opts.metrics.InFlight.Inc()
+		var turn *laneTurn
+		if w.p.lanes != nil {
+			turn = w.lanes.intakeTurn(peekEnterprise(msg.Data(), w.opts.defaultEnterprise))
+		}
 		go func() {
-			defer func() { <-w.slots; w.opts.metrics.InFlight.Dec(); inFlight.Done() }()
-			w.handle(work, msg)
+			defer func() {
+				if turn != nil {
+					turn.done()
+				}
+				<-w.slots
+				w.opts.metrics.InFlight.Dec()
+				inFlight.Done()
+			}()
+			w.handle(work, msg, turn)
 		}()
 	})
 	// Probes and release drains hold slots too: wait until every slot is free.
 	drained := make(chan struct{})
 	go func() {
 		inFlight.Wait()
+		w.laneRun.closeAndWait()
 		for range cap(w.slots) {
 			w.slots <- struct{}{}
 		}
@@ -410,7 +431,7 @@ func (s *msgSettler) nak(delay time.Duration) error {
 }
 
 // handle processes one delivery of the shared consumer.
-func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
+func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, turn *laneTurn) {
 	log := w.log
 	defer func() {
 		if r := recover(); r != nil {
@@ -432,6 +453,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 	stop := keepAlive(msg, w.opts.streams.withDefaults().AckWait/3)
 	defer stop()
 	del := sharedDelivery(msg, meta)
+	del.intakeTurn = turn
 	v, d := w.p.process(ctx, del, &log)
 	w.apply(ctx, v, d, del, &msgSettler{msg: msg}, log)
 }
@@ -468,6 +490,14 @@ func (w *Worker) apply(ctx context.Context, v verdict, d *Decoded, del *delivery
 			w.count(v.event, d, log)
 		}
 		w.ack(ctx, s, log) // unconfirmed, a redelivery republishes the recorded event under the same Nats-Msg-Id
+	case v.park && v.lane:
+		if _, err := w.parker.store(ctx, laneToken(d.EnterpriseID), kindLane, d, del, v.deadline, time.Time{}); err != nil {
+			log.Error().Err(err).Msg("could not move the command to its tenant's lane; it stays queued")
+			_ = s.nak(time.Second)
+			return
+		}
+		w.opts.metrics.LaneMoves.WithLabelValues(d.EnterpriseID).Inc()
+		w.ack(ctx, s, log)
 	case v.park && v.hold:
 		if err := w.parker.hold(ctx, d, del, v.deadline, v.parkFirst); err != nil {
 			log.Error().Err(err).Msg("could not hold the command; it stays queued")

@@ -111,7 +111,7 @@ func printStatus(out io.Writer, st *Status, maxMeetings int) {
 	}
 	fmt.Fprintf(tw, "COMMANDS\tbacklog %d\tin flight %d\tredelivered %d\tstored %d\n", st.Backlog, st.InFlight, st.Redelivered, st.Commands)
 	fmt.Fprintf(tw, "EVENTS\tstored %d\n", st.Events)
-	fmt.Fprintf(tw, "PARKED\t%d command(s)\tin %d meeting(s) or holds\n", st.Parked, len(st.Meetings))
+	fmt.Fprintf(tw, "PARKED\t%d command(s)\tin %d meeting(s), holds or lanes\n", st.Parked, len(st.Meetings))
 	if len(st.Meetings) > 0 {
 		fmt.Fprintln(tw, "  meeting\tenterprise\tstate\tparked\tprobes\tnext probe\twaiting since")
 		for i, m := range st.Meetings {
@@ -120,7 +120,10 @@ func printStatus(out io.Writer, st *Status, maxMeetings int) {
 				break
 			}
 			name := m.Meeting
-			if name == "" {
+			switch {
+			case m.Kind == "lane":
+				name = "(tenant lane)"
+			case name == "":
 				name = "(breaker hold)"
 			}
 			fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%d\t%s\t%s\n", name, m.EnterpriseID, m.State, m.Parked, m.Probes, ago(m.NextProbeAt), ago(m.WaitingSince))

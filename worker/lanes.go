@@ -1,0 +1,480 @@
+package worker
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"math"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+)
+
+// Lanes keep tenants from taking each other's throughput. A command waiting
+// for its tenant's rate-limit grant holds one of the replica's slots; without
+// lanes, the slots fill with the commands of whichever tenant is slowest (a
+// small rate, a big backlog) and the other tenants wait for slots.
+//
+// A tenant is crowded on a replica when its commands in the replica's pipeline
+// (waiting for a grant or calling) reach its share of what its budget serves in
+// the next laneAhead. A shared delivery of a crowded tenant, or of a tenant
+// whose lane holds commands (so that the tenant's order is kept), is moved to
+// the tenant's lane: stored in XYGROUP_PARKED under the lane's subject (store
+// before ack, as parking does), then acknowledged. It then holds no slot.
+//
+// One replica at a time drains a lane (it holds the lane record's lease in the
+// meetings bucket; another takes over when it lapses), taking commands only
+// while the tenant has fewer than laneAhead's worth of them in its pipeline,
+// and never while the tenant's commands are held (breaker open). Lane commands
+// ask for their grants in lane order. When the lane is empty, its record is
+// deleted with compare-and-swap, and looked at again: a command moved in
+// meanwhile reopens it. New commands then go straight through again.
+const (
+	lanePrefix = "xygroup-lane-"
+	laneLease  = 5 * time.Second
+	laneAhead  = 2 * time.Second
+)
+
+// laneTurn lets a lane command ask for its grant after its predecessor.
+type laneTurn struct {
+	after <-chan struct{}
+	done  func()
+}
+
+// lanes counts each tenant's commands in this replica's pipeline.
+type lanes struct {
+	rateOf   func(string) float64
+	view     *meetingView
+	replicas func() int
+
+	mu     sync.Mutex
+	inPipe map[string]int
+	gauged map[string]bool // enterprises with a lane gauge set
+	// Per tenant, the last turn given: intake (a shared delivery decides
+	// whether it goes straight or to the lane once its predecessor did) and
+	// grant (a command asks for its grant once its predecessor has one).
+	intakeTurns, grantTurns map[string]<-chan struct{}
+}
+
+// nextTurn chains a turn after the last one of the tenant; l.mu is held.
+func nextTurn(last map[string]<-chan struct{}, ent string) *laneTurn {
+	after, ok := last[ent]
+	if !ok {
+		c := make(chan struct{})
+		close(c)
+		after = c
+	}
+	next := make(chan struct{})
+	last[ent] = next
+	return &laneTurn{after: after, done: sync.OnceFunc(func() { close(next) })}
+}
+
+// intakeTurn is a shared delivery's place among its tenant's on this replica.
+func (l *lanes) intakeTurn(ent string) *laneTurn {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return nextTurn(l.intakeTurns, ent)
+}
+
+func (l *lanes) grantTurn(ent string) *laneTurn {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return nextTurn(l.grantTurns, ent)
+}
+
+func newLanes(rateOf func(string) float64, view *meetingView, replicas func() int) *lanes {
+	return &lanes{rateOf: rateOf, view: view, replicas: replicas, inPipe: map[string]int{}, gauged: map[string]bool{},
+		intakeTurns: map[string]<-chan struct{}{}, grantTurns: map[string]<-chan struct{}{}}
+}
+
+// budget is what the tenant's rate serves in laneAhead: the most a lane's
+// drainer keeps in its pipeline.
+func (l *lanes) budget(ent string) int {
+	return max(2, int(math.Ceil(l.rateOf(ent)*laneAhead.Seconds())))
+}
+
+// share is this replica's part of the budget for commands going straight.
+func (l *lanes) share(ent string) int {
+	return max(2, int(math.Ceil(l.rateOf(ent)*laneAhead.Seconds()/float64(max(1, l.replicas())))))
+}
+
+// laning: the tenant's lane is open (it holds commands, or did a moment ago).
+func (l *lanes) laning(ent string) bool {
+	e, ok := l.view.get(laneToken(ent))
+	return ok && e.rec.State == laneOpen
+}
+
+// admit takes a shared delivery into the pipeline (leave when it is done; it
+// asks for its grant in turn), or says it goes to the tenant's lane.
+func (l *lanes) admit(ent string) (leave func(), turn *laneTurn, lane bool) {
+	if l.laning(ent) {
+		return nil, nil, true
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.inPipe[ent] >= l.share(ent) {
+		return nil, nil, true
+	}
+	l.inPipe[ent]++
+	return l.leaver(ent), nextTurn(l.grantTurns, ent), false
+}
+
+// peekEnterprise reads a command's tenant without decoding it (its intake
+// turn); a command that is no JSON gets the default's.
+func peekEnterprise(data []byte, def string) string {
+	var peek struct {
+		EnterpriseID string `json:"enterpriseId"`
+	}
+	_ = json.Unmarshal(data, &peek)
+	if peek.EnterpriseID == "" {
+		return def
+	}
+	return peek.EnterpriseID
+}
+
+// reserve takes up to the tenant's budget less what it has in the pipeline.
+func (l *lanes) reserve(ent string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := l.budget(ent) - l.inPipe[ent]
+	if n <= 0 {
+		return 0
+	}
+	l.inPipe[ent] += n
+	return n
+}
+
+func (l *lanes) giveBack(ent string, n int) {
+	if n <= 0 {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.inPipe[ent] -= n
+	if l.inPipe[ent] <= 0 {
+		delete(l.inPipe, ent)
+	}
+}
+
+// join counts a command in the tenant's pipeline, whatever its share; the
+// returned func takes it out again.
+func (l *lanes) join(ent string) (leave func()) {
+	l.mu.Lock()
+	l.inPipe[ent]++
+	l.mu.Unlock()
+	return l.leaver(ent)
+}
+
+func (l *lanes) leaver(ent string) func() {
+	return sync.OnceFunc(func() { l.giveBack(ent, 1) })
+}
+
+// tracker counts handlers that must end before Run returns; once closed it
+// takes no more.
+type tracker struct {
+	mu     sync.Mutex
+	n      int
+	closed bool
+	zero   chan struct{}
+}
+
+func (t *tracker) add() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return false
+	}
+	t.n++
+	return true
+}
+
+func (t *tracker) done() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.n--
+	if t.n == 0 && t.zero != nil {
+		close(t.zero)
+		t.zero = nil
+	}
+}
+
+func (t *tracker) closeAndWait() {
+	t.mu.Lock()
+	t.closed = true
+	if t.n == 0 {
+		t.mu.Unlock()
+		return
+	}
+	ch := make(chan struct{})
+	t.zero = ch
+	t.mu.Unlock()
+	<-ch
+}
+
+func replicaID(source string) string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return source + "/" + hex.EncodeToString(b[:])
+}
+
+func laneConsumer(token string) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:           lanePrefix + token,
+		Description:       "xygroup: commands of a crowded tenant, taken at its pace",
+		FilterSubject:     parkedSubject(token),
+		AckPolicy:         jetstream.AckExplicitPolicy,
+		AckWait:           30 * time.Second,
+		MaxDeliver:        -1,
+		MaxAckPending:     1024,
+		DeliverPolicy:     jetstream.DeliverAllPolicy,
+		InactiveThreshold: 10 * time.Minute,
+	}
+}
+
+// openLane makes sure the lane has a record once a command was stored in it.
+// It reads the record rather than trusting the view: a lane closing right now
+// either sees the command (it looks again after deleting its record) or is
+// gone, and the record is created anew.
+func (p *parker) openLane(ctx context.Context, token string, d *Decoded) error {
+	_, err := p.meetings.Get(ctx, token)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return err
+	}
+	b, _ := marshalRecord(meetingRecord{Kind: kindLane, EnterpriseID: d.EnterpriseID, State: laneOpen, WaitingSince: p.now()})
+	if _, err := p.meetings.Create(ctx, token, b); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+		return err
+	}
+	return nil
+}
+
+// serveLaneRecord is the prober's part: the lane's owner keeps draining it; a
+// lane whose lease lapsed (or was given up) is claimed.
+func (w *Worker) serveLaneRecord(ctx context.Context, token string, e meetingEntry, now time.Time) {
+	if e.rec.Owner != w.id {
+		if e.rec.Owner != "" && now.Before(e.rec.LeaseUntil) {
+			return
+		}
+		r := e.rec
+		r.Owner, r.LeaseUntil = w.id, now.Add(laneLease)
+		b, _ := marshalRecord(r)
+		if _, err := w.meetings.Update(ctx, token, b, e.rev); err != nil {
+			return
+		}
+	}
+	if _, running := w.draining.LoadOrStore(token, true); running {
+		return
+	}
+	go func() {
+		defer w.draining.Delete(token)
+		defer func() {
+			if r := recover(); r != nil {
+				w.log.Error().Interface("panic", r).Str("lane", token).Msg("lane drain panicked")
+			}
+		}()
+		w.drainLane(ctx, token, e.rec.EnterpriseID)
+	}()
+}
+
+// renewLane extends this replica's lease; a record gone while the lane is
+// not known to be empty is created again. It reports whether the lane is
+// still this replica's.
+func (w *Worker) renewLane(ctx context.Context, token, ent string) bool {
+	rctx, cancel := recordCtx(ctx)
+	defer cancel()
+	initial := &meetingRecord{Kind: kindLane, EnterpriseID: ent, State: laneOpen, WaitingSince: w.opts.now()}
+	r, err := casUpdate(rctx, w.meetings, token, initial, func(r *meetingRecord) (bool, error) {
+		if r.Owner != "" && r.Owner != w.id {
+			return false, nil
+		}
+		r.Owner, r.LeaseUntil = w.id, w.opts.now().Add(laneLease)
+		return true, nil
+	})
+	return err == nil && r.Owner == w.id
+}
+
+// leaveLane gives the lease up, so that another replica takes the lane at once.
+func (w *Worker) leaveLane(ctx context.Context, token string) {
+	rctx, cancel := recordCtx(ctx)
+	defer cancel()
+	_, _, _ = w.parker.updateMeeting(rctx, token, func(r *meetingRecord) bool {
+		if r.Owner != w.id {
+			return false
+		}
+		r.Owner, r.LeaseUntil = "", time.Time{}
+		return true
+	})
+}
+
+// drainLane takes the lane's commands at the tenant's pace until the lane is
+// empty (then closes it), the lease is lost, or ctx ends.
+func (w *Worker) drainLane(ctx context.Context, token, ent string) {
+	log := w.log.With().Str("lane", token).Str("enterpriseId", ent).Logger()
+	cfg := laneConsumer(token)
+	cons, err := w.js.CreateConsumer(ctx, StreamParked, cfg)
+	if errors.Is(err, jetstream.ErrConsumerExists) {
+		cons, err = w.js.Consumer(ctx, StreamParked, cfg.Durable)
+	}
+	if err != nil {
+		if ctx.Err() == nil {
+			log.Warn().Err(err).Msg("lane consumer")
+		}
+		w.leaveLane(ctx, token)
+		return
+	}
+	closed := false
+	defer func() {
+		if !closed {
+			w.leaveLane(ctx, token)
+		}
+	}()
+	var renewed time.Time
+	for ctx.Err() == nil {
+		if time.Since(renewed) > time.Second {
+			if !w.renewLane(ctx, token, ent) {
+				return
+			}
+			renewed = time.Now()
+		}
+		if w.parker.holding(ent) || w.breakerOpen(ent) {
+			sleep(ctx, 200*time.Millisecond) // the hold's probe goes first; the lane waits behind it
+			continue
+		}
+		n := w.lanes.reserve(ent)
+		if n == 0 {
+			sleep(ctx, 20*time.Millisecond)
+			continue
+		}
+		batch, err := cons.FetchNoWait(n)
+		if err != nil {
+			w.lanes.giveBack(ent, n)
+			if ctx.Err() == nil {
+				log.Debug().Err(err).Msg("lane fetch")
+			}
+			return // the prober starts the drain again
+		}
+		got := 0
+		for msg := range batch.Messages() {
+			got++
+			leave := w.lanes.leaver(ent)
+			if ctx.Err() != nil || !w.laneRun.add() {
+				_ = msg.Nak()
+				leave()
+				continue
+			}
+			turn := w.lanes.grantTurn(ent)
+			w.opts.metrics.InFlight.Inc()
+			go func() {
+				defer func() { turn.done(); leave(); w.opts.metrics.InFlight.Dec(); w.laneRun.done() }()
+				w.handleLane(msg, token, turn, leave)
+			}()
+		}
+		w.lanes.giveBack(ent, n-got)
+		if got > 0 {
+			continue
+		}
+		if w.closeLane(ctx, cons, token, log) {
+			closed = true
+			return
+		}
+		renewed = time.Time{} // reopened, or not empty yet: renew (and recreate) the record
+		sleep(ctx, 50*time.Millisecond)
+	}
+}
+
+// closeLane deletes the record of an empty lane and its consumer. A command
+// stored meanwhile found the record before it was deleted (and is seen by the
+// second look) or finds none and creates it: either way the lane lives on.
+func (w *Worker) closeLane(ctx context.Context, cons jetstream.Consumer, token string, log zerolog.Logger) bool {
+	e, err := w.meetings.Get(ctx, token)
+	if err != nil {
+		return false
+	}
+	if !laneEmpty(ctx, cons) {
+		return false
+	}
+	if err := w.meetings.Delete(ctx, token, jetstream.LastRevision(e.Revision())); err != nil {
+		return false
+	}
+	if !laneEmpty(ctx, cons) {
+		return false // the caller writes the record again
+	}
+	_ = w.js.DeleteConsumer(ctx, StreamParked, laneConsumer(token).Durable)
+	log.Debug().Msg("lane empty; its tenant's commands go straight again")
+	return true
+}
+
+func laneEmpty(ctx context.Context, cons jetstream.Consumer) bool {
+	info, err := cons.Info(ctx)
+	return err == nil && info.NumPending == 0 && info.NumAckPending == 0
+}
+
+func (w *Worker) breakerOpen(ent string) bool {
+	if sb, ok := w.p.breaker.(*SharedBreaker); ok {
+		_, open := sb.Open(ent)
+		return open
+	}
+	return false
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
+
+// handleLane runs one lane command through the pipeline, as an intake: it may
+// still be parked for its meeting or held with its tenant.
+func (w *Worker) handleLane(msg jetstream.Msg, token string, turn *laneTurn, leave func()) {
+	ctx := w.work
+	log := w.log.With().Str("lane", token).Logger()
+	defer func() {
+		if r := recover(); r != nil {
+			log.Error().Interface("panic", r).Msg("lane command's handler panicked; the command stays in its lane and will be retried")
+			_ = msg.NakWithDelay(5 * time.Second)
+		}
+	}()
+	meta, err := msg.Metadata()
+	if err != nil {
+		_ = msg.Term()
+		return
+	}
+	del := parkedDelivery(msg.Data(), msg.Headers(), int(meta.NumDelivered), fromLane, meta.Sequence.Stream, meta.Timestamp)
+	del.turn, del.laneLeave = turn, leave
+	stop := sync.OnceFunc(keepAlive(msg, 10*time.Second))
+	defer stop()
+	v, d := w.p.process(ctx, del, &log)
+	turn.done() // decided: the next lane command need not wait for this one's parking or events
+	w.apply(ctx, v, d, del, &msgSettler{msg: msg}, log)
+}
+
+// updateLaneGauge sets the commands waiting in each tenant's lane.
+func (w *Worker) updateLaneGauge(subjects map[string]uint64) {
+	l := w.lanes
+	seen := map[string]bool{}
+	for token, e := range w.view.all() {
+		if e.rec.Kind != kindLane {
+			continue
+		}
+		seen[e.rec.EnterpriseID] = true
+		w.opts.metrics.LaneCommands.WithLabelValues(e.rec.EnterpriseID).Set(float64(subjects[parkedSubject(token)]))
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for ent := range l.gauged {
+		if !seen[ent] {
+			w.opts.metrics.LaneCommands.WithLabelValues(ent).Set(0)
+			delete(l.gauged, ent)
+		}
+	}
+	for ent := range seen {
+		l.gauged[ent] = true
+	}
+}

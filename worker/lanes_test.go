@@ -1,0 +1,151 @@
+package worker_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/xygroup/xygroup/worker"
+	wt "github.com/xygroup/xygroup/worker/workertest"
+	"github.com/xygroup/xygroup/xylink"
+	"github.com/xygroup/xygroup/xylink/sandbox"
+)
+
+// A tenant with a tiny rate and a big backlog does not slow another tenant:
+// its commands wait in its lane, not in the replica's slots. Its commands all
+// end exactly once, and reach the API in the order they were published.
+func TestLaneKeepsOtherTenantsRate(t *testing.T) {
+	srv := wt.StartNATS(t)
+	sb := wt.StartSandbox(t, sandbox.Config{Rate: 1000, Enterprises: []sandbox.Enterprise{{ID: "small", Token: "small-token", Rate: 1000}}})
+	c := wt.Client(t, sb, xylink.Credentials{EnterpriseID: "small", Token: "small-token"})
+	js := wt.JetStream(t, wt.Connect(t, srv))
+	const nSmall, nOther = 20, 200
+	// The backlog is there before the worker starts: the small tenant's first.
+	wt.StartWorker(t, srv, c, worker.WithConcurrency(8), worker.WithRate(20, map[string]float64{"small": 1}))
+	wt.AwaitStream(t, js, worker.StreamCommands)
+	start := time.Now()
+	for i := range nSmall {
+		id := fmt.Sprintf("small-%03d", i)
+		wt.Publish(t, js, id, wt.Command(id, "m-"+id, "enterpriseId", `"small"`))
+	}
+	for i := range nOther {
+		id := fmt.Sprintf("other-%03d", i)
+		wt.Publish(t, js, id, wt.Command(id, "m-"+id))
+	}
+	events := wt.AwaitTerminal(t, js, nSmall+nOther, 2*time.Minute)
+	for id, evs := range events {
+		if len(evs) != 1 || evs[0].Subject != worker.SubjectCreated {
+			t.Errorf("%s: %d events, first on %s", id, len(evs), evs[0].Subject)
+		}
+	}
+
+	var small []string
+	var otherFirst, otherLast time.Time
+	otherN := 0
+	calls := map[string]int{}
+	for _, r := range sb.Requests() {
+		if r.Endpoint != "dynamicGroup" {
+			continue
+		}
+		calls[r.Meeting]++
+		if r.Status != http.StatusOK {
+			t.Errorf("%s: answered %d", r.Meeting, r.Status)
+			continue
+		}
+		if strings.HasPrefix(r.Meeting, "m-small-") {
+			small = append(small, strings.TrimPrefix(r.Meeting, "m-"))
+			continue
+		}
+		otherN++
+		if otherFirst.IsZero() {
+			otherFirst = r.At
+		}
+		otherLast = r.At
+	}
+	for m, n := range calls {
+		if n != 1 {
+			t.Errorf("%s: %d calls", m, n)
+		}
+	}
+	// The first commands of the small tenant went straight (its share of the
+	// replica), in any order among themselves; the lane's follow in order.
+	straight := 2
+	if len(small) != nSmall {
+		t.Fatalf("%d calls of the small tenant, want %d", len(small), nSmall)
+	}
+	for i, id := range small {
+		if i < straight {
+			if id >= fmt.Sprintf("small-%03d", straight) {
+				t.Errorf("call %d of the small tenant is %s, a lane command ahead of the ones that went straight", i, id)
+			}
+			continue
+		}
+		if want := fmt.Sprintf("small-%03d", i); id != want {
+			t.Errorf("call %d of the small tenant is %s, want %s (order %v)", i, id, want, small)
+			break
+		}
+	}
+	otherRate := float64(otherN-1) / otherLast.Sub(otherFirst).Seconds()
+	t.Logf("other tenant: %d created, first call %v after the start, %.2f calls/s (rate 20, guard 25 ms: 19.5/s at most); small tenant's calls in order: %v",
+		otherN, otherFirst.Sub(start).Round(time.Millisecond), otherRate, small)
+	if otherRate < 17.5 {
+		t.Errorf("the other tenant got %.2f calls/s of its 20/s", otherRate)
+	}
+	if otherFirst.Sub(start) > 3*time.Second {
+		t.Errorf("the other tenant's first call came %v after the start", otherFirst.Sub(start))
+	}
+}
+
+// A burst for meetings that have not started, from a crowded tenant: the
+// commands waiting for their meeting's first answer do not hold up the
+// tenant's commands for other meetings, so the burst parks at the pace of
+// the tenant's grants, not one meeting's answer after the other.
+func TestLaneBurstForWaitingMeetingsParksAtItsPace(t *testing.T) {
+	const meetings, perMeeting, rate = 20, 3, 10
+	const latency = 500 * time.Millisecond // each answer's time at the sandbox
+	srv := wt.StartNATS(t)
+	sb := wt.StartSandbox(t, sandbox.Config{Rate: 1e6, Faults: sandbox.Faults{Latency: sandbox.Duration(latency)}})
+	c := wt.Client(t, sb)
+	js := wt.JetStream(t, wt.Connect(t, srv))
+	wt.StartWorker(t, srv, c, worker.WithRate(rate, nil))
+	wt.AwaitStream(t, js, worker.StreamCommands)
+	for i := range meetings {
+		m := fmt.Sprintf("m-burst-%02d", i)
+		if _, err := sb.AddMeeting(sandbox.MeetingSpec{Number: m, StartsIn: sandbox.Duration(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+		for j := range perMeeting {
+			id := fmt.Sprintf("burst-%02d-%d", i, j)
+			wt.Publish(t, js, id, wt.Command(id, m))
+		}
+	}
+	start := time.Now()
+	wt.AwaitStream(t, js, worker.StreamEvents)
+	s, err := js.Stream(context.Background(), worker.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		info, err := s.Info(context.Background(), jetstream.WithSubjectFilter(worker.SubjectWaiting))
+		if err == nil && info.State.Msgs >= meetings*perMeeting {
+			break
+		}
+		if time.Since(start) > time.Minute {
+			t.Fatalf("waiting events: %+v (%v), want %d", info.State, err, meetings*perMeeting)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	took := time.Since(start)
+	// One first call per meeting at the tenant's rate, and one answer's
+	// latency: about 2.5 s. One meeting after the other would be 20 answers (10 s).
+	bound := time.Duration(meetings/rate)*time.Second + 6*latency // some room for a loaded machine
+	t.Logf("%d commands for %d waiting meetings parked in %v (bound %v); %d calls", meetings*perMeeting, meetings, took.Round(10*time.Millisecond), bound, sb.Stats().Requests)
+	if took > bound {
+		t.Errorf("the burst parked in %v, want within %v", took, bound)
+	}
+}
