@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/xygroup/xygroup/worker"
@@ -147,5 +148,36 @@ func TestLaneBurstForWaitingMeetingsParksAtItsPace(t *testing.T) {
 	t.Logf("%d commands for %d waiting meetings parked in %v (bound %v); %d calls", meetings*perMeeting, meetings, took.Round(10*time.Millisecond), bound, sb.Stats().Requests)
 	if took > bound {
 		t.Errorf("the burst parked in %v, want within %v", took, bound)
+	}
+}
+
+// A command in a tenant's lane whose record is gone is not stranded. The
+// state arises when a drainer deletes the record of an empty lane, a command
+// is moved in meanwhile (its mover saw the record, so it created none), and
+// the drainer stops before it writes the record again (SIGTERM in its 50 ms
+// sleep, or a failed write); or when a replica dies between storing a moved
+// command and creating the lane's record. Nothing else ever opens the lane
+// again unless the tenant is crowded once more: the command gets no terminal
+// event, and its deadline is not enforced.
+func TestLaneWithoutRecordIsDrained(t *testing.T) {
+	srv := wt.StartNATS(t)
+	sb := wt.StartSandbox(t, sandbox.Config{Rate: 1000})
+	c := wt.Client(t, sb)
+	js := wt.JetStream(t, wt.Connect(t, srv))
+	wt.StartWorker(t, srv, c)
+	wt.AwaitStream(t, js, worker.StreamParked)
+	wt.AwaitStream(t, js, worker.StreamEvents)
+	// The command as a mover stored it: in the lane, acked on the shared consumer.
+	m := nats.NewMsg(worker.LaneSubject(wt.Enterprise))
+	m.Data = wt.Command("orphan-1", "m-orphan-1")
+	m.Header.Set(nats.MsgIdHdr, "xygroup.lane.XYGROUP_COMMANDS.1")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := js.PublishMsg(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	events := wt.AwaitTerminal(t, js, 1, 20*time.Second)
+	if evs := events["orphan-1"]; len(evs) != 1 {
+		t.Fatalf("orphan-1: %d terminal events, want 1", len(evs))
 	}
 }
