@@ -7,9 +7,11 @@ import (
 	"encoding/json"
 	"errors"
 	"math"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
@@ -453,6 +455,39 @@ func (w *Worker) handleLane(msg jetstream.Msg, token string, turn *laneTurn, lea
 	v, d := w.p.process(ctx, del, &log)
 	turn.done() // decided: the next lane command need not wait for this one's parking or events
 	w.apply(ctx, v, d, del, &msgSettler{msg: msg}, log)
+}
+
+// reopenLanes gives a lane that holds commands but has no record its record
+// again. A lane loses its record while it holds commands when its drainer
+// deleted the record of the empty lane, a command was moved in meanwhile (its
+// mover saw the record and created none), and the drainer stopped before it
+// wrote the record again; or when a replica died between storing a moved
+// command and creating the record. Without a record no replica drains it.
+func (w *Worker) reopenLanes(ctx context.Context, subjects map[string]uint64) {
+	prefix := subjectParked + "."
+	for subject, n := range subjects {
+		if n == 0 || !strings.HasPrefix(subject, prefix) {
+			continue
+		}
+		token := strings.TrimPrefix(subject, prefix)
+		if _, ok := w.view.get(token); ok {
+			continue
+		}
+		msg, err := w.parked.GetLastMsgForSubject(ctx, subject)
+		if err != nil || !strings.HasPrefix(msg.Header.Get(nats.MsgIdHdr), "xygroup."+kindName(kindLane)+".") {
+			continue // a meeting's or a hold's, or gone meanwhile
+		}
+		ent := peekEnterprise(msg.Data, w.opts.defaultEnterprise)
+		if laneToken(ent) != token {
+			continue
+		}
+		rctx, cancel := recordCtx(ctx)
+		err = w.parker.openLane(rctx, token, &Decoded{EnterpriseID: ent})
+		cancel()
+		if err == nil {
+			w.log.Warn().Str("lane", token).Str("enterpriseId", ent).Uint64("commands", n).Msg("lane without a record: opened again")
+		}
+	}
 }
 
 // updateLaneGauge sets the commands waiting in each tenant's lane.

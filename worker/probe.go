@@ -379,6 +379,7 @@ func (w *Worker) updateParkedGauge(ctx context.Context) {
 	if err == nil {
 		w.opts.metrics.Parked.Set(float64(info.State.Msgs))
 		w.updateLaneGauge(info.State.Subjects)
+		w.reopenLanes(ctx, info.State.Subjects)
 	}
 	if w.limiter != nil {
 		w.opts.metrics.LimiterGuard.Reset()
