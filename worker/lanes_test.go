@@ -181,3 +181,31 @@ func TestLaneWithoutRecordIsDrained(t *testing.T) {
 		t.Fatalf("orphan-1: %d terminal events, want 1", len(evs))
 	}
 }
+
+// A crowded tenant whose credentials are refused: its lane is not drained
+// while its commands are held, but the deadlines of the commands in the lane
+// are still enforced (each ends expired at its deadline, as held ones do).
+func TestLaneDeadlinesEnforcedWhileTenantHeld(t *testing.T) {
+	srv := wt.StartNATS(t)
+	sb := wt.StartSandbox(t, sandbox.Config{Rate: 1e6})
+	c, err := xylink.NewClient(sb.URL, xylink.WithTenants(xylink.Credentials{EnterpriseID: wt.Enterprise, Token: "wrong-token"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := []worker.Option{worker.WithRate(1, nil), worker.WithBreakerSettings(worker.BreakerSettings{CredentialsRetry: time.Second})}
+	wt.StartWorker(t, srv, c, opts...)
+	js := wt.JetStream(t, wt.Connect(t, srv))
+	wt.AwaitStream(t, js, worker.StreamCommands)
+	const n = 10
+	deadline := `"` + time.Now().Add(5*time.Second).UTC().Format(time.RFC3339Nano) + `"`
+	for i := range n {
+		id := fmt.Sprintf("held-%02d", i)
+		wt.Publish(t, js, id, wt.Command(id, "m-"+id, "deadline", deadline))
+	}
+	events := wt.AwaitTerminal(t, js, n, 25*time.Second)
+	for id, evs := range events {
+		if len(evs) != 1 {
+			t.Errorf("%s: %d events", id, len(evs))
+		}
+	}
+}
