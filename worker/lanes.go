@@ -30,8 +30,8 @@ import (
 //
 // One replica at a time drains a lane (it holds the lane record's lease in the
 // meetings bucket; another takes over when it lapses), taking commands only
-// while the tenant has fewer than laneAhead's worth of them in its pipeline,
-// and never while the tenant's commands are held (breaker open). Lane commands
+// while the tenant has fewer than laneAhead's worth of them in its pipeline
+// (while the tenant's commands are held, they join the hold). Lane commands
 // ask for their grants in lane order. When the lane is empty, its record is
 // deleted with compare-and-swap, and looked at again: a command moved in
 // meanwhile reopens it. New commands then go straight through again.
@@ -344,10 +344,10 @@ func (w *Worker) drainLane(ctx context.Context, token, ent string) {
 			}
 			renewed = time.Now()
 		}
-		if w.parker.holding(ent) || w.breakerOpen(ent) {
-			sleep(ctx, 200*time.Millisecond) // the hold's probe goes first; the lane waits behind it
-			continue
-		}
+		// A held tenant's lane goes on: its commands join the hold, in order,
+		// where their deadlines are kept (a frozen lane would keep them past
+		// their deadlines for as long as the hold lasts: refused credentials
+		// may last for hours). They make no call, so the lane empties quickly.
 		n := w.lanes.reserve(ent)
 		if n == 0 {
 			sleep(ctx, 20*time.Millisecond)
@@ -415,14 +415,6 @@ func (w *Worker) closeLane(ctx context.Context, cons jetstream.Consumer, token s
 func laneEmpty(ctx context.Context, cons jetstream.Consumer) bool {
 	info, err := cons.Info(ctx)
 	return err == nil && info.NumPending == 0 && info.NumAckPending == 0
-}
-
-func (w *Worker) breakerOpen(ent string) bool {
-	if sb, ok := w.p.breaker.(*SharedBreaker); ok {
-		_, open := sb.Open(ent)
-		return open
-	}
-	return false
 }
 
 func sleep(ctx context.Context, d time.Duration) {
