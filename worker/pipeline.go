@@ -26,7 +26,7 @@ var errNoGrantInTime = errors.New("no rate-limit grant in time")
 // staleGrant: a grant older than this when its request could leave is not
 // used (the request takes a fresh one), so that arrivals at the API keep the
 // dispenser's spacing whatever the time the "sent" mark took to write.
-const staleGrant = 10 * time.Millisecond
+const staleGrant = 25 * time.Millisecond
 
 // errStaleGrant: the "sent" mark took longer than staleGrant; the request
 // did not go.
