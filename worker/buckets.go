@@ -113,23 +113,29 @@ func casUpdateKnown[T any](ctx context.Context, kv jetstream.KeyValue, key strin
 	if err != nil || !write {
 		return v, 0, err
 	}
+	written, conflict, err := casWrite(ctx, kv, key, v, rev)
+	if !conflict {
+		return v, written, err
+	}
+	return casUpdateFrom(ctx, kv, key, initial, change)
+}
+
+// casWrite writes v over revision rev (0: creates the key), and reports a
+// conflict (another writer came in between) apart from other errors.
+func casWrite[T any](ctx context.Context, kv jetstream.KeyValue, key string, v T, rev uint64) (written uint64, conflict bool, err error) {
 	b, err := marshalRecord(v)
 	if err != nil {
-		return v, 0, err
+		return 0, false, err
 	}
-	var written uint64
 	if rev == 0 {
 		written, err = kv.Create(ctx, key, b)
 	} else {
 		written, err = kv.Update(ctx, key, b, rev)
 	}
-	if err == nil {
-		return v, written, nil
+	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return 0, true, err
 	}
-	if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-		return v, 0, err
-	}
-	return casUpdateFrom(ctx, kv, key, initial, change)
+	return written, false, err
 }
 
 // casUpdateFrom is casUpdateRev whose initial value is computed only when the
@@ -158,21 +164,9 @@ func casUpdateFrom[T any](ctx context.Context, kv jetstream.KeyValue, key string
 		if err != nil || !write {
 			return v, 0, err
 		}
-		b, err := marshalRecord(v)
-		if err != nil {
-			return v, 0, err
-		}
-		var written uint64
-		if rev == 0 {
-			written, err = kv.Create(ctx, key, b)
-		} else {
-			written, err = kv.Update(ctx, key, b, rev)
-		}
-		if err == nil {
-			return v, written, nil
-		}
-		if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-			return v, 0, err
+		written, conflict, err := casWrite(ctx, kv, key, v, rev)
+		if !conflict {
+			return v, written, err
 		}
 		if ctx.Err() != nil {
 			return v, 0, ctx.Err()
