@@ -169,6 +169,19 @@ func (s *idempotency) initial(r commandRef) func(context.Context) (*commandRecor
 	}
 }
 
+// intake returns the record a delivery starts from. A command's first
+// delivery from the commands stream is taken to have none, without a read:
+// begin's write then creates the record, and a record that exists after all
+// (the same command published again after the stream's duplicate window)
+// makes that create fail, and is read and acted on there (its terminal event
+// published again, or a call in flight waited for).
+func (s *idempotency) intake(ctx context.Context, r commandRef, firstDelivery bool) (commandRecord, uint64, error) {
+	if firstDelivery && !s.legacy {
+		return commandRecord{}, 0, nil
+	}
+	return s.get(ctx, r)
+}
+
 // get returns the record and its revision (0 when there is none).
 func (s *idempotency) get(ctx context.Context, r commandRef) (commandRecord, uint64, error) {
 	e, err := s.kv.Get(ctx, commandKey(r))
@@ -341,7 +354,7 @@ func (s *idempotency) finish(ctx context.Context, ref commandRef, ev *outEvent, 
 // it had been already.
 func (s *idempotency) markWaiting(ctx context.Context, ref commandRef) (already bool, err error) {
 	_, err = s.update(ctx, ref, func(r *commandRecord) error {
-		already = r.Waiting
+		already = r.Waiting || r.Terminal != nil // done: no waiting event after its terminal one
 		r.Waiting = true
 		return nil
 	})

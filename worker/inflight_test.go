@@ -28,7 +28,7 @@ import (
 // waiting.
 type stuckLimiter struct{ entered chan string }
 
-func (l *stuckLimiter) Wait(ctx context.Context, enterpriseID string, _ worker.Priority) error {
+func (l *stuckLimiter) Wait(ctx context.Context, enterpriseID string, _ worker.Priority, _ ...worker.WaitOption) error {
 	select {
 	case l.entered <- enterpriseID:
 	default:
@@ -247,7 +247,7 @@ type slowLimiter struct {
 	entered chan time.Time
 }
 
-func (l *slowLimiter) Wait(ctx context.Context, _ string, _ worker.Priority) error {
+func (l *slowLimiter) Wait(ctx context.Context, _ string, _ worker.Priority, _ ...worker.WaitOption) error {
 	select {
 	case l.entered <- time.Now():
 	default:

@@ -6,6 +6,9 @@ import "github.com/xygroup/xygroup/worker/ratelimit"
 // cluster-wide ratelimit.Cluster.
 type Limiter = ratelimit.Limiter
 
+// WaitOption tunes one Limiter.Wait; see ratelimit.Queued.
+type WaitOption = ratelimit.WaitOption
+
 // Priority orders API calls competing for one budget.
 type Priority = ratelimit.Priority
 

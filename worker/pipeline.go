@@ -9,6 +9,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/xygroup/xygroup/worker/ratelimit"
 	"github.com/xygroup/xygroup/xylink"
 )
 
@@ -97,7 +98,8 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 	}
 
 	// 2. idempotency: a command with a recorded outcome is not sent again
-	rec, recRev, err := p.idem.get(ctx, d.ref())
+	firstDelivery := del.kind == fromShared && del.delivered == 1 && d.ReplayID == ""
+	rec, recRev, err := p.idem.intake(ctx, d.ref(), firstDelivery)
 	if err != nil {
 		log.Warn().Err(err).Msg("idempotency record unreadable; retrying")
 		return verdict{retry: time.Second}, d
@@ -262,10 +264,14 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 			}
 		}
 		waitStart := time.Now()
-		err := p.limiter.Wait(wctx, d.EnterpriseID, prio)
+		// The next command of the lane may ask once this one's request holds
+		// its place in the dispenser's order, without waiting for its grant.
+		queued := func() {}
 		if t := del.turn; t != nil {
-			t.done()
+			queued = t.done
 		}
+		err := p.limiter.Wait(wctx, d.EnterpriseID, prio, ratelimit.Queued(queued))
+		queued()
 		if err != nil {
 			if gctx.Err() == nil {
 				return errNoGrantInTime

@@ -97,7 +97,7 @@ type markSlowingLimiter struct {
 	stuck      chan struct{}
 }
 
-func (l *markSlowingLimiter) Wait(ctx context.Context, _ string, _ worker.Priority) error {
+func (l *markSlowingLimiter) Wait(ctx context.Context, _ string, _ worker.Priority, _ ...worker.WaitOption) error {
 	n := l.calls.Add(1)
 	switch {
 	case n == 1:

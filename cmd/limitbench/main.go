@@ -172,7 +172,7 @@ func freeAddr() string {
 
 // waiter is what both limiters offer.
 type waiter interface {
-	Wait(ctx context.Context, enterpriseID string, p ratelimit.Priority) error
+	Wait(ctx context.Context, enterpriseID string, p ratelimit.Priority, opts ...ratelimit.WaitOption) error
 }
 
 func measure(sb *sandbox.Server, kind string, n, callers int, duration, skew time.Duration) (result, error) {

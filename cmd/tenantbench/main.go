@@ -84,11 +84,11 @@ func main() {
 	fmt.Printf("%d clients, %d callers per enterprise per client, rate %.0f/s, guard %v (spacing %v), %v per step\n",
 		*clients, *callers, rate, guard, spacing, *duration)
 	tw := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "enterprises\tgrants/s\t% of expected\tgap p50\tgap p99\tmin gap\twait p99\tCPU (cores)\tmax in 1 s window\tenterprises over 20")
+	fmt.Fprintln(tw, "enterprises\tgrants/s\t% of expected\tgap p50\tgap p99\tmin gap\twait p99\tCPU (cores)\tmax in 1 s window\tenterprises over 20\tlate grants unused")
 	for _, r := range results {
 		expected := float64(r.enterprises) * rate / (1 + guard.Seconds())
-		fmt.Fprintf(tw, "%d\t%.0f\t%.1f%%\t%v\t%v\t%v\t%v\t%.2f\t%d\t%d\n", r.enterprises, r.perSecond, 100*r.perSecond/expected,
-			ms(r.gapP50), ms(r.gapP99), ms(r.minGap), r.waitP99.Round(time.Millisecond), r.cores, r.maxWindow, r.over)
+		fmt.Fprintf(tw, "%d\t%.0f\t%.1f%%\t%v\t%v\t%v\t%v\t%.2f\t%d\t%d\t%d\n", r.enterprises, r.perSecond, 100*r.perSecond/expected,
+			ms(r.gapP50), ms(r.gapP99), ms(r.minGap), r.waitP99.Round(time.Millisecond), r.cores, r.maxWindow, r.over, r.stale)
 	}
 	_ = tw.Flush()
 }
@@ -101,6 +101,7 @@ type result struct {
 	gapP50, gapP99, minGap, waitP99 time.Duration
 	cores                           float64
 	maxWindow, over                 int
+	stale                           int64 // grants that came late and were not used
 }
 
 // tenant is one enterprise's grant times.
@@ -196,8 +197,15 @@ func step(n, clients, callers int, duration time.Duration, profile string) (resu
 			}
 		}
 	}
+	staleGrants := func() (n int64) {
+		for _, l := range lims {
+			n += l.Stats().Stale
+		}
+		return n
+	}
 	time.Sleep(time.Until(from))
 	cpu0 := cpuTime()
+	stale0 := staleGrants()
 	if profile != "" {
 		f, err := os.Create(profile)
 		if err != nil {
@@ -208,13 +216,14 @@ func step(n, clients, callers int, duration time.Duration, profile string) (resu
 	}
 	time.Sleep(time.Until(to))
 	cpu := cpuTime() - cpu0
+	stale := staleGrants() - stale0
 	if profile != "" {
 		pprof.StopCPUProfile()
 	}
 	stop()
 	wg.Wait()
 
-	res := result{enterprises: n, cores: cpu.Seconds() / duration.Seconds(), minGap: time.Hour}
+	res := result{enterprises: n, cores: cpu.Seconds() / duration.Seconds(), minGap: time.Hour, stale: stale}
 	var gaps []time.Duration
 	total := 0
 	for _, t := range tenants {

@@ -115,14 +115,17 @@ type Cluster struct {
 	// nextSend: per enterprise, the earliest time this replica lets its next
 	// granted call go (see spaceLocally).
 	nextSend map[string]time.Time
+	replies  replies
+	transit  transitTimes
 
-	requests, grantsSeen, renewals, elections atomic.Int64
+	staleGrants, requests, grantsSeen, renewals, elections atomic.Int64
 }
 
 // Stats counts this replica's limiter traffic.
 type Stats struct {
 	Requests   int64 // grant requests sent (each a request and a reply on NATS)
 	Grants     int64 // grants received
+	Stale      int64 // grants received too late to use (see transitTimes), asked for again
 	Renewals   int64 // lease writes while dispenser
 	Dispensed  int64 // grants handed out while dispenser
 	Elections  int64 // times this replica became the dispenser
@@ -134,7 +137,7 @@ func (c *Cluster) Stats() Stats {
 	c.mu.Lock()
 	disp := c.disp
 	c.mu.Unlock()
-	s := Stats{Requests: c.requests.Load(), Grants: c.grantsSeen.Load(), Renewals: c.renewals.Load(), Elections: c.elections.Load()}
+	s := Stats{Requests: c.requests.Load(), Grants: c.grantsSeen.Load(), Stale: c.staleGrants.Load(), Renewals: c.renewals.Load(), Elections: c.elections.Load()}
 	if disp != nil {
 		s.Dispensed, s.Dispensing = disp.granted.Load(), true
 	}
@@ -234,6 +237,10 @@ type grantRequest struct {
 
 type grantReply struct {
 	OK bool `json:"ok"`
+	// Queued: microseconds the request waited in the dispenser's queue. The
+	// rest of the time between the request and its answer is spent on the
+	// way (see transit).
+	Queued int64 `json:"q,omitempty"`
 }
 
 // Wait implements Limiter: it asks the dispenser and waits for its grant. With no
@@ -247,18 +254,27 @@ type grantReply struct {
 // every grant it sends as used, whether or not it arrives: it cannot know, and
 // a grant counted as unused that did arrive would let one call too many into
 // a second. A lost reply costs one grant interval of the budget, never the limit.
-func (c *Cluster) Wait(ctx context.Context, enterpriseID string, p Priority) error {
+func (c *Cluster) Wait(ctx context.Context, enterpriseID string, p Priority, opts ...WaitOption) error {
+	o := waitOptionsOf(opts)
+	defer o.queued() // not sent at all (ctx ended first): the next may ask
 	body, _ := json.Marshal(grantRequest{Enterprise: enterpriseID, Priority: p, Rate: c.opts.Rate(enterpriseID)})
 	for {
 		rctx, cancel := context.WithTimeout(ctx, c.opts.MaxQueueWait+2*time.Second)
 		c.requests.Add(1)
-		msg, err := c.nc.RequestWithContext(rctx, SubjectGrant, body)
+		msg, sentAt, err := c.replies.request(rctx, c.nc, SubjectGrant, body, o.queued)
 		cancel()
 		if err == nil {
 			var r grantReply
 			if json.Unmarshal(msg.Data, &r) == nil && r.OK {
 				c.grantsSeen.Add(1)
 				c.seen()
+				if c.transit.late(time.Since(sentAt) - time.Duration(r.Queued)*time.Microsecond) {
+					// Held on its way (a pause of this process or of NATS):
+					// later grants of the enterprise may be arriving with it.
+					// It is not used; the dispenser counted it already.
+					c.staleGrants.Add(1)
+					continue
+				}
 				return c.spaceLocally(ctx, enterpriseID)
 			}
 			continue // "ask again": waited too long in the queue, or the dispenser stepped down
@@ -674,7 +690,6 @@ func newDispenser(opts Options) *dispenser {
 const maxCatchUp = 2 * time.Millisecond
 
 var (
-	replyOK    = []byte(`{"ok":true}`)
 	replyAgain = []byte(`{"ok":false}`)
 )
 
@@ -830,7 +845,7 @@ func (d *dispenser) serve(q *enterpriseQueue, active func() bool) bool {
 			rate = d.opts.Rate("")
 		}
 		head = heap.Remove(&q.waiting, d.next(q, rate, now)).(*pending)
-		if err := head.msg.Respond(replyOK); err != nil {
+		if err := head.msg.Respond(grantReplyOK(now.Sub(head.arrived))); err != nil {
 			continue // not sent at all: its grant is not spent
 		}
 		if head.priority == Probe {

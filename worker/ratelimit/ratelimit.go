@@ -2,7 +2,9 @@ package ratelimit
 
 import (
 	"context"
+	"fmt"
 	"sync"
+	"time"
 
 	"golang.org/x/time/rate"
 )
@@ -49,7 +51,7 @@ func (p Priority) rank() int {
 // Limiter grants API calls. Every call to the API takes one grant first.
 type Limiter interface {
 	// Wait blocks until the enterprise may make one call, or ctx ends.
-	Wait(ctx context.Context, enterpriseID string, p Priority) error
+	Wait(ctx context.Context, enterpriseID string, p Priority, opts ...WaitOption) error
 	// Throttled reports that the API answered "rate limited", so that the
 	// limiter can slow down.
 	Throttled(enterpriseID string)
@@ -80,8 +82,25 @@ func (l *Local) get(enterpriseID string) *rate.Limiter {
 }
 
 // Wait implements Limiter; priorities are not distinguished.
-func (l *Local) Wait(ctx context.Context, enterpriseID string, _ Priority) error {
-	return l.get(enterpriseID).Wait(ctx)
+func (l *Local) Wait(ctx context.Context, enterpriseID string, _ Priority, opts ...WaitOption) error {
+	r := l.get(enterpriseID).Reserve()
+	waitOptionsOf(opts).queued()
+	if !r.OK() {
+		return fmt.Errorf("ratelimit: no grant possible for %s", enterpriseID)
+	}
+	d := r.Delay()
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		r.Cancel()
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }
 
 // Throttled implements Limiter: the next grant waits one more interval.

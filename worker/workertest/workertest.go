@@ -268,10 +268,18 @@ func AwaitConsumerIdle(t testing.TB, js jetstream.JetStream, within time.Duratio
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
+		// The consumer's pending count follows the stream a moment later:
+		// idle also means acknowledged up to the stream's last message.
+		last, known := uint64(0), false
+		if s, err := js.Stream(context.Background(), worker.StreamCommands); err == nil {
+			if si, err := s.Info(context.Background()); err == nil {
+				last, known = si.State.LastSeq, true
+			}
+		}
 		c, err := js.Consumer(context.Background(), worker.StreamCommands, worker.ConsumerWorkers)
-		if err == nil {
+		if err == nil && known {
 			info, err := c.Info(context.Background())
-			if err == nil && info.NumPending == 0 && info.NumAckPending == 0 {
+			if err == nil && info.NumPending == 0 && info.NumAckPending == 0 && info.AckFloor.Stream >= last {
 				return
 			}
 		}

@@ -1,0 +1,89 @@
+package ratelimit_test
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/xygroup/xygroup/worker/ratelimit"
+)
+
+// A caller that asks for each grant once the previous request is queued (not
+// granted) gets its grants in the order it asked, from a dispenser on another
+// replica, while another replica's requests compete.
+func TestQueuedRequestsAreGrantedInOrder(t *testing.T) {
+	reps := startReplicas(t, 2, ratelimit.Options{Rate: func(string) float64 { return 50 }})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	waitForDispenser(t, reps)
+	asker := reps[0].lim
+	if asker.Stats().Dispensing {
+		asker = reps[1].lim
+	}
+	other := reps[0].lim
+	if other == asker {
+		other = reps[1].lim
+	}
+	// Competition from the other replica for the same enterprise.
+	bg, stopBg := context.WithCancel(ctx)
+	defer stopBg()
+	var bgWG sync.WaitGroup
+	for range 3 {
+		bgWG.Go(func() {
+			for other.Wait(bg, "ordered", ratelimit.Live) == nil {
+			}
+		})
+	}
+
+	const n = 30
+	var mu sync.Mutex
+	var order []int
+	prev := make(chan struct{})
+	close(prev)
+	var wg sync.WaitGroup
+	for i := range n {
+		after, next := prev, make(chan struct{})
+		prev = next
+		wg.Go(func() {
+			<-after
+			if err := asker.Wait(ctx, "ordered", ratelimit.Live, ratelimit.Queued(func() { close(next) })); err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			order = append(order, i)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	stopBg()
+	bgWG.Wait()
+	want := make([]int, n)
+	for i := range want {
+		want[i] = i
+	}
+	if !slices.Equal(order, want) {
+		t.Fatalf("grants in order %v, want %v", order, want)
+	}
+	if st := asker.Stats(); st.Requests < n {
+		t.Fatalf("%d requests for %d grants", st.Requests, n)
+	}
+}
+
+func waitForDispenser(t *testing.T, reps []*replica) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		for _, r := range reps {
+			if r.lim.Stats().Dispensing {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no dispenser elected")
+		}
+		time.Sleep(10 * time.Millisecond) // polling the election: no event to await
+	}
+}
