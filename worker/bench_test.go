@@ -23,7 +23,8 @@ import (
 // sandbox without latency. It compares, in the same run and on the same server
 // and sandbox, the worker against a bare nats.go loop (consume → the same signed
 // HTTP call → publish → ack) with the same concurrency. Reported per variant:
-// commands/s with a backlog, and the latency of one command at a time
+// commands/s with a backlog, the messages the NATS server received per
+// command, and the latency of one command at a time
 // (publish → its event seen by a subscriber), p50 and p99.
 //
 //	go test -run '^$' -bench Pipeline -benchtime 2000x ./worker/
@@ -43,7 +44,15 @@ func BenchmarkPipeline(b *testing.B) {
 			// warm up, and wait for the streams
 			oneCommand(b, js, seen, "warm-"+variant)
 
+			inMsgs := func() int64 {
+				v, err := srv.Varz(nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				return v.InMsgs
+			}
 			b.ResetTimer()
+			msgs0 := inMsgs()
 			start := time.Now()
 			ids := make([]string, b.N)
 			for i := range b.N {
@@ -54,6 +63,9 @@ func BenchmarkPipeline(b *testing.B) {
 			elapsed := time.Since(start)
 			b.StopTimer()
 			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "cmds/s")
+			// Messages the server received per command: from the publisher,
+			// the worker and the dispenser (requests, writes, acks).
+			b.ReportMetric(float64(inMsgs()-msgs0)/float64(b.N), "nats-msgs/cmd")
 
 			lat := make([]time.Duration, 0, 200)
 			for i := range 200 {

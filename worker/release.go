@@ -57,19 +57,19 @@ func (w *Worker) drain(ctx context.Context, token string) {
 		return
 	}
 	for ctx.Err() == nil {
-		batch, err := cons.Fetch(cap(w.background), jetstream.FetchMaxWait(time.Second))
+		batch, err := cons.Fetch(cap(w.releasing), jetstream.FetchMaxWait(time.Second))
 		if err != nil {
 			return // deleted by the replica that finished it, or NATS is away: the prober starts again
 		}
 		n := 0
 		for msg := range batch.Messages() {
 			n++
-			if !w.takeBackground(ctx) {
+			if !w.takeReleasing(ctx) {
 				_ = msg.Nak()
 				continue
 			}
 			go func() {
-				defer w.releaseBackground()
+				defer w.releaseReleasing()
 				w.handleReleased(msg, token)
 			}()
 		}
@@ -110,6 +110,26 @@ func (w *Worker) takeBackground(ctx context.Context) bool {
 func (w *Worker) releaseBackground() {
 	<-w.slots
 	<-w.background
+}
+
+// takeReleasing takes a slot for a released command: one of the release
+// share of the background slots, then a background slot.
+func (w *Worker) takeReleasing(ctx context.Context) bool {
+	select {
+	case w.releasing <- struct{}{}:
+	case <-ctx.Done():
+		return false
+	}
+	if !w.takeBackground(ctx) {
+		<-w.releasing
+		return false
+	}
+	return true
+}
+
+func (w *Worker) releaseReleasing() {
+	w.releaseBackground()
+	<-w.releasing
 }
 
 // handleReleased runs one parked command of a released meeting or hold (token)

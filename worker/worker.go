@@ -41,6 +41,10 @@ type Worker struct {
 	// stay for the shared consumer, so that live commands always have a slot
 	// however many parked commands a release hands out.
 	background chan struct{}
+	// releasing: the background slots that release drains may hold; the
+	// rest stay for probes, so that a meeting that started is found however
+	// many commands of meetings found before are being released.
+	releasing chan struct{}
 	reserved   atomic.Int64    // slots taken by the pull request waiting for commands
 	work       context.Context // outlives Run's context by the drain timeout
 	draining   sync.Map        // meeting and lane tokens this replica drains
@@ -95,8 +99,9 @@ func New(nc *nats.Conn, caller Caller, tenants Tenants, opts ...Option) (*Worker
 	if tenants != nil {
 		dec.hasTenant = tenants.HasTenant
 	}
+	background := max(1, o.concurrency-max(1, o.concurrency/4))
 	w := &Worker{nc: nc, js: js, opts: o, log: o.log, slots: make(chan struct{}, o.concurrency),
-		background: make(chan struct{}, max(1, o.concurrency-max(1, o.concurrency/4))),
+		background: make(chan struct{}, background), releasing: make(chan struct{}, max(1, background/2)),
 		view:       &meetingView{meetings: map[string]meetingEntry{}}}
 	w.parker = &parker{js: js, view: w.view, backoff: o.probeBackoff, now: o.now}
 	w.id = replicaID(o.source)

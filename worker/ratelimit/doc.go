@@ -33,6 +33,20 @@
 //     attempts, then retries and probes, then replays), first come first served
 //     within one. A live request waits at most for the grant being timed and for
 //     the live requests before it, whatever the replay backlog.
+//   - Order: a request is a publish with a reply subject on the replica's one
+//     reply subscription, and core NATS keeps one connection's messages in
+//     order, so a request's place in the queue is fixed when its publish
+//     returns. Wait's Queued option says so: a caller that keeps an order among
+//     its requests (a tenant's lane) asks for the next grant then, not one
+//     round trip later. Requests told to ask again (a change of dispenser, a
+//     queue longer than MaxQueueWait) ask again in no particular order.
+//   - Late grants: each grant says how long its request waited in the queue;
+//     the rest of its round trip was spent on the way. A grant that took more
+//     than 15 ms longer on its way than the shortest of the last 10 to 20
+//     seconds (a pause of the requesting process or of NATS) may arrive
+//     together with the enterprise's next grants at other replicas, so it is
+//     not used and Wait asks again (Stats.Stale counts them). Only variation
+//     counts: a network slow throughout raises the usual time.
 //   - A guard that learns: a replica that gets HTTP 429 reports it, and the
 //     dispenser widens that enterprise's guard by GuardStep (25 ms; the answers
 //     of one crowded second count once), for the whole cluster; each 30 s
