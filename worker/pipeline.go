@@ -33,6 +33,10 @@ const staleGrant = 25 * time.Millisecond
 // did not go.
 var errStaleGrant = errors.New("rate-limit grant stale after a slow write")
 
+// errMeetingWaiting: while the command waited for its turn or its grant, its
+// meeting's first answer (66620, on any replica) came: it parks without a call.
+var errMeetingWaiting = errors.New("the meeting was found waiting meanwhile")
+
 // errNotMarked: the record could not say that the request may go out, so it
 // did not go (its outcome would be unknowable after a crash).
 var errNotMarked = errors.New("request not marked as sent")
@@ -263,6 +267,12 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 				return gctx.Err()
 			}
 		}
+		if p.meetingFoundWaiting(d, del) {
+			if t := del.turn; t != nil {
+				t.done()
+			}
+			return errMeetingWaiting
+		}
 		waitStart := time.Now()
 		// The next command of the lane may ask once this one's request holds
 		// its place in the dispenser's order, without waiting for its grant.
@@ -286,6 +296,12 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 		if marked { // a repeat after a refused app token: marked before the first request
 			sentAt = time.Now()
 			return nil
+		}
+		if p.meetingFoundWaiting(d, del) {
+			// The grant is spent, but not on a second 66620: with a long grant
+			// queue, the meeting's first call on another replica has answered
+			// by now, and a burst costs one first call per meeting.
+			return errMeetingWaiting
 		}
 		// The mark is written before the request leaves, never after: a
 		// replica killed once its request is out must leave it, or the next
@@ -331,6 +347,12 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 		case errors.Is(callErr, errStaleGrant):
 			p.metrics.Retries.WithLabelValues("stale_grant").Inc()
 			return verdict{retry: 50 * time.Millisecond}, d
+		case errors.Is(callErr, errMeetingWaiting):
+			p.metrics.Retries.WithLabelValues("meeting_waiting").Inc()
+			if v, parked := p.parkIfWaiting(d, rec, deadline, p.now()); parked {
+				return v, d
+			}
+			return verdict{retry: 100 * time.Millisecond}, d
 		}
 		// No grant within the bound: the limiter is saturated; try again soon.
 		p.metrics.Retries.WithLabelValues("limiter_wait").Inc()
@@ -456,6 +478,16 @@ func (p *pipeline) held(d *Decoded, del *delivery, rec commandRecord, deadline, 
 
 // parkIfWaiting parks a command whose meeting is known to wait: by the shared
 // meetings bucket, or by an answer on this replica a moment ago.
+// meetingFoundWaiting: a command taken in (not a probe, nor a released one)
+// whose meeting is now known to wait for its start, on any replica.
+func (p *pipeline) meetingFoundWaiting(d *Decoded, del *delivery) bool {
+	if !del.intake() {
+		return false
+	}
+	_, waiting := p.parker.waiting(d.EnterpriseID, d.Cmd.MeetingRoomNumber)
+	return waiting
+}
+
 func (p *pipeline) parkIfWaiting(d *Decoded, rec commandRecord, deadline, now time.Time) (verdict, bool) {
 	m, waiting := p.parker.waiting(d.EnterpriseID, d.Cmd.MeetingRoomNumber)
 	if !waiting && !p.gate.hinted(meetingToken(d.EnterpriseID, d.Cmd.MeetingRoomNumber), now) {

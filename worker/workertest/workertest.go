@@ -438,3 +438,16 @@ func StartCluster(t testing.TB) *nats.Conn {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// Eventually waits until cond holds, looking every 10 ms, and fails the test
+// naming what it waited for if within passes first.
+func Eventually(t testing.TB, within time.Duration, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %v: %s", within, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
