@@ -45,14 +45,14 @@ type Worker struct {
 	// rest stay for probes, so that a meeting that started is found however
 	// many commands of meetings found before are being released.
 	releasing chan struct{}
-	reserved   atomic.Int64    // slots taken by the pull request waiting for commands
-	work       context.Context // outlives Run's context by the drain timeout
-	draining   sync.Map        // meeting and lane tokens this replica drains
-	id         string          // this replica, as a lane's owner
-	lanes      *lanes
-	laneRun    tracker      // lane commands in flight
-	replicaN   atomic.Int64 // replicas alive, as last counted
-	limiter    *ratelimit.Cluster
+	reserved  atomic.Int64    // slots taken by the pull request waiting for commands
+	work      context.Context // outlives Run's context by the drain timeout
+	draining  sync.Map        // meeting and lane tokens this replica drains
+	id        string          // this replica, as a lane's owner
+	lanes     *lanes
+	laneRun   tracker      // lane commands in flight
+	replicaN  atomic.Int64 // replicas alive, as last counted
+	limiter   *ratelimit.Cluster
 	// replicasKV holds the heartbeats (opened by setup).
 	replicasKV jetstream.KeyValue
 
@@ -102,7 +102,7 @@ func New(nc *nats.Conn, caller Caller, tenants Tenants, opts ...Option) (*Worker
 	background := max(1, o.concurrency-max(1, o.concurrency/4))
 	w := &Worker{nc: nc, js: js, opts: o, log: o.log, slots: make(chan struct{}, o.concurrency),
 		background: make(chan struct{}, background), releasing: make(chan struct{}, max(1, background/2)),
-		view:       &meetingView{meetings: map[string]meetingEntry{}}}
+		view: &meetingView{meetings: map[string]meetingEntry{}}}
 	w.parker = &parker{js: js, view: w.view, backoff: o.probeBackoff, now: o.now}
 	w.id = replicaID(o.source)
 	w.lanes = newLanes(o.rateOf, w.view, func() int { return int(w.replicaN.Load()) })

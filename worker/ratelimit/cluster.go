@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 	"github.com/rs/zerolog"
 
 	"github.com/xygroup/xygroup/worker/jsconfig"
@@ -162,6 +163,11 @@ func NewCluster(ctx context.Context, nc *nats.Conn, opts Options) (*Cluster, err
 		opts.Log.Warn().Str("bucket", Bucket).Str("difference", d).Msg("existing bucket differs from the default; left as configured")
 	}
 	c := &Cluster{nc: nc, js: js, cfg: cfg, kv: kv, opts: opts, lastSeen: time.Now()}
+	// Until its first grant, a replica's lead comes from its round trip to
+	// its NATS server.
+	if rtt, err := nc.RTT(); err == nil {
+		c.transit.seed(rtt)
+	}
 	go c.elect(ctx)
 	return c, nil
 }
@@ -233,10 +239,27 @@ type grantRequest struct {
 	Enterprise string   `json:"e"`
 	Priority   Priority `json:"p"`
 	Rate       float64  `json:"r"`
+	// Lead: microseconds this replica usually takes from a grant's dispatch
+	// to its request's departure (see Cluster.lead). The dispenser spaces the
+	// departures, not the grants: a replica farther from NATS gets its grants
+	// that much earlier.
+	Lead int64 `json:"l,omitempty"`
+	// Place asks again at the place a reply gave (see grantReply).
+	Place
+}
+
+// Place is a request's place in a dispenser's queue: the dispenser that
+// gave it, and its sequence there. A request asked again with the place of
+// its earlier answer (told to ask again, or a grant that came too late to be
+// used) takes that place again, before the requests that came after it.
+type Place struct {
+	Dispenser string `json:"d,omitempty"`
+	Seq       uint64 `json:"s,omitempty"`
 }
 
 type grantReply struct {
 	OK bool `json:"ok"`
+	Place
 	// Queued: microseconds the request waited in the dispenser's queue. The
 	// rest of the time between the request and its answer is spent on the
 	// way (see transit).
@@ -257,15 +280,19 @@ type grantReply struct {
 func (c *Cluster) Wait(ctx context.Context, enterpriseID string, p Priority, opts ...WaitOption) error {
 	o := waitOptionsOf(opts)
 	defer o.queued() // not sent at all (ctx ended first): the next may ask
-	body, _ := json.Marshal(grantRequest{Enterprise: enterpriseID, Priority: p, Rate: c.opts.Rate(enterpriseID)})
+	req := grantRequest{Enterprise: enterpriseID, Priority: p, Rate: c.opts.Rate(enterpriseID)}
 	for {
+		req.Lead = c.transit.lead().Microseconds()
+		body, _ := json.Marshal(req)
 		rctx, cancel := context.WithTimeout(ctx, c.opts.MaxQueueWait+2*time.Second)
 		c.requests.Add(1)
 		msg, sentAt, err := c.replies.request(rctx, c.nc, SubjectGrant, body, o.queued)
 		cancel()
 		if err == nil {
 			var r grantReply
-			if json.Unmarshal(msg.Data, &r) == nil && r.OK {
+			ok := json.Unmarshal(msg.Data, &r) == nil
+			req.Place = r.Place // asked again, it keeps its place
+			if ok && r.OK {
 				c.grantsSeen.Add(1)
 				c.seen()
 				if c.transit.late(time.Since(sentAt) - time.Duration(r.Queued)*time.Microsecond) {
@@ -520,6 +547,7 @@ func (c *Cluster) stepDown(why string) {
 // dispenser hands out grants, per enterprise, spaced and by priority.
 type dispenser struct {
 	opts Options
+	id   string // names this dispenser in the places it gives (Place)
 	mu   sync.Mutex
 	ents map[string]*enterpriseQueue
 	// due holds the enterprises with waiting requests, earliest dueAt first:
@@ -641,7 +669,9 @@ func (d *dispenser) schedule(q *enterpriseQueue) {
 		}
 		return
 	}
-	q.dueAt = q.nextAt
+	// The next request's departure is due at nextAt: its grant, lead before.
+	now := d.opts.Now()
+	q.dueAt = q.nextAt.Add(-q.waiting[d.next(q, q.rateOr(d.opts.Rate("")), now)].lead)
 	// Strictly after MaxQueueWait: that is when grantDue answers "ask again".
 	if expires := q.waiting[0].arrived.Add(d.opts.MaxQueueWait + 1); expires.Before(q.dueAt) {
 		q.dueAt = expires
@@ -658,7 +688,11 @@ type pending struct {
 	priority Priority
 	seq      uint64
 	arrived  time.Time
+	lead     time.Duration // from dispatch to departure at the requester (grantRequest.Lead)
 }
+
+// maxLead bounds the lead a requester may claim.
+const maxLead = 100 * time.Millisecond
 
 type requestHeap []*pending
 
@@ -679,7 +713,7 @@ func (h *requestHeap) Pop() any {
 }
 
 func newDispenser(opts Options) *dispenser {
-	return &dispenser{opts: opts, ents: map[string]*enterpriseQueue{}, wake: make(chan struct{}, 1), done: make(chan struct{}),
+	return &dispenser{opts: opts, id: nuid.Next(), ents: map[string]*enterpriseQueue{}, wake: make(chan struct{}, 1), done: make(chan struct{}),
 		since: time.Now()}
 }
 
@@ -707,8 +741,13 @@ func (d *dispenser) onRequest(m *nats.Msg) {
 	if r.Rate > 0 {
 		q.rate = r.Rate
 	}
-	d.seq++
-	heap.Push(&q.waiting, &pending{msg: m, priority: r.Priority, seq: d.seq, arrived: d.opts.Now()})
+	seq := r.Seq
+	if r.Dispenser != d.id || seq == 0 || seq > d.seq {
+		d.seq++
+		seq = d.seq
+	}
+	lead := min(max(time.Duration(r.Lead)*time.Microsecond, 0), maxLead)
+	heap.Push(&q.waiting, &pending{msg: m, priority: r.Priority, seq: seq, arrived: d.opts.Now(), lead: lead})
 	d.schedule(q)
 	// The run loop sleeps until the earliest dueAt: it needs waking only
 	// when this enterprise is now the earliest.
@@ -761,11 +800,15 @@ func (d *dispenser) guard(q *enterpriseQueue, now time.Time) time.Duration {
 }
 
 func (d *dispenser) spacing(q *enterpriseQueue, now time.Time) time.Duration {
-	r := q.rate
-	if r <= 0 {
-		r = d.opts.Rate("")
+	return time.Duration(float64(time.Second+d.guard(q, now)) / q.rateOr(d.opts.Rate("")))
+}
+
+// rateOr is the enterprise's rate as its requests give it, or def.
+func (q *enterpriseQueue) rateOr(def float64) float64 {
+	if q.rate > 0 {
+		return q.rate
 	}
-	return time.Duration(float64(time.Second+d.guard(q, now)) / r)
+	return def
 }
 
 // run grants while active() holds, until stopped.
@@ -831,21 +874,19 @@ func (d *dispenser) serve(q *enterpriseQueue, active func() bool) bool {
 		head := q.waiting[0]
 		if now.Sub(head.arrived) > d.opts.MaxQueueWait {
 			heap.Pop(&q.waiting)
-			_ = head.msg.Respond(replyAgain) // the requester asks again
+			_ = head.msg.Respond(d.reply(false, head, 0)) // the requester asks again, at its place
 			continue
 		}
-		if now.Before(q.nextAt) {
+		rate := q.rateOr(d.opts.Rate(""))
+		i := d.next(q, rate, now)
+		if now.Before(q.nextAt.Add(-q.waiting[i].lead)) {
 			return true
 		}
 		if !active() {
 			return false
 		}
-		rate := q.rate
-		if rate <= 0 {
-			rate = d.opts.Rate("")
-		}
-		head = heap.Remove(&q.waiting, d.next(q, rate, now)).(*pending)
-		if err := head.msg.Respond(grantReplyOK(now.Sub(head.arrived))); err != nil {
+		head = heap.Remove(&q.waiting, i).(*pending)
+		if err := head.msg.Respond(d.reply(true, head, now.Sub(head.arrived))); err != nil {
 			continue // not sent at all: its grant is not spent
 		}
 		if head.priority == Probe {
@@ -866,12 +907,13 @@ func (d *dispenser) serve(q *enterpriseQueue, active func() bool) bool {
 			}
 			q.recent = append(q.recent[:0], q.recent[cut:]...)
 		}
-		// Schedule from the ideal time, so that timer lateness does not eat the
-		// budget, but catch up by at most maxCatchUp: grants are never closer
-		// than spacing - maxCatchUp, and after a pause there is no burst.
+		// nextAt is the next departure's time. Schedule from the ideal time,
+		// so that timer lateness does not eat the budget, but catch up by at
+		// most maxCatchUp: departures are never closer than spacing -
+		// maxCatchUp, and after a pause there is no burst.
 		s := d.spacing(q, now)
 		q.nextAt = q.nextAt.Add(s)
-		if earliest := now.Add(s - maxCatchUp); q.nextAt.Before(earliest) {
+		if earliest := now.Add(head.lead + s - maxCatchUp); q.nextAt.Before(earliest) {
 			q.nextAt = earliest
 		}
 	}

@@ -38,15 +38,28 @@
 //     order, so a request's place in the queue is fixed when its publish
 //     returns. Wait's Queued option says so: a caller that keeps an order among
 //     its requests (a tenant's lane) asks for the next grant then, not one
-//     round trip later. Requests told to ask again (a change of dispenser, a
-//     queue longer than MaxQueueWait) ask again in no particular order.
+//     round trip later. Every answer names the request's place (the
+//     dispenser and its sequence there): a request told to ask again (its
+//     queue longer than MaxQueueWait) or whose grant came too late to use
+//     asks again at that place, before the requests that came after it. Only
+//     a change of dispenser loses the places.
 //   - Late grants: each grant says how long its request waited in the queue;
 //     the rest of its round trip was spent on the way. A grant that took more
 //     than 15 ms longer on its way than the shortest of the last 10 to 20
 //     seconds (a pause of the requesting process or of NATS) may arrive
 //     together with the enterprise's next grants at other replicas, so it is
 //     not used and Wait asks again (Stats.Stale counts them). Only variation
-//     counts: a network slow throughout raises the usual time.
+//     counts: grants late in a row for 250 ms mean a network that got slower,
+//     whose time becomes the usual one.
+//   - Departures, not grants, are spaced: each request says its replica's
+//     lead, the time it usually takes from a grant's dispatch to the call's
+//     departure (half its round trip for the grant's way, one round trip for
+//     the "sent" mark; before its first grant, from its round trip to its
+//     NATS server). The dispenser grants a request that much before the
+//     enterprise's next departure is due, so a replica farther from NATS
+//     than the others (another zone) does not send its calls late into the
+//     next ones' second; only variation around each replica's lead counts
+//     against the guard.
 //   - A guard that learns: a replica that gets HTTP 429 reports it, and the
 //     dispenser widens that enterprise's guard by GuardStep (25 ms; the answers
 //     of one crowded second count once), for the whole cluster; each 30 s
