@@ -14,7 +14,7 @@ import (
 // three commands at once, while live commands arrive at 5/s. Shown, per the
 // figures printed:
 //   - a burst for a meeting that has not started costs one first call per
-//     meeting and replica at most, however long the grant queue;
+//     meeting, however long the grant queue, across the replicas;
 //   - while they wait, the meetings are probed less than once per 10 s on
 //     average, and the probes take about the probe share of the budget;
 //   - live commands are not held up (p99 of publish → terminal event);
@@ -156,8 +156,11 @@ func TestProbeBudget(t *testing.T) {
 	if len(createdPerMeeting) != meetings {
 		t.Errorf("%d of %d meetings got their groups", len(createdPerMeeting), meetings)
 	}
-	if firstMax > workers {
-		t.Errorf("a meeting got %d first calls, more than one per replica (%d)", firstMax, workers)
+	// One first call per meeting: another replica's command granted after the
+	// first call's 66620 parks without a call. Two grants within one answer's
+	// time on two replicas may still both go: a few, not one per replica.
+	if firstMax > workers || float64(firstSum) > 1.05*float64(meetings) {
+		t.Errorf("%d first calls for %d meetings (%d at most for one): want one per meeting", firstSum, meetings, firstMax)
 	}
 	if perMeeting > 1 {
 		t.Errorf("%.2f probes per waiting meeting per 10 s, want at most 1", perMeeting)
