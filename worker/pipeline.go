@@ -257,7 +257,8 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 		wctx, cancel := context.WithDeadline(gctx, sendBy)
 		defer cancel()
 		if t := del.turn; t != nil {
-			// Lane order: ask for a grant only once the lane's previous command has one.
+			// Lane order: ask for a grant only once the lane's previous
+			// command's request holds its place in the dispenser's order.
 			select {
 			case <-t.after:
 			case <-wctx.Done():
