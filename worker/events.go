@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/xygroup/xygroup/worker/contract"
+	"github.com/xygroup/xygroup/worker/record"
 	"github.com/xygroup/xygroup/xylink"
 )
 
@@ -89,7 +90,7 @@ func terminalMsgID(r commandRef) string { return "xygroup.terminal." + scopedID(
 // scopedID is <enterpriseId>.<commandId> when the enterpriseId is a plain token
 // (it cannot hold a dot then), else sha256:<hex of enterpriseId>.<commandId>.
 func scopedID(r commandRef) string {
-	if safeKey.MatchString(r.enterprise) {
+	if record.Token(r.enterprise) {
 		return r.enterprise + "." + r.id
 	}
 	h := sha256.Sum256([]byte(r.enterprise))

@@ -13,8 +13,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 
-	"github.com/xygroup/xygroup/worker"
 	"github.com/xygroup/xygroup/worker/contract"
+	"github.com/xygroup/xygroup/worker/record"
 )
 
 // Subjects and stream of the contract, under the names this package has
@@ -122,7 +122,7 @@ func RecordLookup(js jetstream.JetStream, defaultEnterprise string) LookupFunc {
 		if enterpriseID == "" {
 			enterpriseID = defaultEnterprise
 		}
-		st, err := worker.LookupCommand(ctx, js, enterpriseID, commandID)
+		st, err := record.Lookup(ctx, js, enterpriseID, commandID)
 		if err != nil || st.Terminal == "" || len(st.Event) == 0 {
 			return "", nil, false, err
 		}

@@ -16,8 +16,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/xygroup/xygroup/worker"
 	"github.com/xygroup/xygroup/worker/contract"
+	"github.com/xygroup/xygroup/worker/record"
 )
 
 // WorthReplaying are the failure classes a replay selects by default: the ones a
@@ -312,7 +312,7 @@ func (r *Replayer) Run(ctx, waitCtx context.Context, cp *Checkpoint, items []Rep
 		if enterprise == "" {
 			enterprise = r.DefaultEnterprise
 		}
-		st, err := worker.LookupCommand(ctx, r.JS, enterprise, id)
+		st, err := record.Lookup(ctx, r.JS, enterprise, id)
 		if err != nil {
 			return sum, err
 		}
