@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/xygroup/xygroup/worker"
+	"github.com/xygroup/xygroup/worker/contract"
 	"github.com/xygroup/xygroup/worker/embedded"
 	wt "github.com/xygroup/xygroup/worker/workertest"
 	"github.com/xygroup/xygroup/xylink"
@@ -111,12 +112,9 @@ func subscribeEvents(b *testing.B, srv *embedded.Server) *eventLog {
 	nc := wt.Connect(b, srv)
 	record := func(m *nats.Msg) {
 		now := time.Now()
-		var e struct {
-			CommandID string `json:"commandId"`
-		}
-		_ = json.Unmarshal(m.Data, &e)
+		id := contract.IdentityOf(m.Data).CommandID
 		l.mu.Lock()
-		l.seen[e.CommandID] = now
+		l.seen[id] = now
 		l.cond.Broadcast()
 		l.mu.Unlock()
 	}
@@ -182,10 +180,7 @@ func startBareLoop(b *testing.B, srv *embedded.Server, c *xylink.Client, concurr
 				if err != nil {
 					return
 				}
-				var cmd struct {
-					CommandID string `json:"commandId"`
-					xylink.CreateGroupsRequest
-				}
+				var cmd worker.Command
 				_ = json.Unmarshal(msg.Data(), &cmd)
 				groups, _ := c.CreateGroups(ctx, wt.Enterprise, &cmd.CreateGroupsRequest)
 				body, _ := json.Marshal(map[string]any{"commandId": cmd.CommandID, "groups": groups})

@@ -12,7 +12,13 @@
 //	             a second breaker check are taken in the client's gate
 //	             (xylink.BeforeEachRequest), the last step before each request
 //	decide.go    outcome → terminal event, or a retry after a backoff
-//	events.go    event bodies, subjects, CloudEvents headers, derived Nats-Msg-Id
+//	events.go    event bodies, CloudEvents headers, derived Nats-Msg-Id
+//
+// The names publishers and readers share (subjects, streams, headers, the event
+// envelope) and the one reader of the streams are in package contract; the
+// idempotency records' key scheme and their read side for tools in package
+// record. Neither imports anything of this project, so that publishers and
+// tools (package commands) do not build the worker into themselves.
 //
 // worker.go consumes with bounded concurrency, keeps long waits alive with
 // InProgress, acknowledges a command only after its event was stored (PubAck),

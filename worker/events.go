@@ -12,37 +12,30 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/xygroup/xygroup/worker/contract"
+	"github.com/xygroup/xygroup/worker/record"
 	"github.com/xygroup/xygroup/xylink"
 )
 
-// Subjects and streams of the contract.
+// Subjects, streams and CloudEvents types of the contract (package contract),
+// under the names the worker has always exported.
 const (
-	SubjectCreate   = "xylink.groups.create"
-	SubjectReplay   = "xylink.groups.replay" // replays only: the one subject on which HeaderReplay counts
-	SubjectCreated  = "xylink.groups.created"
-	SubjectFailed   = "xylink.groups.failed" // + "." + class
-	SubjectWaiting  = "xylink.groups.waiting"
-	StreamCommands  = "XYLINK_GROUP_COMMANDS"
-	StreamEvents    = "XYLINK_GROUP_EVENTS"
-	ConsumerWorkers = "xygroup-workers"
-)
+	SubjectCreate   = contract.SubjectCreate
+	SubjectReplay   = contract.SubjectReplay // replays only: the one subject on which HeaderReplay counts
+	SubjectCreated  = contract.SubjectCreated
+	SubjectFailed   = contract.SubjectFailed // + "." + class
+	SubjectWaiting  = contract.SubjectWaiting
+	StreamCommands  = contract.StreamCommands
+	StreamEvents    = contract.StreamEvents
+	ConsumerWorkers = contract.ConsumerWorkers
 
-// CloudEvents types.
-const (
-	TypeCreated = "com.xylink.groups.created"
-	TypeFailed  = "com.xylink.groups.failed"
-	TypeWaiting = "com.xylink.groups.waiting"
+	TypeCreated = contract.TypeCreated
+	TypeFailed  = contract.TypeFailed
+	TypeWaiting = contract.TypeWaiting
 )
 
 // Envelope is what every event carries.
-type Envelope struct {
-	EventID           string    `json:"eventId"`
-	CommandID         string    `json:"commandId"`
-	EnterpriseID      string    `json:"enterpriseId"`
-	MeetingRoomNumber string    `json:"meetingRoomNumber"`
-	Attempts          int       `json:"attempts"`
-	OccurredAt        time.Time `json:"occurredAt"`
-}
+type Envelope = contract.Envelope
 
 // CreatedEvent: the groups were created.
 type CreatedEvent struct {
@@ -97,7 +90,7 @@ func terminalMsgID(r commandRef) string { return "xygroup.terminal." + scopedID(
 // scopedID is <enterpriseId>.<commandId> when the enterpriseId is a plain token
 // (it cannot hold a dot then), else sha256:<hex of enterpriseId>.<commandId>.
 func scopedID(r commandRef) string {
-	if safeKey.MatchString(r.enterprise) {
+	if record.Token(r.enterprise) {
 		return r.enterprise + "." + r.id
 	}
 	h := sha256.Sum256([]byte(r.enterprise))

@@ -2,23 +2,22 @@ package worker
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
-	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/xygroup/xygroup/worker/record"
 )
 
 // BucketCommands holds one record per commandId: how many calls were made, whether
 // one is in flight, whether an earlier call's outcome is unknown, and the terminal
 // event once there is one. It outlives the commands stream (30 days by default),
 // so a command published again long after it completed is still recognised.
-const BucketCommands = "xygroup-commands"
+// Package record reads it for tools, and holds its key scheme.
+const BucketCommands = record.Bucket
 
 // commandRecord is the idempotency record of one command.
 type commandRecord struct {
@@ -77,8 +76,6 @@ type idempotency struct {
 	now       func() time.Time
 }
 
-var safeKey = regexp.MustCompile(`^[-/_=a-zA-Z0-9]{1,200}$`)
-
 // commandRef names a command within its tenant: two enterprises may use the same
 // commandId without meeting each other's record or events.
 type commandRef struct {
@@ -88,27 +85,8 @@ type commandRef struct {
 
 func (d *Decoded) ref() commandRef { return commandRef{enterprise: d.EnterpriseID, id: d.ID} }
 
-// commandKey maps a command to its KV key: t.<enterpriseId>.<commandId> when
-// both are valid key tokens, else a hash of both (ids may hold characters that
-// keys may not).
-func commandKey(r commandRef) string {
-	if safeKey.MatchString(r.enterprise) && safeKey.MatchString(r.id) {
-		return "t." + r.enterprise + "." + r.id
-	}
-	// The enterprise's length first: either may hold any byte, NUL included,
-	// so no separator alone tells where one ends.
-	h := sha256.Sum256([]byte(strconv.Itoa(len(r.enterprise)) + ":" + r.enterprise + r.id))
-	return "th." + hex.EncodeToString(h[:])
-}
-
-// legacyKey is the key of records written before keys named the tenant.
-func legacyKey(id string) string {
-	if safeKey.MatchString(id) {
-		return "c." + id
-	}
-	h := sha256.Sum256([]byte(id))
-	return "h." + hex.EncodeToString(h[:])
-}
+// commandKey maps a command to its KV key (record.Key).
+func commandKey(r commandRef) string { return record.Key(r.enterprise, r.id) }
 
 // legacyKeysPresent reports whether the bucket holds records under the keys of
 // earlier versions (c.*, h.*). Only then does a command without a record look
@@ -141,7 +119,7 @@ func (s *idempotency) initial(r commandRef) func(context.Context) (*commandRecor
 		if !s.legacy {
 			return &commandRecord{}, nil
 		}
-		e, err := s.kv.Get(ctx, legacyKey(r.id))
+		e, err := s.kv.Get(ctx, record.LegacyKey(r.id))
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			return &commandRecord{}, nil
 		}
@@ -153,10 +131,7 @@ func (s *idempotency) initial(r commandRef) func(context.Context) (*commandRecor
 			return &commandRecord{}, nil // unreadable: as if there were none
 		}
 		if old.Terminal != nil {
-			var ev struct {
-				EnterpriseID string `json:"enterpriseId"`
-			}
-			if json.Unmarshal(old.Terminal.Body, &ev) != nil || ev.EnterpriseID != r.enterprise {
+			if !record.TerminalIsTenants(old.Terminal.Body, r.enterprise) {
 				return &commandRecord{}, nil
 			}
 			return &old, nil
@@ -385,37 +360,11 @@ func (s *idempotency) retryForReplay(ctx context.Context, ref commandRef, replay
 }
 
 // CommandState is what the idempotency record says of a command, for tools.
-type CommandState struct {
-	Known    bool
-	Attempts int
-	// Terminal: the subject of its terminal event ("" while it has none).
-	Terminal string
-	// Event is the terminal event's body, as published.
-	Event    json.RawMessage
-	ReplayID string
-}
+type CommandState = record.State
 
 // LookupCommand reads the idempotency record of an enterprise's command
-// (enterpriseID: the command's, else the workers' default tenant).
+// (enterpriseID: the command's, else the workers' default tenant), as
+// record.Lookup does.
 func LookupCommand(ctx context.Context, js jetstream.JetStream, enterpriseID, commandID string) (CommandState, error) {
-	kv, err := js.KeyValue(ctx, BucketCommands)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		return CommandState{}, nil
-	}
-	if err != nil {
-		return CommandState{}, err
-	}
-	// A tool reads the earlier version's key too, whether or not a worker
-	// found any at its start.
-	s := &idempotency{kv: kv, now: time.Now, legacy: true}
-	r, rev, err := s.get(ctx, commandRef{enterprise: enterpriseID, id: commandID})
-	if err != nil || (rev == 0 && r.Attempts == 0 && r.Terminal == nil) {
-		return CommandState{}, err
-	}
-	st := CommandState{Known: true, Attempts: r.Attempts, ReplayID: r.ReplayID}
-	if r.Terminal != nil {
-		st.Terminal = r.Terminal.Subject
-		st.Event = r.Terminal.Body
-	}
-	return st, nil
+	return record.Lookup(ctx, js, enterpriseID, commandID)
 }

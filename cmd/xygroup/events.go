@@ -10,11 +10,10 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/urfave/cli/v3"
 
-	"github.com/xygroup/xygroup/worker"
+	"github.com/xygroup/xygroup/worker/contract"
 )
 
 func eventsCommand() *cli.Command {
@@ -62,22 +61,22 @@ func eventSubjects(typ string, classes []string) ([]string, error) {
 	for _, c := range classes {
 		for _, one := range strings.Split(c, ",") {
 			if one = strings.TrimSpace(one); one != "" {
-				subjects = append(subjects, worker.SubjectFailed+"."+one)
+				subjects = append(subjects, contract.SubjectFailed+"."+one)
 			}
 		}
 	}
 	switch typ {
 	case "":
 		if len(subjects) == 0 {
-			subjects = []string{worker.SubjectCreated, worker.SubjectFailed + ".>", worker.SubjectWaiting}
+			subjects = []string{contract.SubjectCreated, contract.SubjectFailedAll, contract.SubjectWaiting}
 		}
 	case "created":
-		subjects = []string{worker.SubjectCreated}
+		subjects = []string{contract.SubjectCreated}
 	case "waiting":
-		subjects = []string{worker.SubjectWaiting}
+		subjects = []string{contract.SubjectWaiting}
 	case "failed":
 		if len(subjects) == 0 {
-			subjects = []string{worker.SubjectFailed + ".>"}
+			subjects = []string{contract.SubjectFailedAll}
 		}
 	default:
 		return nil, fmt.Errorf("--type must be created, failed or waiting")
@@ -133,82 +132,45 @@ func runEvents(ctx context.Context, cmd *cli.Command) error {
 // readEvents calls found for each event that passes the filter: all stored ones
 // (from since), then, with follow, new ones until ctx ends.
 func readEvents(ctx context.Context, js jetstream.JetStream, f eventFilter, follow bool, found func(subject string, data []byte)) error {
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: f.subjects}
-	if !f.since.IsZero() {
-		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &f.since
-	}
-	cons, err := js.OrderedConsumer(ctx, worker.StreamEvents, cfg)
+	r, err := contract.NewReader(ctx, js, contract.ReadOptions{Subjects: f.subjects, StartTime: f.since, Follow: follow})
 	if err != nil {
 		return fmt.Errorf("events stream: %w (has a worker started?)", err)
 	}
-	for {
-		if !follow {
-			info, err := cons.Info(ctx)
-			if err != nil {
-				return err
-			}
-			if info.NumPending == 0 {
-				return nil
-			}
-		}
-		msg, err := cons.Next(jetstream.FetchMaxWait(time.Second))
-		if errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoMessages) {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			continue
-		}
+	for msg, err := range r.Messages(ctx) {
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
 			return err
 		}
-		meta, _ := msg.Metadata()
+		meta := msg.Meta()
 		if meta != nil && !f.until.IsZero() && meta.Timestamp.After(f.until) {
 			if !follow {
 				return nil
 			}
 			continue
 		}
-		var e struct {
-			CommandID         string `json:"commandId"`
-			EnterpriseID      string `json:"enterpriseId"`
-			MeetingRoomNumber string `json:"meetingRoomNumber"`
-		}
-		_ = json.Unmarshal(msg.Data(), &e)
+		e := msg.Identity()
 		if (f.command != "" && e.CommandID != f.command) || (f.meeting != "" && e.MeetingRoomNumber != f.meeting) ||
 			(f.enterprise != "" && e.EnterpriseID != f.enterprise) {
 			continue
 		}
 		found(msg.Subject(), msg.Data())
 	}
+	return nil
 }
 
 func printEventRow(w io.Writer, subject string, data []byte) {
-	var e struct {
-		CommandID         string          `json:"commandId"`
-		EnterpriseID      string          `json:"enterpriseId"`
-		MeetingRoomNumber string          `json:"meetingRoomNumber"`
-		Attempts          int             `json:"attempts"`
-		OccurredAt        time.Time       `json:"occurredAt"`
-		Groups            []any           `json:"groups"`
-		Reconciled        bool            `json:"reconciled"`
-		ErrorCode         int             `json:"errorCode"`
-		DeveloperMessage  string          `json:"developerMessage"`
-		UserMessage       string          `json:"userMessage"`
-		NextAttemptAt     time.Time       `json:"nextAttemptAt"`
-		Command           json.RawMessage `json:"command"`
-	}
-	_ = json.Unmarshal(data, &e)
+	var e contract.Event
+	_ = json.Unmarshal(data, &e) // a field of another type stays empty; the others are read
 	kind := strings.TrimPrefix(subject, "xylink.groups.")
 	var detail string
 	switch {
-	case subject == worker.SubjectCreated && e.Reconciled:
+	case subject == contract.SubjectCreated && e.Reconciled:
 		detail = "reconciled (groups exist; numbers not in hand)"
-	case subject == worker.SubjectCreated:
+	case subject == contract.SubjectCreated:
 		detail = fmt.Sprintf("%d group(s)", len(e.Groups))
-	case subject == worker.SubjectWaiting:
+	case subject == contract.SubjectWaiting:
 		detail = "next attempt " + e.NextAttemptAt.Local().Format("15:04:05")
 	default:
 		detail = e.UserMessage

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/xygroup/xygroup/schemas"
+	"github.com/xygroup/xygroup/worker/contract"
 )
 
 // Item is one command read from an input, with where it was found.
@@ -88,12 +89,8 @@ func Parse(r io.Reader, source string) ([]Item, error) {
 		if err := schemas.Validate(schemas.Command, it.Raw); err != nil {
 			it.Err = err
 		}
-		var peek struct {
-			CommandID string `json:"commandId"`
-		}
-		if json.Unmarshal(it.Raw, &peek) == nil {
-			it.ID = peek.CommandID
-		}
+		// Empty when the command is not a JSON object or its commandId not a string.
+		it.ID = contract.IdentityOf(it.Raw).CommandID
 	}
 	return items, nil
 }

@@ -13,15 +13,17 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 
-	"github.com/xygroup/xygroup/worker"
+	"github.com/xygroup/xygroup/worker/contract"
+	"github.com/xygroup/xygroup/worker/record"
 )
 
-// Subjects, as in the contract.
+// Subjects and stream of the contract, under the names this package has
+// always exported.
 const (
-	SubjectCreate  = "xylink.groups.create"
-	SubjectCreated = "xylink.groups.created"
-	SubjectFailed  = "xylink.groups.failed"
-	StreamEvents   = "XYLINK_GROUP_EVENTS"
+	SubjectCreate  = contract.SubjectCreate
+	SubjectCreated = contract.SubjectCreated
+	SubjectFailed  = contract.SubjectFailed
+	StreamEvents   = contract.StreamEvents
 )
 
 // Ref names a published command: the commandId its events carry, and the
@@ -89,11 +91,7 @@ const maxEnterpriseID = 128
 
 // refOf reads a command's commandId and enterpriseId, as far as they are strings.
 func refOf(raw []byte) Ref {
-	var peek struct {
-		CommandID    string `json:"commandId"`
-		EnterpriseID string `json:"enterpriseId"`
-	}
-	_ = json.Unmarshal(raw, &peek) // a field of another type stays empty; the others are read
+	peek := contract.IdentityOf(raw)
 	ref := Ref{CommandID: peek.CommandID, EnterpriseID: peek.EnterpriseID}
 	if len(ref.EnterpriseID) > maxEnterpriseID {
 		ref.EnterpriseID = "" // matched on its commandId alone
@@ -124,7 +122,7 @@ func RecordLookup(js jetstream.JetStream, defaultEnterprise string) LookupFunc {
 		if enterpriseID == "" {
 			enterpriseID = defaultEnterprise
 		}
-		st, err := worker.LookupCommand(ctx, js, enterpriseID, commandID)
+		st, err := record.Lookup(ctx, js, enterpriseID, commandID)
 		if err != nil || st.Terminal == "" || len(st.Event) == 0 {
 			return "", nil, false, err
 		}
@@ -169,7 +167,7 @@ func NewWaiter(ctx context.Context, js jetstream.JetStream, lookup LookupFunc) (
 	w := &Waiter{nc: nc, lookup: lookup, msgs: make(chan *nats.Msg, eventBuffer),
 		every: lookupEvery, parallel: lookupParallel}
 	w.status = nc.StatusChanged(nats.CONNECTED, nats.CLOSED)
-	subjects := []string{SubjectCreated, SubjectFailed + ".>"}
+	subjects := []string{contract.SubjectCreated, contract.SubjectFailedAll}
 	for _, subj := range subjects {
 		sub, err := nc.ChanSubscribe(subj, w.msgs)
 		if err != nil {
@@ -243,11 +241,7 @@ func (w *Waiter) Await(ctx context.Context, cmds []Ref, found func(Event)) error
 	left := func() int { mu.Lock(); defer mu.Unlock(); return len(pending) }
 	// resolve takes an event for the pending command it answers, if any.
 	resolve := func(subject string, data []byte, only *Ref) {
-		var e struct {
-			CommandID    string `json:"commandId"`
-			EnterpriseID string `json:"enterpriseId"`
-		}
-		_ = json.Unmarshal(data, &e)
+		e := contract.IdentityOf(data)
 		exact, anyEnterprise := Ref{EnterpriseID: e.EnterpriseID, CommandID: e.CommandID}, Ref{CommandID: e.CommandID}
 		if only != nil && *only != exact && *only != anyEnterprise {
 			return // a record of another enterprise's command with the same commandId
@@ -265,7 +259,7 @@ func (w *Waiter) Await(ctx context.Context, cmds []Ref, found func(Event)) error
 		mu.Unlock()
 		if ref.CommandID != "" {
 			found(Event{Subject: subject, CommandID: e.CommandID, Data: data,
-				Failed: strings.HasPrefix(subject, SubjectFailed+".")})
+				Failed: contract.IsFailed(subject)})
 		}
 	}
 

@@ -16,7 +16,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/xygroup/xygroup/worker"
+	"github.com/xygroup/xygroup/worker/contract"
+	"github.com/xygroup/xygroup/worker/record"
 )
 
 // WorthReplaying are the failure classes a replay selects by default: the ones a
@@ -70,24 +71,16 @@ func Select(ctx context.Context, js jetstream.JetStream, s Selection) ([]ReplayI
 		}
 		subjects := make([]string, len(classes))
 		for i, c := range classes {
-			subjects[i] = worker.SubjectFailed + "." + c
+			subjects[i] = contract.SubjectFailed + "." + c
 		}
-		err := scan(ctx, js, worker.StreamEvents, subjects, s.Since, 0, func(m jetstream.Msg, meta *jetstream.MsgMetadata) bool {
+		err := scan(ctx, js, contract.StreamEvents, subjects, s.Since, 0, func(m contract.Msg, meta *jetstream.MsgMetadata) bool {
 			if !s.Until.IsZero() && meta.Timestamp.After(s.Until) {
 				return false
 			}
-			var ev struct {
-				CommandID         string          `json:"commandId"`
-				EnterpriseID      string          `json:"enterpriseId"`
-				MeetingRoomNumber string          `json:"meetingRoomNumber"`
-				Class             string          `json:"class"`
-				Command           json.RawMessage `json:"command"`
-				CommandEncoding   string          `json:"commandEncoding"`
-				CommandTruncated  bool            `json:"commandTruncated"`
-			}
+			ev, err := m.Event()
 			// A command cut to fit its event is not in it whole: it can be
 			// replayed only from the commands stream (--from-commands).
-			if json.Unmarshal(m.Data(), &ev) != nil || ev.CommandTruncated || !s.matches(ev.EnterpriseID, ev.MeetingRoomNumber) {
+			if err != nil || ev.CommandTruncated || !s.matches(ev.EnterpriseID, ev.MeetingRoomNumber) {
 				return true
 			}
 			raw, err := originalBytes(ev.Command, ev.CommandEncoding)
@@ -100,16 +93,11 @@ func Select(ctx context.Context, js jetstream.JetStream, s Selection) ([]ReplayI
 			return nil, err
 		}
 	case "commands":
-		err := scan(ctx, js, worker.StreamCommands, []string{worker.SubjectCreate}, s.Since, s.SeqFrom, func(m jetstream.Msg, meta *jetstream.MsgMetadata) bool {
+		err := scan(ctx, js, contract.StreamCommands, []string{contract.SubjectCreate}, s.Since, s.SeqFrom, func(m contract.Msg, meta *jetstream.MsgMetadata) bool {
 			if (!s.Until.IsZero() && meta.Timestamp.After(s.Until)) || (s.SeqTo != 0 && meta.Sequence.Stream > s.SeqTo) {
 				return false
 			}
-			var peek struct {
-				CommandID         string `json:"commandId"`
-				EnterpriseID      string `json:"enterpriseId"`
-				MeetingRoomNumber string `json:"meetingRoomNumber"`
-			}
-			_ = json.Unmarshal(m.Data(), &peek)
+			peek := m.Identity()
 			if !s.matches(peek.EnterpriseID, peek.MeetingRoomNumber) {
 				return true
 			}
@@ -118,7 +106,7 @@ func Select(ctx context.Context, js jetstream.JetStream, s Selection) ([]ReplayI
 				id = m.Headers().Get(nats.MsgIdHdr)
 			}
 			if id == "" {
-				id = worker.StreamCommands + ":" + strconv.FormatUint(meta.Sequence.Stream, 10)
+				id = contract.StreamCommands + ":" + strconv.FormatUint(meta.Sequence.Stream, 10)
 			}
 			items = append(items, ReplayItem{CommandID: id, EnterpriseID: peek.EnterpriseID, Raw: m.Data(), Meeting: peek.MeetingRoomNumber})
 			return true
@@ -143,11 +131,7 @@ func Select(ctx context.Context, js jetstream.JetStream, s Selection) ([]ReplayI
 			if it.ID == "" {
 				return nil, fmt.Errorf("%s: a replayed command needs its commandId", it.Where())
 			}
-			var peek struct {
-				EnterpriseID      string `json:"enterpriseId"`
-				MeetingRoomNumber string `json:"meetingRoomNumber"`
-			}
-			_ = json.Unmarshal(it.Raw, &peek)
+			peek := contract.IdentityOf(it.Raw)
 			if s.matches(peek.EnterpriseID, peek.MeetingRoomNumber) {
 				items = append(items, ReplayItem{CommandID: it.ID, EnterpriseID: peek.EnterpriseID, Raw: it.Raw, Meeting: peek.MeetingRoomNumber})
 			}
@@ -192,43 +176,25 @@ func originalBytes(cmd json.RawMessage, encoding string) ([]byte, error) {
 // scan reads a stream's stored messages on subjects from a time or a sequence,
 // until visit says stop or none is left.
 func scan(ctx context.Context, js jetstream.JetStream, stream string, subjects []string, since time.Time, seq uint64,
-	visit func(jetstream.Msg, *jetstream.MsgMetadata) bool) error {
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: subjects}
-	switch {
-	case seq > 0:
-		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, seq
-	case !since.IsZero():
-		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &since
-	}
-	cons, err := js.OrderedConsumer(ctx, stream, cfg)
+	visit func(contract.Msg, *jetstream.MsgMetadata) bool) error {
+	r, err := contract.NewReader(ctx, js, contract.ReadOptions{Stream: stream, Subjects: subjects, StartSeq: seq, StartTime: since,
+		Batch: 500, Wait: 2 * time.Second})
 	if err != nil {
 		return fmt.Errorf("read %s: %w", stream, err)
 	}
-	for {
-		info, err := cons.Info(ctx)
+	for m, err := range r.Messages(ctx) {
 		if err != nil {
 			return err
 		}
-		if info.NumPending == 0 {
+		meta := m.Meta()
+		if meta == nil {
+			continue
+		}
+		if !visit(m, meta) {
 			return nil
 		}
-		batch, err := cons.Fetch(500, jetstream.FetchMaxWait(2*time.Second))
-		if err != nil {
-			return err
-		}
-		for m := range batch.Messages() {
-			meta, err := m.Metadata()
-			if err != nil {
-				continue
-			}
-			if !visit(m, meta) {
-				return nil
-			}
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-			return err
-		}
 	}
+	return nil
 }
 
 // BucketReplays keeps each replay's progress, so an interrupted replay resumes.
@@ -255,9 +221,9 @@ type Summary struct {
 	Pending         int            `json:"pending"` // no outcome yet when the wait ended
 }
 
-// Replayer re-publishes commands on worker.SubjectReplay, marked as replays
+// Replayer re-publishes commands on contract.SubjectReplay, marked as replays
 // (live commands come first), keeping their commandId so that created ones are
-// never sent again. Its user must be allowed to publish worker.SubjectReplay.
+// never sent again. Its user must be allowed to publish contract.SubjectReplay.
 type Replayer struct {
 	JS jetstream.JetStream
 	// NewIDs gives each command a new commandId (<id>~<replay>), so that even
@@ -346,12 +312,12 @@ func (r *Replayer) Run(ctx, waitCtx context.Context, cp *Checkpoint, items []Rep
 		if enterprise == "" {
 			enterprise = r.DefaultEnterprise
 		}
-		st, err := worker.LookupCommand(ctx, r.JS, enterprise, id)
+		st, err := record.Lookup(ctx, r.JS, enterprise, id)
 		if err != nil {
 			return sum, err
 		}
 		switch {
-		case !r.NewIDs && st.Terminal == worker.SubjectCreated && st.ReplayID != cp.ID:
+		case !r.NewIDs && st.Terminal == contract.SubjectCreated && st.ReplayID != cp.ID:
 			sum.SkippedDone++
 			handled++
 			seen++
@@ -433,14 +399,14 @@ func (r *Replayer) Run(ctx, waitCtx context.Context, cp *Checkpoint, items []Rep
 // Its Nats-Msg-Id names the tenant as the command does (MsgID), so that two
 // tenants' commands with one commandId are both replayed.
 func (r *Replayer) publish(ctx context.Context, replayID, enterpriseID, commandID string, raw []byte) error {
-	m := nats.NewMsg(worker.SubjectReplay)
+	m := nats.NewMsg(contract.SubjectReplay)
 	m.Data = raw
-	m.Header.Set(worker.HeaderReplay, replayID)
+	m.Header.Set(contract.HeaderReplay, replayID)
 	m.Header.Set(nats.MsgIdHdr, "xygroup.replay."+replayID+"."+MsgID(enterpriseID, commandID))
 	_, err := r.JS.PublishMsg(ctx, m)
 	if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) {
 		return fmt.Errorf("publish %s: no stream answers on %s (a worker of this version adds it to %s when it starts): %w",
-			commandID, worker.SubjectReplay, worker.StreamCommands, err)
+			commandID, contract.SubjectReplay, contract.StreamCommands, err)
 	}
 	if err != nil {
 		return fmt.Errorf("publish %s: %w", commandID, err)
@@ -453,9 +419,8 @@ type outcome struct{ commandID, enterpriseID, class string }
 // follow streams the terminal events of replay cp from its start.
 func (r *Replayer) follow(ctx context.Context, cp *Checkpoint) (<-chan outcome, error) {
 	start := cp.StartedAt.Add(-time.Second)
-	cons, err := r.JS.OrderedConsumer(ctx, worker.StreamEvents, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{worker.SubjectCreated, worker.SubjectFailed + ".>"},
-		DeliverPolicy:  jetstream.DeliverByStartTimePolicy, OptStartTime: &start})
+	rd, err := contract.NewReader(ctx, r.JS, contract.ReadOptions{Subjects: []string{contract.SubjectCreated, contract.SubjectFailedAll},
+		StartTime: start, Follow: true, Wait: time.Second})
 	if err != nil {
 		return nil, fmt.Errorf("follow events: %w", err)
 	}
@@ -463,20 +428,14 @@ func (r *Replayer) follow(ctx context.Context, cp *Checkpoint) (<-chan outcome, 
 	out := make(chan outcome, 1024)
 	go func() {
 		defer close(out)
-		for ctx.Err() == nil {
-			m, err := cons.Next(jetstream.FetchMaxWait(time.Second))
+		for m, err := range rd.Messages(ctx) {
 			if err != nil {
-				continue
+				continue // until ctx ends: its error is the last
 			}
 			if !strings.HasSuffix(m.Headers().Get(nats.MsgIdHdr), suffix) {
 				continue
 			}
-			var e struct {
-				CommandID    string `json:"commandId"`
-				EnterpriseID string `json:"enterpriseId"`
-				Class        string `json:"class"`
-			}
-			_ = json.Unmarshal(m.Data(), &e)
+			e, _ := m.Event() // a field of another type stays empty; the others are read
 			select {
 			case out <- outcome{commandID: e.CommandID, enterpriseID: e.EnterpriseID, class: e.Class}:
 			case <-ctx.Done():

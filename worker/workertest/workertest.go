@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/xygroup/xygroup/worker"
+	"github.com/xygroup/xygroup/worker/contract"
 	"github.com/xygroup/xygroup/worker/embedded"
 	"github.com/xygroup/xygroup/xylink"
 	"github.com/xygroup/xygroup/xylink/sandbox"
@@ -191,10 +192,10 @@ func AwaitTerminal(t testing.TB, js jetstream.JetStream, n int, within time.Dura
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), within)
 	defer cancel()
-	var cons jetstream.Consumer
+	var r *contract.Reader
 	for {
 		var err error
-		cons, err = js.OrderedConsumer(ctx, worker.StreamEvents, jetstream.OrderedConsumerConfig{})
+		r, err = contract.NewReader(ctx, js, contract.ReadOptions{Follow: true, Wait: within})
 		if err == nil {
 			break
 		}
@@ -205,8 +206,10 @@ func AwaitTerminal(t testing.TB, js jetstream.JetStream, n int, within time.Dura
 	}
 	byCommand := map[string][]Event{}
 	terminal := map[string]bool{}
-	for len(terminal) < n {
-		msg, err := cons.Next(jetstream.FetchMaxWait(time.Until(deadlineOf(ctx))))
+	if n <= 0 {
+		return byCommand
+	}
+	for msg, err := range r.Messages(ctx) {
 		if err != nil {
 			t.Fatalf("after %d of %d terminal events: %v", len(terminal), n, err)
 		}
@@ -218,13 +221,11 @@ func AwaitTerminal(t testing.TB, js jetstream.JetStream, n int, within time.Dura
 		if e.Terminal() {
 			terminal[e.CommandID()] = true
 		}
+		if len(terminal) >= n {
+			break
+		}
 	}
 	return byCommand
-}
-
-func deadlineOf(ctx context.Context) time.Time {
-	d, _ := ctx.Deadline()
-	return d
 }
 
 // TerminalCount is how many terminal events the events stream holds.
@@ -240,7 +241,7 @@ func TerminalCount(t testing.TB, js jetstream.JetStream) int {
 	}
 	n := 0
 	for subj, c := range info.State.Subjects {
-		if subj == worker.SubjectCreated || strings.HasPrefix(subj, worker.SubjectFailed+".") {
+		if contract.IsTerminal(subj) {
 			n += int(c)
 		}
 	}
