@@ -14,7 +14,16 @@ import (
 // ErrBreakerOpen: the tenant's breaker is open; the call was not made.
 var ErrBreakerOpen = errors.New("the circuit breaker of this enterprise is open: its API kept failing")
 
-// BreakerSettings tune the cluster-wide breaker and its per-replica part.
+// Breaker stops calls to a tenant whose API is failing.
+type Breaker interface {
+	// Allow asks to make one call. When allowed, done must be called with the
+	// call's outcome; otherwise the error is ErrBreakerOpen.
+	Allow(enterpriseID string) (done func(xylink.Outcome), err error)
+	// State is "closed", "half-open" or "open".
+	State(enterpriseID string) string
+}
+
+// BreakerSettings tune the per-replica breaker.
 type BreakerSettings struct {
 	// ConsecutiveFailures that open the breaker (default 5).
 	ConsecutiveFailures uint32
@@ -27,12 +36,11 @@ type BreakerSettings struct {
 	OnChange func(enterpriseID, from, to string)
 }
 
-// localBreaker is a gobreaker two-step breaker per tenant: the per-replica part
-// of SharedBreaker. Failures are
+// LocalBreaker is a gobreaker two-step breaker per tenant. Failures are
 // unavailable answers (5xx, timeouts, network); business answers (66620, 66684,
 // 66685, other 4xx) prove the API alive; rate-limit and credential answers say
 // nothing about its health and are excluded.
-type localBreaker struct {
+type LocalBreaker struct {
 	settings BreakerSettings
 	log      zerolog.Logger
 	mu       sync.Mutex
@@ -44,18 +52,18 @@ var (
 	errCallExcluded = errors.New("excluded from breaker counts")
 )
 
-// newLocalBreaker returns a per-replica breaker.
-func newLocalBreaker(s BreakerSettings, log zerolog.Logger) *localBreaker {
+// NewLocalBreaker returns a per-replica breaker.
+func NewLocalBreaker(s BreakerSettings, log zerolog.Logger) *LocalBreaker {
 	if s.ConsecutiveFailures == 0 {
 		s.ConsecutiveFailures = 5
 	}
 	if s.OpenFor == 0 {
 		s.OpenFor = 10 * time.Second
 	}
-	return &localBreaker{settings: s, log: log, byTenant: map[string]*gobreaker.TwoStepCircuitBreaker[struct{}]{}}
+	return &LocalBreaker{settings: s, log: log, byTenant: map[string]*gobreaker.TwoStepCircuitBreaker[struct{}]{}}
 }
 
-func (b *localBreaker) get(enterpriseID string) *gobreaker.TwoStepCircuitBreaker[struct{}] {
+func (b *LocalBreaker) get(enterpriseID string) *gobreaker.TwoStepCircuitBreaker[struct{}] {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	cb, ok := b.byTenant[enterpriseID]
@@ -79,9 +87,8 @@ func (b *localBreaker) get(enterpriseID string) *gobreaker.TwoStepCircuitBreaker
 	return cb
 }
 
-// Allow asks to make one call. When allowed, done must be called with the
-// call's outcome; otherwise the error is ErrBreakerOpen.
-func (b *localBreaker) Allow(enterpriseID string) (func(xylink.Outcome), error) {
+// Allow implements Breaker.
+func (b *LocalBreaker) Allow(enterpriseID string) (func(xylink.Outcome), error) {
 	done, err := b.get(enterpriseID).Allow()
 	if err != nil {
 		return nil, ErrBreakerOpen
@@ -98,5 +105,5 @@ func (b *localBreaker) Allow(enterpriseID string) (func(xylink.Outcome), error) 
 	}, nil
 }
 
-// State is "closed", "half-open" or "open".
-func (b *localBreaker) State(enterpriseID string) string { return b.get(enterpriseID).State().String() }
+// State implements Breaker.
+func (b *LocalBreaker) State(enterpriseID string) string { return b.get(enterpriseID).State().String() }
