@@ -177,26 +177,7 @@ func TestLongQueueAskedAgainKeepsItsOrder(t *testing.T) {
 		})
 	}
 	const n = 40 // a lane's budget at 20/s (ceil(rate x laneAhead))
-	var mu sync.Mutex
-	var order []int
-	prev := make(chan struct{})
-	close(prev)
-	var wg sync.WaitGroup
-	for i := range n {
-		after, next := prev, make(chan struct{})
-		prev = next
-		wg.Go(func() {
-			<-after
-			if err := asker.Wait(ctx, "lane", ratelimit.Live, ratelimit.Queued(func() { close(next) })); err != nil {
-				t.Error(err)
-				return
-			}
-			mu.Lock()
-			order = append(order, i)
-			mu.Unlock()
-		})
-	}
-	wg.Wait()
+	order := askInTurn(ctx, t, asker, "lane", n)
 	stopBg()
 	bgWG.Wait()
 	for i := 1; i < len(order); i++ {

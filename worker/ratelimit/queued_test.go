@@ -38,26 +38,7 @@ func TestQueuedRequestsAreGrantedInOrder(t *testing.T) {
 	}
 
 	const n = 30
-	var mu sync.Mutex
-	var order []int
-	prev := make(chan struct{})
-	close(prev)
-	var wg sync.WaitGroup
-	for i := range n {
-		after, next := prev, make(chan struct{})
-		prev = next
-		wg.Go(func() {
-			<-after
-			if err := asker.Wait(ctx, "ordered", ratelimit.Live, ratelimit.Queued(func() { close(next) })); err != nil {
-				t.Error(err)
-				return
-			}
-			mu.Lock()
-			order = append(order, i)
-			mu.Unlock()
-		})
-	}
-	wg.Wait()
+	order := askInTurn(ctx, t, asker, "ordered", n)
 	stopBg()
 	bgWG.Wait()
 	want := make([]int, n)
@@ -70,6 +51,33 @@ func TestQueuedRequestsAreGrantedInOrder(t *testing.T) {
 	if st := asker.Stats(); st.Requests < n {
 		t.Fatalf("%d requests for %d grants", st.Requests, n)
 	}
+}
+
+// askInTurn asks for n grants of the enterprise, each once the previous
+// request is queued (as a lane does), and returns the order they came in.
+func askInTurn(ctx context.Context, t *testing.T, lim *ratelimit.Cluster, enterprise string, n int) []int {
+	t.Helper()
+	var mu sync.Mutex
+	var order []int
+	prev := make(chan struct{})
+	close(prev)
+	var wg sync.WaitGroup
+	for i := range n {
+		after, next := prev, make(chan struct{})
+		prev = next
+		wg.Go(func() {
+			<-after
+			if err := lim.Wait(ctx, enterprise, ratelimit.Live, ratelimit.Queued(func() { close(next) })); err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			order = append(order, i)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return order
 }
 
 func waitForDispenser(t *testing.T, reps []*replica) {
