@@ -210,6 +210,11 @@ func (w *Worker) Run(ctx context.Context) error {
 	go w.runProber(ctx)
 	go w.heartbeat(ctx, w.replicasKV, w.opts.streams.withDefaults().Replicas)
 
+	// The drain timeout counts from the stop, not from the end of the pull
+	// request in progress then (up to pullWait and a second more).
+	drainOver := make(chan struct{})
+	context.AfterFunc(ctx, func() { time.AfterFunc(w.opts.drainTimeout, func() { close(drainOver) }) })
+
 	var inFlight sync.WaitGroup
 	w.pull(ctx, cons, func(msg jetstream.Msg) {
 		inFlight.Add(1)
@@ -242,7 +247,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	}()
 	select {
 	case <-drained:
-	case <-time.After(w.opts.drainTimeout):
+	case <-drainOver:
 		w.log.Warn().Dur("drainTimeout", w.opts.drainTimeout).Msg("commands still in flight; releasing them")
 		// Calls cut short by our own shutdown are no failure of the API (the
 		// breaker does not count them); their commands are given back at once.
@@ -269,10 +274,14 @@ const pullWait = time.Second
 // reconnect with every slot busy, and the dropped deliveries return only after
 // AckWait.
 func (w *Worker) pull(ctx context.Context, cons jetstream.Consumer, handle func(jetstream.Msg)) {
-	for delay := 100 * time.Millisecond; ; {
+	for delay := 100 * time.Millisecond; ctx.Err() == nil; {
 		select {
 		case w.slots <- struct{}{}:
 		case <-ctx.Done():
+			return
+		}
+		if ctx.Err() != nil { // both were ready: the stop comes first
+			<-w.slots
 			return
 		}
 		n := 1

@@ -319,6 +319,9 @@ type Stats struct {
 	TokenIssues int `json:"tokenIssues"`
 	// DuplicateCreates lists meetings with more than one successful create.
 	DuplicateCreates []string `json:"duplicateCreates"`
+	// Delaying counts dynamicGroup requests processed and held in the
+	// injected latency now: their effect is done, their answer not yet sent.
+	Delaying int `json:"delaying"`
 }
 
 // EnterpriseStats is one enterprise's traffic at dynamicGroup.
@@ -336,7 +339,7 @@ func (s *Sandbox) Stats() Stats {
 	s.mu.Lock()
 	reqs := append([]Request(nil), s.requests...)
 	st := Stats{ByAnswer: map[string]int{}, Enterprises: map[string]EnterpriseStats{}, TokenIssues: s.tokenIssues,
-		DuplicateCreates: []string{}}
+		DuplicateCreates: []string{}, Delaying: s.delaying}
 	for _, m := range s.meetings {
 		if m.Creates > 1 {
 			st.DuplicateCreates = append(st.DuplicateCreates, m.Number)

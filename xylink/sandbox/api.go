@@ -51,10 +51,16 @@ func (s *Sandbox) handleDynamicGroup(w http.ResponseWriter, r *http.Request) {
 	// Latency comes after processing: a client that gives up does not learn that
 	// its request took effect, as with the real platform.
 	if latency > 0 {
+		s.mu.Lock()
+		s.delaying++
+		s.mu.Unlock()
 		select {
 		case <-time.After(latency):
 		case <-r.Context().Done():
 		}
+		s.mu.Lock()
+		s.delaying--
+		s.mu.Unlock()
 	}
 	rec.Status, rec.ErrorCode = status, code
 	s.record(rec)

@@ -104,6 +104,8 @@ type Sandbox struct {
 	refresh     map[string]*issuedToken
 	meetings    map[string]*Meeting
 	faults      Faults
+	// delaying counts answers held in the injected latency right now.
+	delaying    int
 	admitted    map[string][]time.Time // per enterprise, admitted arrivals of the last second
 	requests    []Request
 	tokenIssues int
