@@ -3,6 +3,7 @@ package worker_test
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -40,21 +41,34 @@ func TestBurstAcrossReplicasCostsOneFirstCall(t *testing.T) {
 		workers = append(workers, wt.StartWorker(t, srv, c, worker.WithConcurrency(1), worker.WithRate(1, nil),
 			worker.WithProbeBackoff(worker.Backoff{Initial: time.Hour, Max: time.Hour}), worker.WithLogger(zerolog.New(&logs[i]).Level(zerolog.DebugLevel))))
 	}
-	// Another client keeps the enterprise's grant queue busy, so that both
-	// commands are held, one on each replica, before either is granted.
+	// Other clients keep the enterprise's grant queue busy, so that both
+	// commands are held, one on each replica, before either is granted. Each
+	// client spaces its own grants a second apart; with eight of them asking
+	// all the time, a command waits behind several seconds of grants.
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
-	// (Five clients: each spaces its own grants a second apart.)
-	for i := range 5 {
+	const others = 8
+	var granted [others]atomic.Int64
+	for i := range others {
 		other, err := ratelimit.NewCluster(ctx, wt.Connect(t, srv), ratelimit.Options{Name: fmt.Sprintf("other-%d", i), Rate: func(string) float64 { return 1 }})
 		if err != nil {
 			t.Fatal(err)
 		}
 		go func() {
 			for other.Wait(ctx, wt.Enterprise, ratelimit.Live) == nil {
+				granted[i].Add(1)
 			}
 		}()
 	}
+	// Every client granted once: each is asking again, the queue is full.
+	wt.Eventually(t, time.Minute, func() bool {
+		for i := range granted {
+			if granted[i].Load() == 0 {
+				return false
+			}
+		}
+		return true
+	}, "every other client granted")
 	inFlight := func() (n float64) {
 		for _, w := range workers {
 			n += testutil.ToFloat64(w.Metrics().InFlight)
