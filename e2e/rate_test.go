@@ -11,13 +11,13 @@ import (
 	"github.com/xygroup/xygroup/worker/ratelimit"
 )
 
-// Network jitter of 0, 20, 50 and 100 ms on the way in (0 and 100 ms without
-// -long), three workers with a
-// guard whose floor is 25 ms: the guard learns the variation from the API's 429
-// answers (at most 1% of the calls), the workers never send more than the rate
-// in a second, and the enterprise keeps at least 90% of its rate at the API.
+// Network jitter of 0, 20, 50 and 100 ms on the way in (100 ms only without
+// -long), three workers with a guard whose floor is 25 ms: the guard learns the
+// variation from the API's 429 answers (at most 1% of the calls), the workers
+// never send more than the rate in a second, and the enterprise keeps at least
+// 90% of its rate at the API.
 func TestNetworkJitter(t *testing.T) {
-	jitters := pick([]time.Duration{0, 100 * time.Millisecond}, []time.Duration{0, 20 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond})
+	jitters := pick([]time.Duration{100 * time.Millisecond}, []time.Duration{0, 20 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond})
 	for i, jitter := range jitters {
 		t.Run(fmt.Sprintf("%dms", jitter.Milliseconds()), func(t *testing.T) {
 			h := New(t, Options{Nodes: 1, Workers: 3, Seed: uint64(12 + i), WorkerEnv: map[string]string{"XYGROUP_RATE_GUARD": "25ms"}})
