@@ -14,16 +14,7 @@ import (
 // ErrBreakerOpen: the tenant's breaker is open; the call was not made.
 var ErrBreakerOpen = errors.New("the circuit breaker of this enterprise is open: its API kept failing")
 
-// Breaker stops calls to a tenant whose API is failing.
-type Breaker interface {
-	// Allow asks to make one call. When allowed, done must be called with the
-	// call's outcome; otherwise the error is ErrBreakerOpen.
-	Allow(enterpriseID string) (done func(xylink.Outcome), err error)
-	// State is "closed", "half-open" or "open".
-	State(enterpriseID string) string
-}
-
-// BreakerSettings tune the per-replica breaker.
+// BreakerSettings tune the cluster-wide breaker and its per-replica part.
 type BreakerSettings struct {
 	// ConsecutiveFailures that open the breaker (default 5).
 	ConsecutiveFailures uint32
@@ -36,11 +27,12 @@ type BreakerSettings struct {
 	OnChange func(enterpriseID, from, to string)
 }
 
-// LocalBreaker is a gobreaker two-step breaker per tenant. Failures are
+// localBreaker is a gobreaker two-step breaker per tenant: the per-replica part
+// of SharedBreaker. Failures are
 // unavailable answers (5xx, timeouts, network); business answers (66620, 66684,
 // 66685, other 4xx) prove the API alive; rate-limit and credential answers say
 // nothing about its health and are excluded.
-type LocalBreaker struct {
+type localBreaker struct {
 	settings BreakerSettings
 	log      zerolog.Logger
 	mu       sync.Mutex
@@ -52,18 +44,18 @@ var (
 	errCallExcluded = errors.New("excluded from breaker counts")
 )
 
-// NewLocalBreaker returns a per-replica breaker.
-func NewLocalBreaker(s BreakerSettings, log zerolog.Logger) *LocalBreaker {
+// newLocalBreaker returns a per-replica breaker.
+func newLocalBreaker(s BreakerSettings, log zerolog.Logger) *localBreaker {
 	if s.ConsecutiveFailures == 0 {
 		s.ConsecutiveFailures = 5
 	}
 	if s.OpenFor == 0 {
 		s.OpenFor = 10 * time.Second
 	}
-	return &LocalBreaker{settings: s, log: log, byTenant: map[string]*gobreaker.TwoStepCircuitBreaker[struct{}]{}}
+	return &localBreaker{settings: s, log: log, byTenant: map[string]*gobreaker.TwoStepCircuitBreaker[struct{}]{}}
 }
 
-func (b *LocalBreaker) get(enterpriseID string) *gobreaker.TwoStepCircuitBreaker[struct{}] {
+func (b *localBreaker) get(enterpriseID string) *gobreaker.TwoStepCircuitBreaker[struct{}] {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	cb, ok := b.byTenant[enterpriseID]
@@ -87,8 +79,9 @@ func (b *LocalBreaker) get(enterpriseID string) *gobreaker.TwoStepCircuitBreaker
 	return cb
 }
 
-// Allow implements Breaker.
-func (b *LocalBreaker) Allow(enterpriseID string) (func(xylink.Outcome), error) {
+// Allow asks to make one call. When allowed, done must be called with the
+// call's outcome; otherwise the error is ErrBreakerOpen.
+func (b *localBreaker) Allow(enterpriseID string) (func(xylink.Outcome), error) {
 	done, err := b.get(enterpriseID).Allow()
 	if err != nil {
 		return nil, ErrBreakerOpen
@@ -105,5 +98,5 @@ func (b *LocalBreaker) Allow(enterpriseID string) (func(xylink.Outcome), error) 
 	}, nil
 }
 
-// State implements Breaker.
-func (b *LocalBreaker) State(enterpriseID string) string { return b.get(enterpriseID).State().String() }
+// State is "closed", "half-open" or "open".
+func (b *localBreaker) State(enterpriseID string) string { return b.get(enterpriseID).State().String() }

@@ -7,7 +7,8 @@
 //
 //	decode.go    raw message → Command, or an invalid_command failure
 //	limiter.go   one grant per API request (interface; per-replica x/time/rate here)
-//	breaker.go   stop calling a failing tenant (interface; per-replica gobreaker here)
+//	breaker.go   stop calling a failing tenant: a gobreaker per replica, whose
+//	             opening sharedbreaker.go shares across replicas
 //	             call and classify: xylink.Client and xylink.Classify; the grant and
 //	             a second breaker check are taken in the client's gate
 //	             (xylink.BeforeEachRequest), the last step before each request

@@ -2,6 +2,7 @@ package worker_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -13,12 +14,6 @@ import (
 	"github.com/xygroup/xygroup/xylink"
 	"github.com/xygroup/xygroup/xylink/sandbox"
 )
-
-// openBreaker refuses every call.
-type openBreaker struct{}
-
-func (openBreaker) Allow(string) (func(xylink.Outcome), error) { return nil, worker.ErrBreakerOpen }
-func (openBreaker) State(string) string                        { return "open" }
 
 // A record of an earlier version (c.<commandId>) without a terminal event
 // names no tenant. Carried over to a tenant's command with that commandId, it
@@ -39,7 +34,18 @@ func TestEarlierRecordDoesNotLendItsAnswerToAnotherTenant(t *testing.T) {
 	if _, err := kv.Put(ctx, "c.old-2", []byte(rec)); err != nil {
 		t.Fatal(err)
 	}
-	wt.StartWorker(t, srv, c, worker.WithBreaker(openBreaker{}))
+	// Tenant "other"'s breaker is open cluster-wide for longer than the test:
+	// its command is refused every call and ends at its deadline.
+	breakers, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: worker.BucketBreakers, History: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := fmt.Sprintf(`{"enterpriseId":"other","state":"open","failures":5,"opens":1,"reason":"api","openUntil":%q}`,
+		time.Now().Add(time.Hour).UTC().Format(time.RFC3339Nano))
+	if _, err := breakers.Put(ctx, worker.BreakerKey("other"), []byte(open)); err != nil {
+		t.Fatal(err)
+	}
+	wt.StartWorker(t, srv, c)
 	wt.AwaitStream(t, js, worker.StreamCommands)
 	// Tenant "other"'s old-2, past its deadline while its breaker is open.
 	deadline := time.Now().Add(300 * time.Millisecond).UTC().Format(time.RFC3339Nano)

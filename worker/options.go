@@ -13,7 +13,6 @@ type options struct {
 	concurrency       int
 	streams           StreamSettings
 	limiter           Limiter
-	breaker           Breaker
 	rate              float64
 	tenantRates       map[string]float64
 	maxWait           time.Duration
@@ -49,9 +48,6 @@ func WithStreams(s StreamSettings) Option { return func(o *options) { o.streams 
 
 // WithLimiter replaces the cluster-wide limiter (ratelimit.Cluster).
 func WithLimiter(l Limiter) Option { return func(o *options) { o.limiter = l } }
-
-// WithBreaker replaces the breaker.
-func WithBreaker(b Breaker) Option { return func(o *options) { o.breaker = b } }
 
 // WithRate sets API calls per second per enterprise (default 20), and per-tenant
 // exceptions.

@@ -51,7 +51,7 @@ type pipeline struct {
 	decoder *decoder
 	caller  Caller
 	limiter Limiter
-	breaker Breaker
+	breaker *SharedBreaker // set in Start, with the breakers bucket
 	idem    *idempotency
 	parker  *parker
 	gate    *meetingGate
@@ -184,10 +184,8 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 		// The tenant's commands are held (its breaker is open, or its held
 		// commands are not all released yet): join them, in order.
 		until := now
-		if sb, ok := p.breaker.(*SharedBreaker); ok {
-			if u, open := sb.Open(d.EnterpriseID); open {
-				until = u
-			}
+		if u, open := p.breaker.Open(d.EnterpriseID); open {
+			until = u
 		}
 		return verdict{park: true, hold: true, parkFirst: until, attempts: rec.Attempts, deadline: deadline}, d
 	}
@@ -367,16 +365,16 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 	done(outcome)
 	p.metrics.APICalls.WithLabelValues(d.EnterpriseID, answerLabel(callErr)).Observe(time.Since(callStart).Seconds())
 	p.noteTenant(d.EnterpriseID, outcome, callErr, log)
-	if sb, ok := p.breaker.(*SharedBreaker); ok && outcome.Disposition == xylink.StopTenant {
+	if outcome.Disposition == xylink.StopTenant {
 		hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		sb.HoldForCredentials(hctx, d.EnterpriseID)
+		p.breaker.HoldForCredentials(hctx, d.EnterpriseID)
 		if del.intake() {
 			// Not the command's fault: it waits in the tenant's hold, queued.
 			_ = p.idem.end(hctx, d.ref(), false, failureOf(xylink.ClassNone, callErr))
-			until, open := sb.Open(d.EnterpriseID)
+			until, open := p.breaker.Open(d.EnterpriseID)
 			if !open {
-				until = p.now().Add(sb.credentialsRetry)
+				until = p.now().Add(p.breaker.credentialsRetry)
 			}
 			return verdict{park: true, hold: true, parkFirst: until, attempts: attempts, deadline: deadline}, d
 		}
@@ -434,21 +432,19 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 // become the one half-open probe of the cluster (halfOpenProbe); anything else
 // waits.
 func (p *pipeline) allow(ctx context.Context, d *Decoded, del *delivery, rec commandRecord, deadline, now time.Time) (done func(xylink.Outcome), halfOpenProbe bool, v verdict, stop bool) {
-	sb, shared := p.breaker.(*SharedBreaker)
-	if shared {
-		if until, open := sb.Open(d.EnterpriseID); open {
-			if del.kind == fromProbe && !now.Before(until) && sb.ClaimProbe(ctx, d.EnterpriseID) {
-				return func(o xylink.Outcome) {
-					pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-					defer cancel()
-					sb.ProbeResult(pctx, d.EnterpriseID, o)
-				}, true, verdict{}, false
-			}
-			if del.intake() {
-				p.metrics.Retries.WithLabelValues("breaker_open").Inc()
-			}
-			return nil, false, p.held(d, del, rec, deadline, now), true
+	sb := p.breaker
+	if until, open := sb.Open(d.EnterpriseID); open {
+		if del.kind == fromProbe && !now.Before(until) && sb.ClaimProbe(ctx, d.EnterpriseID) {
+			return func(o xylink.Outcome) {
+				pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+				defer cancel()
+				sb.ProbeResult(pctx, d.EnterpriseID, o)
+			}, true, verdict{}, false
 		}
+		if del.intake() {
+			p.metrics.Retries.WithLabelValues("breaker_open").Inc()
+		}
+		return nil, false, p.held(d, del, rec, deadline, now), true
 	}
 	allow, err := p.breaker.Allow(d.EnterpriseID)
 	if err == nil {
@@ -458,20 +454,18 @@ func (p *pipeline) allow(ctx context.Context, d *Decoded, del *delivery, rec com
 	return nil, false, p.held(d, del, rec, deadline, now), true
 }
 
-// held is what becomes of a command whose tenant is open. With the shared
-// breaker, intake pauses for the tenant: a shared delivery waits in the
-// tenant's hold, acked, spending no delivery and no attempt, while other
-// tenants flow; a parked or released one is tried again when the open period
-// ends. With another breaker, the command retries with backoff until its
-// deadline.
+// held is what becomes of a command whose tenant is open. Open cluster-wide,
+// intake pauses for the tenant: a shared delivery waits in the tenant's hold,
+// acked, spending no delivery and no attempt, while other tenants flow; a
+// parked or released one is tried again when the open period ends. Refused
+// only by this replica's gobreaker (not yet shared, or its half-open probe
+// taken), the command retries with backoff until its deadline.
 func (p *pipeline) held(d *Decoded, del *delivery, rec commandRecord, deadline, now time.Time) verdict {
-	if sb, ok := p.breaker.(*SharedBreaker); ok {
-		if until, open := sb.Open(d.EnterpriseID); open {
-			if del.intake() {
-				return verdict{park: true, hold: true, parkFirst: until, attempts: rec.Attempts, deadline: deadline}
-			}
-			return verdict{retry: max(until.Sub(now), time.Second)}
+	if until, open := p.breaker.Open(d.EnterpriseID); open {
+		if del.intake() {
+			return verdict{park: true, hold: true, parkFirst: until, attempts: rec.Attempts, deadline: deadline}
 		}
+		return verdict{retry: max(until.Sub(now), time.Second)}
 	}
 	return decide(d, xylink.Outcome{Class: xylink.ClassUnavailable, Disposition: xylink.Retry}, rec.lastError(ErrBreakerOpen), nil,
 		rec.Attempts, deadline, p.backoff, now)

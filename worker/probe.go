@@ -146,10 +146,8 @@ func (w *Worker) runProbe(ctx context.Context, token string, log *zerolog.Logger
 		return probeOutcome{next: now} // given up (stopping): another replica probes at once
 	case rec.Kind == kindHold:
 		next := now.Add(max(v.retry, time.Second))
-		if sb, ok := w.p.breaker.(*SharedBreaker); ok {
-			if until, open := sb.Open(rec.EnterpriseID); open {
-				next = until
-			}
+		if until, open := w.p.breaker.Open(rec.EnterpriseID); open {
+			next = until
 		}
 		return probeOutcome{next: next, countProbe: true}
 	case v.waiting:

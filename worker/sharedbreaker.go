@@ -64,7 +64,7 @@ type SharedBreaker struct {
 	onChange         func(enterpriseID, state string)
 
 	mu     sync.Mutex
-	local  map[string]*LocalBreaker // per tenant, replaced when the shared generation changes
+	local  map[string]*localBreaker // per tenant, replaced when the shared generation changes
 	gens   map[string]int
 	shared map[string]breakerRecord // watched
 }
@@ -90,7 +90,7 @@ func NewSharedBreaker(ctx context.Context, js jetstream.JetStream, replicas int,
 			if s.OnChange != nil {
 				s.OnChange(ent, "", state)
 			}
-		}, local: map[string]*LocalBreaker{}, gens: map[string]int{}, shared: map[string]breakerRecord{}}
+		}, local: map[string]*localBreaker{}, gens: map[string]int{}, shared: map[string]breakerRecord{}}
 	if err := watchBucket(ctx, kv, b.seen, func(string) {}); err != nil {
 		return nil, fmt.Errorf("watch %s: %w", BucketBreakers, err)
 	}
@@ -123,13 +123,13 @@ func (b *SharedBreaker) seen(_ string, value []byte, _ uint64) {
 
 // localFor returns this replica's gobreaker for the tenant, fresh after the
 // shared breaker closed.
-func (b *SharedBreaker) localFor(enterpriseID string) *LocalBreaker {
+func (b *SharedBreaker) localFor(enterpriseID string) *localBreaker {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	gen := b.shared[enterpriseID].Generation
 	l, ok := b.local[enterpriseID]
 	if !ok || b.gens[enterpriseID] != gen {
-		l = NewLocalBreaker(BreakerSettings{ConsecutiveFailures: uint32(b.threshold), OpenFor: b.openFor,
+		l = newLocalBreaker(BreakerSettings{ConsecutiveFailures: uint32(b.threshold), OpenFor: b.openFor,
 			OnChange: func(ent, _, to string) {
 				if to == "open" {
 					go b.trip(context.Background(), ent, "this replica's breaker opened")
@@ -148,7 +148,8 @@ func (b *SharedBreaker) Open(enterpriseID string) (time.Time, bool) {
 	return r.OpenUntil, ok && r.State == breakerOpen
 }
 
-// Allow implements Breaker.
+// Allow asks to make one call. When allowed, done must be called with the
+// call's outcome; otherwise the error is ErrBreakerOpen.
 func (b *SharedBreaker) Allow(enterpriseID string) (func(xylink.Outcome), error) {
 	if _, open := b.Open(enterpriseID); open {
 		return nil, ErrBreakerOpen
@@ -294,7 +295,8 @@ func (b *SharedBreaker) ProbeResult(ctx context.Context, enterpriseID string, o 
 	}
 }
 
-// State implements Breaker: the shared state, or this replica's gobreaker's.
+// State is "open" while the tenant is open cluster-wide, else this replica's
+// gobreaker's state ("closed", "half-open" or "open").
 func (b *SharedBreaker) State(enterpriseID string) string {
 	if _, open := b.Open(enterpriseID); open {
 		return "open"

@@ -106,7 +106,7 @@ func New(nc *nats.Conn, caller Caller, tenants Tenants, opts ...Option) (*Worker
 	w.parker = &parker{js: js, view: w.view, backoff: o.probeBackoff, now: o.now}
 	w.id = replicaID(o.source)
 	w.lanes = newLanes(o.rateOf, w.view, func() int { return int(w.replicaN.Load()) })
-	w.p = &pipeline{decoder: dec, caller: caller, limiter: o.limiter, breaker: o.breaker, backoff: o.backoff,
+	w.p = &pipeline{decoder: dec, caller: caller, limiter: o.limiter, backoff: o.backoff,
 		maxWait: o.maxWait, metrics: o.metrics, now: o.now, stopped: map[string]string{}, parker: w.parker, gate: newMeetingGate(),
 		idem: &idempotency{lease: o.callLease, grantWait: o.callLease, now: o.now}}
 	if !o.noLanes {
@@ -152,9 +152,9 @@ func (w *Worker) Checks() map[string]Check {
 			return nil
 		},
 		"breakers": func() error {
-			sb, ok := w.p.breaker.(*SharedBreaker)
-			if !ok {
-				return nil
+			sb := w.p.breaker
+			if sb == nil {
+				return nil // not started yet
 			}
 			var open []string
 			for ent, r := range sb.States() {
