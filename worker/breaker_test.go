@@ -158,13 +158,7 @@ func TestRefusedCredentialsHoldTheTenant(t *testing.T) {
 		wt.Publish(t, js, id, wt.Command(id, "m-"+id))
 	}
 	wt.AwaitConsumerIdle(t, js, 30*time.Second)
-	deadline := time.Now().Add(10 * time.Second)
-	for w.Checks()["breakers"]() == nil {
-		if time.Now().After(deadline) {
-			t.Fatal("readiness does not report the held tenant")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	wt.Eventually(t, 10*time.Second, func() bool { return w.Checks()["breakers"]() != nil }, "readiness reporting the held tenant")
 	t.Logf("readiness: %v", w.Checks()["breakers"]())
 	burst := sb.Stats().ByAnswer["401"] // calls in flight when the first refusal came back
 	time.Sleep(3 * time.Second)         // a window to count calls in: the hold probes once a second
@@ -210,13 +204,7 @@ func TestBreakerCheckedAgainAfterTheGrant(t *testing.T) {
 		wt.Publish(t, js, id, wt.Command(id, "m-"+id))
 	}
 	// Traffic flows and every worker's slots wait for grants before the outage.
-	deadline := time.Now().Add(time.Minute)
-	for sb.Stats().ByAnswer["200"] < 40 {
-		if time.Now().After(deadline) {
-			t.Fatal("no traffic before the outage")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	wt.Eventually(t, time.Minute, func() bool { return sb.Stats().ByAnswer["200"] >= 40 }, "traffic before the outage")
 	outageStart := time.Now()
 	outageEnd := outageStart.Add(outage)
 	sb.AddOutage(sandbox.Outage{From: outageStart, Until: outageEnd})

@@ -30,13 +30,7 @@ func TestExistingBucketsAreReportedNotOverwritten(t *testing.T) {
 	}
 	var logs wt.SyncBuffer
 	w := wt.StartWorker(t, srv, wt.Client(t, wt.StartSandbox(t, sandbox.Config{})), worker.WithLogger(zerolog.New(&logs)))
-	deadline := time.Now().Add(30 * time.Second)
-	for w.Checks()["streams"]() != nil {
-		if time.Now().After(deadline) {
-			t.Fatalf("worker not ready: %v\n%s", w.Checks()["streams"](), logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	wt.Eventually(t, 30*time.Second, func() bool { return w.Checks()["streams"]() == nil }, "the worker's streams check passing")
 	out := logs.String()
 	for _, want := range []string{
 		`"bucket":"xygroup-meetings","difference":"history 5 (expected 1)"`,

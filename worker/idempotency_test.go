@@ -54,16 +54,10 @@ func TestTimeoutThenAlreadyOpenIsReconciled(t *testing.T) {
 	wt.StartWorker(t, srv, c)
 	js := wt.JetStream(t, wt.Connect(t, srv))
 	wt.Publish(t, js, "slow-1", wt.Command("slow-1", "m-slow"))
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if m, ok := sb.Meeting("m-slow"); ok && m.Creates == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the sandbox never processed the call")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	wt.Eventually(t, 30*time.Second, func() bool {
+		m, ok := sb.Meeting("m-slow")
+		return ok && m.Creates == 1
+	}, "the call processed at the sandbox")
 	sb.SetFaults(sandbox.Faults{})
 	evs := wt.AwaitTerminal(t, js, 1, time.Minute)["slow-1"]
 	if len(evs) != 1 || evs[0].Subject != worker.SubjectCreated || evs[0].Fields["reconciled"] != true {

@@ -202,22 +202,11 @@ func TestStoppedBreakerProbeGivesItsClaimBack(t *testing.T) {
 		id := fmt.Sprintf("held-%d", i)
 		wt.Publish(t, js, id, wt.Command(id, "m-"+id))
 	}
-	deadline := time.Now().Add(time.Minute)
-	for breakerRecordOf(t, js).State != "open" {
-		if time.Now().After(deadline) {
-			t.Fatal("the breaker did not open")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	wt.Eventually(t, time.Minute, func() bool { return breakerRecordOf(t, js).State == "open" }, "the breaker open")
 	// The API is back but slow: the next half-open probe's call takes 4 s.
 	sb.ClearOutages()
 	sb.SetFaults(sandbox.Faults{Latency: sandbox.Duration(4 * time.Second)})
-	for !breakerRecordOf(t, js).ProbingUntil.After(time.Now()) {
-		if time.Now().After(deadline) {
-			t.Fatal("no half-open probe was claimed")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	wt.Eventually(t, time.Minute, func() bool { return breakerRecordOf(t, js).ProbingUntil.After(time.Now()) }, "a half-open probe claimed")
 	time.Sleep(time.Second) // the probe's call is at the sandbox, in its latency
 	second := wt.StartWorker(t, srv, c, opts...)
 	if err := first.Stop(); err != nil {

@@ -21,16 +21,10 @@ func TestInvalidCopyDoesNotEndACommandInFlight(t *testing.T) {
 	js := wt.JetStream(t, wt.Connect(t, srv))
 	wt.AwaitStream(t, js, worker.StreamCommands)
 	wt.Publish(t, js, "fly-1", wt.Command("fly-1", "m-fly"))
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if m, ok := sb.Meeting("m-fly"); ok && m.Creates == 1 {
-			break // processed; its answer comes in 2 s
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the sandbox never processed the call")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	wt.Eventually(t, 30*time.Second, func() bool {
+		m, ok := sb.Meeting("m-fly")
+		return ok && m.Creates == 1
+	}, "the call processed at the sandbox")
 	wt.Publish(t, js, "fly-1-broken", []byte(`{"commandId":"fly-1","meetingRoomNumber":"m-fly","groupCount":"two"}`))
 	wt.AwaitConsumerIdle(t, js, 30*time.Second)
 	evs := allEvents(t, js, 1, 10*time.Second)

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/rs/zerolog"
 
@@ -87,7 +86,7 @@ func TestOversizedCommandsDoNotBlockTheQueue(t *testing.T) {
 		wt.Publish(t, js, id, wt.Command(id, "m-"+id))
 	}
 
-	events := collectTerminal(t, js, len(bad)+rejected+valid, 60*time.Second)
+	events, _ := wt.CollectTerminal(t, js, len(bad)+rejected+valid, 60*time.Second)
 	created := 0
 	for i := range valid {
 		if evs := events[fmt.Sprintf("good-%d", i)]; len(evs) == 1 && evs[0].Subject == worker.SubjectCreated {
@@ -210,35 +209,6 @@ func carried(t *testing.T, cmd json.RawMessage, encoding string) []byte {
 	return []byte(s)
 }
 
-// collectTerminal reads the events stream until n commands have a terminal event
-// or within passed, and returns what it read by commandId.
-func collectTerminal(t *testing.T, js jetstream.JetStream, n int, within time.Duration) map[string][]wt.Event {
-	t.Helper()
-	wt.AwaitStream(t, js, worker.StreamEvents)
-	cons, err := js.OrderedConsumer(context.Background(), worker.StreamEvents, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string][]wt.Event{}
-	terminal := map[string]bool{}
-	deadline := time.Now().Add(within)
-	for len(terminal) < n && time.Now().Before(deadline) {
-		msg, err := cons.Next(jetstream.FetchMaxWait(time.Until(deadline)))
-		if err != nil {
-			break
-		}
-		e := wt.Event{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data()}
-		if err := json.Unmarshal(msg.Data(), &e.Fields); err != nil {
-			t.Fatalf("event is not JSON: %.200s", msg.Data())
-		}
-		out[e.CommandID()] = append(out[e.CommandID()], e)
-		if e.Terminal() {
-			terminal[e.CommandID()] = true
-		}
-	}
-	return out
-}
-
 func lastLines(s string, n int) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	if len(lines) > n {
@@ -277,7 +247,7 @@ func TestEventsFitTheEventsStreamLimit(t *testing.T) {
 	wt.Publish(t, js, "big", big)
 	wt.Publish(t, js, "after", wt.Command("after", "m-after"))
 
-	events := collectTerminal(t, js, 3, 30*time.Second)
+	events, _ := wt.CollectTerminal(t, js, 3, 30*time.Second)
 	if evs := events["after"]; len(evs) != 1 || evs[0].Subject != worker.SubjectCreated {
 		t.Fatalf("the command after the large one: %d events", len(evs))
 	}

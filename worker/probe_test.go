@@ -133,13 +133,7 @@ func TestStopDuringProbeReleasesItsClaim(t *testing.T) {
 // awaitClaim waits until the only meeting's probe is claimed.
 func awaitClaim(t *testing.T, js jetstream.JetStream) {
 	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for !meetingRecord(t, js).LeaseUntil.After(time.Now()) {
-		if time.Now().After(deadline) {
-			t.Fatal("the meeting's probe was not claimed within a minute")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	wt.Eventually(t, time.Minute, func() bool { return meetingRecord(t, js).LeaseUntil.After(time.Now()) }, "the meeting's probe claimed")
 }
 
 // awaitCallAtSandbox waits until a call has been processed by

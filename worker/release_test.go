@@ -140,17 +140,11 @@ func awaitParked(t *testing.T, js jetstream.JetStream, n uint64) jetstream.Strea
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(time.Minute)
-	for {
+	wt.Eventually(t, time.Minute, func() bool {
 		info, err := s.Info(context.Background())
-		if err == nil && info.State.Msgs == n {
-			return s
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("parked stream: %+v (%v), want %d messages", info.State, err, n)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return err == nil && info.State.Msgs == n
+	}, fmt.Sprintf("%d messages in the parked stream", n))
+	return s
 }
 
 func keys[V any](m map[string]V) []string {

@@ -85,13 +85,7 @@ func TestReplayMarkCountsOnlyOnTheReplaySubject(t *testing.T) {
 
 	// A replay, on its subject: tried again, with an outcome of its own.
 	wt.PublishOn(t, js, worker.SubjectReplay, id+"-replay", body, worker.HeaderReplay, "r-test")
-	deadline := time.Now().Add(30 * time.Second)
-	for wt.TerminalCount(t, js) < 2 {
-		if time.Now().After(deadline) {
-			t.Fatalf("the replay has no outcome:\n%s", logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	wt.Eventually(t, 30*time.Second, func() bool { return wt.TerminalCount(t, js) >= 2 }, "an outcome of the replay")
 	wt.AwaitConsumerIdle(t, js, 30*time.Second)
 	if st := sb.Stats(); st.ByAnswer["200"] != 1 || len(st.DuplicateCreates) != 0 {
 		t.Fatalf("sandbox: %v, duplicates %v", st.ByAnswer, st.DuplicateCreates)

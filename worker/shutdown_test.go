@@ -25,13 +25,7 @@ func TestStopWithCommandsInFlight(t *testing.T) {
 		wt.Publish(t, js, id, wt.Command(id, "m-stop-"+id))
 	}
 	// Wait until the first worker has calls in flight.
-	deadline := time.Now().Add(30 * time.Second)
-	for sb.Stats().Requests < 8 {
-		if time.Now().After(deadline) {
-			t.Fatal("the first worker made no calls")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	wt.Eventually(t, 30*time.Second, func() bool { return sb.Stats().Requests >= 8 }, "calls of the first worker")
 	if err := first.Stop(); err != nil {
 		t.Fatalf("stop: %v", err)
 	}
@@ -75,20 +69,13 @@ func TestDrainCutShortKeepsTheBreakerClosed(t *testing.T) {
 		wt.Publish(t, js, id, wt.Command(id, "m-"+id))
 	}
 	// Every call has reached the sandbox (it acts, then answers 5 s later).
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	wt.Eventually(t, 30*time.Second, func() bool {
 		created := 0
 		for _, m := range sb.Meetings() {
 			created += m.Creates
 		}
-		if created == n {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d calls reached the sandbox", created, n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return created == n
+	}, "every call at the sandbox")
 	second := wt.StartWorker(t, srv, c, streams, worker.WithConcurrency(n))
 	stopped := time.Now()
 	if err := first.Stop(); err != nil {

@@ -3,10 +3,7 @@ package worker_test
 import (
 	"context"
 	"errors"
-	"io"
-	"net"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,79 +16,13 @@ import (
 	"github.com/xygroup/xygroup/xylink/sandbox"
 )
 
-// slowPipe is a TCP relay to a NATS server whose client-to-server direction
-// can be slowed: what a worker writes (a KV update, say) then reaches NATS late.
-type slowPipe struct {
-	ln    net.Listener
-	delay atomic.Int64 // nanoseconds before each chunk is passed on
-	mu    sync.Mutex
-	conns []net.Conn
-}
-
-func startSlowPipe(t *testing.T, target string) *slowPipe {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &slowPipe{ln: ln}
-	t.Cleanup(p.close)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c, s)
-			p.mu.Unlock()
-			go func() {
-				buf := make([]byte, 32<<10)
-				for {
-					n, err := c.Read(buf)
-					if n > 0 {
-						if d := p.delay.Load(); d > 0 {
-							time.Sleep(time.Duration(d))
-						}
-						if _, werr := s.Write(buf[:n]); werr != nil {
-							return
-						}
-					}
-					if err != nil {
-						s.Close()
-						return
-					}
-				}
-			}()
-			go func() { _, _ = io.Copy(c, s); c.Close() }()
-		}
-	}()
-	return p
-}
-
-func (p *slowPipe) url() string { return "nats://" + p.ln.Addr().String() }
-
-func (p *slowPipe) close() {
-	p.ln.Close()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, c := range p.conns {
-		c.Close()
-	}
-}
-
 // markSlowingLimiter grants its first wait at once and slows NATS right
 // after it, so that the request's "sent" mark takes longer than a grant may
 // wait: the request must take a fresh grant. The second wait fails (failSecond:
 // no grant in time) or never ends; a wait that never ends is reported on
 // stuck.
 type markSlowingLimiter struct {
-	pipe       *slowPipe
+	pipe       *wt.Relay
 	failSecond bool
 	calls      atomic.Int32
 	stuck      chan struct{}
@@ -101,10 +32,10 @@ func (l *markSlowingLimiter) Wait(ctx context.Context, _ string, _ worker.Priori
 	n := l.calls.Add(1)
 	switch {
 	case n == 1:
-		l.pipe.delay.Store(int64(80 * time.Millisecond))
+		l.pipe.SetLatency(80*time.Millisecond, 0)
 		return nil
 	case n == 2:
-		l.pipe.delay.Store(0)
+		l.pipe.SetLatency(0, 0)
 		if l.failSecond {
 			return errors.New("no grant")
 		}
@@ -135,8 +66,8 @@ func slowMarkThenDeath(t *testing.T, failSecond bool) {
 	streams := worker.WithStreams(worker.StreamSettings{AckWait: 2 * time.Second})
 	lease := worker.WithCallLease(3 * time.Second)
 
-	pipe := startSlowPipe(t, strings.TrimPrefix(srv.ClientURL(), "nats://"))
-	nc1, err := nats.Connect(pipe.url(), nats.Name("replica-1"), nats.NoReconnect())
+	pipe := wt.StartRelay(t, srv)
+	nc1, err := nats.Connect(pipe.URL(), nats.Name("replica-1"), nats.NoReconnect())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +84,7 @@ func slowMarkThenDeath(t *testing.T, failSecond bool) {
 	}
 	// It dies.
 	nc1.Close()
-	pipe.close()
+	pipe.Close()
 
 	wt.Publish(t, js, "cmd-B", namedCommand("cmd-B", "910000000051"))
 	wt.StartWorker(t, srv, c, streams, lease)

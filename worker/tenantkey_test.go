@@ -20,40 +20,8 @@ import (
 func allEvents(t *testing.T, js jetstream.JetStream, n int, within time.Duration) []wt.Event {
 	t.Helper()
 	wt.AwaitStream(t, js, worker.StreamEvents)
-	deadline := time.Now().Add(within)
-	for wt.TerminalCount(t, js) < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d terminal events after %s, want %d", wt.TerminalCount(t, js), within, n)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), within)
-	defer cancel()
-	s, err := js.Stream(ctx, worker.StreamEvents)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cons, err := js.OrderedConsumer(ctx, worker.StreamEvents, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []wt.Event
-	for range info.State.Msgs {
-		msg, err := cons.Next(jetstream.FetchMaxWait(time.Until(deadline)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		e := wt.Event{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data()}
-		if err := json.Unmarshal(msg.Data(), &e.Fields); err != nil {
-			t.Fatalf("event is not JSON: %s", msg.Data())
-		}
-		out = append(out, e)
-	}
-	return out
+	wt.Eventually(t, within, func() bool { return wt.TerminalCount(t, js) >= n }, fmt.Sprintf("%d terminal events", n))
+	return wt.StoredEvents(t, js)
 }
 
 // Two enterprises that use the same commandId do not meet each other's record

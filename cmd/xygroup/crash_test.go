@@ -28,19 +28,18 @@ func TestBinarySIGKILLMidRun(t *testing.T) {
 		return cmd.Process, logs
 	}
 	first, logs := start()
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("first worker:\n%s", logs.String())
+		}
+	})
 	const n = 300
 	wt.AwaitStream(t, js, worker.StreamCommands)
 	for i := range n {
 		id := fmt.Sprintf("kill-%03d", i)
 		wt.Publish(t, js, id, wt.Command(id, "m-kill-"+id))
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for sb.Stats().Requests < n/3 {
-		if time.Now().After(deadline) {
-			t.Fatalf("the worker made %d calls in 60s\n%s", sb.Stats().Requests, logs.String())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	wt.Eventually(t, 60*time.Second, func() bool { return sb.Stats().Requests >= n/3 }, "a third of the calls made")
 	if err := first.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}

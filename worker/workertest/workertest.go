@@ -190,33 +190,34 @@ func (e Event) Terminal() bool { return e.Subject != worker.SubjectWaiting }
 // returns every event by commandId.
 func AwaitTerminal(t testing.TB, js jetstream.JetStream, n int, within time.Duration) map[string][]Event {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), within)
-	defer cancel()
-	var r *contract.Reader
-	for {
-		var err error
-		r, err = contract.NewReader(ctx, js, contract.ReadOptions{Follow: true, Wait: within})
-		if err == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("events stream: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
+	byCommand, terminal := CollectTerminal(t, js, n, within)
+	if terminal < n {
+		t.Fatalf("%d of %d commands have a terminal event after %v", terminal, n, within)
 	}
+	return byCommand
+}
+
+// CollectTerminal reads the events stream from the start until n commands
+// have a terminal event or within passes, and returns what it read by
+// commandId, with the number of commands that have a terminal event.
+func CollectTerminal(t testing.TB, js jetstream.JetStream, n int, within time.Duration) (map[string][]Event, int) {
+	t.Helper()
 	byCommand := map[string][]Event{}
 	terminal := map[string]bool{}
 	if n <= 0 {
-		return byCommand
+		return byCommand, 0
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	r := awaitReader(t, ctx, js, contract.ReadOptions{Follow: true, Wait: within})
 	for msg, err := range r.Messages(ctx) {
 		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
 			t.Fatalf("after %d of %d terminal events: %v", len(terminal), n, err)
 		}
-		e := Event{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data()}
-		if err := json.Unmarshal(msg.Data(), &e.Fields); err != nil {
-			t.Fatalf("event is not JSON: %s", msg.Data())
-		}
+		e := eventOf(t, msg)
 		byCommand[e.CommandID()] = append(byCommand[e.CommandID()], e)
 		if e.Terminal() {
 			terminal[e.CommandID()] = true
@@ -225,7 +226,48 @@ func AwaitTerminal(t testing.TB, js jetstream.JetStream, n int, within time.Dura
 			break
 		}
 	}
-	return byCommand
+	return byCommand, len(terminal)
+}
+
+// StoredEvents returns every event the events stream holds now, in order.
+func StoredEvents(t testing.TB, js jetstream.JetStream) []Event {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var out []Event
+	for msg, err := range awaitReader(t, ctx, js, contract.ReadOptions{}).Messages(ctx) {
+		if err != nil {
+			t.Fatalf("after %d events: %v", len(out), err)
+		}
+		out = append(out, eventOf(t, msg))
+	}
+	return out
+}
+
+// awaitReader opens a reader of the events stream once the stream exists (a
+// worker creates it on start).
+func awaitReader(t testing.TB, ctx context.Context, js jetstream.JetStream, o contract.ReadOptions) *contract.Reader {
+	t.Helper()
+	var r *contract.Reader
+	within := 30 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		within = time.Until(d)
+	}
+	Eventually(t, within, func() bool {
+		var err error
+		r, err = contract.NewReader(ctx, js, o)
+		return err == nil
+	}, "a reader of the events stream")
+	return r
+}
+
+func eventOf(t testing.TB, msg contract.Msg) Event {
+	t.Helper()
+	e := Event{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data()}
+	if err := json.Unmarshal(msg.Data(), &e.Fields); err != nil {
+		t.Fatalf("event is not JSON: %.200s", msg.Data())
+	}
+	return e
 }
 
 // TerminalCount is how many terminal events the events stream holds.
@@ -251,44 +293,34 @@ func TerminalCount(t testing.TB, js jetstream.JetStream) int {
 // AwaitStream waits until the stream exists (a worker creates it on start).
 func AwaitStream(t testing.TB, js jetstream.JetStream, name string) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if _, err := js.Stream(context.Background(), name); err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("stream %s not created within 30s", name)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	Eventually(t, 30*time.Second, func() bool {
+		_, err := js.Stream(context.Background(), name)
+		return err == nil
+	}, "stream "+name+" created")
 }
 
 // AwaitConsumerIdle waits until the shared consumer has nothing pending or in
 // flight: every published command was handled.
 func AwaitConsumerIdle(t testing.TB, js jetstream.JetStream, within time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
+	Eventually(t, within, func() bool {
 		// The consumer's pending count follows the stream a moment later:
 		// idle also means acknowledged up to the stream's last message.
-		last, known := uint64(0), false
-		if s, err := js.Stream(context.Background(), worker.StreamCommands); err == nil {
-			if si, err := s.Info(context.Background()); err == nil {
-				last, known = si.State.LastSeq, true
-			}
+		s, err := js.Stream(context.Background(), worker.StreamCommands)
+		if err != nil {
+			return false
+		}
+		si, err := s.Info(context.Background())
+		if err != nil {
+			return false
 		}
 		c, err := js.Consumer(context.Background(), worker.StreamCommands, worker.ConsumerWorkers)
-		if err == nil && known {
-			info, err := c.Info(context.Background())
-			if err == nil && info.NumPending == 0 && info.NumAckPending == 0 && info.AckFloor.Stream >= last {
-				return
-			}
+		if err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("consumer not idle within %v", within)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		info, err := c.Info(context.Background())
+		return err == nil && info.NumPending == 0 && info.NumAckPending == 0 && info.AckFloor.Stream >= si.State.LastSeq
+	}, "the shared consumer idle")
 }
 
 // SyncBuffer is a bytes.Buffer that loggers on several goroutines may write to.
