@@ -28,7 +28,7 @@ import (
 // the tenant's lane: stored in XYGROUP_PARKED under the lane's subject (store
 // before ack, as parking does), then acknowledged. It then holds no slot.
 //
-// One replica at a time drains a lane (it holds the lane record's lease in the
+// One replica at a time serves a lane (it holds the lane record's lease in the
 // meetings bucket; another takes over when it lapses), taking commands only
 // while the tenant has fewer than laneAhead's worth of them in its pipeline
 // (while the tenant's commands are held, they join the hold). Lane commands
@@ -94,7 +94,7 @@ func newLanes(rateOf func(string) float64, view *meetingView, replicas func() in
 }
 
 // budget is what the tenant's rate serves in laneAhead: the most a lane's
-// drainer keeps in its pipeline.
+// owner keeps in its pipeline.
 func (l *lanes) budget(ent string) int {
 	return max(2, int(math.Ceil(l.rateOf(ent)*laneAhead.Seconds())))
 }
@@ -256,7 +256,7 @@ func (p *parker) openLane(ctx context.Context, token string, d *Decoded) error {
 	return nil
 }
 
-// serveLaneRecord is the prober's part: the lane's owner keeps draining it; a
+// serveLaneRecord is the prober's part: the lane's owner keeps serving it; a
 // lane whose lease lapsed (or was given up) is claimed.
 func (w *Worker) serveLaneRecord(ctx context.Context, token string, e meetingEntry, now time.Time) {
 	if e.rec.Owner != w.id {
@@ -270,17 +270,17 @@ func (w *Worker) serveLaneRecord(ctx context.Context, token string, e meetingEnt
 			return
 		}
 	}
-	if _, running := w.draining.LoadOrStore(token, true); running {
+	if _, running := w.serving.LoadOrStore(token, true); running {
 		return
 	}
 	go func() {
-		defer w.draining.Delete(token)
+		defer w.serving.Delete(token)
 		defer func() {
 			if r := recover(); r != nil {
-				w.log.Error().Interface("panic", r).Str("lane", token).Msg("lane drain panicked")
+				w.log.Error().Interface("panic", r).Str("lane", token).Msg("serving the lane panicked")
 			}
 		}()
-		w.drainLane(ctx, token, e.rec.EnterpriseID)
+		w.serveLane(ctx, token, e.rec.EnterpriseID)
 	}()
 }
 
@@ -314,9 +314,9 @@ func (w *Worker) leaveLane(ctx context.Context, token string) {
 	})
 }
 
-// drainLane takes the lane's commands at the tenant's pace until the lane is
+// serveLane takes the lane's commands at the tenant's pace until the lane is
 // empty (then closes it), the lease is lost, or ctx ends.
-func (w *Worker) drainLane(ctx context.Context, token, ent string) {
+func (w *Worker) serveLane(ctx context.Context, token, ent string) {
 	log := w.log.With().Str("lane", token).Str("enterpriseId", ent).Logger()
 	cfg := laneConsumer(token)
 	cons, err := w.js.CreateConsumer(ctx, StreamParked, cfg)
@@ -359,7 +359,7 @@ func (w *Worker) drainLane(ctx context.Context, token, ent string) {
 			if ctx.Err() == nil {
 				log.Debug().Err(err).Msg("lane fetch")
 			}
-			return // the prober starts the drain again
+			return // the prober starts serving it again
 		}
 		got := 0
 		for msg := range batch.Messages() {
@@ -450,11 +450,11 @@ func (w *Worker) handleLane(msg jetstream.Msg, token string, turn *laneTurn, lea
 }
 
 // reopenLanes gives a lane that holds commands but has no record its record
-// again. A lane loses its record while it holds commands when its drainer
+// again. A lane loses its record while it holds commands when its owner
 // deleted the record of the empty lane, a command was moved in meanwhile (its
-// mover saw the record and created none), and the drainer stopped before it
+// mover saw the record and created none), and the owner stopped before it
 // wrote the record again; or when a replica died between storing a moved
-// command and creating the record. Without a record no replica drains it.
+// command and creating the record. Without a record no replica serves it.
 func (w *Worker) reopenLanes(ctx context.Context, subjects map[string]uint64) {
 	prefix := subjectParked + "."
 	for subject, n := range subjects {

@@ -64,7 +64,7 @@ type meetingRecord struct {
 	EarliestDeadline time.Time `json:"earliestDeadline"`
 	WaitingSince     time.Time `json:"waitingSince"`
 	ReleasedAt       time.Time `json:"releasedAt,omitzero"`
-	// Owner is the replica that drains a lane, until LeaseUntil.
+	// Owner is the replica that serves a lane, until LeaseUntil.
 	Owner string `json:"owner,omitempty"`
 }
 

@@ -36,7 +36,7 @@ func (w *Worker) runProber(ctx context.Context) {
 			r := e.rec
 			switch r.State {
 			case meetingReleased:
-				w.startDrain(ctx, token)
+				w.startLettingOut(ctx, token)
 			case laneOpen:
 				w.serveLaneRecord(ctx, token, e, now)
 			case meetingWaiting:
@@ -52,7 +52,7 @@ func (w *Worker) runProber(ctx context.Context) {
 					return
 				}
 				go func() {
-					defer w.releaseBackground()
+					defer w.putBackground()
 					w.probe(ctx, token)
 				}()
 			}
@@ -268,7 +268,7 @@ func (w *Worker) reschedule(ctx context.Context, token string, next time.Time, c
 	}
 }
 
-// release marks the meeting released; every replica then drains its parked
+// release marks the meeting released; every replica then lets out its parked
 // commands (this one only while ctx lasts).
 func (w *Worker) release(ctx context.Context, token string, log zerolog.Logger) {
 	now := w.opts.now()
@@ -284,7 +284,7 @@ func (w *Worker) release(ctx context.Context, token string, log zerolog.Logger) 
 	}
 	log.Info().Int("probes", r.Probes).Dur("waited", now.Sub(r.WaitingSince)).Msg("meeting answered; releasing its parked commands")
 	if ctx.Err() == nil {
-		w.startDrain(ctx, token)
+		w.startLettingOut(ctx, token)
 	}
 }
 

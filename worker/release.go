@@ -9,21 +9,21 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// startDrain makes this replica help drain a released meeting's parked commands
+// startLettingOut makes this replica help let out a released meeting's parked commands
 // (once per meeting at a time).
-func (w *Worker) startDrain(ctx context.Context, token string) {
-	if _, running := w.draining.LoadOrStore(token, true); running {
+func (w *Worker) startLettingOut(ctx context.Context, token string) {
+	if _, running := w.serving.LoadOrStore(token, true); running {
 		return
 	}
 	go func() {
-		defer w.draining.Delete(token)
+		defer w.serving.Delete(token)
 		defer func() {
 			if r := recover(); r != nil {
-				// The prober starts the drain again; what it had fetched returns after AckWait.
-				w.log.Error().Interface("panic", r).Str("meeting", token).Msg("release drain panicked")
+				// The prober starts letting out again; what it had fetched returns after AckWait.
+				w.log.Error().Interface("panic", r).Str("meeting", token).Msg("letting out panicked")
 			}
 		}()
-		w.drain(ctx, token)
+		w.letOut(ctx, token)
 	}()
 }
 
@@ -41,10 +41,10 @@ func releaseConsumer(token string) jetstream.ConsumerConfig {
 	}
 }
 
-// drain pulls the meeting's parked commands through the pipeline, with the
+// letOut pulls the meeting's parked commands through the pipeline, with the
 // replica's shared concurrency, until none is left; the last one out forgets the
 // meeting and deletes the consumer.
-func (w *Worker) drain(ctx context.Context, token string) {
+func (w *Worker) letOut(ctx context.Context, token string) {
 	cfg := releaseConsumer(token)
 	cons, err := w.js.CreateConsumer(ctx, StreamParked, cfg)
 	if errors.Is(err, jetstream.ErrConsumerExists) {
@@ -57,19 +57,19 @@ func (w *Worker) drain(ctx context.Context, token string) {
 		return
 	}
 	for ctx.Err() == nil {
-		batch, err := cons.Fetch(cap(w.releasing), jetstream.FetchMaxWait(time.Second))
+		batch, err := cons.Fetch(cap(w.letOutSlots), jetstream.FetchMaxWait(time.Second))
 		if err != nil {
 			return // deleted by the replica that finished it, or NATS is away: the prober starts again
 		}
 		n := 0
 		for msg := range batch.Messages() {
 			n++
-			if !w.takeReleasing(ctx) {
+			if !w.takeLetOut(ctx) {
 				_ = msg.Nak()
 				continue
 			}
 			go func() {
-				defer w.releaseReleasing()
+				defer w.putLetOut()
 				w.handleReleased(msg, token)
 			}()
 		}
@@ -107,29 +107,29 @@ func (w *Worker) takeBackground(ctx context.Context) bool {
 	}
 }
 
-func (w *Worker) releaseBackground() {
+func (w *Worker) putBackground() {
 	<-w.slots
 	<-w.background
 }
 
-// takeReleasing takes a slot for a released command: one of the release
+// takeLetOut takes a slot for a released command: one of the letting-out
 // share of the background slots, then a background slot.
-func (w *Worker) takeReleasing(ctx context.Context) bool {
+func (w *Worker) takeLetOut(ctx context.Context) bool {
 	select {
-	case w.releasing <- struct{}{}:
+	case w.letOutSlots <- struct{}{}:
 	case <-ctx.Done():
 		return false
 	}
 	if !w.takeBackground(ctx) {
-		<-w.releasing
+		<-w.letOutSlots
 		return false
 	}
 	return true
 }
 
-func (w *Worker) releaseReleasing() {
-	w.releaseBackground()
-	<-w.releasing
+func (w *Worker) putLetOut() {
+	w.putBackground()
+	<-w.letOutSlots
 }
 
 // handleReleased runs one parked command of a released meeting or hold (token)

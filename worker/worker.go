@@ -37,22 +37,22 @@ type Worker struct {
 	parker   *parker
 	view     *meetingView
 	slots    chan struct{} // commands in flight on this replica, whatever their source
-	// background: the slots that probes and release drains may hold; the rest
+	// background: the slots that probes and letting out may hold; the rest
 	// stay for the shared consumer, so that live commands always have a slot
 	// however many parked commands a release hands out.
 	background chan struct{}
-	// releasing: the background slots that release drains may hold; the
-	// rest stay for probes, so that a meeting that started is found however
-	// many commands of meetings found before are being released.
-	releasing chan struct{}
-	reserved  atomic.Int64    // slots taken by the pull request waiting for commands
-	work      context.Context // outlives Run's context by the drain timeout
-	draining  sync.Map        // meeting and lane tokens this replica drains
-	id        string          // this replica, as a lane's owner
-	lanes     *lanes
-	laneRun   tracker      // lane commands in flight
-	replicaN  atomic.Int64 // replicas alive, as last counted
-	limiter   *ratelimit.Cluster
+	// letOutSlots: the background slots that letting out may hold; the rest
+	// stay for probes, so that a meeting that started is found however many
+	// commands of meetings found before are being let out.
+	letOutSlots chan struct{}
+	reserved    atomic.Int64    // slots taken by the pull request waiting for commands
+	work        context.Context // outlives Run's context by the drain timeout
+	serving     sync.Map        // meetings this replica lets out, lanes it serves
+	id          string          // this replica, as a lane's owner
+	lanes       *lanes
+	laneRun     tracker      // lane commands in flight
+	replicaN    atomic.Int64 // replicas alive, as last counted
+	limiter     *ratelimit.Cluster
 	// replicasKV holds the heartbeats (opened by setup).
 	replicasKV jetstream.KeyValue
 
@@ -101,7 +101,7 @@ func New(nc *nats.Conn, caller Caller, tenants Tenants, opts ...Option) (*Worker
 	}
 	background := max(1, o.concurrency-max(1, o.concurrency/4))
 	w := &Worker{nc: nc, js: js, opts: o, log: o.log, slots: make(chan struct{}, o.concurrency),
-		background: make(chan struct{}, background), releasing: make(chan struct{}, max(1, background/2)),
+		background: make(chan struct{}, background), letOutSlots: make(chan struct{}, max(1, background/2)),
 		view: &meetingView{meetings: map[string]meetingEntry{}}}
 	w.parker = &parker{js: js, view: w.view, backoff: o.probeBackoff, now: o.now}
 	w.id = replicaID(o.source)
@@ -191,7 +191,7 @@ func (w *Worker) Checks() map[string]Check {
 }
 
 // Run consumes until ctx ends, then drains: it stops pulling, lets commands in
-// flight finish within the drain timeout, releases the rest to other replicas
+// flight finish within the drain timeout, gives the rest back to other replicas
 // at once (calls cut short are not counted against the tenant's breaker), and
 // returns nil once the releases reached NATS.
 func (w *Worker) Run(ctx context.Context) error {
@@ -235,7 +235,7 @@ func (w *Worker) Run(ctx context.Context) error {
 			w.handle(work, msg, turn)
 		}()
 	})
-	// Probes and release drains hold slots too: wait until every slot is free.
+	// Probes and letting out hold slots too: wait until every slot is free.
 	drained := make(chan struct{})
 	go func() {
 		inFlight.Wait()
@@ -248,7 +248,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	select {
 	case <-drained:
 	case <-drainOver:
-		w.log.Warn().Dur("drainTimeout", w.opts.drainTimeout).Msg("commands still in flight; releasing them")
+		w.log.Warn().Dur("drainTimeout", w.opts.drainTimeout).Msg("commands still in flight; giving them back")
 		// Calls cut short by our own shutdown are no failure of the API (the
 		// breaker does not count them); their commands are given back at once.
 		cancelWork()
