@@ -96,10 +96,7 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 		return verdict{event: failedEvent(d, failure{class: xylink.ClassInvalidCommand,
 			userMessage: d.Invalid.UserMessage, developerMessage: d.Invalid.DeveloperMessage}, 0, now)}, d
 	}
-	deadline := del.received.Add(p.maxWait)
-	if d.Cmd.Deadline != nil {
-		deadline = *d.Cmd.Deadline
-	}
+	deadline := p.deadlineOf(d, del)
 
 	// 2. idempotency: a command with a recorded outcome is not sent again
 	firstDelivery := del.kind == fromShared && del.delivered == 1 && d.ReplayID == ""
@@ -425,6 +422,15 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 			Int("attempts", attempts).Msg("will retry")
 	}
 	return v, d
+}
+
+// deadlineOf is when the command stops being tried: its own deadline, or
+// maxWait after it first arrived.
+func (p *pipeline) deadlineOf(d *Decoded, del *delivery) time.Time {
+	if d.Cmd != nil && d.Cmd.Deadline != nil {
+		return *d.Cmd.Deadline
+	}
+	return del.received.Add(p.maxWait)
 }
 
 // allow asks the breaker for a call. With the tenant open cluster-wide, a
