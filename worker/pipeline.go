@@ -9,6 +9,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/xygroup/xygroup/worker/contract"
 	"github.com/xygroup/xygroup/worker/ratelimit"
 	"github.com/xygroup/xygroup/xylink"
 )
@@ -44,7 +45,7 @@ var errNotMarked = errors.New("request not marked as sent")
 // HeaderReplay marks a command re-published by `xygroup replay`: it yields to
 // live commands, and a failed one is tried again once per replay. It counts
 // only on SubjectReplay (see delivery.replayMark).
-const HeaderReplay = "Xygroup-Replay"
+const HeaderReplay = contract.HeaderReplay
 
 // pipeline composes the steps; each step's logic lives in its own file.
 type pipeline struct {
