@@ -46,16 +46,17 @@ type pipeline struct {
 // the verdict, or leaves it to the next step.
 type step func(*pipeline, context.Context, *attempt) (v verdict, stop bool)
 
-// steps, in the README's order, each in its own file.
+// steps: a command's steps in the README's order ("The worker"), each in its
+// own file; the numbers are the README's.
 var steps = [...]step{
 	(*pipeline).stepDecode,      // step_decode.go      1. decode and validate
-	(*pipeline).stepIdempotency, // step_idempotency.go 2. a recorded outcome is not sent again
-	(*pipeline).stepPark,        // step_park.go        3. parking; 4. the tenant's hold (breaker at intake)
-	(*pipeline).stepLane,        // step_lane.go        4b. lanes
-	(*pipeline).stepBreaker,     // step_breaker.go     the breaker's allowance for the call
-	(*pipeline).stepInFlight,    // step_inflight.go    5. mark the call in flight
-	(*pipeline).stepGrant,       // step_grant.go       6. limiter and breaker, immediately before each request
-	(*pipeline).stepCall,        // step_call.go        7. call and classify
+	(*pipeline).stepIdempotency, // step_idempotency.go 2. idempotency
+	(*pipeline).stepPark,        // step_park.go        3. parking; the tenant's hold while it is open
+	(*pipeline).stepLane,        // step_lane.go        tenant lanes
+	(*pipeline).stepBreaker,     // step_breaker.go     4. breaker
+	(*pipeline).stepInFlight,    // step_inflight.go    the record says a call is in flight
+	(*pipeline).stepGrant,       // step_grant.go       5. limiter, and the breaker again: the gate before each request
+	(*pipeline).stepCall,        // step_call.go        6. call and classify
 }
 
 // process runs one delivery of a command through the steps and says what to do
@@ -68,7 +69,7 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 			return v, a.d
 		}
 	}
-	return p.stepDecide(a), a.d // decide.go 8. decide
+	return p.stepDecide(a), a.d // decide.go 7. decide
 }
 
 // attempt is one delivery's pass through the steps: what the steps learn, for
