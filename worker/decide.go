@@ -55,6 +55,37 @@ type verdict struct {
 	record *claim
 }
 
+// stepDecide turns the call's outcome into the command's verdict: parked (or
+// retried, for a probe) while its meeting waits, else as decide says.
+func (p *pipeline) stepDecide(a *attempt) verdict {
+	d, del, log := a.d, a.del, a.log
+	outcome, callErr, attempts, deadline := a.outcome, a.callErr, a.attempts, a.deadline
+	now := p.now()
+	if outcome.Disposition == xylink.Park {
+		p.gate.hint(meetingToken(d.EnterpriseID, d.Cmd.MeetingRoomNumber), now)
+		if now.Before(deadline) {
+			v := verdict{waiting: true, attempts: attempts, deadline: deadline}
+			if del.intake() {
+				v.park, v.parkFirst = true, now.Add(p.parker.backoff.Delay(1))
+			} else {
+				v.retry = p.parker.backoff.Delay(attempts)
+			}
+			return v
+		}
+	}
+	v := decide(d, outcome, callErr, a.groups, attempts, deadline, p.backoff, now)
+	if a.terminal {
+		v.record = &a.claimed // the record as this call last wrote it: finish writes without reading
+	}
+	v.meetingAnswer = outcome.Disposition == xylink.Done || (outcome.Disposition == xylink.Terminal && outcome.Class != xylink.ClassInvalidCommand)
+	if v.event == nil {
+		p.metrics.Retries.WithLabelValues(outcome.Disposition.String()).Inc()
+		log.Info().Str("answer", answerLabel(callErr)).Stringer("disposition", outcome.Disposition).Dur("retryIn", v.retry).
+			Int("attempts", attempts).Msg("will retry")
+	}
+	return v
+}
+
 // decide turns a call's outcome into a verdict: a terminal event, or a retry
 // while the deadline allows.
 func decide(d *Decoded, o xylink.Outcome, callErr error, groups []xylink.Group, attempts int,

@@ -3,17 +3,23 @@
 // terminal event per command.
 //
 // The pipeline is a row of small steps, each in its own file and composed in one
-// place (pipeline.go):
+// place (pipeline.go, in process's order):
 //
-//	decode.go    raw message → Command, or an invalid_command failure
-//	limiter.go   one grant per API request (interface; per-replica x/time/rate here)
-//	breaker.go   stop calling a failing tenant: a gobreaker per replica, whose
-//	             opening sharedbreaker.go shares across replicas
-//	             call and classify: xylink.Client and xylink.Classify; the grant and
-//	             a second breaker check are taken in the client's gate
-//	             (xylink.BeforeEachRequest), the last step before each request
-//	decide.go    outcome → terminal event, or a retry after a backoff
-//	events.go    event bodies, CloudEvents headers, derived Nats-Msg-Id
+//	step_decode.go       raw message → Command (decode.go), or an invalid_command failure
+//	step_idempotency.go  a command with a recorded outcome is not sent again
+//	step_park.go         parked until notBefore or while its meeting waits; one call
+//	                     per meeting at a time; the tenant's hold while it is open
+//	step_lane.go         a crowded tenant's commands go to its lane (lanes.go)
+//	step_breaker.go      stop calling a failing tenant: a gobreaker per replica
+//	                     (breaker.go), whose opening sharedbreaker.go shares across replicas
+//	step_inflight.go     the call marked in flight in the command's record
+//	step_grant.go        the client's gate (xylink.BeforeEachRequest), the last step
+//	                     before each request: the grant, one per API request
+//	                     (limiter.go; interface, per-replica x/time/rate here), and a
+//	                     second breaker check
+//	step_call.go         call and classify: xylink.Client and xylink.Classify
+//	decide.go            outcome → terminal event, or a retry after a backoff
+//	events.go            event bodies, CloudEvents headers, derived Nats-Msg-Id
 //
 // The names publishers and readers share (subjects, streams, headers, the event
 // envelope) and the one reader of the streams are in package contract; the

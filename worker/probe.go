@@ -325,10 +325,7 @@ func (w *Worker) expireParked(ctx context.Context, token string, rec meetingReco
 			w.apply(ctx, v, d, del, &probeSettler{stream: w.parked, seq: m.Sequence}, l)
 			continue
 		}
-		deadline := del.received.Add(w.p.maxWait)
-		if d.Cmd != nil && d.Cmd.Deadline != nil {
-			deadline = *d.Cmd.Deadline
-		}
+		deadline := w.p.deadlineOf(d, del)
 		if now.Before(deadline) {
 			earliest = minTime(earliest, deadline)
 			continue

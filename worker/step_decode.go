@@ -1,0 +1,55 @@
+package worker
+
+import (
+	"context"
+	"time"
+
+	"github.com/xygroup/xygroup/xylink"
+)
+
+// stepDecode decodes and validates the command, names it in the log and sets
+// its deadline. An invalid command fails, unless a copy of it that is done or
+// in flight speaks for it.
+func (p *pipeline) stepDecode(ctx context.Context, a *attempt) (verdict, bool) {
+	del, log := a.del, a.log
+	d := p.decoder.decode(del.data, del.header, del.stream, del.seq)
+	a.d = d
+	l := log.With().Str("commandId", d.ID).Str("enterpriseId", d.EnterpriseID)
+	if d.Cmd != nil {
+		l = l.Str("meetingRoomNumber", d.Cmd.MeetingRoomNumber)
+	}
+	*log = l.Logger()
+	d.ReplayID = del.replayMark(log)
+	now := p.now()
+	a.now = now
+	if d.Invalid != nil {
+		log.Warn().Str("reason", d.Invalid.DeveloperMessage).Msg("invalid command")
+		// A copy of a command that is done, or whose call is in flight, shares
+		// its record and its terminal Nats-Msg-Id: it must not state an outcome
+		// of its own over the command's.
+		rec, _, err := p.idem.get(ctx, d.ref())
+		if err != nil {
+			log.Warn().Err(err).Msg("idempotency record unreadable; retrying")
+			return verdict{retry: time.Second}, true
+		}
+		switch {
+		case rec.Terminal != nil && d.ReplayID == "":
+			return verdict{event: rec.Terminal.outEvent(), repeat: true}, true
+		case !rec.PendingUntil.IsZero() && now.Before(rec.PendingUntil):
+			return verdict{retry: min(max(rec.PendingUntil.Sub(now), 100*time.Millisecond), time.Second)}, true // its call ends well before
+		}
+		return verdict{event: failedEvent(d, failure{class: xylink.ClassInvalidCommand,
+			userMessage: d.Invalid.UserMessage, developerMessage: d.Invalid.DeveloperMessage}, 0, now)}, true
+	}
+	a.deadline = p.deadlineOf(d, del)
+	return verdict{}, false
+}
+
+// deadlineOf is when the command stops being tried: its own deadline, or
+// maxWait after it first arrived.
+func (p *pipeline) deadlineOf(d *Decoded, del *delivery) time.Time {
+	if d.Cmd != nil && d.Cmd.Deadline != nil {
+		return *d.Cmd.Deadline
+	}
+	return del.received.Add(p.maxWait)
+}

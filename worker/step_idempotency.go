@@ -1,0 +1,37 @@
+package worker
+
+import (
+	"context"
+	"time"
+)
+
+// stepIdempotency reads the command's record: a command with a recorded
+// outcome is not sent again (its terminal event is published again), unless a
+// replay tries a failed one once more.
+func (p *pipeline) stepIdempotency(ctx context.Context, a *attempt) (verdict, bool) {
+	d, del, log := a.d, a.del, a.log
+	firstDelivery := del.kind == fromShared && del.delivered == 1 && d.ReplayID == ""
+	rec, recRev, err := p.idem.intake(ctx, d.ref(), firstDelivery)
+	if err != nil {
+		log.Warn().Err(err).Msg("idempotency record unreadable; retrying")
+		return verdict{retry: time.Second}, true
+	}
+	if rid := d.ReplayID; rid != "" {
+		if rec.Terminal != nil {
+			again, err := p.idem.retryForReplay(ctx, d.ref(), rid)
+			if err != nil {
+				return verdict{retry: time.Second}, true
+			}
+			if again {
+				log.Info().Str("replayId", rid).Msg("replay of a failed command: trying again")
+				rec.Terminal = nil
+			}
+		}
+	}
+	if rec.Terminal != nil {
+		log.Info().Msg("already done; publishing its terminal event again")
+		return verdict{event: rec.Terminal.outEvent(), repeat: true}, true
+	}
+	a.rec, a.recRev = rec, recRev
+	return verdict{}, false
+}
