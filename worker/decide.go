@@ -42,8 +42,9 @@ type verdict struct {
 	parkFirst time.Time
 	hold      bool // park in the tenant's hold (breaker open), not its meeting
 	lane      bool // park in the tenant's lane (crowded on this replica), not its meeting
-	// release: give it back at once (shutting down: another replica takes it).
-	release bool
+	// giveBack: give it back to NATS at once (shutting down: another
+	// replica takes it).
+	giveBack bool
 
 	repeat        bool // the event was published before; this publishes it again
 	waiting       bool // the meeting answered 66620

@@ -89,7 +89,7 @@ func TestDecide(t *testing.T) {
 				if v.event == nil {
 					t.Fatalf("want event %s, got a retry in %v", tc.want.subject, v.retry)
 				}
-				if v.retry != 0 || v.park || v.release {
+				if v.retry != 0 || v.park || v.giveBack {
 					t.Fatalf("a terminal verdict does nothing else: %+v", v)
 				}
 				if v.event.subject != tc.want.subject {

@@ -14,9 +14,9 @@
 //	                     (breaker.go), whose opening sharedbreaker.go shares across replicas
 //	step_inflight.go     the call marked in flight in the command's record
 //	step_grant.go        the client's gate (xylink.BeforeEachRequest), the last step
-//	                     before each request: the grant, one per API request
-//	                     (limiter.go; interface, per-replica x/time/rate here), and a
-//	                     second breaker check
+//	                     before each request: the grant, one per API request, from
+//	                     the cluster-wide limiter (package ratelimit), and a second
+//	                     breaker check
 //	step_call.go         call and classify: xylink.Client and xylink.Classify
 //	decide.go            outcome → terminal event, or a retry after a backoff
 //	events.go            event bodies, CloudEvents headers, derived Nats-Msg-Id
@@ -29,6 +29,26 @@
 //
 // worker.go consumes with bounded concurrency, keeps long waits alive with
 // InProgress, acknowledges a command only after its event was stored (PubAck),
-// and drains on shutdown: it stops pulling, finishes what is in flight within a
-// bound and releases the rest to other replicas.
+// and drains on shutdown. Beside it, in the background of every replica:
+// probe.go probes waiting meetings and held tenants, release.go lets out the
+// commands of a released meeting or hold, lanes.go serves tenant lanes, and
+// replicas.go keeps the replicas' heartbeats.
+//
+// Words used with one meaning each:
+//
+//	park      store a command in XYGROUP_PARKED, acknowledged, until its meeting
+//	          starts (a waiting meeting), its tenant's breaker closes (a hold:
+//	          stored with kind "breaker" in the meetings bucket), or its
+//	          tenant's lane takes it (a lane)
+//	probe     one call for a waiting meeting or a held tenant, to learn whether
+//	          it may go on
+//	release   a meeting or hold whose probe answered: its parked commands may go
+//	let out   take a released meeting's or hold's parked commands through the
+//	          pipeline (every replica helps)
+//	serve     take a lane's commands in order at the tenant's pace (one replica
+//	          at a time, the lane's owner)
+//	give back return a delivery to NATS at once (a nak), so that another
+//	          replica takes it: what a stopping replica does
+//	drain     the shutdown: stop pulling, let what is in flight finish within
+//	          the drain timeout, give back the rest
 package worker

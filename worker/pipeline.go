@@ -63,7 +63,7 @@ var steps = [...]step{
 // with it.
 func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logger) (verdict, *Decoded) {
 	a := &attempt{del: del, log: log}
-	defer a.release()
+	defer a.finish()
 	for _, s := range steps {
 		if v, stop := s(p, ctx, a); stop {
 			return v, a.d
@@ -102,13 +102,13 @@ type attempt struct {
 	held []func()
 }
 
-// hold keeps what a step took (the meeting's gate, a place in the tenant's
-// pipeline, a lane turn) until process returns: release gives it back then.
-func (a *attempt) hold(release func()) { a.held = append(a.held, release) }
+// onDone keeps what a step took (the meeting's gate, a place in the tenant's
+// pipeline, a lane turn) until process returns: finish gives it back then.
+func (a *attempt) onDone(giveBack func()) { a.held = append(a.held, giveBack) }
 
-// release gives back what the steps hold, the last taken first, each as a
+// finish gives back what the steps hold, the last taken first, each as a
 // deferred call of its own.
-func (a *attempt) release() {
+func (a *attempt) finish() {
 	for _, f := range a.held {
 		defer f()
 	}

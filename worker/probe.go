@@ -142,7 +142,7 @@ func (w *Worker) runProbe(ctx context.Context, token string, log *zerolog.Logger
 	switch {
 	case v.meetingAnswer || (rec.Kind == kindHold && (v.park || v.event != nil)):
 		return probeOutcome{release: true}
-	case v.release:
+	case v.giveBack:
 		return probeOutcome{next: now} // given up (stopping): another replica probes at once
 	case rec.Kind == kindHold:
 		next := now.Add(max(v.retry, time.Second))

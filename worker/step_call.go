@@ -60,7 +60,7 @@ func (p *pipeline) stepCall(ctx context.Context, a *attempt) (verdict, bool) {
 		}
 		cancel()
 		if ctx.Err() != nil {
-			return verdict{release: true}, true // shutting down: another replica retries at once
+			return verdict{giveBack: true}, true // shutting down: another replica retries at once
 		}
 	}
 	a.groups, a.callErr, a.outcome, a.terminal = groups, callErr, outcome, terminal
@@ -80,7 +80,7 @@ func (p *pipeline) notSent(ctx context.Context, a *attempt, held *xylink.GateErr
 	}
 	switch {
 	case ctx.Err() != nil:
-		return verdict{release: true} // shutting down: another replica takes it at once
+		return verdict{giveBack: true} // shutting down: another replica takes it at once
 	case errors.Is(callErr, ErrBreakerOpen):
 		p.metrics.Retries.WithLabelValues("breaker_open").Inc()
 		return p.held(d, del, a.rec, a.deadline, p.now())

@@ -16,8 +16,8 @@ func (p *pipeline) stepLane(ctx context.Context, a *attempt) (verdict, bool) {
 	if lane {
 		return verdict{park: true, lane: true, attempts: a.rec.Attempts, deadline: a.deadline}, true
 	}
-	a.hold(leave)
-	a.hold(turn.done)
+	a.onDone(leave)
+	a.onDone(turn.done)
 	del.turn = turn
 	if t := del.intakeTurn; t != nil {
 		t.done() // in the pipeline: the next may decide

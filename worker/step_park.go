@@ -51,13 +51,13 @@ func (p *pipeline) stepPark(ctx context.Context, a *attempt) (verdict, bool) {
 				del.laneLeave, rejoin = nil, true
 			}
 		})
-		a.hold(leave)
+		a.onDone(leave)
 		if v, parked := p.parkIfWaiting(d, rec, deadline, p.now()); parked {
 			return v, true
 		}
 		if rejoin && p.lanes != nil {
 			// Going on to a call: counted in the tenant's pipeline again.
-			a.hold(p.lanes.join(d.EnterpriseID))
+			a.onDone(p.lanes.join(d.EnterpriseID))
 		}
 	}
 	if nb := d.Cmd.NotBefore; nb != nil && now.Before(*nb) {

@@ -476,7 +476,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, turn *laneTurn) 
 // delivery is acknowledged; a parked command is stored before it is.
 func (w *Worker) apply(ctx context.Context, v verdict, d *Decoded, del *delivery, s settler, log zerolog.Logger) {
 	switch {
-	case v.release:
+	case v.giveBack:
 		_ = s.nak(0)
 	case v.event != nil:
 		body, err := w.publish(ctx, v.event, del.header.Get("traceparent"))
