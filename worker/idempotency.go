@@ -61,6 +61,18 @@ func (s *storedEvent) outEvent() *outEvent {
 	return &outEvent{subject: s.Subject, ceType: s.CEType, msgID: s.MsgID, eventID: s.EventID, body: rawBody(s.Body)}
 }
 
+// repeatFor is the stored terminal event, published again for this handling
+// of the command: a replay's copy gets the replay's own Nats-Msg-Id, so that
+// the replay learns the outcome it asked about (a created command is not sent
+// again) instead of waiting for an event the stream drops as a duplicate.
+func (s *storedEvent) repeatFor(d *Decoded) *outEvent {
+	ev := s.outEvent()
+	if d.ReplayID != "" {
+		ev.msgID = terminalID(d)
+	}
+	return ev
+}
+
 // rawBody is an already encoded event body.
 type rawBody json.RawMessage
 

@@ -318,6 +318,7 @@ func (w *Worker) expireParked(ctx context.Context, token string, rec meetingReco
 		seq = m.Sequence + 1
 		del := parkedDelivery(m.Data, m.Header, 0, fromProbe, m.Sequence, m.Time)
 		d := w.p.decoder.decode(del.data, del.header, del.stream, del.seq)
+		d.ReplayID = del.replayMark(&log)
 		if d.Invalid != nil {
 			// Not a command: it can never be sent, whatever its deadline.
 			l := log
@@ -337,7 +338,7 @@ func (w *Worker) expireParked(ctx context.Context, token string, rec meetingReco
 				deadline.UTC().Format(time.RFC3339), f.developerMessage)
 			v := verdict{event: failedEvent(d, f, cr.Attempts, now)}
 			if cr.Terminal != nil {
-				v = verdict{event: cr.Terminal.outEvent(), repeat: true}
+				v = verdict{event: cr.Terminal.repeatFor(d), repeat: true}
 			}
 			w.apply(ctx, v, d, del, &probeSettler{stream: w.parked, seq: m.Sequence}, log)
 			continue
@@ -351,7 +352,7 @@ func (w *Worker) expireParked(ctx context.Context, token string, rec meetingReco
 			developerMessage: fmt.Sprintf("the meeting had not started by the deadline %s (%d probes of the meeting, %d calls for this command)",
 				deadline.UTC().Format(time.RFC3339), rec.Probes, cr.Attempts)}, cr.Attempts, now)}
 		if cr.Terminal != nil {
-			v = verdict{event: cr.Terminal.outEvent(), repeat: true}
+			v = verdict{event: cr.Terminal.repeatFor(d), repeat: true}
 		}
 		w.apply(ctx, v, d, del, &probeSettler{stream: w.parked, seq: m.Sequence}, log)
 	}

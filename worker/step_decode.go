@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/xygroup/xygroup/worker/contract"
 	"github.com/xygroup/xygroup/xylink"
 )
 
@@ -34,7 +35,7 @@ func (p *pipeline) stepDecode(ctx context.Context, a *attempt) (verdict, bool) {
 		}
 		switch {
 		case rec.Terminal != nil && d.ReplayID == "":
-			return verdict{event: rec.Terminal.outEvent(), repeat: true}, true
+			return verdict{event: rec.Terminal.repeatFor(d), repeat: true}, true
 		case !rec.PendingUntil.IsZero() && now.Before(rec.PendingUntil):
 			return verdict{retry: min(max(rec.PendingUntil.Sub(now), 100*time.Millisecond), time.Second)}, true // its call ends well before
 		}
@@ -46,8 +47,17 @@ func (p *pipeline) stepDecode(ctx context.Context, a *attempt) (verdict, bool) {
 }
 
 // deadlineOf is when the command stops being tried: its own deadline, or
-// maxWait after it first arrived.
+// maxWait after it first arrived; for a replay, the replay's deadline, or
+// maxWait after the replay's copy arrived.
 func (p *pipeline) deadlineOf(d *Decoded, del *delivery) time.Time {
+	if d.ReplayID != "" {
+		// A replay asks for a new try: the command's own deadline is the one
+		// that ended it.
+		if t, err := time.Parse(time.RFC3339Nano, del.header.Get(contract.HeaderReplayDeadline)); err == nil {
+			return t
+		}
+		return del.received.Add(p.maxWait)
+	}
 	if d.Cmd != nil && d.Cmd.Deadline != nil {
 		return *d.Cmd.Deadline
 	}

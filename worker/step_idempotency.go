@@ -29,8 +29,8 @@ func (p *pipeline) stepIdempotency(ctx context.Context, a *attempt) (verdict, bo
 		}
 	}
 	if rec.Terminal != nil {
-		log.Info().Msg("already done; publishing its terminal event again")
-		return verdict{event: rec.Terminal.outEvent(), repeat: true}, true
+		log.Info().Str("outcome", rec.Terminal.Subject).Msg("already done; publishing its terminal event again")
+		return verdict{event: rec.Terminal.repeatFor(d), repeat: true}, true
 	}
 	a.rec, a.recRev = rec, recRev
 	return verdict{}, false

@@ -18,7 +18,7 @@ func (p *pipeline) stepInFlight(ctx context.Context, a *attempt) (verdict, bool)
 		var busy errBusy
 		switch {
 		case errors.Is(err, errDone):
-			return verdict{event: before.Terminal.outEvent(), repeat: true}, true
+			return verdict{event: before.Terminal.repeatFor(d), repeat: true}, true
 		case errors.As(err, &busy):
 			return verdict{retry: max(busy.until.Sub(p.now()), 100*time.Millisecond)}, true
 		}

@@ -232,6 +232,10 @@ type Replayer struct {
 	// DefaultEnterprise is the workers' default tenant (XYLINK_ENTERPRISE_ID):
 	// the tenant of commands that name none.
 	DefaultEnterprise string
+	// Deadline is the new deadline of the commands it re-publishes: the
+	// deadline that ended a failed command has passed. Zero: each gets the
+	// workers' maximum wait from the time it arrives.
+	Deadline time.Time
 	// Progress is told, as they change, how many commands were handled
 	// (published or skipped) and how many are done (skipped, or ended).
 	Progress func(handled, done, total int)
@@ -402,6 +406,9 @@ func (r *Replayer) publish(ctx context.Context, replayID, enterpriseID, commandI
 	m := nats.NewMsg(contract.SubjectReplay)
 	m.Data = raw
 	m.Header.Set(contract.HeaderReplay, replayID)
+	if !r.Deadline.IsZero() {
+		m.Header.Set(contract.HeaderReplayDeadline, r.Deadline.UTC().Format(time.RFC3339Nano))
+	}
 	m.Header.Set(nats.MsgIdHdr, "xygroup.replay."+replayID+"."+MsgID(enterpriseID, commandID))
 	_, err := r.JS.PublishMsg(ctx, m)
 	if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) {

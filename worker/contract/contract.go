@@ -44,6 +44,12 @@ const (
 // only on SubjectReplay.
 const HeaderReplay = "Xygroup-Replay"
 
+// HeaderReplayDeadline is a replay's deadline for the commands it re-publishes
+// (RFC 3339). A replayed command's own deadline has passed, often: the replay
+// gives it a fresh one, this, or its arrival plus the worker's maximum wait
+// when the replay names none. It counts only with HeaderReplay.
+const HeaderReplayDeadline = "Xygroup-Replay-Deadline"
+
 // Identity is what names a command and every event of it: the fields readers
 // match and filter on, in commands and events alike. A field of another type
 // stays empty when decoded.
