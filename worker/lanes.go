@@ -372,8 +372,9 @@ func (w *Worker) serveLane(ctx context.Context, token, ent string) {
 			}
 			turn := w.lanes.grantTurn(ent)
 			w.opts.metrics.InFlight.Inc()
+			w.handling.Add(1)
 			go func() {
-				defer func() { turn.done(); leave(); w.opts.metrics.InFlight.Dec(); w.laneRun.done() }()
+				defer func() { turn.done(); leave(); w.opts.metrics.InFlight.Dec(); w.handling.Add(-1); w.laneRun.done() }()
 				w.handleLane(msg, token, turn, leave)
 			}()
 		}

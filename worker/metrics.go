@@ -3,6 +3,8 @@ package worker
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/xygroup/xygroup/xylink"
 )
 
 // Metrics are the worker's Prometheus metrics, on a registry of their own so that
@@ -78,9 +80,33 @@ func NewMetrics() *Metrics {
 			Help:    "Time from a meeting answering its probe to each of its parked commands ending.",
 			Buckets: []float64{.1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120}}),
 	}
+	// Every series whose labels are known before anything happens exists
+	// from the start, at zero: a dashboard or an alert on a rate sees it.
+	m.Commands.WithLabelValues("created", "").Add(0)
+	for _, c := range xylink.Classes {
+		m.Commands.WithLabelValues("failed", string(c)).Add(0)
+	}
+	for _, reason := range retryReasons {
+		m.Retries.WithLabelValues(reason).Add(0)
+	}
+	for _, result := range []string{"not_started", "answered", "ended", "no_news"} {
+		m.Probes.WithLabelValues(result).Add(0)
+	}
+	for _, p := range priorities {
+		m.LimiterWait.WithLabelValues(p.String())
+	}
 	r.MustRegister(m.LimiterGrants, m.LimiterBudget, m.LimiterGuard, m.Probes, m.ReleaseLatency, m.Commands, m.APICalls, m.Attempts, m.LimiterWait, m.BreakerState, m.InFlight, m.Parked, m.LaneCommands, m.LaneMoves, m.Retries, m.Redeliveries)
 	return m
 }
+
+// priorities are the limiter's priorities, for their metric series.
+var priorities = []Priority{PriorityLive, PriorityRetry, PriorityReplay, PriorityProbe}
+
+// retryReasons label xygroup_retries_total: a command put back before its
+// call (breaker_open, limiter_wait, meeting_waiting, stale_grant), or after
+// its call by the answer's disposition.
+var retryReasons = []string{"breaker_open", "limiter_wait", "meeting_waiting", "stale_grant",
+	xylink.Retry.String(), xylink.RateLimited.String(), xylink.Park.String(), xylink.StopTenant.String()}
 
 func breakerStateValue(s string) float64 {
 	switch s {

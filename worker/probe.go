@@ -115,9 +115,10 @@ func (w *Worker) runProbe(ctx context.Context, token string, log *zerolog.Logger
 	if err != nil {
 		return probeOutcome{next: now.Add(time.Second)}
 	}
+	meetingLog := *log // a command's lines name it, its tenant and meeting (commandLogger)
 	*log = log.With().Str("enterpriseId", rec.EnterpriseID).Str("meetingRoomNumber", rec.Meeting).Logger()
 	if !now.Before(rec.EarliestDeadline) {
-		w.expireParked(ctx, token, rec, *log)
+		w.expireParked(ctx, token, rec, meetingLog)
 	}
 	cand, empty, nextNotBefore, err := w.probeCandidate(ctx, token, now)
 	switch {
@@ -130,6 +131,7 @@ func (w *Worker) runProbe(ctx context.Context, token string, log *zerolog.Logger
 		return probeOutcome{next: nextNotBefore}
 	}
 	del := parkedDelivery(cand.Data, cand.Header, rec.Probes+1, fromProbe, cand.Sequence, cand.Time)
+	*log = meetingLog
 	v, d := w.p.process(ctx, del, log)
 	settle := &probeSettler{stream: w.parked, seq: cand.Sequence}
 	if rec.Kind == kindHold && v.waiting {
@@ -306,7 +308,7 @@ func (w *Worker) forgetMeeting(ctx context.Context, token string) bool {
 
 // expireParked ends the meeting's parked commands whose deadline passed, as
 // failed.meeting_not_started, and records the earliest deadline left.
-func (w *Worker) expireParked(ctx context.Context, token string, rec meetingRecord, log zerolog.Logger) {
+func (w *Worker) expireParked(ctx context.Context, token string, rec meetingRecord, meetingLog zerolog.Logger) {
 	now := w.opts.now()
 	earliest := now.Add(100 * 365 * 24 * time.Hour)
 	seq := uint64(1)
@@ -318,10 +320,11 @@ func (w *Worker) expireParked(ctx context.Context, token string, rec meetingReco
 		seq = m.Sequence + 1
 		del := parkedDelivery(m.Data, m.Header, 0, fromProbe, m.Sequence, m.Time)
 		d := w.p.decoder.decode(del.data, del.header, del.stream, del.seq)
+		log := commandLogger(meetingLog, d)
 		d.ReplayID = del.replayMark(&log)
 		if d.Invalid != nil {
 			// Not a command: it can never be sent, whatever its deadline.
-			l := log
+			l := meetingLog
 			v, d := w.p.process(ctx, del, &l)
 			w.apply(ctx, v, d, del, &probeSettler{stream: w.parked, seq: m.Sequence}, l)
 			continue
@@ -379,7 +382,7 @@ func (w *Worker) updateParkedGauge(ctx context.Context) {
 	}
 	if w.limiter != nil {
 		w.opts.metrics.LimiterGuard.Reset()
-		for ent, g := range w.limiter.Guards() {
+		for ent, g := range w.limiter.Guards(w.tenantIDs...) {
 			w.opts.metrics.LimiterGuard.WithLabelValues(ent).Set(g.Seconds())
 		}
 	}

@@ -18,10 +18,14 @@ const BucketReplicas = "xygroup-replicas"
 
 // Replica is one worker's heartbeat.
 type Replica struct {
-	Name        string    `json:"name"`
-	Host        string    `json:"host"`
-	StartedAt   time.Time `json:"startedAt"`
+	Name      string    `json:"name"`
+	Host      string    `json:"host"`
+	StartedAt time.Time `json:"startedAt"`
+	// InFlight: commands this replica is handling now (from the shared
+	// consumer or a lane), and Background: its slots held by probes and
+	// released commands being let out; both of Concurrency slots, as of SeenAt.
 	InFlight    int       `json:"inFlight"`
+	Background  int       `json:"background"`
 	Concurrency int       `json:"concurrency"`
 	Dispenser   bool      `json:"dispenser"`
 	SeenAt      time.Time `json:"seenAt"`
@@ -45,7 +49,7 @@ func (w *Worker) heartbeat(ctx context.Context, kv jetstream.KeyValue, replicas 
 	tick := time.NewTicker(5 * time.Second)
 	defer tick.Stop()
 	for {
-		me.InFlight = max(0, len(w.slots)-int(w.reserved.Load()))
+		me.InFlight, me.Background = int(w.handling.Load()), len(w.background)
 		me.Dispenser = w.limiter != nil && w.limiter.Stats().Dispensing
 		me.SeenAt = time.Now().UTC()
 		v, _ := json.Marshal(me)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/xygroup/xygroup/worker/contract"
 	"github.com/xygroup/xygroup/xylink"
 )
@@ -15,11 +17,7 @@ func (p *pipeline) stepDecode(ctx context.Context, a *attempt) (verdict, bool) {
 	del, log := a.del, a.log
 	d := p.decoder.decode(del.data, del.header, del.stream, del.seq)
 	a.d = d
-	l := log.With().Str("commandId", d.ID).Str("enterpriseId", d.EnterpriseID)
-	if d.Cmd != nil {
-		l = l.Str("meetingRoomNumber", d.Cmd.MeetingRoomNumber)
-	}
-	*log = l.Logger()
+	*log = commandLogger(*log, d)
 	d.ReplayID = del.replayMark(log)
 	now := p.now()
 	a.now = now
@@ -44,6 +42,16 @@ func (p *pipeline) stepDecode(ctx context.Context, a *attempt) (verdict, bool) {
 	}
 	a.deadline = p.deadlineOf(d, del)
 	return verdict{}, false
+}
+
+// commandLogger names the command in every line: its id, tenant and meeting
+// (as far as an invalid command gives them).
+func commandLogger(log zerolog.Logger, d *Decoded) zerolog.Logger {
+	l := log.With().Str("commandId", d.ID).Str("enterpriseId", d.EnterpriseID)
+	if d.MeetingRoomNumber != "" {
+		l = l.Str("meetingRoomNumber", d.MeetingRoomNumber)
+	}
+	return l.Logger()
 }
 
 // deadlineOf is when the command stops being tried: its own deadline, or

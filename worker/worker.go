@@ -49,6 +49,8 @@ type Worker struct {
 	work        context.Context // outlives Run's context by the drain timeout
 	serving     sync.Map        // meetings this replica lets out, lanes it serves
 	id          string          // this replica, as a lane's owner
+	tenantIDs   []string        // the tenants known at the start, for their metric series
+	handling    atomic.Int64    // commands being handled (xygroup_in_flight), for the heartbeat
 	lanes       *lanes
 	laneRun     tracker      // lane commands in flight
 	replicaN    atomic.Int64 // replicas alive, as last counted
@@ -82,10 +84,18 @@ func New(nc *nats.Conn, caller Caller, tenants Tenants, opts ...Option) (*Worker
 	}
 	// Series for every known tenant from the start, so that dashboards show them
 	// before anything happens.
+	var tenantIDs []string
 	if lister, ok := tenants.(interface{ Tenants() []string }); ok {
-		for _, ent := range lister.Tenants() {
+		tenantIDs = lister.Tenants()
+		for _, ent := range tenantIDs {
+			o.metrics.APICalls.WithLabelValues(ent, "ok")
 			o.metrics.LimiterBudget.WithLabelValues(ent).Set(o.rateOf(ent))
 			o.metrics.BreakerState.WithLabelValues(ent).Set(0)
+			o.metrics.LaneCommands.WithLabelValues(ent).Set(0)
+			o.metrics.LaneMoves.WithLabelValues(ent).Add(0)
+			for _, p := range priorities {
+				o.metrics.LimiterGrants.WithLabelValues(ent, p.String()).Add(0)
+			}
 		}
 	}
 	js, err := jetstream.New(nc)
@@ -100,7 +110,7 @@ func New(nc *nats.Conn, caller Caller, tenants Tenants, opts ...Option) (*Worker
 		dec.hasTenant = tenants.HasTenant
 	}
 	background := max(1, o.concurrency-max(1, o.concurrency/4))
-	w := &Worker{nc: nc, js: js, opts: o, log: o.log, slots: make(chan struct{}, o.concurrency),
+	w := &Worker{nc: nc, js: js, opts: o, log: o.log, tenantIDs: tenantIDs, slots: make(chan struct{}, o.concurrency),
 		background: make(chan struct{}, background), letOutSlots: make(chan struct{}, max(1, background/2)),
 		view: &meetingView{meetings: map[string]meetingEntry{}}}
 	w.parker = &parker{js: js, view: w.view, backoff: o.probeBackoff, now: o.now}
@@ -219,6 +229,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.pull(ctx, cons, func(msg jetstream.Msg) {
 		inFlight.Add(1)
 		w.opts.metrics.InFlight.Inc()
+		w.handling.Add(1)
 		var turn *laneTurn
 		if w.p.lanes != nil {
 			turn = w.lanes.intakeTurn(peekEnterprise(msg.Data(), w.opts.defaultEnterprise))
@@ -230,6 +241,7 @@ func (w *Worker) Run(ctx context.Context) error {
 				}
 				<-w.slots
 				w.opts.metrics.InFlight.Dec()
+				w.handling.Add(-1)
 				inFlight.Done()
 			}()
 			w.handle(work, msg, turn)

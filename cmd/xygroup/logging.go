@@ -8,6 +8,7 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/urfave/cli/v3"
+	"golang.org/x/term"
 )
 
 func logFormatFlag() cli.Flag {
@@ -39,7 +40,10 @@ func newLogger(cmd *cli.Command) zerolog.Logger {
 	zerolog.TimeFieldFormat = time.RFC3339Nano
 	var l zerolog.Logger
 	if cmd.String("log-format") == "console" {
-		l = zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: "15:04:05.000"})
+		// Colour codes only for a terminal: a file or a log collector gets
+		// plain text. NO_COLOR (no-color.org) turns them off anywhere.
+		color := term.IsTerminal(int(os.Stderr.Fd())) && os.Getenv("NO_COLOR") == ""
+		l = zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: "15:04:05.000", NoColor: !color})
 	} else {
 		l = zerolog.New(os.Stderr)
 	}

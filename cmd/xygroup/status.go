@@ -30,17 +30,21 @@ func statusCommand() *cli.Command {
 
 // Status is what `xygroup status --json` prints.
 type Status struct {
-	At          time.Time              `json:"at"`
-	Backlog     uint64                 `json:"backlog"`
-	InFlight    int                    `json:"inFlight"`
-	Redelivered int                    `json:"redelivered"`
-	Commands    uint64                 `json:"commandsStored"`
-	Events      uint64                 `json:"eventsStored"`
-	Parked      uint64                 `json:"parked"`
-	Meetings    []worker.ParkedMeeting `json:"meetings"`
-	Limiter     *ratelimit.LeaseInfo   `json:"limiter"`
-	Breakers    []worker.BreakerState  `json:"breakers"`
-	Replicas    []worker.Replica       `json:"replicas"`
+	At      time.Time `json:"at"`
+	Backlog uint64    `json:"backlog"`
+	// Unacknowledged: commands delivered by the shared consumer and not yet
+	// acknowledged: being handled by a replica, or waiting for a retry (a
+	// delayed redelivery). InFlight is the same figure, under its earlier name.
+	Unacknowledged int                    `json:"unacknowledged"`
+	InFlight       int                    `json:"inFlight"`
+	Redelivered    int                    `json:"redelivered"`
+	Commands       uint64                 `json:"commandsStored"`
+	Events         uint64                 `json:"eventsStored"`
+	Parked         uint64                 `json:"parked"`
+	Meetings       []worker.ParkedMeeting `json:"meetings"`
+	Limiter        *ratelimit.LeaseInfo   `json:"limiter"`
+	Breakers       []worker.BreakerState  `json:"breakers"`
+	Replicas       []worker.Replica       `json:"replicas"`
 }
 
 func collectStatus(ctx context.Context, js jetstream.JetStream) (*Status, error) {
@@ -53,7 +57,7 @@ func collectStatus(ctx context.Context, js jetstream.JetStream) (*Status, error)
 	if err != nil {
 		return nil, err
 	}
-	st.Backlog, st.InFlight, st.Redelivered = ci.NumPending, ci.NumAckPending, ci.NumRedelivered
+	st.Backlog, st.Unacknowledged, st.InFlight, st.Redelivered = ci.NumPending, ci.NumAckPending, ci.NumAckPending, ci.NumRedelivered
 	for name, dst := range map[string]*uint64{worker.StreamCommands: &st.Commands, worker.StreamEvents: &st.Events, worker.StreamParked: &st.Parked} {
 		if s, err := js.Stream(ctx, name); err == nil {
 			*dst = s.CachedInfo().State.Msgs
@@ -109,7 +113,8 @@ func printStatus(out io.Writer, st *Status, maxMeetings int) {
 		}
 		return d.String() + " ago"
 	}
-	fmt.Fprintf(tw, "COMMANDS\tbacklog %d\tin flight %d\tredelivered %d\tstored %d\n", st.Backlog, st.InFlight, st.Redelivered, st.Commands)
+	fmt.Fprintf(tw, "COMMANDS\tbacklog %d\tunacknowledged %d (handled now, or waiting for a retry)\tredelivered %d\tstored %d\n",
+		st.Backlog, st.Unacknowledged, st.Redelivered, st.Commands)
 	fmt.Fprintf(tw, "EVENTS\tstored %d\n", st.Events)
 	fmt.Fprintf(tw, "PARKED\t%d command(s)\tin %d meeting(s), holds or lanes\n", st.Parked, len(st.Meetings))
 	if len(st.Meetings) > 0 {
@@ -161,6 +166,7 @@ func printStatus(out io.Writer, st *Status, maxMeetings int) {
 		if r.Dispenser {
 			role = "dispenser"
 		}
-		fmt.Fprintf(tw, "  %s\tin flight %d/%d\tup %s\t%s\n", r.Name, r.InFlight, r.Concurrency, st.At.Sub(r.StartedAt).Round(time.Second), role)
+		fmt.Fprintf(tw, "  %s\thandling %d, background %d, of %d slots (%s)\tup %s\t%s\n", r.Name, r.InFlight, r.Background, r.Concurrency,
+			ago(r.SeenAt), st.At.Sub(r.StartedAt).Round(time.Second), role)
 	}
 }

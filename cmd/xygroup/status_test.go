@@ -49,12 +49,12 @@ func TestStatusAndEventsShowAKnownState(t *testing.T) {
 		// Heartbeats and the dispenser's lease come within a few seconds of the start.
 		return len(st.Replicas) == 1 && st.Limiter != nil && len(st.Limiter.Enterprises) > 0 && st.Parked == 3
 	}, "status showing the replica, the dispenser's lease and the parked commands")
-	if st.Backlog != 0 || st.InFlight != 0 || len(st.Meetings) != 1 || st.Meetings[0].Meeting != "m-later" ||
+	if st.Backlog != 0 || st.InFlight != 0 || st.Unacknowledged != 0 || st.Replicas[0].InFlight != 0 || len(st.Meetings) != 1 || st.Meetings[0].Meeting != "m-later" ||
 		st.Meetings[0].Parked != 3 || st.Meetings[0].State != "waiting" || st.Limiter.Enterprises[wt.Enterprise].Rate != 20 {
 		t.Fatalf("status = %+v", st)
 	}
 	out, _, err := runApp(context.Background(), "status", "--nats-url", url)
-	for _, want := range []string{"COMMANDS", "backlog 0", "PARKED", "3 command(s)", "m-later", "LIMITER", "dispenser", wt.Enterprise, "REPLICAS", "1 alive"} {
+	for _, want := range []string{"COMMANDS", "backlog 0", "PARKED", "3 command(s)", "m-later", "LIMITER", "dispenser", wt.Enterprise, "REPLICAS", "1 alive", "unacknowledged 0", "handling 0, background", "of 32 slots"} {
 		if err != nil || !strings.Contains(out, want) {
 			t.Fatalf("status screen lacks %q (%v):\n%s", want, err, out)
 		}

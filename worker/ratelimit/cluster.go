@@ -447,8 +447,9 @@ func (c *Cluster) leaseValue() []byte {
 }
 
 // Guards returns each enterprise's guard now, while this replica dispenses
-// (nil otherwise).
-func (c *Cluster) Guards() map[string]time.Duration {
+// (nil otherwise): the enterprises it has seen, and the known ones it has
+// not, at the floor.
+func (c *Cluster) Guards(known ...string) map[string]time.Duration {
 	c.mu.Lock()
 	d := c.disp
 	c.mu.Unlock()
@@ -458,7 +459,10 @@ func (c *Cluster) Guards() map[string]time.Duration {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	now := d.opts.Now()
-	out := make(map[string]time.Duration, len(d.ents))
+	out := make(map[string]time.Duration, len(d.ents)+len(known))
+	for _, id := range known {
+		out[id] = d.opts.Guard
+	}
 	for id, q := range d.ents {
 		out[id] = d.guard(q, now)
 	}
@@ -541,7 +545,11 @@ func (c *Cluster) stepDown(why string) {
 		_ = s.Unsubscribe()
 	}
 	d.stop()
-	c.opts.Log.Warn().Str("replica", c.opts.Name).Str("why", why).Msg("rate-limit dispenser: stepped down")
+	ev := c.opts.Log.Warn() // the lease lost or not renewed: worth a look
+	if why == "stopping" {
+		ev = c.opts.Log.Info() // a normal stop: another replica takes over
+	}
+	ev.Str("replica", c.opts.Name).Str("why", why).Msg("rate-limit dispenser: stepped down")
 }
 
 // dispenser hands out grants, per enterprise, spaced and by priority.
