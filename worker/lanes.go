@@ -428,26 +428,12 @@ func sleep(ctx context.Context, d time.Duration) {
 // handleLane runs one lane command through the pipeline, as an intake: it may
 // still be parked for its meeting or held with its tenant.
 func (w *Worker) handleLane(msg jetstream.Msg, token string, turn *laneTurn, leave func()) {
-	ctx := w.work
-	log := w.log.With().Str("lane", token).Logger()
-	defer func() {
-		if r := recover(); r != nil {
-			log.Error().Interface("panic", r).Msg("lane command's handler panicked; the command stays in its lane and will be retried")
-			_ = msg.NakWithDelay(5 * time.Second)
-		}
-	}()
-	meta, err := msg.Metadata()
-	if err != nil {
-		_ = msg.Term()
-		return
-	}
-	del := parkedDelivery(msg.Data(), msg.Headers(), int(meta.NumDelivered), fromLane, meta.Sequence.Stream, meta.Timestamp)
-	del.turn, del.laneLeave = turn, leave
-	stop := sync.OnceFunc(keepAlive(msg, 10*time.Second))
-	defer stop()
-	v, d := w.p.process(ctx, del, &log)
-	turn.done() // decided: the next lane command need not wait for this one's parking or events
-	w.apply(ctx, v, d, del, &msgSettler{msg: msg}, log)
+	w.handleParked(msg, fromLane, w.log.With().Str("lane", token).Logger(),
+		func(del *delivery) { del.turn, del.laneLeave = turn, leave },
+		func(v verdict, _ *Decoded) verdict {
+			turn.done() // decided: the next lane command need not wait for this one's parking or events
+			return v
+		})
 }
 
 // reopenLanes gives a lane that holds commands but has no record its record

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 )
 
 // startLettingOut makes this replica help let out a released meeting's parked commands
@@ -133,15 +134,35 @@ func (w *Worker) putLetOut() {
 }
 
 // handleReleased runs one parked command of a released meeting or hold (token)
-// through the pipeline. Whatever the parked message holds, it ends here or goes
-// back: a message that is no command ends as failed.invalid_command, and a panic
-// returns the message for a later try instead of ending the process.
+// through the pipeline.
 func (w *Worker) handleReleased(msg jetstream.Msg, token string) {
-	ctx := w.work
-	log := w.log.With().Str("meeting", token).Logger()
+	w.handleParked(msg, fromReleased, w.log.With().Str("meeting", token).Logger(), nil, func(v verdict, d *Decoded) verdict {
+		meetingTok := token // a message that is no command stays with the meeting it was parked under
+		if d.Cmd != nil {
+			meetingTok = meetingToken(d.EnterpriseID, d.Cmd.MeetingRoomNumber)
+		}
+		if v.waiting && msg.Subject() != parkedSubject(meetingTok) {
+			v = w.toMeeting(v) // released from a tenant's hold: now it waits for its meeting
+		}
+		if v.event != nil {
+			if e, ok := w.view.get(meetingTok); ok && !e.rec.ReleasedAt.IsZero() {
+				w.opts.metrics.ReleaseLatency.Observe(w.opts.now().Sub(e.rec.ReleasedAt).Seconds())
+			}
+		}
+		return v
+	})
+}
+
+// handleParked runs one message of the parked stream (a lane's command, or a
+// released meeting's or hold's) through the pipeline, kept alive until it is
+// settled: prepare completes its delivery, decided may change the verdict
+// before it is applied. Whatever the message holds, it ends here or goes back:
+// one that is no command ends as failed.invalid_command, and a panic returns it
+// for a later try instead of ending the process.
+func (w *Worker) handleParked(msg jetstream.Msg, kind deliveryKind, log zerolog.Logger, prepare func(*delivery), decided func(verdict, *Decoded) verdict) {
 	defer func() {
 		if r := recover(); r != nil {
-			log.Error().Interface("panic", r).Msg("released command's handler panicked; the command stays parked and will be retried")
+			log.Error().Interface("panic", r).Msg("parked command's handler panicked; the command stays parked and will be retried")
 			_ = msg.NakWithDelay(5 * time.Second)
 		}
 	}()
@@ -150,21 +171,13 @@ func (w *Worker) handleReleased(msg jetstream.Msg, token string) {
 		_ = msg.Term()
 		return
 	}
-	del := parkedDelivery(msg.Data(), msg.Headers(), int(meta.NumDelivered), fromReleased, meta.Sequence.Stream, meta.Timestamp)
+	del := parkedDelivery(msg.Data(), msg.Headers(), int(meta.NumDelivered), kind, meta.Sequence.Stream, meta.Timestamp)
+	if prepare != nil {
+		prepare(del)
+	}
 	stop := sync.OnceFunc(keepAlive(msg, 10*time.Second))
 	defer stop() // until settled, as for the shared consumer, and after a panic
-	v, d := w.p.process(ctx, del, &log)
-	meetingTok := token // a message that is no command stays with the meeting it was parked under
-	if d.Cmd != nil {
-		meetingTok = meetingToken(d.EnterpriseID, d.Cmd.MeetingRoomNumber)
-	}
-	if v.waiting && msg.Subject() != parkedSubject(meetingTok) {
-		v = w.toMeeting(v) // released from a tenant's hold: now it waits for its meeting
-	}
-	if v.event != nil {
-		if e, ok := w.view.get(meetingTok); ok && !e.rec.ReleasedAt.IsZero() {
-			w.opts.metrics.ReleaseLatency.Observe(w.opts.now().Sub(e.rec.ReleasedAt).Seconds())
-		}
-	}
-	w.apply(ctx, v, d, del, &msgSettler{msg: msg}, log)
+	v, d := w.p.process(w.work, del, &log)
+	v = decided(v, d)
+	w.apply(w.work, v, d, del, &msgSettler{msg: msg}, log)
 }
