@@ -57,13 +57,13 @@ func parseWhen(s string, now time.Time) (time.Time, error) {
 }
 
 func eventSubjects(typ string, classes []string) ([]string, error) {
+	names, err := failureClasses(classes)
+	if err != nil {
+		return nil, err
+	}
 	var subjects []string
-	for _, c := range classes {
-		for _, one := range strings.Split(c, ",") {
-			if one = strings.TrimSpace(one); one != "" {
-				subjects = append(subjects, contract.SubjectFailed+"."+one)
-			}
-		}
+	for _, c := range names {
+		subjects = append(subjects, contract.SubjectFailed+"."+c)
 	}
 	switch typ {
 	case "":
@@ -79,7 +79,7 @@ func eventSubjects(typ string, classes []string) ([]string, error) {
 			subjects = []string{contract.SubjectFailedAll}
 		}
 	default:
-		return nil, fmt.Errorf("--type must be created, failed or waiting")
+		return nil, fmt.Errorf("--type %q is not an event type; the types are created, failed and waiting", typ)
 	}
 	return subjects, nil
 }
@@ -89,17 +89,17 @@ func runEvents(ctx context.Context, cmd *cli.Command) error {
 	f := eventFilter{meeting: cmd.String("meeting"), command: cmd.String("command"), enterprise: cmd.String("enterprise")}
 	var err error
 	if f.subjects, err = eventSubjects(cmd.String("type"), cmd.StringSlice("class")); err != nil {
-		return cli.Exit(err.Error(), 2)
+		return usageErrorf(cmd, "%v", err)
 	}
 	if f.since, err = parseWhen(cmd.String("since"), now); err != nil {
-		return cli.Exit("--since: "+err.Error(), 2)
+		return usageErrorf(cmd, "--since: %v", err)
 	}
 	if f.until, err = parseWhen(cmd.String("until"), now); err != nil {
-		return cli.Exit("--until: "+err.Error(), 2)
+		return usageErrorf(cmd, "--until: %v", err)
 	}
 	format := cmd.String("format")
 	if format != "json" && format != "table" {
-		return cli.Exit("--format must be json or table", 2)
+		return usageErrorf(cmd, "--format %q is not a format; the formats are json and table", format)
 	}
 	nc, err := connectNATS(cmd, "xygroup-events")
 	if err != nil {

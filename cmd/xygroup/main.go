@@ -4,9 +4,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
+	"regexp"
+	"strings"
 	"syscall"
 
 	"github.com/urfave/cli/v3"
@@ -19,13 +22,13 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := newApp().Run(ctx, os.Args); err != nil {
-		fmt.Fprintln(os.Stderr, "xygroup:", err)
+		fmt.Fprintln(os.Stderr, "xygroup:", errorMessage(err))
 		os.Exit(exitCode(err))
 	}
 }
 
 func newApp() *cli.Command {
-	return &cli.Command{
+	app := &cli.Command{
 		Name:    "xygroup",
 		Usage:   "create XYLink breakout groups from NATS JetStream commands",
 		Version: version,
@@ -40,11 +43,88 @@ func newApp() *cli.Command {
 			statusCommand(),
 			healthCommand(),
 		},
+		Action: runRoot,
 	}
+	// A usage error is one line naming what was typed, not a page of help.
+	var set func(*cli.Command)
+	set = func(c *cli.Command) {
+		c.OnUsageError = onUsageError
+		for _, sub := range c.Commands {
+			set(sub)
+		}
+	}
+	set(app)
+	return app
+}
+
+// runRoot shows the help, or refuses a command that does not exist (without
+// an action of its own, the root would print "No help topic" and exit 3).
+func runRoot(ctx context.Context, cmd *cli.Command) error {
+	if name := cmd.Args().First(); name != "" {
+		names := make([]string, 0, len(cmd.Commands))
+		for _, c := range cmd.Commands {
+			if !c.Hidden && c.Name != "help" {
+				names = append(names, c.Name)
+			}
+		}
+		return usageErrorf(cmd, "unknown command %q (commands: %s)", name, strings.Join(names, ", "))
+	}
+	return cli.ShowRootCommandHelp(cmd)
+}
+
+// usageError: the command line is wrong. Exit code 2, and a pointer to the help.
+type usageError struct {
+	msg, command string
+}
+
+func (e *usageError) Error() string {
+	return fmt.Sprintf("%s; run '%s --help' for usage", e.msg, e.command)
+}
+
+func (e *usageError) ExitCode() int { return 2 }
+
+func usageErrorf(cmd *cli.Command, format string, a ...any) error {
+	return &usageError{msg: fmt.Sprintf(format, a...), command: cmd.FullName()}
+}
+
+var (
+	undefinedFlag = regexp.MustCompile(`^flag provided but not defined: -+(.+)$`)
+	invalidValue  = regexp.MustCompile(`^invalid value (".*") for flag -+([^:]+): (.*)$`)
+	missingValue  = regexp.MustCompile(`^flag needs an argument: -*(.+)$`)
+)
+
+// onUsageError rewrites the parser's messages, which name flags with one dash
+// whatever was typed, to name them as they are written (--name).
+func onUsageError(_ context.Context, cmd *cli.Command, err error, _ bool) error {
+	msg := err.Error()
+	if m := undefinedFlag.FindStringSubmatch(msg); m != nil {
+		msg = "unknown flag " + dashed(m[1])
+	} else if m := invalidValue.FindStringSubmatch(msg); m != nil {
+		msg = fmt.Sprintf("invalid value %s for %s: %s", m[1], dashed(m[2]), m[3])
+	} else if m := missingValue.FindStringSubmatch(msg); m != nil {
+		msg = dashed(m[1]) + " needs a value"
+	}
+	return &usageError{msg: msg, command: cmd.FullName()}
+}
+
+func dashed(name string) string {
+	if len(name) == 1 {
+		return "-" + name
+	}
+	return "--" + name
+}
+
+// errorMessage never leaves the line after "xygroup:" empty.
+func errorMessage(err error) string {
+	if msg := strings.TrimSpace(err.Error()); msg != "" {
+		return msg
+	}
+	return fmt.Sprintf("failed (exit code %d)", exitCode(err))
 }
 
 func exitCode(err error) int {
-	if ec, ok := err.(cli.ExitCoder); ok {
+	var ec cli.ExitCoder
+	if errors.As(err, &ec) {
 		return ec.ExitCode()
 	}
 	return 1

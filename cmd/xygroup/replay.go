@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -17,6 +19,7 @@ import (
 	"github.com/urfave/cli/v3"
 
 	"github.com/xygroup/xygroup/worker/commands"
+	"github.com/xygroup/xygroup/xylink"
 )
 
 func replayCommand() *cli.Command {
@@ -50,13 +53,9 @@ func replayCommand() *cli.Command {
 }
 
 func runReplay(ctx context.Context, cmd *cli.Command) error {
-	sel, err := selection(cmd)
+	given, err := selection(cmd)
 	if err != nil {
-		return cli.Exit(err.Error(), 2)
-	}
-	id := cmd.String("id")
-	if id == "" {
-		id = sel.ID()
+		return usageErrorf(cmd, "%v", err)
 	}
 	nc, err := connectNATS(cmd, "xygroup-replay")
 	if err != nil {
@@ -64,9 +63,17 @@ func runReplay(ctx context.Context, cmd *cli.Command) error {
 	}
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
+	sel, resolvedAt, err := given.Resolve(ctx, js, cmd.String("id"), time.Now())
+	if err != nil {
+		return cli.Exit(fmt.Sprintf("replay: resolve --since/--until: %v", err), 1)
+	}
+	id := cmd.String("id")
+	if id == "" {
+		id = sel.ID()
+	}
 	cp, err := commands.LoadCheckpoint(ctx, js, id)
 	if err != nil {
-		return cli.Exit(err.Error(), 1)
+		return cli.Exit(fmt.Sprintf("replay %s: load its progress: %v", id, err), 1)
 	}
 	resumed := cp != nil
 	if resumed {
@@ -74,9 +81,14 @@ func runReplay(ctx context.Context, cmd *cli.Command) error {
 	} else {
 		cp = &commands.Checkpoint{ID: id, Selection: sel, NewIDs: cmd.Bool("new-ids")}
 	}
+	resume := resumeCommand(sel, cp.NewIDs, cmd.String("id"))
+	fmt.Fprintf(stderr(cmd), "replay %s: resume with: %s\n", id, resume)
+	if given.IsRelative() && time.Since(resolvedAt) > time.Second {
+		fmt.Fprintf(stderr(cmd), "replay %s: --since/--until as the same command resolved them %v ago\n", id, time.Since(resolvedAt).Round(time.Second))
+	}
 	items, err := commands.Select(ctx, js, sel)
 	if err != nil {
-		return cli.Exit(err.Error(), 1)
+		return cli.Exit(fmt.Sprintf("replay %s: select: %v", id, err), 1)
 	}
 	if cmd.Bool("dry-run") {
 		printDryRun(stdout(cmd), items, cmd.Float("rate"), id, cp, resumed)
@@ -100,59 +112,178 @@ func runReplay(ctx context.Context, cmd *cli.Command) error {
 	sum, err := r.Run(ctx, waitCtx, cp, items)
 	_ = bar.Finish()
 	if errors.Is(err, context.Canceled) || (err == nil && ctx.Err() != nil) {
-		fmt.Fprintf(stderr(cmd), "interrupted; run the same command again to resume replay %s\n", id)
 		printSummary(cmd, sum)
-		return cli.Exit("", 130)
+		return cli.Exit(fmt.Sprintf("replay %s: interrupted; resume with: %s", id, resume), 130)
 	}
 	if err != nil {
-		return cli.Exit(err.Error(), 1)
+		return cli.Exit(fmt.Sprintf("replay %s: %v", id, err), 1)
 	}
 	printSummary(cmd, sum)
-	if failedAgain(sum) > 0 || sum.Pending > 0 {
-		return cli.Exit("", 1)
+	if msg := unfinished(sum, cmd.Duration("wait")); msg != "" {
+		return cli.Exit(fmt.Sprintf("replay %s: %s", id, msg), 1)
 	}
 	return nil
 }
 
-func selection(cmd *cli.Command) (commands.Selection, error) {
-	now := time.Now()
+// unfinished says what of a replay did not end in created: the commands that
+// failed again, by class, and the ones still pending, by commandId.
+func unfinished(s commands.Summary, wait time.Duration) string {
+	var parts []string
+	if n := failedAgain(s); n > 0 {
+		classes := make([]string, 0, len(s.FailedAgain))
+		for c, k := range s.FailedAgain {
+			classes = append(classes, fmt.Sprintf("%s %d", c, k))
+		}
+		sort.Strings(classes)
+		parts = append(parts, fmt.Sprintf("%s failed again (%s)", plural(n, "command"), strings.Join(classes, ", ")))
+	}
+	if s.Pending > 0 {
+		const shown = 10
+		ids := s.PendingIDs
+		more := ""
+		if len(ids) > shown {
+			ids, more = ids[:shown], fmt.Sprintf(" and %d more", len(ids)-shown)
+		}
+		verb := "is"
+		if s.Pending > 1 {
+			verb = "are"
+		}
+		when := fmt.Sprintf("after %v", wait)
+		if wait <= 0 {
+			when = "(--wait 0: not waited for)"
+		}
+		parts = append(parts, fmt.Sprintf("%s %s still pending %s: %s%s", plural(s.Pending, "command"), verb, when, strings.Join(ids, ", "), more))
+	}
+	return strings.Join(parts, "; ")
+}
+
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+// resumeCommand is the command line that runs the replay of sel again, which
+// resumes it: every selection flag, with absolute times.
+func resumeCommand(sel commands.Selection, newIDs bool, id string) string {
+	args := []string{"xygroup", "replay"}
+	add := func(flag, value string) {
+		if value != "" {
+			args = append(args, flag, shellQuote(value))
+		}
+	}
+	switch sel.Source {
+	case "commands":
+		args = append(args, "--from-commands")
+	case "file":
+		add("--file", sel.File)
+	}
+	add("--class", strings.Join(sel.Classes, ","))
+	add("--meeting", sel.Meeting)
+	add("--enterprise", sel.Enterprise)
+	if !sel.Since.IsZero() {
+		add("--since", sel.Since.UTC().Format(time.RFC3339Nano))
+	}
+	if !sel.Until.IsZero() {
+		add("--until", sel.Until.UTC().Format(time.RFC3339Nano))
+	}
+	if sel.SeqFrom != 0 {
+		add("--seq-from", strconv.FormatUint(sel.SeqFrom, 10))
+	}
+	if sel.SeqTo != 0 {
+		add("--seq-to", strconv.FormatUint(sel.SeqTo, 10))
+	}
+	if newIDs {
+		args = append(args, "--new-ids")
+	}
+	add("--id", id)
+	return strings.Join(args, " ")
+}
+
+// shellQuote quotes s for a POSIX shell when it needs it.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.,:/=+@") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// selection reads the selection flags; the times given as durations are
+// resolved later, once (commands.Relative).
+func selection(cmd *cli.Command) (commands.Relative, error) {
+	var r commands.Relative
 	s := commands.Selection{Source: "failed", Meeting: cmd.String("meeting"), Enterprise: cmd.String("enterprise"),
 		SeqFrom: cmd.Uint64("seq-from"), SeqTo: cmd.Uint64("seq-to")}
 	switch {
 	case cmd.Bool("from-commands") && cmd.String("file") != "":
-		return s, errors.New("choose --from-commands or --file, not both")
+		return r, errors.New("choose --from-commands or --file, not both")
 	case cmd.Bool("from-commands"):
 		s.Source = "commands"
 	case cmd.String("file") != "":
 		s.Source, s.File = "file", cmd.String("file")
 		raw, err := os.ReadFile(s.File)
 		if err != nil {
-			return s, err
+			return r, fmt.Errorf("--file: %w", err)
 		}
 		h := sha256.Sum256(raw)
 		s.FileHash = hex.EncodeToString(h[:8])
 	}
 	if (s.SeqFrom != 0 || s.SeqTo != 0) && s.Source != "commands" {
-		return s, errors.New("--seq-from and --seq-to go with --from-commands")
-	}
-	for _, c := range cmd.StringSlice("class") {
-		for _, one := range strings.Split(c, ",") {
-			if one = strings.TrimSpace(one); one != "" {
-				s.Classes = append(s.Classes, one)
-			}
-		}
-	}
-	if len(s.Classes) > 0 && s.Source != "failed" {
-		return s, errors.New("--class selects failed events; it does not go with --from-commands or --file")
+		return r, errors.New("--seq-from and --seq-to go with --from-commands")
 	}
 	var err error
-	if s.Since, err = parseWhen(cmd.String("since"), now); err != nil {
-		return s, fmt.Errorf("--since: %w", err)
+	if s.Classes, err = failureClasses(cmd.StringSlice("class")); err != nil {
+		return r, err
 	}
-	if s.Until, err = parseWhen(cmd.String("until"), now); err != nil {
-		return s, fmt.Errorf("--until: %w", err)
+	if len(s.Classes) > 0 && s.Source != "failed" {
+		return r, errors.New("--class selects failed events; it does not go with --from-commands or --file")
 	}
-	return s, nil
+	if s.Since, r.SinceAgo, err = parseWhenRelative(cmd.String("since")); err != nil {
+		return r, fmt.Errorf("--since: %w", err)
+	}
+	if s.Until, r.UntilAgo, err = parseWhenRelative(cmd.String("until")); err != nil {
+		return r, fmt.Errorf("--until: %w", err)
+	}
+	r.Selection = s
+	return r, nil
+}
+
+// parseWhenRelative reads an RFC 3339 time, or a duration before the run.
+func parseWhenRelative(s string) (time.Time, *time.Duration, error) {
+	if s == "" {
+		return time.Time{}, nil, nil
+	}
+	if d, err := time.ParseDuration(s); err == nil {
+		return time.Time{}, &d, nil
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, nil, fmt.Errorf("%q is neither a duration (1h) nor an RFC 3339 time", s)
+	}
+	return t.UTC(), nil, nil
+}
+
+// failureClasses reads --class values (repeated or comma-separated) and
+// refuses a class the contract does not have.
+func failureClasses(values []string) ([]string, error) {
+	var out []string
+	for _, c := range values {
+		for _, one := range strings.Split(c, ",") {
+			if one = strings.TrimSpace(one); one == "" {
+				continue
+			}
+			if !slices.Contains(xylink.Classes, xylink.Class(one)) {
+				names := make([]string, len(xylink.Classes))
+				for i, k := range xylink.Classes {
+					names[i] = string(k)
+				}
+				return nil, fmt.Errorf("--class %q is not a failure class; the classes are %s", one, strings.Join(names, ", "))
+			}
+			out = append(out, one)
+		}
+	}
+	return out, nil
 }
 
 func printDryRun(out io.Writer, items []commands.ReplayItem, rate float64, id string, cp *commands.Checkpoint, resumed bool) {

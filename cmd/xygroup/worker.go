@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -105,6 +106,9 @@ func runWorker(ctx context.Context, cmd *cli.Command) error {
 		srv, err := embedded.Start(embedded.Config{Listen: cmd.String("embedded-listen"), StoreDir: cmd.String("data-dir"), Logger: &log})
 		if inUse := (*embedded.StoreDirInUseError)(nil); errors.As(err, &inUse) {
 			return cli.Exit(err.Error()+": stop that worker, or give this one its own --data-dir (XYGROUP_DATA_DIR)", 1)
+		}
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return cli.Exit(err.Error()+": stop what listens there, or give this worker another --embedded-listen (XYGROUP_EMBEDDED_LISTEN)", 1)
 		}
 		if err != nil {
 			return cli.Exit(err.Error(), 1)

@@ -48,6 +48,108 @@ func (s Selection) ID() string {
 	return "r" + hex.EncodeToString(h[:6])
 }
 
+// ResolutionReuse is how long a selection given relative to the run ("--since
+// 1h") keeps the times its first run resolved it to: a dry run, and the real
+// run after it, are one replay.
+const ResolutionReuse = 10 * time.Minute
+
+// Relative is a selection whose --since and/or --until are given as durations
+// before the run. Resolve fixes them to absolute times.
+type Relative struct {
+	Selection Selection // its absolute parts
+	// SinceAgo and UntilAgo: how long before the run; nil when not relative.
+	SinceAgo, UntilAgo *time.Duration
+}
+
+// IsRelative reports whether r has a time to resolve.
+func (r Relative) IsRelative() bool { return r.SinceAgo != nil || r.UntilAgo != nil }
+
+// at resolves r against now, to whole seconds (the resume command prints them
+// in RFC 3339): since down, until up, so no second of the window is lost.
+// "The last hour" ends now: a resumed replay must not select the failures of
+// its own commands, nor any newer ones.
+func (r Relative) at(now time.Time) Selection {
+	s := r.Selection
+	end := now.UTC().Truncate(time.Second)
+	if end.Before(now) {
+		end = end.Add(time.Second)
+	}
+	if r.SinceAgo != nil {
+		s.Since = end.Add(-*r.SinceAgo)
+		if s.Until.IsZero() && r.UntilAgo == nil {
+			s.Until = end
+		}
+	}
+	if r.UntilAgo != nil {
+		s.Until = end.Add(-*r.UntilAgo)
+	}
+	return s
+}
+
+func (r Relative) key() string {
+	given := struct {
+		Selection Selection `json:"selection"`
+		Since     string    `json:"since,omitempty"`
+		Until     string    `json:"until,omitempty"`
+	}{Selection: r.Selection}
+	if r.SinceAgo != nil {
+		given.Since = r.SinceAgo.String()
+	}
+	if r.UntilAgo != nil {
+		given.Until = r.UntilAgo.String()
+	}
+	b, _ := json.Marshal(given)
+	h := sha256.Sum256(b)
+	return "given-" + hex.EncodeToString(h[:8])
+}
+
+type resolution struct {
+	Selection  Selection `json:"selection"`
+	ResolvedAt time.Time `json:"resolvedAt"`
+}
+
+// Resolve fixes r's relative times. The same selection given again resolves
+// to the same times (hence the same replay) within ResolutionReuse of its
+// first resolution, or for as long as that replay stopped before its end;
+// after that, against now. id names the replay when it is not derived from
+// the selection (--id). It returns when the times were resolved.
+func (r Relative) Resolve(ctx context.Context, js jetstream.JetStream, id string, now time.Time) (Selection, time.Time, error) {
+	if !r.IsRelative() {
+		return r.Selection, now, nil
+	}
+	kv, err := replaysBucket(ctx, js)
+	if err != nil {
+		return Selection{}, now, err
+	}
+	key := r.key()
+	if e, err := kv.Get(ctx, key); err == nil {
+		var prev resolution
+		if json.Unmarshal(e.Value(), &prev) == nil {
+			if now.Sub(prev.ResolvedAt) < ResolutionReuse {
+				return prev.Selection, prev.ResolvedAt, nil
+			}
+			if id == "" {
+				id = prev.Selection.ID()
+			}
+			cp, err := LoadCheckpoint(ctx, js, id)
+			if err != nil {
+				return Selection{}, now, err
+			}
+			if cp != nil && cp.Done < cp.Total {
+				return prev.Selection, prev.ResolvedAt, nil
+			}
+		}
+	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return Selection{}, now, err
+	}
+	res := resolution{Selection: r.at(now), ResolvedAt: now.UTC()}
+	b, _ := json.Marshal(res)
+	if _, err := kv.Put(ctx, key, b); err != nil {
+		return Selection{}, now, err
+	}
+	return res.Selection, res.ResolvedAt, nil
+}
+
 // ReplayItem is one command to replay.
 type ReplayItem struct {
 	CommandID string
@@ -219,6 +321,8 @@ type Summary struct {
 	Created         int            `json:"created"`
 	FailedAgain     map[string]int `json:"failedAgain"`
 	Pending         int            `json:"pending"` // no outcome yet when the wait ended
+	// PendingIDs are the commandIds of the pending ones, in the selection's order.
+	PendingIDs []string `json:"pendingIds,omitempty"`
 }
 
 // Replayer re-publishes commands on contract.SubjectReplay, marked as replays
@@ -301,6 +405,7 @@ func (r *Replayer) Run(ctx, waitCtx context.Context, cp *Checkpoint, items []Rep
 	// Outcomes are matched to commands by tenant and commandId; a command of
 	// the default tenant when it is not known here, by commandId alone.
 	expect := map[Ref]bool{}
+	var order []Ref // expect's keys, in the selection's order
 	handled, seen := 0, 0
 	report := func() {
 		if r.Progress != nil {
@@ -350,7 +455,11 @@ func (r *Replayer) Run(ctx, waitCtx context.Context, cp *Checkpoint, items []Rep
 			}
 			sum.Published++
 		}
-		expect[Ref{EnterpriseID: enterprise, CommandID: id}] = true
+		ref := Ref{EnterpriseID: enterprise, CommandID: id}
+		if !expect[ref] {
+			order = append(order, ref)
+		}
+		expect[ref] = true
 		handled++
 		if handled%100 == 0 {
 			cp.Done = i + 1
@@ -366,15 +475,22 @@ func (r *Replayer) Run(ctx, waitCtx context.Context, cp *Checkpoint, items []Rep
 	}
 	// Outcomes: the replay's own terminal events.
 	got := map[Ref]bool{}
+	pending := func() Summary {
+		for _, ref := range order {
+			if !got[ref] {
+				sum.PendingIDs = append(sum.PendingIDs, ref.CommandID)
+			}
+		}
+		sum.Pending = len(sum.PendingIDs)
+		return sum
+	}
 	for len(got) < len(expect) {
 		select {
 		case <-waitCtx.Done():
-			sum.Pending = len(expect) - len(got)
-			return sum, nil
+			return pending(), nil
 		case o, ok := <-outcomes:
 			if !ok {
-				sum.Pending = len(expect) - len(got)
-				return sum, nil
+				return pending(), nil
 			}
 			k := Ref{EnterpriseID: o.enterpriseID, CommandID: o.commandID}
 			if !expect[k] {

@@ -3,8 +3,10 @@
 package embedded
 
 import (
+	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"time"
 
@@ -83,17 +85,47 @@ func Start(cfg Config) (*Server, error) {
 		lock.unlock()
 		return nil, fmt.Errorf("embedded NATS: %w", err)
 	}
+	// The server reports a failed start (a port in use, a store it cannot
+	// write) only to its logger, as a fatal error, and then never becomes
+	// ready: the first one ends the start at once, as its error.
+	fatal := make(chan error, 1)
+	log := zerolog.Nop()
 	if cfg.Logger != nil {
-		s.SetLoggerV2(&logAdapter{l: cfg.Logger.With().Str("component", "nats-server").Logger()}, false, false, false)
+		log = cfg.Logger.With().Str("component", "nats-server").Logger()
 	}
+	s.SetLoggerV2(&logAdapter{l: log, fatal: fatal, listen: cfg.Listen}, false, false, false)
 	go s.Start()
-	if !s.ReadyForConnections(30 * time.Second) {
+	if err := awaitReady(s, fatal, 30*time.Second); err != nil {
 		s.Shutdown()
 		s.WaitForShutdown()
 		lock.unlock()
-		return nil, fmt.Errorf("embedded NATS: not ready within 30s (is %s free?)", cfg.Listen)
+		return nil, err
 	}
 	return &Server{Server: s, inProcess: opts.DontListen, lock: lock}, nil
+}
+
+// awaitReady waits until s accepts connections, its first fatal error, or the
+// timeout.
+func awaitReady(s *server.Server, fatal <-chan error, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		select {
+		case err := <-fatal:
+			return err
+		default:
+		}
+		if s.ReadyForConnections(50 * time.Millisecond) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			select {
+			case err := <-fatal:
+				return err
+			default:
+			}
+			return fmt.Errorf("embedded NATS: not ready within %v", timeout)
+		}
+	}
 }
 
 // Connect opens a client connection: in-process when the server does not listen.
@@ -135,12 +167,50 @@ func joinRoutes(routes []string) string {
 	return out
 }
 
-// logAdapter sends the server's log to zerolog.
-type logAdapter struct{ l zerolog.Logger }
+// logAdapter sends the server's log to zerolog, and its first fatal error to
+// fatal.
+type logAdapter struct {
+	l      zerolog.Logger
+	fatal  chan<- error
+	listen string
+}
 
 func (a *logAdapter) Noticef(f string, v ...any) { a.l.Debug().Msgf(f, v...) } // the banner is noise at info
 func (a *logAdapter) Warnf(f string, v ...any)   { a.l.Warn().Msgf(f, v...) }
-func (a *logAdapter) Fatalf(f string, v ...any)  { a.l.Error().Msgf(f, v...) }
 func (a *logAdapter) Errorf(f string, v ...any)  { a.l.Error().Msgf(f, v...) }
 func (a *logAdapter) Debugf(f string, v ...any)  { a.l.Debug().Msgf(f, v...) }
 func (a *logAdapter) Tracef(f string, v ...any)  { a.l.Trace().Msgf(f, v...) }
+
+func (a *logAdapter) Fatalf(f string, v ...any) {
+	a.l.Error().Msgf(f, v...)
+	select {
+	case a.fatal <- startError(f, v, a.listen):
+	default: // the first one is the cause
+	}
+}
+
+// startError names the cause of a fatal error of the server: the system's
+// error when it passed one ("listen 127.0.0.1:4222: address already in use"),
+// else its own message.
+func startError(f string, v []any, listen string) error {
+	for _, x := range v {
+		err, ok := x.(error)
+		if !ok {
+			continue
+		}
+		var op *net.OpError
+		if errors.As(err, &op) && op.Op == "listen" {
+			var sys *os.SyscallError
+			cause := op.Err
+			if errors.As(cause, &sys) {
+				cause = sys.Err
+			}
+			addr := listen
+			if op.Addr != nil {
+				addr = op.Addr.String()
+			}
+			return fmt.Errorf("embedded NATS: listen %s: %w", addr, cause)
+		}
+	}
+	return fmt.Errorf("embedded NATS: %s", fmt.Sprintf(f, v...))
+}

@@ -1,7 +1,9 @@
 package embedded
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -42,11 +44,11 @@ func lockStoreDir(dir string) (*dirLock, error) {
 		abs = dir
 	}
 	if err := os.MkdirAll(abs, 0o750); err != nil {
-		return nil, fmt.Errorf("embedded NATS: data directory: %w", err)
+		return nil, storeDirError(abs, err)
 	}
 	f, err := os.OpenFile(filepath.Join(abs, LockFile), os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
-		return nil, fmt.Errorf("embedded NATS: data directory %s: %w", abs, err)
+		return nil, storeDirError(abs, err)
 	}
 	held, err := tryLock(f)
 	if err != nil {
@@ -63,7 +65,41 @@ func lockStoreDir(dir string) (*dirLock, error) {
 	if err := f.Truncate(0); err == nil {
 		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	}
+	// The server keeps its files in a subdirectory: one left behind by another
+	// user would fail the start later, with less to say.
+	if err := checkWritable(filepath.Join(abs, "jetstream")); err != nil {
+		_ = unlockFile(f)
+		_ = f.Close()
+		return nil, storeDirError(abs, err)
+	}
 	return &dirLock{f: f}, nil
+}
+
+// checkWritable: a file can be created in dir, when it exists.
+func checkWritable(dir string) error {
+	probe, err := os.CreateTemp(dir, ".xygroup-probe-*")
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return &fs.PathError{Op: "write", Path: dir, Err: err}
+	}
+	_ = probe.Close()
+	return os.Remove(probe.Name())
+}
+
+// storeDirError names the data directory and what failed; the path of the
+// failed call only when it is another one (a parent that is a file).
+func storeDirError(dir string, err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) && (pe.Path == dir || filepath.Dir(pe.Path) == dir) {
+		err = pe.Err
+	}
+	return fmt.Errorf("embedded NATS: store directory %s: %w", dir, err)
 }
 
 // unlock releases the lock. The file stays: removing it could let two processes
