@@ -45,6 +45,7 @@ func replayCommand() *cli.Command {
 			&cli.BoolFlag{Name: "new-ids", Usage: "give the commands new commandIds, so that even created ones are sent again"},
 			&cli.StringFlag{Name: "id", Usage: "name of the replay (default: derived from the selection; the same name resumes)"},
 			&cli.FloatFlag{Name: "rate", Value: 20, Usage: "API requests per second, for the estimate", Sources: cli.EnvVars("XYGROUP_RATE")},
+			&cli.StringFlag{Name: "deadline", Usage: "the replayed commands' new deadline: a time (RFC 3339) or a duration from now (30m); default: the workers' maximum wait from each one's arrival"},
 			&cli.DurationFlag{Name: "wait", Value: time.Hour, Usage: "how long to wait for the outcomes after publishing (0: do not wait)"},
 			&cli.BoolFlag{Name: "no-progress", Usage: "no progress bar"},
 		),
@@ -54,6 +55,10 @@ func replayCommand() *cli.Command {
 
 func runReplay(ctx context.Context, cmd *cli.Command) error {
 	given, err := selection(cmd)
+	if err != nil {
+		return usageErrorf(cmd, "%v", err)
+	}
+	deadline, err := replayDeadline(cmd.String("deadline"), time.Now())
 	if err != nil {
 		return usageErrorf(cmd, "%v", err)
 	}
@@ -78,8 +83,11 @@ func runReplay(ctx context.Context, cmd *cli.Command) error {
 	resumed := cp != nil
 	if resumed {
 		sel = cp.Selection // the same commands as the first run, whatever "24h ago" means now
+		if !deadline.IsZero() {
+			cp.Deadline = deadline
+		}
 	} else {
-		cp = &commands.Checkpoint{ID: id, Selection: sel, NewIDs: cmd.Bool("new-ids")}
+		cp = &commands.Checkpoint{ID: id, Selection: sel, NewIDs: cmd.Bool("new-ids"), Deadline: deadline}
 	}
 	resume := resumeCommand(sel, cp.NewIDs, cmd.String("id"))
 	fmt.Fprintf(stderr(cmd), "replay %s: resume with: %s\n", id, resume)
@@ -104,7 +112,7 @@ func runReplay(ctx context.Context, cmd *cli.Command) error {
 		fmt.Fprintf(stderr(cmd), "replay %s: %d command(s)\n", id, len(items))
 	}
 	bar := newBar(cmd, !cmd.Bool("no-progress"), len(items), "replay")
-	r := &commands.Replayer{JS: js, NewIDs: cp.NewIDs, DefaultEnterprise: cmd.String("enterprise-id"), Progress: func(_, done, _ int) {
+	r := &commands.Replayer{JS: js, NewIDs: cp.NewIDs, Deadline: cp.Deadline, DefaultEnterprise: cmd.String("enterprise-id"), Progress: func(_, done, _ int) {
 		_ = bar.Set(done) // commands ended (or skipped): the ETA follows the API's pace
 	}}
 	waitCtx, cancel := context.WithTimeout(ctx, cmd.Duration("wait"))
@@ -199,6 +207,24 @@ func resumeCommand(sel commands.Selection, newIDs bool, id string) string {
 	}
 	add("--id", id)
 	return strings.Join(args, " ")
+}
+
+// replayDeadline reads --deadline: a time, or a duration from now.
+func replayDeadline(s string, now time.Time) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		if !t.After(now) {
+			return time.Time{}, fmt.Errorf("--deadline %s has passed", s)
+		}
+		return t, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return time.Time{}, fmt.Errorf("--deadline %q is neither a time (RFC 3339) nor a positive duration (30m)", s)
+	}
+	return now.Add(d), nil
 }
 
 // shellQuote quotes s for a POSIX shell when it needs it.

@@ -135,6 +135,8 @@ func TestReplayAndEventsRefuseUnknownValues(t *testing.T) {
 		{[]string{"events", "--class", "bogus"}, append([]string{`"bogus"`}, classes...)},
 		{[]string{"events", "--type", "bogus"}, []string{`"bogus"`, "created", "failed", "waiting"}},
 		{[]string{"replay", "--bogus"}, []string{"unknown flag --bogus", "'xygroup replay --help'"}},
+		{[]string{"replay", "--deadline", "soon"}, []string{`"soon"`, "RFC 3339", "duration"}},
+		{[]string{"replay", "--deadline", "2020-01-01T00:00:00Z"}, []string{"has passed"}},
 	} {
 		// An address nothing listens on: a usage error must come before any connection.
 		_, _, err := runApp(context.Background(), append(tc.args, "--nats-url", "nats://127.0.0.1:1")...)

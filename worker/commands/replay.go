@@ -307,6 +307,9 @@ type Checkpoint struct {
 	ID        string    `json:"id"`
 	Selection Selection `json:"selection"`
 	NewIDs    bool      `json:"newIds,omitempty"`
+	// Deadline is the replayed commands' new deadline (zero: the workers'
+	// maximum wait from each one's arrival); a resumed replay keeps it.
+	Deadline  time.Time `json:"deadline,omitzero"`
 	Total     int       `json:"total"`
 	Done      int       `json:"done"` // items handled, in order
 	StartedAt time.Time `json:"startedAt"`
