@@ -224,17 +224,7 @@ func replicaID(source string) string {
 }
 
 func laneConsumer(token string) jetstream.ConsumerConfig {
-	return jetstream.ConsumerConfig{
-		Durable:           lanePrefix + token,
-		Description:       "xygroup: commands of a crowded tenant, taken at its pace",
-		FilterSubject:     parkedSubject(token),
-		AckPolicy:         jetstream.AckExplicitPolicy,
-		AckWait:           30 * time.Second,
-		MaxDeliver:        -1,
-		MaxAckPending:     1024,
-		DeliverPolicy:     jetstream.DeliverAllPolicy,
-		InactiveThreshold: 10 * time.Minute,
-	}
+	return parkedConsumer(lanePrefix+token, "xygroup: commands of a crowded tenant, taken at its pace", token, 1024)
 }
 
 // openLane makes sure the lane has a record once a command was stored in it.

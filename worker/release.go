@@ -29,14 +29,21 @@ func (w *Worker) startLettingOut(ctx context.Context, token string) {
 }
 
 func releaseConsumer(token string) jetstream.ConsumerConfig {
+	return parkedConsumer(releasePrefix+token, "xygroup: parked commands of a meeting that answered", token, 256)
+}
+
+// parkedConsumer reads one token's parked commands (a released meeting's or
+// hold's, or a lane's), each until it is settled, and is removed by the server
+// once no replica has read it for ten minutes.
+func parkedConsumer(durable, description, token string, maxAckPending int) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
-		Durable:           releasePrefix + token,
-		Description:       "xygroup: parked commands of a meeting that answered",
+		Durable:           durable,
+		Description:       description,
 		FilterSubject:     parkedSubject(token),
 		AckPolicy:         jetstream.AckExplicitPolicy,
 		AckWait:           30 * time.Second,
 		MaxDeliver:        -1,
-		MaxAckPending:     256,
+		MaxAckPending:     maxAckPending,
 		DeliverPolicy:     jetstream.DeliverAllPolicy,
 		InactiveThreshold: 10 * time.Minute,
 	}
