@@ -47,12 +47,12 @@ func (w *Worker) runProber(ctx context.Context) {
 				if now.Before(due) || now.Before(r.LeaseUntil) || !w.claimProbe(ctx, token, e) {
 					continue
 				}
-				if !w.takeBackground(ctx) {
+				if !w.slots.takeBackground(ctx) {
 					w.reschedule(ctx, token, now, false) // give the claim back
 					return
 				}
 				go func() {
-					defer w.putBackground()
+					defer w.slots.putBackground()
 					w.probe(ctx, token)
 				}()
 			}

@@ -65,19 +65,19 @@ func (w *Worker) letOut(ctx context.Context, token string) {
 		return
 	}
 	for ctx.Err() == nil {
-		batch, err := cons.Fetch(cap(w.letOutSlots), jetstream.FetchMaxWait(time.Second))
+		batch, err := cons.Fetch(cap(w.slots.letOut), jetstream.FetchMaxWait(time.Second))
 		if err != nil {
 			return // deleted by the replica that finished it, or NATS is away: the prober starts again
 		}
 		n := 0
 		for msg := range batch.Messages() {
 			n++
-			if !w.takeLetOut(ctx) {
+			if !w.slots.takeLetOut(ctx) {
 				_ = msg.Nak()
 				continue
 			}
 			go func() {
-				defer w.putLetOut()
+				defer w.slots.putLetOut()
 				w.handleReleased(msg, token)
 			}()
 		}
@@ -96,48 +96,6 @@ func (w *Worker) letOut(ctx context.Context, token string) {
 			return
 		}
 	}
-}
-
-// takeBackground takes a slot for background work (a probe, a released
-// command): one of the background share, then one of the replica's slots.
-func (w *Worker) takeBackground(ctx context.Context) bool {
-	select {
-	case w.background <- struct{}{}:
-	case <-ctx.Done():
-		return false
-	}
-	select {
-	case w.slots <- struct{}{}:
-		return true
-	case <-ctx.Done():
-		<-w.background
-		return false
-	}
-}
-
-func (w *Worker) putBackground() {
-	<-w.slots
-	<-w.background
-}
-
-// takeLetOut takes a slot for a released command: one of the letting-out
-// share of the background slots, then a background slot.
-func (w *Worker) takeLetOut(ctx context.Context) bool {
-	select {
-	case w.letOutSlots <- struct{}{}:
-	case <-ctx.Done():
-		return false
-	}
-	if !w.takeBackground(ctx) {
-		<-w.letOutSlots
-		return false
-	}
-	return true
-}
-
-func (w *Worker) putLetOut() {
-	w.putBackground()
-	<-w.letOutSlots
 }
 
 // handleReleased runs one parked command of a released meeting or hold (token)

@@ -49,7 +49,7 @@ func (w *Worker) heartbeat(ctx context.Context, kv jetstream.KeyValue, replicas 
 	tick := time.NewTicker(5 * time.Second)
 	defer tick.Stop()
 	for {
-		me.InFlight, me.Background = int(w.handling.Load()), len(w.background)
+		me.InFlight, me.Background = int(w.handling.Load()), len(w.slots.background)
 		me.Dispenser = w.limiter != nil && w.limiter.Stats().Dispensing
 		me.SeenAt = time.Now().UTC()
 		v, _ := json.Marshal(me)

@@ -32,29 +32,20 @@ type Worker struct {
 	log  zerolog.Logger
 
 	// set up by Run
-	parked   jetstream.Stream
-	meetings jetstream.KeyValue
-	parker   *parker
-	view     *meetingView
-	slots    chan struct{} // commands in flight on this replica, whatever their source
-	// background: the slots that probes and letting out may hold; the rest
-	// stay for the shared consumer, so that live commands always have a slot
-	// however many parked commands a release hands out.
-	background chan struct{}
-	// letOutSlots: the background slots that letting out may hold; the rest
-	// stay for probes, so that a meeting that started is found however many
-	// commands of meetings found before are being let out.
-	letOutSlots chan struct{}
-	reserved    atomic.Int64    // slots taken by the pull request waiting for commands
-	work        context.Context // outlives Run's context by the drain timeout
-	serving     sync.Map        // meetings this replica lets out, lanes it serves
-	id          string          // this replica, as a lane's owner
-	tenantIDs   []string        // the tenants known at the start, for their metric series
-	handling    atomic.Int64    // commands being handled (xygroup_in_flight), for the heartbeat
-	lanes       *lanes
-	laneRun     tracker      // lane commands in flight
-	replicaN    atomic.Int64 // replicas alive, as last counted
-	limiter     *ratelimit.Cluster
+	parked    jetstream.Stream
+	meetings  jetstream.KeyValue
+	parker    *parker
+	view      *meetingView
+	slots     *slots          // commands, probes and released commands in flight on this replica
+	work      context.Context // outlives Run's context by the drain timeout
+	serving   sync.Map        // meetings this replica lets out, lanes it serves
+	id        string          // this replica, as a lane's owner
+	tenantIDs []string        // the tenants known at the start, for their metric series
+	handling  atomic.Int64    // commands being handled (xygroup_in_flight), for the heartbeat
+	lanes     *lanes
+	laneRun   tracker      // lane commands in flight
+	replicaN  atomic.Int64 // replicas alive, as last counted
+	limiter   *ratelimit.Cluster
 	// replicasKV holds the heartbeats (opened by setup).
 	replicasKV jetstream.KeyValue
 
@@ -110,8 +101,8 @@ func New(nc *nats.Conn, caller Caller, tenants Tenants, opts ...Option) (*Worker
 		dec.hasTenant = tenants.HasTenant
 	}
 	background := max(1, o.concurrency-max(1, o.concurrency/4))
-	w := &Worker{nc: nc, js: js, opts: o, log: o.log, tenantIDs: tenantIDs, slots: make(chan struct{}, o.concurrency),
-		background: make(chan struct{}, background), letOutSlots: make(chan struct{}, max(1, background/2)),
+	w := &Worker{nc: nc, js: js, opts: o, log: o.log, tenantIDs: tenantIDs, slots: newSlots(o.concurrency, background),
+
 		view: &meetingView{meetings: map[string]meetingEntry{}}}
 	w.parker = &parker{js: js, view: w.view, backoff: o.probeBackoff, now: o.now}
 	w.id = replicaID(o.source)
@@ -239,7 +230,7 @@ func (w *Worker) Run(ctx context.Context) error {
 				if turn != nil {
 					turn.done()
 				}
-				<-w.slots
+				w.slots.put()
 				w.opts.metrics.InFlight.Dec()
 				w.handling.Add(-1)
 				inFlight.Done()
@@ -252,9 +243,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	go func() {
 		inFlight.Wait()
 		w.laneRun.closeAndWait()
-		for range cap(w.slots) {
-			w.slots <- struct{}{}
-		}
+		w.slots.waitAllFree()
 		close(drained)
 	}()
 	select {
@@ -287,35 +276,20 @@ const pullWait = time.Second
 // AckWait.
 func (w *Worker) pull(ctx context.Context, cons jetstream.Consumer, handle func(jetstream.Msg)) {
 	for delay := 100 * time.Millisecond; ctx.Err() == nil; {
-		select {
-		case w.slots <- struct{}{}:
-		case <-ctx.Done():
+		if !w.slots.take(ctx) {
 			return
 		}
-		if ctx.Err() != nil { // both were ready: the stop comes first
-			<-w.slots
-			return
-		}
-		n := 1
-	free:
-		for n < cap(w.slots) {
-			select {
-			case w.slots <- struct{}{}:
-				n++
-			default:
-				break free
-			}
-		}
-		w.reserved.Store(int64(n))
+		n := 1 + w.slots.takeFree(w.slots.size()-1)
+		w.slots.reserved.Store(int64(n))
 		batch, err := cons.Fetch(n, jetstream.FetchMaxWait(pullWait))
 		got := 0
 		if err == nil {
 			for msg := range batch.Messages() {
 				got++
-				w.reserved.Add(-1)
+				w.slots.reserved.Add(-1)
 				if ctx.Err() != nil {
 					_ = msg.Nak() // arrived while stopping: another replica takes it at once
-					<-w.slots
+					w.slots.put()
 					continue
 				}
 				handle(msg)
@@ -323,9 +297,9 @@ func (w *Worker) pull(ctx context.Context, cons jetstream.Consumer, handle func(
 			err = batch.Error()
 		}
 		for range n - got {
-			<-w.slots
+			w.slots.put()
 		}
-		w.reserved.Store(0)
+		w.slots.reserved.Store(0)
 		if err == nil || errors.Is(err, nats.ErrTimeout) {
 			delay = 100 * time.Millisecond
 			continue
