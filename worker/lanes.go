@@ -444,6 +444,8 @@ func (w *Worker) handleLane(msg jetstream.Msg, token string, turn *laneTurn, lea
 	del.turn, del.laneLeave = turn, leave
 	stop := sync.OnceFunc(keepAlive(msg, 10*time.Second))
 	defer stop()
+	ctx, span := w.startCommand(ctx, del)
+	defer span.End()
 	v, d := w.p.process(ctx, del, &log)
 	turn.done() // decided: the next lane command need not wait for this one's parking or events
 	w.apply(ctx, v, d, del, &msgSettler{msg: msg}, log)

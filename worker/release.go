@@ -153,6 +153,8 @@ func (w *Worker) handleReleased(msg jetstream.Msg, token string) {
 	del := parkedDelivery(msg.Data(), msg.Headers(), int(meta.NumDelivered), fromReleased, meta.Sequence.Stream, meta.Timestamp)
 	stop := sync.OnceFunc(keepAlive(msg, 10*time.Second))
 	defer stop() // until settled, as for the shared consumer, and after a panic
+	ctx, span := w.startCommand(ctx, del)
+	defer span.End()
 	v, d := w.p.process(ctx, del, &log)
 	meetingTok := token // a message that is no command stays with the meeting it was parked under
 	if d.Cmd != nil {
