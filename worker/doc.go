@@ -20,6 +20,8 @@
 //	step_call.go         call and classify: xylink.Client and xylink.Classify
 //	decide.go            outcome → terminal event, or a retry after a backoff
 //	events.go            event bodies, CloudEvents headers, derived Nats-Msg-Id
+//	tracing.go           a span per delivery (WithTracerProvider) in the trace its
+//	                     traceparent names, and the traceparent its events carry
 //
 // The names publishers and readers share (subjects, streams, headers, the event
 // envelope) and the one reader of the streams are in package contract; the

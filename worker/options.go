@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Option configures a Worker.
@@ -30,6 +31,7 @@ type options struct {
 	breakerSettings   BreakerSettings
 	rateGuard         time.Duration
 	noLanes           bool
+	tracerProvider    trace.TracerProvider
 }
 
 func defaultOptions() options {
@@ -118,3 +120,12 @@ func WithRateGuard(d time.Duration) Option { return func(o *options) { o.rateGua
 // pipeline, however crowded its tenant (tests, comparisons). By default a
 // crowded tenant's commands wait in its lane; see lanes.go.
 func WithoutLanes() Option { return func(o *options) { o.noLanes = true } }
+
+// WithTracerProvider traces each delivery of a command (default: no tracing).
+// Its span continues the trace named by the command's traceparent header, has
+// a child span for reading the command's record, the rate-limit grant wait,
+// the API call and each event's publish, and the events then name it in
+// their traceparent. Without it, events carry the command's traceparent.
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return func(o *options) { o.tracerProvider = tp }
+}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/xygroup/xygroup/worker/contract"
 	"github.com/xygroup/xygroup/xylink"
@@ -37,6 +38,7 @@ type pipeline struct {
 	maxWait time.Duration
 	metrics *Metrics
 	now     func() time.Time
+	tracer  trace.Tracer
 
 	mu      sync.Mutex
 	stopped map[string]string // tenants whose credentials were refused → why

@@ -132,6 +132,8 @@ func (w *Worker) runProbe(ctx context.Context, token string, log *zerolog.Logger
 	}
 	del := parkedDelivery(cand.Data, cand.Header, rec.Probes+1, fromProbe, cand.Sequence, cand.Time)
 	*log = meetingLog
+	ctx, span := w.startCommand(ctx, del)
+	defer span.End()
 	v, d := w.p.process(ctx, del, log)
 	settle := &probeSettler{stream: w.parked, seq: cand.Sequence}
 	if rec.Kind == kindHold && v.waiting {
@@ -319,6 +321,11 @@ func (w *Worker) expireParked(ctx context.Context, token string, rec meetingReco
 		}
 		seq = m.Sequence + 1
 		del := parkedDelivery(m.Data, m.Header, 0, fromProbe, m.Sequence, m.Time)
+		settle := func(v verdict, d *Decoded, log zerolog.Logger) {
+			ctx, span := w.startCommand(ctx, del)
+			defer span.End()
+			w.apply(ctx, v, d, del, &probeSettler{stream: w.parked, seq: m.Sequence}, log)
+		}
 		d := w.p.decoder.decode(del.data, del.header, del.stream, del.seq)
 		log := commandLogger(meetingLog, d)
 		d.ReplayID = del.replayMark(&log)
@@ -326,7 +333,7 @@ func (w *Worker) expireParked(ctx context.Context, token string, rec meetingReco
 			// Not a command: it can never be sent, whatever its deadline.
 			l := meetingLog
 			v, d := w.p.process(ctx, del, &l)
-			w.apply(ctx, v, d, del, &probeSettler{stream: w.parked, seq: m.Sequence}, l)
+			settle(v, d, l)
 			continue
 		}
 		deadline := w.p.deadlineOf(d, del)
@@ -343,7 +350,7 @@ func (w *Worker) expireParked(ctx context.Context, token string, rec meetingReco
 			if cr.Terminal != nil {
 				v = verdict{event: cr.Terminal.repeatFor(d), repeat: true}
 			}
-			w.apply(ctx, v, d, del, &probeSettler{stream: w.parked, seq: m.Sequence}, log)
+			settle(v, d, log)
 			continue
 		}
 		status := 0
@@ -357,7 +364,7 @@ func (w *Worker) expireParked(ctx context.Context, token string, rec meetingReco
 		if cr.Terminal != nil {
 			v = verdict{event: cr.Terminal.repeatFor(d), repeat: true}
 		}
-		w.apply(ctx, v, d, del, &probeSettler{stream: w.parked, seq: m.Sequence}, log)
+		settle(v, d, log)
 	}
 	_, _, _ = w.parker.updateMeeting(ctx, token, func(r *meetingRecord) bool {
 		r.EarliestDeadline = earliest

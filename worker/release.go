@@ -142,7 +142,9 @@ func (w *Worker) handleParked(msg jetstream.Msg, kind deliveryKind, log zerolog.
 	}
 	stop := sync.OnceFunc(keepAlive(msg, 10*time.Second))
 	defer stop() // until settled, as for the shared consumer, and after a panic
-	v, d := w.p.process(w.work, del, &log)
+	ctx, span := w.startCommand(w.work, del)
+	defer span.End()
+	v, d := w.p.process(ctx, del, &log)
 	v = decided(v, d)
-	w.apply(w.work, v, d, del, &msgSettler{msg: msg}, log)
+	w.apply(ctx, v, d, del, &msgSettler{msg: msg}, log)
 }

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/xygroup/xygroup/xylink"
 )
@@ -16,7 +18,7 @@ import (
 // learn it here.
 func (p *pipeline) stepCall(ctx context.Context, a *attempt) (verdict, bool) {
 	d, del, log := a.d, a.del, a.log
-	groups, callErr := p.caller.CreateGroups(ctx, d.EnterpriseID, &d.Cmd.CreateGroupsRequest, xylink.BeforeEachRequest(a.gate))
+	groups, callErr := p.call(ctx, a)
 	var held *xylink.GateError
 	if errors.As(callErr, &held) {
 		return p.notSent(ctx, a, held, callErr), true
@@ -65,6 +67,25 @@ func (p *pipeline) stepCall(ctx context.Context, a *attempt) (verdict, bool) {
 	}
 	a.groups, a.callErr, a.outcome, a.terminal = groups, callErr, outcome, terminal
 	return verdict{}, false
+}
+
+// call makes the API call under its span: the client's HTTP spans and the
+// gate's grant wait are its children.
+func (p *pipeline) call(ctx context.Context, a *attempt) ([]xylink.Group, error) {
+	d := a.d
+	ctx, span := p.tracer.Start(ctx, spanAPICall, trace.WithAttributes(attrAttempts.Int(a.attempts)))
+	groups, err := p.caller.CreateGroups(ctx, d.EnterpriseID, &d.Cmd.CreateGroupsRequest, xylink.BeforeEachRequest(a.gate))
+	answer := answerLabel(err)
+	var held *xylink.GateError
+	if errors.As(err, &held) {
+		answer = "not_sent"
+	}
+	span.SetAttributes(attrAnswer.String(answer))
+	if err == nil {
+		span.SetAttributes(attribute.Int("xygroup.groups", len(groups)))
+	}
+	endSpan(span, err != nil && held == nil, answer)
+	return groups, err
 }
 
 // notSent: the gate held the request back. The attempt is given back (unless a

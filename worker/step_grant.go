@@ -5,6 +5,9 @@ import (
 	"errors"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/xygroup/xygroup/worker/ratelimit"
 )
 
@@ -48,41 +51,9 @@ func (p *pipeline) stepGrant(ctx context.Context, a *attempt) (verdict, bool) {
 	a.gate = func(gctx context.Context) error {
 		wctx, cancel := context.WithDeadline(gctx, sendBy)
 		defer cancel()
-		if t := del.turn; t != nil {
-			// Lane order: ask for a grant only once the lane's previous
-			// command's request holds its place in the dispenser's order.
-			select {
-			case <-t.after:
-			case <-wctx.Done():
-				if gctx.Err() == nil {
-					return errNoGrantInTime
-				}
-				return gctx.Err()
-			}
-		}
-		if p.meetingFoundWaiting(d, del) {
-			if t := del.turn; t != nil {
-				t.done()
-			}
-			return errMeetingWaiting
-		}
-		waitStart := time.Now()
-		// The next command of the lane may ask once this one's request holds
-		// its place in the dispenser's order, without waiting for its grant.
-		queued := func() {}
-		if t := del.turn; t != nil {
-			queued = t.done
-		}
-		err := p.limiter.Wait(wctx, d.EnterpriseID, prio, ratelimit.Queued(queued))
-		queued()
-		if err != nil {
-			if gctx.Err() == nil {
-				return errNoGrantInTime
-			}
+		if err := p.awaitGrant(wctx, gctx, d, del, prio); err != nil {
 			return err
 		}
-		p.metrics.LimiterWait.WithLabelValues(prio.String()).Observe(time.Since(waitStart).Seconds())
-		p.metrics.LimiterGrants.WithLabelValues(d.EnterpriseID, prio.String()).Inc()
 		if !a.halfOpenProbe && p.breaker.State(d.EnterpriseID) == "open" {
 			return ErrBreakerOpen
 		}
@@ -100,7 +71,7 @@ func (p *pipeline) stepGrant(ctx context.Context, a *attempt) (verdict, bool) {
 		// replica killed once its request is out must leave it, or the next
 		// call would take a 66684 for a failure. No mark, no request.
 		markStart := time.Now()
-		if err := p.idem.markSent(wctx, d.ref(), &a.claimed); err != nil {
+		if err := p.markSent(wctx, d, &a.claimed); err != nil {
 			if gctx.Err() != nil {
 				return gctx.Err()
 			}
@@ -119,6 +90,62 @@ func (p *pipeline) stepGrant(ctx context.Context, a *attempt) (verdict, bool) {
 		return nil
 	}
 	return verdict{}, false
+}
+
+// awaitGrant waits for the lane's turn (lane commands) and for a rate-limit
+// grant, within wctx; gctx is the call's own context.
+func (p *pipeline) awaitGrant(wctx, gctx context.Context, d *Decoded, del *delivery, prio Priority) (err error) {
+	wctx, span := p.tracer.Start(wctx, spanGrantWait, trace.WithAttributes(attrPriority.String(prio.String())))
+	defer func() {
+		if err != nil {
+			span.SetAttributes(attribute.String("xygroup.not_granted", err.Error())) // one of this file's errors, or the context's
+		}
+		endSpan(span, err != nil, "no grant")
+	}()
+	if t := del.turn; t != nil {
+		// Lane order: ask for a grant only once the lane's previous
+		// command's request holds its place in the dispenser's order.
+		select {
+		case <-t.after:
+		case <-wctx.Done():
+			if gctx.Err() == nil {
+				return errNoGrantInTime
+			}
+			return gctx.Err()
+		}
+	}
+	if p.meetingFoundWaiting(d, del) {
+		if t := del.turn; t != nil {
+			t.done()
+		}
+		return errMeetingWaiting
+	}
+	waitStart := time.Now()
+	// The next command of the lane may ask once this one's request holds
+	// its place in the dispenser's order, without waiting for its grant.
+	queued := func() {}
+	if t := del.turn; t != nil {
+		queued = t.done
+	}
+	err = p.limiter.Wait(wctx, d.EnterpriseID, prio, ratelimit.Queued(queued))
+	queued()
+	if err != nil {
+		if gctx.Err() == nil {
+			return errNoGrantInTime
+		}
+		return err
+	}
+	p.metrics.LimiterWait.WithLabelValues(prio.String()).Observe(time.Since(waitStart).Seconds())
+	p.metrics.LimiterGrants.WithLabelValues(d.EnterpriseID, prio.String()).Inc()
+	return nil
+}
+
+// markSent writes in the command's record that its request is going out.
+func (p *pipeline) markSent(ctx context.Context, d *Decoded, c *claim) error {
+	ctx, span := p.tracer.Start(ctx, spanMarkSent)
+	err := p.idem.markSent(ctx, d.ref(), c)
+	endSpan(span, err != nil, "record not written")
+	return err
 }
 
 // priorityOf is the command's place in the limiter's order.

@@ -8,13 +8,23 @@ import (
 // stepIdempotency reads the command's record: a command with a recorded
 // outcome is not sent again (its terminal event is published again), unless a
 // replay tries a failed one once more.
-func (p *pipeline) stepIdempotency(ctx context.Context, a *attempt) (verdict, bool) {
+func (p *pipeline) stepIdempotency(ctx context.Context, a *attempt) (v verdict, stop bool) {
 	d, del, log := a.d, a.del, a.log
+	ctx, span := p.tracer.Start(ctx, spanIdempotency)
+	said := "new"
+	defer func() {
+		span.SetAttributes(attrRecord.String(said))
+		endSpan(span, said == "unreadable", said)
+	}()
 	firstDelivery := del.kind == fromShared && del.delivered == 1 && d.ReplayID == ""
 	rec, recRev, err := p.idem.intake(ctx, d.ref(), firstDelivery)
 	if err != nil {
+		said = "unreadable"
 		log.Warn().Err(err).Msg("idempotency record unreadable; retrying")
 		return verdict{retry: time.Second}, true
+	}
+	if rec.Attempts > 0 {
+		said = "tried"
 	}
 	if rid := d.ReplayID; rid != "" {
 		if rec.Terminal != nil {
@@ -29,6 +39,7 @@ func (p *pipeline) stepIdempotency(ctx context.Context, a *attempt) (verdict, bo
 		}
 	}
 	if rec.Terminal != nil {
+		said = "done"
 		log.Info().Str("outcome", rec.Terminal.Subject).Msg("already done; publishing its terminal event again")
 		return verdict{event: rec.Terminal.repeatFor(d), repeat: true}, true
 	}

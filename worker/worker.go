@@ -12,6 +12,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/xygroup/xygroup/worker/jsconfig"
 	"github.com/xygroup/xygroup/worker/ratelimit"
@@ -46,6 +49,7 @@ type Worker struct {
 	laneRun   tracker      // lane commands in flight
 	replicaN  atomic.Int64 // replicas alive, as last counted
 	limiter   *ratelimit.Cluster
+	tracing   bool // a tracer provider was given: commands have spans of their own
 	// replicasKV holds the heartbeats (opened by setup).
 	replicasKV jetstream.KeyValue
 
@@ -107,7 +111,12 @@ func New(nc *nats.Conn, caller Caller, tenants Tenants, opts ...Option) (*Worker
 	w.parker = &parker{js: js, view: w.view, backoff: o.probeBackoff, now: o.now}
 	w.id = replicaID(o.source)
 	w.lanes = newLanes(o.rateOf, w.view, func() int { return int(w.replicaN.Load()) })
-	w.p = &pipeline{decoder: dec, caller: caller, limiter: o.limiter, backoff: o.backoff,
+	tp := o.tracerProvider
+	if tp == nil {
+		tp = noop.NewTracerProvider()
+	}
+	w.tracing = o.tracerProvider != nil
+	w.p = &pipeline{tracer: tp.Tracer(tracerName), decoder: dec, caller: caller, limiter: o.limiter, backoff: o.backoff,
 		maxWait: o.maxWait, metrics: o.metrics, now: o.now, stopped: map[string]string{}, parker: w.parker, gate: newMeetingGate(),
 		idem: &idempotency{lease: o.callLease, grantWait: o.callLease, now: o.now}}
 	if !o.noLanes {
@@ -454,18 +463,23 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, turn *laneTurn) 
 	defer stop()
 	del := sharedDelivery(msg, meta)
 	del.intakeTurn = turn
+	ctx, span := w.startCommand(ctx, del)
+	defer span.End()
 	v, d := w.p.process(ctx, del, &log)
 	w.apply(ctx, v, d, del, &msgSettler{msg: msg}, log)
 }
 
 // apply carries out a verdict: an event is stored and recorded before the
 // delivery is acknowledged; a parked command is stored before it is.
+//
+// ctx carries the delivery's command span (startCommand), which the events name.
 func (w *Worker) apply(ctx context.Context, v verdict, d *Decoded, del *delivery, s settler, log zerolog.Logger) {
+	noteVerdict(trace.SpanFromContext(ctx), v, d)
 	switch {
 	case v.giveBack:
 		_ = s.nak(0)
 	case v.event != nil:
-		body, err := w.publish(ctx, v.event, del.header.Get("traceparent"))
+		body, err := w.publish(ctx, v.event, w.eventTraceparent(ctx, del))
 		if err != nil {
 			log.Error().Err(err).Msg("could not store the event; the command stays queued")
 			delay := time.Second
@@ -513,7 +527,7 @@ func (w *Worker) apply(ctx context.Context, v verdict, d *Decoded, del *delivery
 			return
 		}
 		if already, err := w.p.idem.markWaiting(ctx, d.ref()); err == nil && !already {
-			if _, err := w.publish(ctx, waitingEvent(d, v.deadline, next, v.attempts, w.opts.now()), del.header.Get("traceparent")); err != nil {
+			if _, err := w.publish(ctx, waitingEvent(d, v.deadline, next, v.attempts, w.opts.now()), w.eventTraceparent(ctx, del)); err != nil {
 				log.Warn().Err(err).Msg("waiting event not published")
 			}
 		}
@@ -581,7 +595,10 @@ func (w *Worker) count(ev *outEvent, d *Decoded, log zerolog.Logger) {
 // limit and the events stream's message size; a size error is not retried as it
 // is: the event is shaped again to the limit the stream states, then to its
 // smallest form, and errEventTooLarge ends the attempt if even that is refused.
-func (w *Worker) publish(ctx context.Context, ev *outEvent, traceparent string) ([]byte, error) {
+func (w *Worker) publish(ctx context.Context, ev *outEvent, traceparent string) (_ []byte, err error) {
+	ctx, span := w.p.tracer.Start(ctx, spanPublish, trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithAttributes(attrMessagingSys.String("nats"), attrMessagingDest.String(ev.subject), attribute.String("xygroup.event_type", ev.ceType)))
+	defer func() { endSpan(span, err != nil, "event not stored") }()
 	limit := w.eventLimit(ctx, false)
 	m, err := ev.natsMsg(w.opts.source, traceparent, w.opts.now(), limit)
 	if err != nil {

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // DynamicGroupPath is the endpoint's path below the API root.
@@ -40,6 +41,7 @@ type Client struct {
 	timeout time.Duration
 	now     func() time.Time
 	log     zerolog.Logger
+	tp      trace.TracerProvider // nil: requests are not traced
 
 	mu      sync.RWMutex
 	tenants map[string]*tenant
@@ -111,6 +113,9 @@ func NewClient(baseURL string, opts ...Option) (*Client, error) {
 	// answer like any other status (see redirectError).
 	hc := *c.hc
 	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	if c.tp != nil {
+		hc.Transport = traced(hc.Transport, c.tp)
+	}
 	c.hc = &hc
 	if u.Scheme == "http" && !isLoopback(u.Hostname()) {
 		c.log.Warn().Str("baseURL", u.Scheme+"://"+u.Host).

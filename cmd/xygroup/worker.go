@@ -66,6 +66,27 @@ func runWorker(ctx context.Context, cmd *cli.Command) error {
 		}
 	}()
 
+	// Tracing, when the OTEL_* variables ask for it. Its provider is shut down
+	// last, once the worker has drained: what is still batched is exported.
+	tp, err := tracingFromEnv(ctx, log.With().Str("component", "tracing").Logger())
+	if err != nil {
+		return cli.Exit(err.Error(), 2)
+	}
+	var traced []worker.Option
+	var tracedClient []xylink.Option
+	if tp != nil {
+		cleanups = append(cleanups, func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := tp.Shutdown(sctx); err != nil {
+				log.Warn().Err(err).Msg("tracing: spans not all exported at the stop")
+			}
+		})
+		traced = append(traced, worker.WithTracerProvider(tp))
+		tracedClient = append(tracedClient, xylink.WithTracerProvider(tp))
+		log.Info().Msg("tracing: spans exported over OTLP")
+	}
+
 	// XYLink: the sandbox, or the configured tenants.
 	baseURL, tenants, defaultEnterprise := cmd.String("xylink-base-url"), []xylink.Credentials(nil), cmd.String("enterprise-id")
 	if cmd.Bool("sandbox") {
@@ -92,8 +113,8 @@ func runWorker(ctx context.Context, cmd *cli.Command) error {
 		}
 	}
 	timeout := cmd.Duration("xylink-timeout")
-	client, err := xylink.NewClient(baseURL, xylink.WithTenants(tenants...), xylink.WithTimeout(timeout),
-		xylink.WithLogger(log.With().Str("component", "xylink").Logger()))
+	client, err := xylink.NewClient(baseURL, append(tracedClient, xylink.WithTenants(tenants...), xylink.WithTimeout(timeout),
+		xylink.WithLogger(log.With().Str("component", "xylink").Logger()))...)
 	if err != nil {
 		return cli.Exit(err.Error(), 2)
 	}
@@ -128,7 +149,7 @@ func runWorker(ctx context.Context, cmd *cli.Command) error {
 	cleanups = append(cleanups, func() { _ = nc.Drain() })
 
 	host, _ := os.Hostname()
-	w, err := worker.New(nc, client, client,
+	w, err := worker.New(nc, client, client, append(traced,
 		worker.WithConcurrency(cmd.Int("concurrency")),
 		worker.WithRate(cmd.Float("rate"), rates),
 		worker.WithMaxWait(cmd.Duration("max-wait")),
@@ -147,7 +168,7 @@ func runWorker(ctx context.Context, cmd *cli.Command) error {
 			OpenFor: cmd.Duration("breaker-open-for")}),
 		worker.WithSource("xygroup/"+host),
 		worker.WithLogger(log),
-	)
+	)...)
 	if err != nil {
 		return cli.Exit(err.Error(), 2)
 	}
