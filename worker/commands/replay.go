@@ -399,6 +399,12 @@ func (r *Replayer) Run(ctx, waitCtx context.Context, cp *Checkpoint, items []Rep
 		cp.StartedAt = time.Now().UTC()
 	}
 	cp.Total = len(items)
+	// The checkpoint exists before anything is published: a run interrupted
+	// at any point leaves its start, from which the resumed run follows the
+	// outcomes (its own start would miss those that ended meanwhile).
+	if err := saveCheckpoint(ctx, kv, cp); err != nil {
+		return sum, err
+	}
 	// Follow the replay's outcomes from its start: a resumed run counts the
 	// earlier run's too.
 	outcomes, err := r.follow(ctx, cp)
@@ -426,6 +432,8 @@ func (r *Replayer) Run(ctx, waitCtx context.Context, cp *Checkpoint, items []Rep
 		}
 		st, err := record.Lookup(ctx, r.JS, enterprise, id)
 		if err != nil {
+			cp.Done = max(cp.Done, i) // interrupted (Ctrl-C) or NATS away: the progress so far
+			_ = saveCheckpoint(context.WithoutCancel(ctx), kv, cp)
 			return sum, err
 		}
 		switch {
