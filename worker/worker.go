@@ -544,7 +544,14 @@ func (w *Worker) apply(ctx context.Context, v verdict, d *Decoded, del *delivery
 // leader is away (an election, a partition healing) for up to AckWait: a
 // delivery whose ack is lost comes back after AckWait and takes a slot again.
 func (w *Worker) ack(ctx context.Context, s settler, log zerolog.Logger) {
-	actx, cancel := context.WithTimeout(ctx, w.opts.streams.withDefaults().AckWait)
+	// What the ack confirms is stored: it is sent also when the drain timeout
+	// ended ctx meanwhile (otherwise the command would come back after the
+	// ack wait only to repeat its event), for a few seconds then.
+	bound := w.opts.streams.withDefaults().AckWait
+	if ctx.Err() != nil {
+		bound = 5 * time.Second
+	}
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), bound)
 	defer cancel()
 	if err := retrySettle(actx, log, "ack not confirmed", s.ack); err != nil {
 		log.Warn().Err(err).Msg("ack not confirmed; the command comes back after the ack wait and is settled from its record")
