@@ -31,10 +31,13 @@
 //
 // worker.go consumes with bounded concurrency, keeps long waits alive with
 // InProgress, acknowledges a command only after its event was stored (PubAck),
-// and drains on shutdown. Beside it, in the background of every replica:
-// probe.go probes waiting meetings and held tenants, release.go lets out the
-// commands of a released meeting or hold, lanes.go serves tenant lanes, and
-// replicas.go keeps the replicas' heartbeats.
+// and drains on shutdown; slots.go counts its slots and their shares. Beside
+// it, in the background of every replica (background.go, driven by the
+// meetings bucket): the prober (probe.go) probes waiting meetings and held
+// tenants, the releaser (release.go) lets out the commands of a released
+// meeting or hold, lanes.go serves tenant lanes, and replicas.go keeps the
+// replicas' heartbeats. Every delivery, whatever its source, is settled the
+// same way (Worker.apply).
 //
 // Words used with one meaning each:
 //

@@ -170,6 +170,12 @@ type parker struct {
 // park stores the command under its meeting and makes sure the meeting has a
 // probe schedule. first is when the first probe may run (notBefore, or now plus
 // the first backoff). It returns the meeting's next probe time.
+// toMeeting turns a held command's 66620 into parking under its meeting.
+func (p *parker) toMeeting(v verdict) verdict {
+	v.park, v.hold, v.parkFirst, v.retry = true, false, p.now().Add(p.backoff.Delay(1)), 0
+	return v
+}
+
 func (p *parker) park(ctx context.Context, d *Decoded, del *delivery, deadline, first time.Time) (time.Time, error) {
 	return p.store(ctx, meetingToken(d.EnterpriseID, d.Cmd.MeetingRoomNumber), kindMeeting, d, del, deadline, first)
 }

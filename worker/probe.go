@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/xygroup/xygroup/xylink"
 )
@@ -18,57 +19,29 @@ import (
 // limiter wait and a call; if the claimant dies, another replica probes after it.
 const probeLease = time.Minute
 
-// runProber schedules probes and releases, on every replica, until ctx ends.
-// Claims are compare-and-swap writes on the meeting's record, so one replica at a
-// time probes a meeting.
-func (w *Worker) runProber(ctx context.Context) {
-	tick := time.NewTicker(200 * time.Millisecond)
-	defer tick.Stop()
-	var lastGauge time.Time
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		now := w.opts.now()
-		for token, e := range w.view.all() {
-			r := e.rec
-			switch r.State {
-			case meetingReleased:
-				w.startLettingOut(ctx, token)
-			case laneOpen:
-				w.serveLaneRecord(ctx, token, e, now)
-			case meetingWaiting:
-				due := r.NextProbeAt
-				if r.EarliestDeadline.Before(due) {
-					due = r.EarliestDeadline
-				}
-				if now.Before(due) || now.Before(r.LeaseUntil) || !w.claimProbe(ctx, token, e) {
-					continue
-				}
-				if !w.slots.takeBackground(ctx) {
-					w.reschedule(ctx, token, now, false) // give the claim back
-					return
-				}
-				go func() {
-					defer w.slots.putBackground()
-					w.probe(ctx, token)
-				}()
-			}
-		}
-		if now.Sub(lastGauge) > 5*time.Second {
-			lastGauge = now
-			w.updateParkedGauge(ctx)
-		}
-	}
+// prober probes waiting meetings and held tenants: one parked command of the
+// meeting (or hold) at a time, by the replica that claimed the meeting's
+// record, and it releases the meeting when the API answers. Every replica has
+// one. Its commands are settled as every delivery of the replica is (apply),
+// in their own spans (startCommand), on the replica's work context, which
+// outlives a stop by the drain timeout.
+type prober struct {
+	opts     *options
+	log      zerolog.Logger
+	p        *pipeline
+	parker   *parker
+	releaser *releaser
+
+	apply        func(ctx context.Context, v verdict, d *Decoded, del *delivery, s settler, log zerolog.Logger)
+	startCommand func(ctx context.Context, del *delivery) (context.Context, trace.Span)
+	work         func() context.Context
 }
 
-func (w *Worker) claimProbe(ctx context.Context, token string, e meetingEntry) bool {
+func (pr *prober) claim(ctx context.Context, token string, e meetingEntry) bool {
 	r := e.rec
-	r.LeaseUntil = w.opts.now().Add(probeLease)
+	r.LeaseUntil = pr.opts.now().Add(probeLease)
 	b, _ := json.Marshal(r)
-	_, err := w.meetings.Update(ctx, token, b, e.rev)
+	_, err := pr.parker.meetings.Update(ctx, token, b, e.rev)
 	return err == nil
 }
 
@@ -90,37 +63,37 @@ type probeOutcome struct {
 // the command's outcome unknown). Whatever ends the probe (an answer, the drain
 // timeout, a panic), the claim is given back with a context that outlives the
 // stop: another replica probes at once, not after the claim's lease.
-func (w *Worker) probe(ctx context.Context, token string) {
-	log := w.log.With().Str("meeting", token).Logger()
-	out := probeOutcome{next: w.opts.now()} // aborted before a decision: probe again at once
+func (pr *prober) probe(ctx context.Context, token string) {
+	log := pr.log.With().Str("meeting", token).Logger()
+	out := probeOutcome{next: pr.opts.now()} // aborted before a decision: probe again at once
 	defer func() {
 		if r := recover(); r != nil {
 			log.Error().Interface("panic", r).Msg("probe panicked; its command stays parked")
-			out = probeOutcome{next: w.opts.now().Add(5 * time.Second)}
+			out = probeOutcome{next: pr.opts.now().Add(5 * time.Second)}
 		}
 		switch {
 		case out.release:
-			w.release(ctx, token, log)
-		case out.forget && w.forgetMeeting(ctx, token):
+			pr.release(ctx, token, log)
+		case out.forget && pr.forgetMeeting(ctx, token):
 		default:
-			w.reschedule(ctx, token, out.next, out.countProbe)
+			pr.reschedule(ctx, token, out.next, out.countProbe)
 		}
 	}()
-	out = w.runProbe(w.work, token, &log)
+	out = pr.runProbe(pr.work(), token, &log)
 }
 
-func (w *Worker) runProbe(ctx context.Context, token string, log *zerolog.Logger) probeOutcome {
-	now := w.opts.now()
-	rec, _, err := w.parker.updateMeeting(ctx, token, func(*meetingRecord) bool { return false })
+func (pr *prober) runProbe(ctx context.Context, token string, log *zerolog.Logger) probeOutcome {
+	now := pr.opts.now()
+	rec, _, err := pr.parker.updateMeeting(ctx, token, func(*meetingRecord) bool { return false })
 	if err != nil {
 		return probeOutcome{next: now.Add(time.Second)}
 	}
 	meetingLog := *log // a command's lines name it, its tenant and meeting (commandLogger)
 	*log = log.With().Str("enterpriseId", rec.EnterpriseID).Str("meetingRoomNumber", rec.Meeting).Logger()
 	if !now.Before(rec.EarliestDeadline) {
-		w.expireParked(ctx, token, rec, meetingLog)
+		pr.expireParked(ctx, token, rec, meetingLog)
 	}
-	cand, empty, nextNotBefore, err := w.probeCandidate(ctx, token, now)
+	cand, empty, nextNotBefore, err := pr.probeCandidate(ctx, token, now)
 	switch {
 	case err != nil:
 		log.Warn().Err(err).Msg("probe: reading parked commands")
@@ -132,17 +105,17 @@ func (w *Worker) runProbe(ctx context.Context, token string, log *zerolog.Logger
 	}
 	del := parkedDelivery(cand.Data, cand.Header, rec.Probes+1, fromProbe, cand.Sequence, cand.Time)
 	*log = meetingLog
-	ctx, span := w.startCommand(ctx, del)
+	ctx, span := pr.startCommand(ctx, del)
 	defer span.End()
-	v, d := w.p.process(ctx, del, log)
-	settle := &probeSettler{stream: w.parked, seq: cand.Sequence}
+	v, d := pr.p.process(ctx, del, log)
+	settle := &probeSettler{stream: pr.parker.parked, seq: cand.Sequence}
 	if rec.Kind == kindHold && v.waiting {
 		// The API answered (66620): the tenant's breaker is closed, and this
 		// command goes on to wait for its meeting.
-		v = w.toMeeting(v)
+		v = pr.parker.toMeeting(v)
 	}
-	w.apply(ctx, v, d, del, settle, *log)
-	w.opts.metrics.Probes.WithLabelValues(probeResult(v)).Inc()
+	pr.apply(ctx, v, d, del, settle, *log)
+	pr.opts.metrics.Probes.WithLabelValues(probeResult(v)).Inc()
 	switch {
 	case v.meetingAnswer || (rec.Kind == kindHold && (v.park || v.event != nil)):
 		return probeOutcome{release: true}
@@ -150,12 +123,12 @@ func (w *Worker) runProbe(ctx context.Context, token string, log *zerolog.Logger
 		return probeOutcome{next: now} // given up (stopping): another replica probes at once
 	case rec.Kind == kindHold:
 		next := now.Add(max(v.retry, time.Second))
-		if until, open := w.p.breaker.Open(rec.EnterpriseID); open {
+		if until, open := pr.p.breaker.Open(rec.EnterpriseID); open {
 			next = until
 		}
 		return probeOutcome{next: next, countProbe: true}
 	case v.waiting:
-		return probeOutcome{next: now.Add(w.probeDelay(rec)), countProbe: true}
+		return probeOutcome{next: now.Add(pr.probeDelay(rec)), countProbe: true}
 	case v.event != nil:
 		return probeOutcome{next: now} // that one is done; probe another at once
 	default:
@@ -184,20 +157,20 @@ const probeEvery = 10 * time.Second
 // stretched when the enterprise has so many meetings waiting that probing each
 // at that pace would take more than the probe share of its rate; then they are
 // spread evenly (±10%) over the time the share allows for all of them.
-func (w *Worker) probeDelay(rec meetingRecord) time.Duration {
-	d := w.parker.backoff.Delay(rec.Probes + 1)
-	if floor := min(probeEvery, w.parker.backoff.Max); rec.Probes >= 1 && d < floor {
+func (pr *prober) probeDelay(rec meetingRecord) time.Duration {
+	d := pr.parker.backoff.Delay(rec.Probes + 1)
+	if floor := min(probeEvery, pr.parker.backoff.Max); rec.Probes >= 1 && d < floor {
 		// After its first probe, a meeting is probed at most once per
 		// probeEvery (less when the backoff's cap is lower).
 		d = time.Duration(float64(floor) * (1 + 0.1*rand.Float64()))
 	}
 	n := 0
-	for _, e := range w.view.all() {
+	for _, e := range pr.parker.view.all() {
 		if e.rec.State == meetingWaiting && e.rec.Kind != kindHold && e.rec.EnterpriseID == rec.EnterpriseID {
 			n++
 		}
 	}
-	perSecond := w.opts.probeShare * w.opts.rateOf(rec.EnterpriseID)
+	perSecond := pr.opts.probeShare * pr.opts.rateOf(rec.EnterpriseID)
 	if perSecond <= 0 {
 		return d
 	}
@@ -210,11 +183,11 @@ func (w *Worker) probeDelay(rec meetingRecord) time.Duration {
 
 // probeCandidate finds the oldest parked command of the meeting that may be sent
 // now (its notBefore passed). empty: the meeting has no parked command at all.
-func (w *Worker) probeCandidate(ctx context.Context, token string, now time.Time) (*jetstream.RawStreamMsg, bool, time.Time, error) {
+func (pr *prober) probeCandidate(ctx context.Context, token string, now time.Time) (*jetstream.RawStreamMsg, bool, time.Time, error) {
 	var nextNotBefore time.Time
 	seq := uint64(1)
 	for i := 0; i < 100; i++ {
-		m, err := w.parked.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(parkedSubject(token)))
+		m, err := pr.parker.parked.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(parkedSubject(token)))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			break
 		}
@@ -239,12 +212,6 @@ func (w *Worker) probeCandidate(ctx context.Context, token string, now time.Time
 	return nil, false, nextNotBefore, nil
 }
 
-// toMeeting turns a held command's 66620 into parking under its meeting.
-func (w *Worker) toMeeting(v verdict) verdict {
-	v.park, v.hold, v.parkFirst, v.retry = true, false, w.opts.now().Add(w.parker.backoff.Delay(1)), 0
-	return v
-}
-
 // recordCtx is for the writes that give a probe claim up: they must land even
 // when ctx ended (the replica is stopping), or the meeting would wait out the
 // claim's lease.
@@ -254,10 +221,10 @@ func recordCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 
 // reschedule sets the next probe and gives up the lease; countProbe adds
 // one to the meeting's probes.
-func (w *Worker) reschedule(ctx context.Context, token string, next time.Time, countProbe bool) {
+func (pr *prober) reschedule(ctx context.Context, token string, next time.Time, countProbe bool) {
 	ctx, cancel := recordCtx(ctx)
 	defer cancel()
-	_, _, err := w.parker.updateMeeting(ctx, token, func(r *meetingRecord) bool {
+	_, _, err := pr.parker.updateMeeting(ctx, token, func(r *meetingRecord) bool {
 		if r.State != meetingWaiting {
 			return false
 		}
@@ -268,17 +235,17 @@ func (w *Worker) reschedule(ctx context.Context, token string, next time.Time, c
 		return true
 	})
 	if err != nil && !errors.Is(err, errNoKey) {
-		w.log.Warn().Err(err).Str("meeting", token).Msg("reschedule probe")
+		pr.log.Warn().Err(err).Str("meeting", token).Msg("reschedule probe")
 	}
 }
 
 // release marks the meeting released; every replica then lets out its parked
 // commands (this one only while ctx lasts).
-func (w *Worker) release(ctx context.Context, token string, log zerolog.Logger) {
-	now := w.opts.now()
+func (pr *prober) release(ctx context.Context, token string, log zerolog.Logger) {
+	now := pr.opts.now()
 	rctx, cancel := recordCtx(ctx)
 	defer cancel()
-	r, _, err := w.parker.updateMeeting(rctx, token, func(r *meetingRecord) bool {
+	r, _, err := pr.parker.updateMeeting(rctx, token, func(r *meetingRecord) bool {
 		r.State, r.ReleasedAt, r.LeaseUntil = meetingReleased, now, time.Time{}
 		return true
 	})
@@ -288,60 +255,60 @@ func (w *Worker) release(ctx context.Context, token string, log zerolog.Logger) 
 	}
 	log.Info().Int("probes", r.Probes).Dur("waited", now.Sub(r.WaitingSince)).Msg("meeting answered; releasing its parked commands")
 	if ctx.Err() == nil {
-		w.startLettingOut(ctx, token)
+		pr.releaser.start(ctx, token)
 	}
 }
 
 // forgetMeeting deletes the record of a meeting that has no parked command
 // left, and reports whether it did.
-func (w *Worker) forgetMeeting(ctx context.Context, token string) bool {
+func (pr *prober) forgetMeeting(ctx context.Context, token string) bool {
 	ctx, cancel := recordCtx(ctx)
 	defer cancel()
-	e, err := w.meetings.Get(ctx, token)
+	e, err := pr.parker.meetings.Get(ctx, token)
 	if err != nil {
 		return false
 	}
 	// Only if nothing was parked meanwhile: the record's revision pins that.
-	if _, _, _, cerr := w.probeCandidate(ctx, token, w.opts.now()); cerr != nil {
+	if _, _, _, cerr := pr.probeCandidate(ctx, token, pr.opts.now()); cerr != nil {
 		return false
 	}
-	return w.meetings.Delete(ctx, token, jetstream.LastRevision(e.Revision())) == nil
+	return pr.parker.meetings.Delete(ctx, token, jetstream.LastRevision(e.Revision())) == nil
 }
 
 // expireParked ends the meeting's parked commands whose deadline passed, as
 // failed.meeting_not_started, and records the earliest deadline left.
-func (w *Worker) expireParked(ctx context.Context, token string, rec meetingRecord, meetingLog zerolog.Logger) {
-	now := w.opts.now()
+func (pr *prober) expireParked(ctx context.Context, token string, rec meetingRecord, meetingLog zerolog.Logger) {
+	now := pr.opts.now()
 	earliest := now.Add(100 * 365 * 24 * time.Hour)
 	seq := uint64(1)
 	for {
-		m, err := w.parked.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(parkedSubject(token)))
+		m, err := pr.parker.parked.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(parkedSubject(token)))
 		if err != nil {
 			break
 		}
 		seq = m.Sequence + 1
 		del := parkedDelivery(m.Data, m.Header, 0, fromProbe, m.Sequence, m.Time)
 		settle := func(v verdict, d *Decoded, log zerolog.Logger) {
-			ctx, span := w.startCommand(ctx, del)
+			ctx, span := pr.startCommand(ctx, del)
 			defer span.End()
-			w.apply(ctx, v, d, del, &probeSettler{stream: w.parked, seq: m.Sequence}, log)
+			pr.apply(ctx, v, d, del, &probeSettler{stream: pr.parker.parked, seq: m.Sequence}, log)
 		}
-		d := w.p.decoder.decode(del.data, del.header, del.stream, del.seq)
+		d := pr.p.decoder.decode(del.data, del.header, del.stream, del.seq)
 		log := commandLogger(meetingLog, d)
 		d.ReplayID = del.replayMark(&log)
 		if d.Invalid != nil {
 			// Not a command: it can never be sent, whatever its deadline.
 			l := meetingLog
-			v, d := w.p.process(ctx, del, &l)
+			v, d := pr.p.process(ctx, del, &l)
 			settle(v, d, l)
 			continue
 		}
-		deadline := w.p.deadlineOf(d, del)
+		deadline := pr.p.deadlineOf(d, del)
 		if now.Before(deadline) {
 			earliest = minTime(earliest, deadline)
 			continue
 		}
-		cr, _, _ := w.p.idem.get(ctx, d.ref())
+		cr, _, _ := pr.p.idem.get(ctx, d.ref())
 		if rec.Kind == kindHold {
 			f := failureOf(xylink.ClassUnavailable, cr.lastError(ErrBreakerOpen))
 			f.developerMessage = fmt.Sprintf("deadline %s passed while the enterprise's commands were held (its API kept failing, or it refused the credentials): %s",
@@ -366,7 +333,7 @@ func (w *Worker) expireParked(ctx context.Context, token string, rec meetingReco
 		}
 		settle(v, d, log)
 	}
-	_, _, _ = w.parker.updateMeeting(ctx, token, func(r *meetingRecord) bool {
+	_, _, _ = pr.parker.updateMeeting(ctx, token, func(r *meetingRecord) bool {
 		r.EarliestDeadline = earliest
 		return true
 	})
@@ -377,22 +344,6 @@ func minTime(a, b time.Time) time.Time {
 		return b
 	}
 	return a
-}
-
-// updateParkedGauge counts parked commands from the parked stream.
-func (w *Worker) updateParkedGauge(ctx context.Context) {
-	info, err := w.parked.Info(ctx, jetstream.WithSubjectFilter(subjectParked+".>"))
-	if err == nil {
-		w.opts.metrics.Parked.Set(float64(info.State.Msgs))
-		w.updateLaneGauge(info.State.Subjects)
-		w.reopenLanes(ctx, info.State.Subjects)
-	}
-	if w.limiter != nil {
-		w.opts.metrics.LimiterGuard.Reset()
-		for ent, g := range w.limiter.Guards(w.tenantIDs...) {
-			w.opts.metrics.LimiterGuard.WithLabelValues(ent).Set(g.Seconds())
-		}
-	}
 }
 
 // probeSettler settles a probed command: done removes it from the parked stream;

@@ -10,21 +10,34 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// startLettingOut makes this replica help let out a released meeting's parked commands
-// (once per meeting at a time).
-func (w *Worker) startLettingOut(ctx context.Context, token string) {
-	if _, running := w.serving.LoadOrStore(token, true); running {
+// releaser lets out the parked commands of released meetings and holds. Every
+// replica helps, once per meeting at a time, each command with a slot of the
+// letting-out share; the commands themselves go through the replica's
+// handling of a parked message (handle).
+type releaser struct {
+	js       jetstream.JetStream
+	meetings jetstream.KeyValue
+	view     *meetingView
+	slots    *slots
+	log      zerolog.Logger
+	handle   func(msg jetstream.Msg, token string)
+	running  sync.Map // meetings this replica lets out now
+}
+
+// start makes this replica help let out a released meeting's parked commands.
+func (r *releaser) start(ctx context.Context, token string) {
+	if _, running := r.running.LoadOrStore(token, true); running {
 		return
 	}
 	go func() {
-		defer w.serving.Delete(token)
+		defer r.running.Delete(token)
 		defer func() {
-			if r := recover(); r != nil {
+			if p := recover(); p != nil {
 				// The prober starts letting out again; what it had fetched returns after AckWait.
-				w.log.Error().Interface("panic", r).Str("meeting", token).Msg("letting out panicked")
+				r.log.Error().Interface("panic", p).Str("meeting", token).Msg("letting out panicked")
 			}
 		}()
-		w.letOut(ctx, token)
+		r.letOut(ctx, token)
 	}()
 }
 
@@ -52,33 +65,33 @@ func parkedConsumer(durable, description, token string, maxAckPending int) jetst
 // letOut pulls the meeting's parked commands through the pipeline, with the
 // replica's shared concurrency, until none is left; the last one out forgets the
 // meeting and deletes the consumer.
-func (w *Worker) letOut(ctx context.Context, token string) {
+func (r *releaser) letOut(ctx context.Context, token string) {
 	cfg := releaseConsumer(token)
-	cons, err := w.js.CreateConsumer(ctx, StreamParked, cfg)
+	cons, err := r.js.CreateConsumer(ctx, StreamParked, cfg)
 	if errors.Is(err, jetstream.ErrConsumerExists) {
-		cons, err = w.js.Consumer(ctx, StreamParked, cfg.Durable)
+		cons, err = r.js.Consumer(ctx, StreamParked, cfg.Durable)
 	}
 	if err != nil {
 		if ctx.Err() == nil {
-			w.log.Warn().Err(err).Str("meeting", token).Msg("release consumer")
+			r.log.Warn().Err(err).Str("meeting", token).Msg("release consumer")
 		}
 		return
 	}
 	for ctx.Err() == nil {
-		batch, err := cons.Fetch(cap(w.slots.letOut), jetstream.FetchMaxWait(time.Second))
+		batch, err := cons.Fetch(cap(r.slots.letOut), jetstream.FetchMaxWait(time.Second))
 		if err != nil {
 			return // deleted by the replica that finished it, or NATS is away: the prober starts again
 		}
 		n := 0
 		for msg := range batch.Messages() {
 			n++
-			if !w.slots.takeLetOut(ctx) {
+			if !r.slots.takeLetOut(ctx) {
 				_ = msg.Nak()
 				continue
 			}
 			go func() {
-				defer w.slots.putLetOut()
-				w.handleReleased(msg, token)
+				defer r.slots.putLetOut()
+				r.handle(msg, token)
 			}()
 		}
 		if n > 0 {
@@ -89,10 +102,10 @@ func (w *Worker) letOut(ctx context.Context, token string) {
 			return
 		}
 		if info.NumPending == 0 && info.NumAckPending == 0 {
-			if e, ok := w.view.get(token); ok && e.rec.State == meetingReleased {
-				_ = w.meetings.Delete(ctx, token, jetstream.LastRevision(e.rev))
+			if e, ok := r.view.get(token); ok && e.rec.State == meetingReleased {
+				_ = r.meetings.Delete(ctx, token, jetstream.LastRevision(e.rev))
 			}
-			_ = w.js.DeleteConsumer(ctx, StreamParked, cfg.Durable)
+			_ = r.js.DeleteConsumer(ctx, StreamParked, cfg.Durable)
 			return
 		}
 	}
@@ -107,7 +120,7 @@ func (w *Worker) handleReleased(msg jetstream.Msg, token string) {
 			meetingTok = meetingToken(d.EnterpriseID, d.Cmd.MeetingRoomNumber)
 		}
 		if v.waiting && msg.Subject() != parkedSubject(meetingTok) {
-			v = w.toMeeting(v) // released from a tenant's hold: now it waits for its meeting
+			v = w.parker.toMeeting(v) // released from a tenant's hold: now it waits for its meeting
 		}
 		if v.event != nil {
 			if e, ok := w.view.get(meetingTok); ok && !e.rec.ReleasedAt.IsZero() {

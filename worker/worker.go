@@ -40,8 +40,10 @@ type Worker struct {
 	parker    *parker
 	view      *meetingView
 	slots     *slots          // commands, probes and released commands in flight on this replica
+	prober    *prober         // probes waiting meetings and held tenants
+	releaser  *releaser       // lets out released meetings' and holds' commands
 	work      context.Context // outlives Run's context by the drain timeout
-	serving   sync.Map        // meetings this replica lets out, lanes it serves
+	serving   sync.Map        // lanes this replica serves
 	id        string          // this replica, as a lane's owner
 	tenantIDs []string        // the tenants known at the start, for their metric series
 	handling  atomic.Int64    // commands being handled (xygroup_in_flight), for the heartbeat
@@ -106,7 +108,6 @@ func New(nc *nats.Conn, caller Caller, tenants Tenants, opts ...Option) (*Worker
 	}
 	background := max(1, o.concurrency-max(1, o.concurrency/4))
 	w := &Worker{nc: nc, js: js, opts: o, log: o.log, tenantIDs: tenantIDs, slots: newSlots(o.concurrency, background),
-
 		view: &meetingView{meetings: map[string]meetingEntry{}}}
 	w.parker = &parker{js: js, view: w.view, backoff: o.probeBackoff, now: o.now}
 	w.id = replicaID(o.source)
@@ -122,6 +123,9 @@ func New(nc *nats.Conn, caller Caller, tenants Tenants, opts ...Option) (*Worker
 	if !o.noLanes {
 		w.p.lanes = w.lanes
 	}
+	w.releaser = &releaser{js: js, view: w.view, slots: w.slots, log: w.log, handle: w.handleReleased}
+	w.prober = &prober{opts: &w.opts, log: w.log, p: w.p, parker: w.parker, releaser: w.releaser,
+		apply: w.apply, startCommand: w.startCommand, work: func() context.Context { return w.work }}
 	return w, nil
 }
 
@@ -217,7 +221,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		return err
 	}
 	w.log.Info().Int("concurrency", w.opts.concurrency).Msg("worker consuming")
-	go w.runProber(ctx)
+	go w.runBackground(ctx)
 	go w.heartbeat(ctx, w.replicasKV, w.opts.streams.withDefaults().Replicas)
 
 	// The drain timeout counts from the stop, not from the end of the pull
@@ -418,6 +422,7 @@ func (w *Worker) setupParking(ctx, runCtx context.Context) error {
 		w.p.breaker = sb
 	}
 	w.parked, w.meetings = parked, meetings
+	w.releaser.meetings = meetings
 	w.parker.parked, w.parker.meetings = parked, meetings
 	w.p.idem.kv, w.p.idem.legacy = commands, legacy
 	return w.view.watch(runCtx, meetings, w.log)
