@@ -142,7 +142,7 @@ func (w *Worker) runProbe(ctx context.Context, token string, log *zerolog.Logger
 	w.apply(ctx, v, d, del, settle, *log)
 	w.opts.metrics.Probes.WithLabelValues(probeResult(v)).Inc()
 	switch {
-	case v.meetingAnswer || (rec.Kind == kindHold && (v.park || v.event != nil)):
+	case v.meetingAnswer || (rec.Kind == kindHold && (v.park || (v.event != nil && !isCancelled(v.event)))):
 		return probeOutcome{release: true}
 	case v.giveBack:
 		return probeOutcome{next: now} // given up (stopping): another replica probes at once
