@@ -18,7 +18,8 @@ import (
 
 // Cancelling a command before it is sent. A cancel is one compare-and-swap on
 // the command's record (idempotency.cancel) that succeeds only while no request
-// for it may have left: no Sent mark and no terminal event. markSent, written
+// for it may have taken effect: no terminal event, no call past its Sent mark
+// without an answer, no earlier call of unknown outcome. markSent, written
 // before every request, refuses a cancelled record, and both are writes of the
 // same key at known revisions: whichever is first, the other fails. So a
 // cancelled command is never sent, and a command whose request may have left is
@@ -39,8 +40,8 @@ type cancelMark struct {
 	At       time.Time `json:"at"`
 }
 
-// cancel marks the command cancelled unless a request for it may have left,
-// or it is done: then it says why not (contract.Rejected*), and the record is
+// cancel marks the command cancelled unless a request for it may have taken
+// effect, or it is done: then it says why not (contract.Rejected*), and the record is
 // left as it is. A command without a record gets one, marked: published after
 // its cancel (within the bucket's TTL), it ends cancelled. A command cancelled
 // already stays cancelled by the first cancel.
@@ -53,13 +54,18 @@ func (s *idempotency) cancel(ctx context.Context, ref commandRef, m cancelMark) 
 			return false, nil
 		case r.Cancelled != nil:
 			return false, nil
-		case r.Sent > 0 || r.MaybeCreated:
-			// A request may have left. One is at XYLink now while the record
-			// says so: in flight past its Sent mark.
+		case r.Attempts > 0 && r.Sent >= r.Attempts && !r.PendingUntil.IsZero():
+			// The current call's request may have left: at XYLink now while
+			// the record says so, else it never reported.
 			rejected = contract.RejectedAlreadySent
-			if r.Sent >= r.Attempts && s.now().Before(r.PendingUntil) {
+			if s.now().Before(r.PendingUntil) {
 				rejected = contract.RejectedInFlight
 			}
+			return false, nil
+		case r.MaybeCreated:
+			// An earlier request's outcome is unknown: it may have created
+			// the groups. One answered (66620, an outage's 503) did not.
+			rejected = contract.RejectedAlreadySent
 			return false, nil
 		}
 		r.Cancelled = &m
