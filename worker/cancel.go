@@ -79,7 +79,7 @@ func (s *idempotency) cancel(ctx context.Context, ref commandRef, m cancelMark) 
 
 // cancelledEvent is a cancelled command's terminal event.
 func cancelledEvent(d *Decoded, m *cancelMark, attempts int, now time.Time) *outEvent {
-	why := "cancelled before any request for it was sent"
+	why := "cancelled before any request for it could take effect"
 	if m.Reason != "" {
 		why += ": " + m.Reason
 	}
