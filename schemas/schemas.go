@@ -27,6 +27,10 @@ const (
 	Created = "created"
 	Failed  = "failed"
 	Waiting = "waiting"
+	// Cancel is a cancel message; CancelRejected its answer for a command it
+	// could not cancel.
+	Cancel         = "cancel"
+	CancelRejected = "cancel_rejected"
 )
 
 const base = "https://github.com/xygroup/xygroup/schemas/"
@@ -55,7 +59,7 @@ func compile() {
 		}
 	}
 	compiled = map[string]*jsonschema.Schema{}
-	for _, n := range []string{Command, Created, Failed, Waiting} {
+	for _, n := range []string{Command, Created, Failed, Waiting, Cancel, CancelRejected} {
 		s, err := c.Compile(base + n + ".schema.json")
 		if err != nil {
 			compileErr = fmt.Errorf("schemas: compile %s: %w", n, err)

@@ -61,6 +61,9 @@ type FailedEvent struct {
 	// command holds its first bytes in Base64, and CommandSHA256 identifies it.
 	CommandTruncated bool   `json:"commandTruncated,omitempty"`
 	CommandSHA256    string `json:"commandSha256,omitempty"`
+	// Reason and CancelID: a cancelled command's cancel (class cancelled).
+	Reason   string `json:"reason,omitempty"`
+	CancelID string `json:"cancelId,omitempty"`
 
 	raw []byte // the command as received, to cut when the event is too large
 }

@@ -39,6 +39,9 @@ type commandRecord struct {
 	Waiting bool `json:"waiting,omitempty"`
 	// Terminal is the command's terminal event, once published.
 	Terminal *storedEvent `json:"terminal,omitempty"`
+	// Cancelled: a cancel came before any request for the command could
+	// leave; it ends as failed.cancelled and is never sent (cancel.go).
+	Cancelled *cancelMark `json:"cancelled,omitempty"`
 }
 
 type lastAnswer struct {
@@ -237,6 +240,10 @@ func (s *idempotency) begin(ctx context.Context, ref commandRef, known commandRe
 			before = *r
 			return false, errDone
 		}
+		if r.Cancelled != nil {
+			before = *r
+			return false, errCancelled
+		}
 		if !r.PendingUntil.IsZero() {
 			if now.Before(r.PendingUntil) {
 				return false, errBusy{until: r.PendingUntil}
@@ -253,7 +260,7 @@ func (s *idempotency) begin(ctx context.Context, ref commandRef, known commandRe
 		return true, nil
 	})
 	if err != nil {
-		if !errors.Is(err, errDone) && !isBusy(err) {
+		if !errors.Is(err, errDone) && !errors.Is(err, errCancelled) && !isBusy(err) {
 			err = fmt.Errorf("idempotency record: %w", err)
 		}
 		return before, claim{}, err
@@ -269,9 +276,15 @@ func (s *idempotency) begin(ctx context.Context, ref commandRef, known commandRe
 // only if something did.
 func (s *idempotency) markSent(ctx context.Context, ref commandRef, c *claim) error {
 	r, rev, err := casUpdateKnown(ctx, s.kv, commandKey(ref), c.record, c.rev, s.initial(ref), func(r *commandRecord) (bool, error) {
+		if r.Cancelled != nil {
+			return false, errCancelled // the cancel's write came first: no request
+		}
 		r.Sent = max(r.Sent, c.attempt)
 		return true, nil
 	})
+	if errors.Is(err, errCancelled) {
+		return err
+	}
 	if err != nil {
 		return fmt.Errorf("idempotency record: %w", err)
 	}
@@ -365,7 +378,7 @@ func (s *idempotency) retryForReplay(ctx context.Context, ref commandRef, replay
 		if r.Terminal == nil || r.Terminal.Subject == SubjectCreated || r.ReplayID == replayID {
 			return nil
 		}
-		r.Terminal, r.ReplayID, r.Waiting, again = nil, replayID, false, true
+		r.Terminal, r.ReplayID, r.Waiting, r.Cancelled, again = nil, replayID, false, nil, true
 		return nil
 	})
 	return again, err

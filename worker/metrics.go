@@ -34,6 +34,8 @@ type Metrics struct {
 	Probes *prometheus.CounterVec
 	// ReleaseLatency: from a meeting's release to each parked command's end.
 	ReleaseLatency prometheus.Histogram
+	// Cancels: commands a cancel named, by result (cancelled, rejected).
+	Cancels *prometheus.CounterVec
 }
 
 // NewMetrics registers the metrics on a new registry (with Go and process collectors).
@@ -76,6 +78,8 @@ func NewMetrics() *Metrics {
 			[]string{"enterprise"}),
 		Probes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "xygroup_probes_total",
 			Help: "Probes of waiting meetings, by result."}, []string{"result"}),
+		Cancels: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "xygroup_cancels_total",
+			Help: "Commands named by cancels, by result: cancelled (it ends as failed.cancelled) or rejected (answered on xylink.groups.cancel_rejected)."}, []string{"result"}),
 		ReleaseLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "xygroup_release_completion_seconds",
 			Help:    "Time from a meeting answering its probe to each of its parked commands ending.",
 			Buckets: []float64{.1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120}}),
@@ -89,13 +93,15 @@ func NewMetrics() *Metrics {
 	for _, reason := range retryReasons {
 		m.Retries.WithLabelValues(reason).Add(0)
 	}
+	m.Cancels.WithLabelValues("cancelled").Add(0)
+	m.Cancels.WithLabelValues("rejected").Add(0)
 	for _, result := range []string{"not_started", "answered", "ended", "no_news"} {
 		m.Probes.WithLabelValues(result).Add(0)
 	}
 	for _, p := range priorities {
 		m.LimiterWait.WithLabelValues(p.String())
 	}
-	r.MustRegister(m.LimiterGrants, m.LimiterBudget, m.LimiterGuard, m.Probes, m.ReleaseLatency, m.Commands, m.APICalls, m.Attempts, m.LimiterWait, m.BreakerState, m.InFlight, m.Parked, m.LaneCommands, m.LaneMoves, m.Retries, m.Redeliveries)
+	r.MustRegister(m.LimiterGrants, m.LimiterBudget, m.LimiterGuard, m.Probes, m.ReleaseLatency, m.Cancels, m.Commands, m.APICalls, m.Attempts, m.LimiterWait, m.BreakerState, m.InFlight, m.Parked, m.LaneCommands, m.LaneMoves, m.Retries, m.Redeliveries)
 	return m
 }
 

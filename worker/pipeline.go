@@ -68,7 +68,7 @@ func (p *pipeline) process(ctx context.Context, del *delivery, log *zerolog.Logg
 	defer a.finish()
 	for _, s := range steps {
 		if v, stop := s(p, ctx, a); stop {
-			return v, a.d
+			return p.unlessCancelled(ctx, a, v), a.d
 		}
 	}
 	return p.stepDecide(a), a.d // decide.go 7. decide

@@ -117,7 +117,7 @@ func (pr *prober) runProbe(ctx context.Context, token string, log *zerolog.Logge
 	pr.apply(ctx, v, d, del, settle, *log)
 	pr.opts.metrics.Probes.WithLabelValues(probeResult(v)).Inc()
 	switch {
-	case v.meetingAnswer || (rec.Kind == kindHold && (v.park || v.event != nil)):
+	case v.meetingAnswer || (rec.Kind == kindHold && (v.park || (v.event != nil && !isCancelled(v.event)))):
 		return probeOutcome{release: true}
 	case v.giveBack:
 		return probeOutcome{next: now} // given up (stopping): another replica probes at once

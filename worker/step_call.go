@@ -102,6 +102,8 @@ func (p *pipeline) notSent(ctx context.Context, a *attempt, held *xylink.GateErr
 	switch {
 	case ctx.Err() != nil:
 		return verdict{giveBack: true} // shutting down: another replica takes it at once
+	case errors.Is(callErr, errCancelled):
+		return p.cancelledVerdict(ctx, a)
 	case errors.Is(callErr, ErrBreakerOpen):
 		p.metrics.Retries.WithLabelValues("breaker_open").Inc()
 		return p.held(d, del, a.rec, a.deadline, p.now())

@@ -75,6 +75,9 @@ func (p *pipeline) stepGrant(ctx context.Context, a *attempt) (verdict, bool) {
 			if gctx.Err() != nil {
 				return gctx.Err()
 			}
+			if errors.Is(err, errCancelled) {
+				return errCancelled
+			}
 			log.Warn().Err(err).Msg("idempotency record: request not marked as sent; not sent")
 			return errNotMarked
 		}

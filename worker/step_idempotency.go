@@ -43,6 +43,9 @@ func (p *pipeline) stepIdempotency(ctx context.Context, a *attempt) (v verdict, 
 		log.Info().Str("outcome", rec.Terminal.Subject).Msg("already done; publishing its terminal event again")
 		return verdict{event: rec.Terminal.repeatFor(d), repeat: true}, true
 	}
+	if rec.Cancelled != nil {
+		return verdict{event: cancelledEvent(d, rec.Cancelled, rec.Attempts, p.now())}, true
+	}
 	a.rec, a.recRev = rec, recRev
 	return verdict{}, false
 }

@@ -19,6 +19,8 @@ func (p *pipeline) stepInFlight(ctx context.Context, a *attempt) (verdict, bool)
 		switch {
 		case errors.Is(err, errDone):
 			return verdict{event: before.Terminal.repeatFor(d), repeat: true}, true
+		case errors.Is(err, errCancelled):
+			return verdict{event: cancelledEvent(d, before.Cancelled, before.Attempts, p.now())}, true
 		case errors.As(err, &busy):
 			return verdict{retry: max(busy.until.Sub(p.now()), 100*time.Millisecond)}, true
 		}

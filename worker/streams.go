@@ -61,7 +61,7 @@ func (s StreamSettings) CommandsStream() jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:        StreamCommands,
 		Description: "xygroup: create-breakout-group commands (kept for replay)",
-		Subjects:    []string{SubjectCreate, SubjectReplay},
+		Subjects:    []string{SubjectCreate, SubjectReplay, SubjectCancel},
 		Retention:   jetstream.LimitsPolicy,
 		Storage:     jetstream.FileStorage,
 		Replicas:    s.Replicas,
@@ -79,7 +79,7 @@ func (s StreamSettings) EventsStream() jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:        StreamEvents,
 		Description: "xygroup: result and error events",
-		Subjects:    []string{SubjectCreated, SubjectFailed + ".>", SubjectWaiting},
+		Subjects:    []string{SubjectCreated, SubjectFailed + ".>", SubjectWaiting, SubjectCancelRejected},
 		Retention:   jetstream.LimitsPolicy,
 		Storage:     jetstream.FileStorage,
 		Replicas:    s.Replicas,
@@ -97,7 +97,7 @@ func (s StreamSettings) WorkersConsumer() jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
 		Durable:        ConsumerWorkers,
 		Description:    "xygroup worker replicas",
-		FilterSubjects: []string{SubjectCreate, SubjectReplay},
+		FilterSubjects: []string{SubjectCreate, SubjectReplay, SubjectCancel},
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		AckWait:        s.AckWait,
 		MaxDeliver:     -1, // a command ends in an event, never in a silent give-up
@@ -110,7 +110,7 @@ func (s StreamSettings) WorkersConsumer() jetstream.ConsumerConfig {
 // addedSubjects are the subjects the worker adds to an existing stream, or to
 // the shared consumer's filter, that lacks them: they came after a worker of
 // an earlier version created the stream and the consumer.
-var addedSubjects = []string{SubjectReplay}
+var addedSubjects = []string{SubjectReplay, SubjectCancel, SubjectCancelRejected}
 
 // missingSubjects splits the subjects of want that have lacks into those the
 // worker adds itself (addedSubjects) and the others.

@@ -61,7 +61,7 @@ func TestExistingStreamsAreReportedNotOverwritten(t *testing.T) {
 
 // A commands stream and shared consumer created by an earlier version, with
 // only xylink.groups.create, are upgraded at start to carry and take
-// xylink.groups.replay too; what they held is kept.
+// xylink.groups.replay and xylink.groups.cancel too; what they held is kept.
 func TestOldCommandsStreamAndConsumerAreUpgraded(t *testing.T) {
 	srv := wt.StartNATS(t)
 	js := wt.JetStream(t, wt.Connect(t, srv))
@@ -86,19 +86,19 @@ func TestOldCommandsStreamAndConsumerAreUpgraded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := s.CachedInfo().Config.Subjects; !slices.Equal(got, []string{worker.SubjectCreate, worker.SubjectReplay}) {
+	if got := s.CachedInfo().Config.Subjects; !slices.Equal(got, []string{worker.SubjectCreate, worker.SubjectReplay, worker.SubjectCancel}) {
 		t.Fatalf("stream subjects %v", got)
 	}
 	c, err := js.Consumer(ctx, worker.StreamCommands, worker.ConsumerWorkers)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := c.CachedInfo().Config; got.FilterSubject != "" || !slices.Equal(got.FilterSubjects, []string{worker.SubjectCreate, worker.SubjectReplay}) {
+	if got := c.CachedInfo().Config; got.FilterSubject != "" || !slices.Equal(got.FilterSubjects, []string{worker.SubjectCreate, worker.SubjectReplay, worker.SubjectCancel}) {
 		t.Fatalf("consumer filters %q %v", got.FilterSubject, got.FilterSubjects)
 	}
 	out := logs.String()
-	if !strings.Contains(out, `"level":"info","stream":"XYLINK_GROUP_COMMANDS","added":["xylink.groups.replay"]`) ||
-		!strings.Contains(out, `"level":"info","consumer":"xygroup-workers","added":["xylink.groups.replay"]`) {
+	if !strings.Contains(out, `"level":"info","stream":"XYLINK_GROUP_COMMANDS","added":["xylink.groups.replay","xylink.groups.cancel"]`) ||
+		!strings.Contains(out, `"level":"info","consumer":"xygroup-workers","added":["xylink.groups.replay","xylink.groups.cancel"]`) {
 		t.Fatalf("the upgrade is not logged:\n%s", out)
 	}
 	// Replays now reach the workers.

@@ -466,6 +466,13 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, turn *laneTurn) 
 	// may take long too, and a redelivery would hand the command to another slot.
 	stop := keepAlive(msg, w.opts.streams.withDefaults().AckWait/3)
 	defer stop()
+	if msg.Subject() == SubjectCancel {
+		if turn != nil {
+			turn.done() // a cancel holds no place among its tenant's commands
+		}
+		w.handleCancel(ctx, msg, meta, log)
+		return
+	}
 	del := sharedDelivery(msg, meta)
 	del.intakeTurn = turn
 	ctx, span := w.startCommand(ctx, del)

@@ -18,11 +18,14 @@ const (
 	ClassTooManyGroups     Class = "too_many_groups"
 	ClassRejected          Class = "rejected"
 	ClassUnavailable       Class = "unavailable"
+	// ClassCancelled: cancelled before any request for it left
+	// (xylink.groups.cancel); never from an API answer.
+	ClassCancelled Class = "cancelled"
 )
 
 // Classes lists every terminal class, in the contract's order.
 var Classes = []Class{ClassInvalidCommand, ClassMeetingNotStarted, ClassAlreadyOpen,
-	ClassTooManyGroups, ClassRejected, ClassUnavailable}
+	ClassTooManyGroups, ClassRejected, ClassUnavailable, ClassCancelled}
 
 // Disposition is what the caller should do with an outcome.
 type Disposition int

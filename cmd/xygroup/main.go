@@ -37,6 +37,7 @@ func newApp() *cli.Command {
 		Commands: []*cli.Command{
 			workerCommand(),
 			publishCommand(),
+			cancelCommand(),
 			eventsCommand(),
 			replayCommand(),
 			simCommand(),

@@ -99,6 +99,12 @@ type Event struct {
 	CommandTruncated bool            `json:"commandTruncated,omitempty"`
 	CommandSHA256    string          `json:"commandSha256,omitempty"`
 
+	// Cancelled failures and cancel_rejected answers.
+	Reason       string `json:"reason,omitempty"`
+	CancelID     string `json:"cancelId,omitempty"`
+	CancelReason string `json:"cancelReason,omitempty"`
+	Outcome      string `json:"outcome,omitempty"`
+
 	// Waiting events.
 	Deadline      time.Time `json:"deadline,omitzero"`
 	NextAttemptAt time.Time `json:"nextAttemptAt,omitzero"`
