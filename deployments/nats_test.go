@@ -330,6 +330,8 @@ func TestNATSPermissions(t *testing.T) {
 		{"worker", "subscribe to its own inbox", allowed, subscribe("_INBOX_worker.x")},
 		{"worker", "publish an event", allowed, publish(worker.SubjectCreated)},
 		{"worker", "publish a command", refused, publish(worker.SubjectCreate)},
+		{"worker", "publish a cancel answer", allowed, publish("xylink.groups.cancel_rejected")},
+		{"worker", "publish a cancel", refused, publish("xylink.groups.cancel")},
 		{"worker", "publish on xylink.groups.replay", refused, publish(worker.SubjectReplay)},
 		{"worker", "subscribe to the events user's inbox", refused, subscribe("_INBOX_events.>")},
 		{"worker", "subscribe to the default inbox", refused, subscribe("_INBOX.>")},
@@ -437,6 +439,7 @@ func TestNATSPermissions(t *testing.T) {
 			return err
 		}},
 		{"publisher", "subscribe to xylink.groups.created", allowed, subscribe(worker.SubjectCreated)},
+		{"publisher", "subscribe to cancel answers", allowed, subscribe("xylink.groups.cancel_rejected")},
 		{"publisher", "subscribe to xylink.groups.failed.>", allowed, subscribe(worker.SubjectFailed + ".>")},
 		{"publisher", "read a command's record (direct get of one key)", allowed, func(ctx context.Context, c *client) error {
 			for {
@@ -503,6 +506,7 @@ func TestNATSPermissions(t *testing.T) {
 		{"events", "ack on another reader's durable", refused, publish("$JS.ACK." + ev + ".events-other.1.1.1.0.0")},
 		{"events", "publish a command", refused, publish(worker.SubjectCreate)},
 		{"events", "publish on xylink.groups.replay", refused, publish(worker.SubjectReplay)},
+		{"events", "publish a cancel", refused, publish("xylink.groups.cancel")},
 
 		// what would destroy something, last
 		{"worker", "purge the events stream", refused, func(ctx context.Context, c *client) error {
