@@ -275,3 +275,142 @@ func TestCancelRacesMeetingStart(t *testing.T) {
 	}
 	t.Logf("%d commands: %d cancelled, %d created with their cancel rejected", n, cancelled, created)
 }
+
+// tenantCalls counts the sandbox's create calls for a tenant's meeting in
+// [from, to) (to zero: no end), and those that created groups.
+func tenantCalls(sb *sandbox.Server, enterprise, meeting string, from, to time.Time) (calls, created int) {
+	for _, r := range sb.Requests() {
+		if r.Endpoint != "dynamicGroup" || r.EnterpriseID != enterprise || r.Meeting != meeting || r.At.Before(from) ||
+			(!to.IsZero() && !r.At.Before(to)) {
+			continue
+		}
+		calls++
+		if r.Status == 200 && r.ErrorCode == 0 {
+			created++
+		}
+	}
+	return calls, created
+}
+
+func subjectsOf(evs []wt.Event) []string {
+	out := make([]string, len(evs))
+	for i, e := range evs {
+		out[i] = e.Subject
+	}
+	return out
+}
+
+// Cancel by meeting under three workers: every command of the meeting and
+// tenant not sent yet (parked for the meeting, parked behind a notBefore)
+// ends cancelled once and leaves the parked stream, with no call after the
+// cancel; another meeting of the tenant, and the same meeting number in
+// another tenant, are not touched; a command of the meeting published after
+// the cancel is a new plan: it waits for the meeting and is created.
+func TestCancelByMeetingUnderThreeWorkers(t *testing.T) {
+	const (
+		other        = "other-ent"
+		meeting      = "m-plan"
+		otherMeeting = "m-other"
+		reason       = "meeting moved"
+	)
+	srv := wt.StartNATS(t)
+	sb := wt.StartSandbox(t, sandbox.Config{Rate: 1e6, Enterprises: []sandbox.Enterprise{{ID: other, Token: "other-token"}}})
+	c := wt.Client(t, sb, xylink.Credentials{EnterpriseID: other, Token: "other-token"})
+	// A meeting's first probe comes 15 s after it parks: the cancel comes
+	// before it, so no probe is at the API then (a probe in flight would be
+	// answered in_flight, as TestCancelRacesMeetingStart shows).
+	for range 3 {
+		wt.StartWorker(t, srv, c, worker.WithProbeBackoff(worker.Backoff{Initial: 15 * time.Second, Max: 15 * time.Second}))
+	}
+	js := wt.JetStream(t, wt.Connect(t, srv))
+	wt.AwaitStream(t, js, worker.StreamCommands)
+	for _, m := range []string{meeting, otherMeeting} {
+		if _, err := sb.AddMeeting(sandbox.MeetingSpec{Number: m, StartsIn: sandbox.Duration(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	later := fmt.Sprintf("%q", time.Now().Add(time.Hour).UTC().Format(time.RFC3339))
+	otherEnt := fmt.Sprintf("%q", other)
+
+	// Parked for the meeting (its first call answered 66620), then behind a
+	// notBefore; and a command of another meeting, and of the same meeting
+	// number in another tenant. That one waits behind a notBefore so that it
+	// is still parked when the meeting starts: the sandbox keys meetings by
+	// number, and its groups would be the new plan's.
+	var plan []string
+	for i := range 3 {
+		id := fmt.Sprintf("plan-%d", i)
+		plan = append(plan, id)
+		wt.Publish(t, js, id, wt.Command(id, meeting))
+	}
+	awaitParked(t, js, 3)
+	for i := 3; i < 5; i++ {
+		id := fmt.Sprintf("plan-%d", i)
+		plan = append(plan, id)
+		wt.Publish(t, js, id, wt.Command(id, meeting, "notBefore", later))
+	}
+	wt.Publish(t, js, "other-meeting", wt.Command("other-meeting", otherMeeting))
+	wt.Publish(t, js, "other-tenant", wt.Command("other-tenant", meeting, "enterpriseId", otherEnt, "notBefore", later))
+	awaitParked(t, js, 7)
+
+	cancelAt := time.Now()
+	id := cancel(t, js, commands.CancelRequest{MeetingRoomNumber: meeting, Reason: reason})
+	wt.Eventually(t, time.Minute, func() bool { return subjectCount(t, js, subjectCancelled) >= len(plan) }, "the meeting's commands cancelled")
+	awaitParked(t, js, 2) // they leave the parked stream at once; the other two stay
+	answeredAt := time.Now()
+
+	// A new plan for the meeting: it waits for the meeting like any command.
+	wt.Publish(t, js, "plan-new", wt.Command("plan-new", meeting))
+	awaitParked(t, js, 3)
+	newPlanAt := time.Now()
+	if calls, _ := tenantCalls(sb, wt.Enterprise, meeting, cancelAt, newPlanAt); calls != 0 {
+		t.Errorf("%d calls for the cancelled meeting after its cancel", calls)
+	}
+	if n := subjectCount(t, js, worker.SubjectCancelRejected); n != 0 {
+		t.Errorf("%d cancel_rejected answers, want none", n)
+	}
+	for _, e := range wt.StoredEvents(t, js) {
+		if e.CommandID() == "plan-new" && e.Terminal() {
+			t.Errorf("plan-new ended on %s while its meeting waits", e.Subject)
+		}
+	}
+
+	// The meeting starts: the new plan is created; the other meeting and the
+	// other tenant's command still wait.
+	sb.StartMeeting(meeting)
+	wt.Eventually(t, time.Minute, func() bool { return wt.TerminalCount(t, js) >= len(plan)+1 }, "the new plan created")
+	awaitParked(t, js, 2)
+
+	byCommand := terminalByCommand(t, js)
+	for _, p := range plan {
+		evs := byCommand[p]
+		if len(evs) != 1 || evs[0].Subject != subjectCancelled {
+			t.Errorf("%s: terminal events %v, want one on %s", p, subjectsOf(evs), subjectCancelled)
+			continue
+		}
+		if evs[0].Fields["cancelId"] != id || evs[0].Fields["reason"] != reason {
+			t.Errorf("%s: cancelled with cancelId %v, reason %v; want %s, %q", p, evs[0].Fields["cancelId"], evs[0].Fields["reason"], id, reason)
+		}
+	}
+	if evs := byCommand["plan-new"]; len(evs) != 1 || evs[0].Subject != worker.SubjectCreated {
+		t.Errorf("plan-new: terminal events %v, want one on %s", subjectsOf(evs), worker.SubjectCreated)
+	}
+	for _, p := range []string{"other-meeting", "other-tenant"} {
+		if evs := byCommand[p]; len(evs) != 0 {
+			t.Errorf("%s: ended while it waits: %s", p, evs[0].Subject)
+		}
+	}
+	// After the cancel, the meeting's only call is the new plan's: it waits
+	// without a call while the meeting is known to wait, and its probe
+	// creates the groups.
+	after, created := tenantCalls(sb, wt.Enterprise, meeting, cancelAt, time.Time{})
+	if _, total := tenantCalls(sb, wt.Enterprise, meeting, time.Time{}, time.Time{}); after != 1 || created != 1 || total != 1 {
+		t.Errorf("after the cancel: %d calls for the meeting, %d created (%d created in all); want the new plan's one", after, created, total)
+	}
+	if d := sb.Stats().DuplicateCreates; len(d) > 0 {
+		t.Errorf("duplicate creates: %v", d)
+	}
+	t.Logf("cancel by meeting: %d of %d commands cancelled (answered in %v), %d cancel_rejected, %d calls after the cancel (the new plan's), other meeting and tenant untouched",
+		subjectCount(t, js, subjectCancelled), len(plan), answeredAt.Sub(cancelAt).Round(10*time.Millisecond),
+		subjectCount(t, js, worker.SubjectCancelRejected), after)
+}
