@@ -317,7 +317,9 @@ func (h *Harness) report() *Report {
 	for _, c := range h.Commands {
 		for _, e := range byCmd[c.ID] {
 			if !e.Terminal() {
-				r.Waiting++
+				if e.Subject == SubjectWaiting {
+					r.Waiting++
+				}
 				continue
 			}
 			if e.Stored.After(lastEnd) {

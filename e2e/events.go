@@ -22,6 +22,9 @@ const (
 	SubjectCreated  = "xylink.groups.created"
 	SubjectFailedPf = "xylink.groups.failed."
 	SubjectWaiting  = "xylink.groups.waiting"
+	// SubjectCancelRejected answers a cancel that could not cancel a command;
+	// the command goes on to its own terminal event.
+	SubjectCancelRejected = "xylink.groups.cancel_rejected"
 	// ConsumerWorkers is the workers' shared durable consumer (README, "Streams").
 	ConsumerWorkers = "xygroup-workers"
 )
@@ -53,7 +56,9 @@ func (e Event) Outcome() string {
 }
 
 // Terminal reports whether the event ends its command.
-func (e Event) Terminal() bool { return e.Subject != SubjectWaiting }
+func (e Event) Terminal() bool {
+	return e.Subject == SubjectCreated || strings.HasPrefix(e.Subject, SubjectFailedPf)
+}
 
 // EventLog reads every event of the events stream with an ordered consumer, in
 // the background, from the stream's first message.
