@@ -56,6 +56,9 @@ type Harness struct {
 	Config  WorkerConfig
 	NC      *nats.Conn
 	JS      jetstream.JetStream
+	// NATSURL is where the workers' NATS servers listen (the embedded one's
+	// on the embedded default).
+	NATSURL string
 	Events  *EventLog
 	Pub     *Publisher
 	// Rates is each enterprise's limit.
@@ -134,6 +137,7 @@ func New(t *testing.T, opts Options) *Harness {
 	for i := range opts.Workers {
 		h.Workers = append(h.Workers, StartWorker(t, bins.Xygroup, h.Dir, i, h.Config, opts.NATSProxy))
 	}
+	h.NATSURL = natsURL
 	var err error
 	h.NC, err = nats.Connect(natsURL, nats.Name("e2e"), nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond),
 		nats.RetryOnFailedConnect(true), nats.NoCallbacksAfterClientClose())
