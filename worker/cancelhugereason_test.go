@@ -73,3 +73,28 @@ func cutLog(s string) string {
 	}
 	return b.String()
 }
+
+// A cancel whose commandId and meetingRoomNumber are as long as NATS lets the
+// cancel be is answered invalid, and settled.
+func TestCancelWithHugeIDsIsAnsweredInvalid(t *testing.T) {
+	srv := wt.StartNATS(t)
+	sb := wt.StartSandbox(t, sandbox.Config{Rate: 1e6})
+	wt.StartWorker(t, srv, wt.Client(t, sb))
+	nc := wt.Connect(t, srv)
+	js := wt.JetStream(t, nc)
+	wt.AwaitStream(t, js, worker.StreamCommands)
+	long := strings.Repeat("x", int(nc.MaxPayload())/2-1024)
+	body := []byte(`{"commandId":"` + long + `","meetingRoomNumber":"` + long + `"}`)
+	at := time.Now()
+	wt.PublishOn(t, js, worker.SubjectCancel, "cancel-huge-ids", body)
+	ctx, stop := context.WithTimeout(context.Background(), 20*time.Second)
+	defer stop()
+	out, err := commands.AwaitCancel(ctx, js, commands.CancelRequest{MeetingRoomNumber: "m"}, "cancel-huge-ids", at, 0)
+	if err != nil || len(out) == 0 {
+		t.Fatalf("no answer to a cancel with %d-byte ids within 20s (%v)", len(long), err)
+	}
+	if out[0].Subject != worker.SubjectCancelRejected || out[0].Event.Reason != contract.RejectedInvalid {
+		t.Errorf("answered on %s as %q", out[0].Subject, out[0].Event.Reason)
+	}
+	wt.AwaitConsumerIdle(t, js, 20*time.Second)
+}
