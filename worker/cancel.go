@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -141,17 +142,25 @@ func (w *Worker) handleCancel(ctx context.Context, msg jetstream.Msg, meta *jets
 	log = log.With().Str("cancelId", cancelID).Logger()
 	var c contract.Cancel
 	err := json.Unmarshal(msg.Data(), &c)
+	// The reason is stored in the command's record beside its terminal event
+	// and quoted in every answer: bounded as the events' messages are, so
+	// that neither outgrows what NATS carries.
+	c.Reason = cutJSONString(c.Reason, maxMessageBytes)
 	if c.EnterpriseID == "" {
 		c.EnterpriseID = w.opts.defaultEnterprise
 	}
 	if err == nil && (c.CommandID == "") == (c.MeetingRoomNumber == "") {
 		err = errors.New("a cancel names a commandId or a meetingRoomNumber, one of them")
 	}
+	if err == nil {
+		err = cancelIDsTooLong(c)
+	}
 	if err != nil {
 		log.Warn().Err(err).Msg("invalid cancel")
 		ans := contract.CancelRejected{CancelID: cancelID, Reason: contract.RejectedInvalid, CancelReason: c.Reason,
 			DeveloperMessage: "invalid cancel: " + err.Error()}
-		ans.CommandID, ans.EnterpriseID, ans.MeetingRoomNumber = c.CommandID, c.EnterpriseID, c.MeetingRoomNumber
+		ans.CommandID, ans.EnterpriseID, ans.MeetingRoomNumber = cutJSONString(c.CommandID, maxCancelCommandID),
+			cutJSONString(c.EnterpriseID, maxCancelEnterpriseID), cutJSONString(c.MeetingRoomNumber, maxCancelMeeting)
 		if w.answerCancel(ctx, msg, meta, ans) {
 			w.ack(ctx, &msgSettler{msg: msg}, log)
 		}
@@ -202,6 +211,28 @@ func (w *Worker) handleCancel(ctx context.Context, msg jetstream.Msg, meta *jets
 		}
 	}
 	w.ack(ctx, &msgSettler{msg: msg}, log)
+}
+
+// The longest ids a cancel may name (schemas/cancel.schema.json), in characters.
+const (
+	maxCancelCommandID    = 200
+	maxCancelMeeting      = 64
+	maxCancelEnterpriseID = 128
+)
+
+// cancelIDsTooLong: a cancel naming ids longer than a command may have names
+// none; its answer quotes them cut.
+func cancelIDsTooLong(c contract.Cancel) error {
+	for _, f := range []struct {
+		name, v string
+		max     int
+	}{{"commandId", c.CommandID, maxCancelCommandID}, {"meetingRoomNumber", c.MeetingRoomNumber, maxCancelMeeting},
+		{"enterpriseId", c.EnterpriseID, maxCancelEnterpriseID}} {
+		if n := utf8.RuneCountInString(f.v); n > f.max {
+			return fmt.Errorf("%s of %d characters, more than %d", f.name, n, f.max)
+		}
+	}
+	return nil
 }
 
 func rejectedMessage(why string) string {
