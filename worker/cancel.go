@@ -128,6 +128,10 @@ type cancelTarget struct {
 	parked  []*jetstream.RawStreamMsg
 }
 
+// maxCancelIDBytes bounds a cancel's id taken from its Nats-Msg-Id; a longer
+// one is replaced by the cancel's place in the stream.
+const maxCancelIDBytes = 200
+
 // handleCancel carries out a cancel from the shared consumer. Each named
 // command not sent yet is marked cancelled in its record; its parked copies
 // end at once (failed.cancelled, removed from the parked stream), a queued
@@ -136,6 +140,9 @@ type cancelTarget struct {
 // The cancel is acknowledged only once all of that is stored.
 func (w *Worker) handleCancel(ctx context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata, log zerolog.Logger) {
 	cancelID := msg.Headers().Get(nats.MsgIdHdr)
+	if cancelID == "" || len(cancelID) > maxCancelIDBytes { // it is stored in records and answers
+		cancelID = ""
+	}
 	if cancelID == "" {
 		cancelID = meta.Stream + ":" + strconv.FormatUint(meta.Sequence.Stream, 10)
 	}
@@ -288,6 +295,20 @@ func (w *Worker) cancelTargets(ctx context.Context, c contract.Cancel, seq uint6
 	if c.CommandID != "" {
 		add(commandRef{enterprise: c.EnterpriseID, id: c.CommandID}, "")
 	}
+	// The consumer's ack floor is read before the parked stream: a command
+	// parked (and so acknowledged) meanwhile is then in one or the other.
+	var floor uint64
+	if c.MeetingRoomNumber != "" {
+		cons, err := w.js.Consumer(ctx, StreamCommands, ConsumerWorkers)
+		if err != nil {
+			return nil, err
+		}
+		info, err := cons.Info(ctx)
+		if err != nil {
+			return nil, err
+		}
+		floor = info.AckFloor.Stream
+	}
 	subjects := []string{subjectParked + ".>"} // a command's meeting is not known: every parked subject
 	if c.MeetingRoomNumber != "" {
 		subjects = []string{parkedSubject(meetingToken(c.EnterpriseID, c.MeetingRoomNumber)),
@@ -315,19 +336,11 @@ func (w *Worker) cancelTargets(ctx context.Context, c contract.Cancel, seq uint6
 	}
 	// Queued: delivered or not, not acknowledged yet (the consumer's ack
 	// floor bounds what is settled), and published before the cancel.
-	cons, err := w.js.Consumer(ctx, StreamCommands, ConsumerWorkers)
-	if err != nil {
-		return nil, err
-	}
-	info, err := cons.Info(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if info.AckFloor.Stream+1 >= seq {
+	if floor+1 >= seq {
 		return out, nil
 	}
 	r, err := contract.NewReader(ctx, w.js, contract.ReadOptions{Stream: StreamCommands, Subjects: []string{SubjectCreate, SubjectReplay},
-		StartSeq: info.AckFloor.Stream + 1, Batch: 1})
+		StartSeq: floor + 1, Batch: 1})
 	if err != nil {
 		return nil, err
 	}
