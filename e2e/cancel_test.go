@@ -27,7 +27,7 @@ import (
 func TestCancelWaitingMeetings(t *testing.T) {
 	h := New(t, Options{Nodes: 1, Workers: 3, Seed: 17})
 	n := pick(40, 200)
-	startsIn := pick(30*time.Second, 60*time.Second)
+	startsIn := pick(20*time.Second, 60*time.Second)
 	cmds := Commands("cancel", "", n)
 	for _, c := range cmds {
 		if _, err := h.Sandbox.AddMeeting(sandbox.MeetingSpec{Number: c.Meeting, StartsIn: sandbox.Duration(startsIn)}); err != nil {

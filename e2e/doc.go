@@ -16,9 +16,9 @@
 //	go test ./e2e -v -keep-logs            # keep every scenario's logs and stores
 //	go test -short ./...                   # skips this package
 //
-// The short profile takes about six minutes on a two-core machine, so it fits
-// go test's default ten-minute timeout inside `go test -p 1 ./...` (the README's
-// test command, which runs it alone); give -long a -timeout of an hour.
+// The short profile takes about seven minutes on a two-core machine; the
+// README's test command (`go test -p 1 -timeout 20m ./...`, which runs it
+// alone) gives it room on a slower one. Give -long a -timeout of an hour.
 //
 // A failed scenario keeps its directory (NATS configs, stores and logs, one
 // log per worker) and names it in the test output.

@@ -112,13 +112,13 @@ func waitingEvents(h *Harness) int {
 func TestWaitingMeetingsDoNotStallLive(t *testing.T) {
 	knownFailure(t)
 	h := New(t, Options{Nodes: 1, Workers: 3, Seed: 14, WorkerEnv: map[string]string{"XYGROUP_MAX_ACK_PENDING": "50"}})
-	waiting := Commands("scheduled", "", pick(100, 1000))
+	waiting := Commands("scheduled", "", pick(60, 1000))
 	for _, c := range waiting {
 		if _, err := h.Sandbox.AddMeeting(sandbox.MeetingSpec{Number: c.Meeting, StartsIn: sandbox.Duration(time.Hour)}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	live := Commands("live", "", pick(200, 1500))
+	live := Commands("live", "", pick(120, 1500))
 	h.Publish(waiting)
 	h.Publish(live)
 	ended := h.Events.AwaitEnded(IDs(live), pick(2*time.Minute, 8*time.Minute))
