@@ -52,4 +52,15 @@ func TestCancelThroughTheCLI(t *testing.T) {
 		t.Fatalf("printed %q (%v)", out, err)
 	}
 	t.Logf("%s", strings.TrimSpace(out))
+
+	// status counts it.
+	out, _, err = runApp(context.Background(), "status", "--json", "--nats-url", srv.ClientURL())
+	var st Status
+	if err != nil || json.Unmarshal([]byte(out), &st) != nil || st.Cancelled != 1 || st.CancelRejected != 0 {
+		t.Fatalf("status after one cancel: %+v (%v)", st, err)
+	}
+	out, _, _ = runApp(context.Background(), "status", "--nats-url", srv.ClientURL())
+	if !strings.Contains(out, "cancelled 1") {
+		t.Fatalf("the status screen does not count the cancel:\n%s", out)
+	}
 }

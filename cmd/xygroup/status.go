@@ -13,6 +13,7 @@ import (
 	"github.com/urfave/cli/v3"
 
 	"github.com/xygroup/xygroup/worker"
+	"github.com/xygroup/xygroup/worker/contract"
 	"github.com/xygroup/xygroup/worker/ratelimit"
 )
 
@@ -35,11 +36,15 @@ type Status struct {
 	// Unacknowledged: commands delivered by the shared consumer and not yet
 	// acknowledged: being handled by a replica, or waiting for a retry (a
 	// delayed redelivery). InFlight is the same figure, under its earlier name.
-	Unacknowledged int                    `json:"unacknowledged"`
-	InFlight       int                    `json:"inFlight"`
-	Redelivered    int                    `json:"redelivered"`
-	Commands       uint64                 `json:"commandsStored"`
-	Events         uint64                 `json:"eventsStored"`
+	Unacknowledged int    `json:"unacknowledged"`
+	InFlight       int    `json:"inFlight"`
+	Redelivered    int    `json:"redelivered"`
+	Commands       uint64 `json:"commandsStored"`
+	Events         uint64 `json:"eventsStored"`
+	// Cancelled and CancelRejected count the stored failed.cancelled events
+	// and cancel_rejected answers (as long as the events stream keeps them).
+	Cancelled      uint64                 `json:"cancelled"`
+	CancelRejected uint64                 `json:"cancelRejected"`
 	Parked         uint64                 `json:"parked"`
 	Meetings       []worker.ParkedMeeting `json:"meetings"`
 	Limiter        *ratelimit.LeaseInfo   `json:"limiter"`
@@ -61,6 +66,14 @@ func collectStatus(ctx context.Context, js jetstream.JetStream) (*Status, error)
 	for name, dst := range map[string]*uint64{worker.StreamCommands: &st.Commands, worker.StreamEvents: &st.Events, worker.StreamParked: &st.Parked} {
 		if s, err := js.Stream(ctx, name); err == nil {
 			*dst = s.CachedInfo().State.Msgs
+		}
+	}
+	if s, err := js.Stream(ctx, worker.StreamEvents); err == nil {
+		cancelled, rejected := contract.SubjectFailed+"."+contract.ClassCancelled, contract.SubjectCancelRejected
+		for subject, dst := range map[string]*uint64{cancelled: &st.Cancelled, rejected: &st.CancelRejected} {
+			if info, err := s.Info(ctx, jetstream.WithSubjectFilter(subject)); err == nil {
+				*dst = info.State.Subjects[subject]
+			}
 		}
 	}
 	if st.Meetings, err = worker.ParkedMeetings(ctx, js); err != nil {
@@ -115,7 +128,7 @@ func printStatus(out io.Writer, st *Status, maxMeetings int) {
 	}
 	fmt.Fprintf(tw, "COMMANDS\tbacklog %d\tunacknowledged %d (handled now, or waiting for a retry)\tredelivered %d\tstored %d\n",
 		st.Backlog, st.Unacknowledged, st.Redelivered, st.Commands)
-	fmt.Fprintf(tw, "EVENTS\tstored %d\n", st.Events)
+	fmt.Fprintf(tw, "EVENTS\tstored %d\tcancelled %d\tcancels rejected %d\n", st.Events, st.Cancelled, st.CancelRejected)
 	fmt.Fprintf(tw, "PARKED\t%d command(s)\tin %d meeting(s), holds or lanes\n", st.Parked, len(st.Meetings))
 	if len(st.Meetings) > 0 {
 		fmt.Fprintln(tw, "  meeting\tenterprise\tstate\tparked\tprobes\tnext probe\twaiting since")
