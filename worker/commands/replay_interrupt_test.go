@@ -63,6 +63,9 @@ func TestReplayInterruptedBeforeItsFirstCheckpointResumes(t *testing.T) {
 		st, err := record.Lookup(ctx, js, wt.Enterprise, items[0].CommandID)
 		return err == nil && st.ReplayID == sel.ID() && st.Terminal != ""
 	}, "the first replayed command's outcome")
+	// A point in the scenario, not a wait for a condition: the run below
+	// starts more than a second after that outcome, past the second a fresh
+	// replay's follower reads back from its own start.
 	time.Sleep(1500 * time.Millisecond)
 
 	// The same command again, as the CLI runs it: it resumes from the checkpoint.
