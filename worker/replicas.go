@@ -93,7 +93,8 @@ func Breakers(ctx context.Context, js jetstream.JetStream) ([]BreakerState, erro
 	}
 	out := make([]BreakerState, 0, len(byKey))
 	for _, r := range byKey {
-		out = append(out, BreakerState{EnterpriseID: r.EnterpriseID, State: r.State, Failures: r.Failures, OpenUntil: r.OpenUntil, Opens: r.Opens})
+		out = append(out, BreakerState{EnterpriseID: r.EnterpriseID, State: r.State, Failures: r.Failures, OpenUntil: r.OpenUntil, Opens: r.Opens,
+			Reason: r.Reason, OpenedAt: r.OpenedAt, LastFailure: r.LastFailure})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].EnterpriseID < out[j].EnterpriseID })
 	return out, nil
@@ -106,6 +107,12 @@ type BreakerState struct {
 	Failures     int       `json:"failures"`
 	OpenUntil    time.Time `json:"openUntil,omitzero"`
 	Opens        int       `json:"opens"`
+	// Reason an open breaker holds the tenant: "api" (its calls failed) or
+	// "credentials" (XYLink refused its keys); LastFailure names the last
+	// answer counted against it.
+	Reason      string    `json:"reason,omitempty"`
+	OpenedAt    time.Time `json:"openedAt,omitzero"`
+	LastFailure string    `json:"lastFailure,omitempty"`
 }
 
 // countReplicas counts the heartbeats, for each replica's share of a tenant's

@@ -36,6 +36,9 @@ type breakerRecord struct {
 	Opens        int       `json:"opens"`
 	// Reason: "api" (failures) or "credentials" (XYLink refused the tenant's keys).
 	Reason string `json:"reason,omitempty"`
+	// LastFailure names the last answer counted against the breaker (the
+	// classification table's row, e.g. "http 503").
+	LastFailure string `json:"lastFailure,omitempty"`
 	// ProbingUntil: one replica's half-open probe is in flight until then.
 	ProbingUntil time.Time `json:"probingUntil,omitzero"`
 	// Generation changes when the breaker closes, so that replicas reset their
@@ -186,6 +189,7 @@ func (b *SharedBreaker) report(enterpriseID string, o xylink.Outcome) {
 				return false
 			}
 			r.Failures++
+			r.LastFailure = o.Rule
 			if r.Failures >= b.threshold {
 				b.open(r)
 			}
@@ -280,7 +284,7 @@ func (b *SharedBreaker) ProbeResult(ctx context.Context, enterpriseID string, o 
 	case o.BreakerFailure:
 		_ = b.update(ctx, enterpriseID, func(r *breakerRecord) bool {
 			b.open(r)
-			r.ProbingUntil = time.Time{}
+			r.ProbingUntil, r.LastFailure = time.Time{}, o.Rule
 			return true
 		})
 	default:

@@ -20,6 +20,8 @@ type ParkedMeeting struct {
 	Probes       int       `json:"probes"`
 	NextProbeAt  time.Time `json:"nextProbeAt"`
 	WaitingSince time.Time `json:"waitingSince"`
+	// EarliestDeadline of its commands (at most: the probing replica corrects it).
+	EarliestDeadline time.Time `json:"earliestDeadline,omitzero"`
 }
 
 // ParkedMeetings reads the meetings bucket and the parked stream: every meeting
@@ -40,7 +42,8 @@ func ParkedMeetings(ctx context.Context, js jetstream.JetStream) ([]ParkedMeetin
 	out := make([]ParkedMeeting, 0, len(records))
 	for token, r := range records {
 		out = append(out, ParkedMeeting{Kind: r.Kind, EnterpriseID: r.EnterpriseID, Meeting: r.Meeting, State: r.State,
-			Parked: info.State.Subjects[parkedSubject(token)], Probes: r.Probes, NextProbeAt: r.NextProbeAt, WaitingSince: r.WaitingSince})
+			Parked: info.State.Subjects[parkedSubject(token)], Probes: r.Probes, NextProbeAt: r.NextProbeAt, WaitingSince: r.WaitingSince,
+			EarliestDeadline: r.EarliestDeadline})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Parked > out[j].Parked })
 	return out, nil

@@ -145,6 +145,9 @@ func (w *Worker) metrics() *Metrics { return w.opts.metrics }
 // Metrics returns the worker's metrics.
 func (w *Worker) Metrics() *Metrics { return w.opts.metrics }
 
+// JetStream is the worker's JetStream context (for the status page).
+func (w *Worker) JetStream() jetstream.JetStream { return w.js }
+
 // Checks are the readiness conditions for /readyz. "limiter" fails while no
 // rate-limit dispenser has been seen for longer than an election takes (NATS
 // away, or its bucket lost and not yet created again): no call can be made.

@@ -419,6 +419,8 @@ type LeaseInfo struct {
 	Replica     string                    `json:"replica"`
 	Since       time.Time                 `json:"since"`
 	Enterprises map[string]EnterpriseInfo `json:"enterprises,omitempty"`
+	// WindowsEnd is when the enterprises' last complete ten-second window ended.
+	WindowsEnd time.Time `json:"windowsEnd,omitzero"`
 }
 
 // EnterpriseInfo is one enterprise's budget and use.
@@ -431,6 +433,80 @@ type EnterpriseInfo struct {
 	// answers reported in the last ten minutes.
 	GuardMs      float64 `json:"guardMs"`
 	Throttled10m int     `json:"throttled10m,omitempty"`
+	// Granted5m and Throttled5m are the grants and the rate-limit answers of
+	// the last HistoryWindows complete ten-second windows, oldest first, as
+	// counted by this dispenser (a new dispenser starts them again); the last
+	// window ends at LeaseInfo.WindowsEnd.
+	Granted5m   []int `json:"granted5m,omitempty"`
+	Throttled5m []int `json:"throttled5m,omitempty"`
+}
+
+// Window is one ten-second window of an enterprise's use.
+type Window struct {
+	Start     time.Time
+	Granted   int
+	Throttled int
+}
+
+// Windows are the enterprise's windows, oldest first; end is
+// LeaseInfo.WindowsEnd.
+func (e EnterpriseInfo) Windows(end time.Time) []Window {
+	out := make([]Window, len(e.Granted5m))
+	for i, g := range e.Granted5m {
+		out[i] = Window{Start: end.Add(-time.Duration(len(e.Granted5m)-i) * windowLength), Granted: g}
+		if i < len(e.Throttled5m) {
+			out[i].Throttled = e.Throttled5m[i]
+		}
+	}
+	return out
+}
+
+// HistoryWindows: how many ten-second windows the lease keeps (five minutes).
+const HistoryWindows = 30
+
+const windowLength = 10 * time.Second
+
+// history counts an enterprise's grants and rate-limit answers per
+// ten-second window, in a ring of HistoryWindows + 1 (the current one).
+type history struct {
+	counts [HistoryWindows + 1][2]int // granted, throttled
+	cur    int64                      // the current window's number (Unix time / 10 s)
+}
+
+func (h *history) advance(now time.Time) {
+	n := now.UnixNano() / int64(windowLength)
+	for h.cur < n {
+		h.cur++
+		h.counts[h.cur%int64(len(h.counts))] = [2]int{}
+		if n-h.cur > int64(len(h.counts)) {
+			h.cur = n - int64(len(h.counts)) // a long idle time: skip ahead
+		}
+	}
+}
+
+func (h *history) add(now time.Time, kind int) {
+	h.advance(now)
+	h.counts[h.cur%int64(len(h.counts))][kind]++
+}
+
+// windows returns the complete windows' counts, oldest first (throttled nil
+// when there were none), and when the last one ended.
+func (h *history) windows(now time.Time) (granted, throttled []int, end time.Time) {
+	h.advance(now)
+	granted = make([]int, 0, HistoryWindows)
+	any429 := false
+	for n := h.cur - HistoryWindows; n < h.cur; n++ {
+		c := h.counts[n%int64(len(h.counts))]
+		granted = append(granted, c[0])
+		any429 = any429 || c[1] > 0
+	}
+	if any429 {
+		throttled = make([]int, 0, HistoryWindows)
+		for n := h.cur - HistoryWindows; n < h.cur; n++ {
+			throttled = append(throttled, h.counts[n%int64(len(h.counts))][1])
+		}
+	}
+	return granted, throttled, time.Unix(0, h.cur*int64(windowLength)).UTC()
 }
 
 func (c *Cluster) leaseValue() []byte {
@@ -441,6 +517,7 @@ func (c *Cluster) leaseValue() []byte {
 	if d != nil {
 		info.Since = d.since
 		info.Enterprises = d.use()
+		info.WindowsEnd = time.Unix(0, d.opts.Now().UnixNano()/int64(windowLength)*int64(windowLength)).UTC()
 	}
 	b, _ := json.Marshal(info)
 	return b
@@ -590,8 +667,9 @@ func (d *dispenser) use() map[string]EnterpriseInfo {
 				throttled++
 			}
 		}
+		granted, throttled429, _ := q.history.windows(now)
 		out[id] = EnterpriseInfo{Rate: q.rate, Granted10s: n, Waiting: q.waiting.Len(),
-			GuardMs: float64(d.guard(q, now)) / float64(time.Millisecond), Throttled10m: throttled}
+			GuardMs: float64(d.guard(q, now)) / float64(time.Millisecond), Throttled10m: throttled, Granted5m: granted, Throttled5m: throttled429}
 	}
 	return out
 }
@@ -612,6 +690,7 @@ type enterpriseQueue struct {
 	throttled []time.Time // rate-limit answers of the last ten minutes
 	recent    []time.Time // grant times of the last ten seconds
 	probes    []time.Time // probe grant times of the last second
+	history   history     // grants and 429s per ten seconds, for the status page
 }
 
 // next is the request to grant now: the head of the queue (live first, then
@@ -783,6 +862,7 @@ func (d *dispenser) throttled(enterpriseID string) {
 	}
 	now := d.opts.Now()
 	q.throttled = append(q.throttled, now)
+	q.history.add(now, 1)
 	if len(q.throttled) > 64 {
 		q.throttled = q.throttled[len(q.throttled)-64:]
 	}
@@ -907,6 +987,7 @@ func (d *dispenser) serve(q *enterpriseQueue, active func() bool) bool {
 		}
 		// Sent: counted as used even if the reply is lost on its way (see Wait).
 		d.granted.Add(1)
+		q.history.add(now, 0)
 		q.recent = append(q.recent, now)
 		if len(q.recent) > 64 && now.Sub(q.recent[0]) > 10*time.Second {
 			cut := 0
