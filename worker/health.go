@@ -22,13 +22,25 @@ type HealthServer struct {
 	done chan error
 }
 
+// HealthOption adds to what the health server serves.
+type HealthOption func(*http.ServeMux)
+
+// WithPage serves page (the status page) at "/" and every path the health
+// server does not serve itself.
+func WithPage(page http.Handler) HealthOption {
+	return func(mux *http.ServeMux) { mux.Handle("/", page) }
+}
+
 // StartHealthServer listens on addr and serves until Close.
-func StartHealthServer(addr string, m *Metrics, checks map[string]Check) (*HealthServer, error) {
+func StartHealthServer(addr string, m *Metrics, checks map[string]Check, opts ...HealthOption) (*HealthServer, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
 	mux := http.NewServeMux()
+	for _, o := range opts {
+		o(mux)
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")

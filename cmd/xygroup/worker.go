@@ -13,6 +13,7 @@ import (
 
 	"github.com/xygroup/xygroup/worker"
 	"github.com/xygroup/xygroup/worker/embedded"
+	"github.com/xygroup/xygroup/worker/statuspage"
 	"github.com/xygroup/xygroup/xylink"
 	"github.com/xygroup/xygroup/xylink/sandbox"
 )
@@ -28,7 +29,8 @@ func workerCommand() *cli.Command {
 		&cli.FloatFlag{Name: "rate", Value: 20, Usage: "API requests per second per enterprise", Sources: cli.EnvVars("XYGROUP_RATE")},
 		&cli.IntFlag{Name: "concurrency", Value: 32, Usage: "commands in flight per replica", Sources: cli.EnvVars("XYGROUP_CONCURRENCY")},
 		&cli.DurationFlag{Name: "max-wait", Value: 2 * time.Hour, Usage: "how long a command without a deadline waits for its meeting", Sources: cli.EnvVars("XYGROUP_MAX_WAIT")},
-		&cli.StringFlag{Name: "http-addr", Value: "127.0.0.1:9090", Usage: "/metrics, /healthz, /readyz", Sources: cli.EnvVars("XYGROUP_HTTP_ADDR")},
+		&cli.StringFlag{Name: "http-addr", Value: "127.0.0.1:9090", Usage: "the status page (/), /metrics, /healthz, /readyz", Sources: cli.EnvVars("XYGROUP_HTTP_ADDR")},
+		&cli.StringFlag{Name: "ui-token", Usage: "enables replay from the status page for whoever gives this token (prefer the variable: flags show in ps); unset: the page is read-only", Sources: cli.EnvVars("XYGROUP_UI_TOKEN"), HideDefault: true},
 		&cli.BoolFlag{Name: "sandbox", Usage: "start the XYLink sandbox in-process and use it (with its own credentials)", Sources: cli.EnvVars("XYGROUP_SANDBOX")},
 		&cli.StringFlag{Name: "sandbox-listen", Value: "127.0.0.1:8090", Usage: "where --sandbox serves (its admin API included)", Sources: cli.EnvVars("XYGROUP_SANDBOX_LISTEN")},
 		&cli.IntFlag{Name: "stream-replicas", Value: 1, Usage: "replicas of the streams the worker creates (3 on a 3-node cluster)", Sources: cli.EnvVars("XYGROUP_STREAM_REPLICAS")},
@@ -172,7 +174,12 @@ func runWorker(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return cli.Exit(err.Error(), 2)
 	}
-	hs, err := worker.StartHealthServer(cmd.String("http-addr"), w.Metrics(), w.Checks())
+	page, err := statuspage.New(statuspage.Options{JS: w.JetStream(), Inspector: w, DefaultEnterprise: defaultEnterprise,
+		Token: cmd.String("ui-token"), Rate: cmd.Float("rate"), Log: log.With().Str("component", "status-page").Logger()})
+	if err != nil {
+		return cli.Exit(fmt.Sprintf("status page: %v", err), 1)
+	}
+	hs, err := worker.StartHealthServer(cmd.String("http-addr"), w.Metrics(), w.Checks(), worker.WithPage(page))
 	if err != nil {
 		return cli.Exit(fmt.Sprintf("http: %v", err), 1)
 	}

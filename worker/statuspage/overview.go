@@ -1,0 +1,215 @@
+package statuspage
+
+import (
+	"context"
+	"net/http"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/xygroup/xygroup/worker"
+	"github.com/xygroup/xygroup/worker/clusterstatus"
+	"github.com/xygroup/xygroup/worker/commands"
+	"github.com/xygroup/xygroup/worker/ratelimit"
+)
+
+// Bounds on what one rendering reads: the page stays quick with a million
+// parked commands or events.
+const (
+	meetingsShown      = 20
+	commandsPerMeeting = 10
+	failuresShown      = 25
+	eventsSearched     = 5000
+)
+
+type page struct {
+	Title   string
+	At      time.Time
+	Refresh time.Duration
+	// Live is the URL the page's live part is polled from.
+	Live string
+	Err  string
+}
+
+type overviewData struct {
+	page
+	Status   *clusterstatus.Status
+	Tenants  []tenantView
+	Holds    []holdView
+	Lanes    []meetingView
+	Meetings []meetingView
+	// MeetingsMore: waiting meetings not shown.
+	MeetingsMore int
+	Failures     *clusterstatus.Failures
+	Classes      []classCount
+	Replay       *replayForm
+}
+
+type tenantView struct {
+	ID           string
+	Rate         float64
+	Used         float64 // per second, over the last ten seconds
+	UsePercent   float64
+	Waiting      int
+	GuardMs      float64
+	Throttled10m int
+	Chart        chart
+}
+
+type holdView struct {
+	EnterpriseID string
+	State        string
+	Reason       string
+	LastFailure  string
+	Failures     int
+	Opens        int
+	OpenedAt     time.Time
+	NextProbeAt  time.Time
+	Parked       uint64
+	Commands     []worker.ParkedCommand
+	More         bool
+}
+
+type meetingView struct {
+	worker.ParkedMeeting
+	Commands []worker.ParkedCommand
+	More     bool
+}
+
+type classCount struct {
+	Class string
+	Count uint64
+}
+
+func (h *Handler) overview(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	defer cancel()
+	d := h.collect(ctx)
+	status := http.StatusOK
+	if d.Err != "" {
+		status = http.StatusServiceUnavailable
+	}
+	name := "overview"
+	if r.URL.Query().Get("part") == "live" {
+		name = "overview-live"
+	}
+	h.render(w, status, name, d)
+}
+
+func (h *Handler) basePage(title, live string) page {
+	return page{Title: title, At: time.Now().UTC(), Refresh: h.opts.Refresh, Live: live}
+}
+
+func (h *Handler) collect(ctx context.Context) *overviewData {
+	d := &overviewData{page: h.basePage("xygroup status", "/?part=live")}
+	st, err := clusterstatus.Collect(ctx, h.opts.JS)
+	if err != nil {
+		d.Err = err.Error()
+		return d
+	}
+	d.Status, d.At = st, st.At
+	d.Tenants = tenants(st.Limiter)
+
+	holds := map[string]*holdView{}
+	hold := func(ent string) *holdView {
+		if hv := holds[ent]; hv != nil {
+			return hv
+		}
+		hv := &holdView{EnterpriseID: ent, State: "closed"}
+		holds[ent] = hv
+		return hv
+	}
+	for _, b := range st.Breakers {
+		if b.State != "open" && b.Failures == 0 {
+			continue
+		}
+		hv := hold(b.EnterpriseID)
+		hv.State, hv.Reason, hv.LastFailure, hv.Failures, hv.Opens, hv.OpenedAt = b.State, b.Reason, b.LastFailure, b.Failures, b.Opens, b.OpenedAt
+		if b.State == "open" {
+			hv.NextProbeAt = b.OpenUntil
+		}
+	}
+	for _, m := range st.Meetings {
+		switch m.Kind {
+		case "breaker":
+			hv := hold(m.EnterpriseID)
+			hv.Parked = m.Parked
+			if hv.NextProbeAt.IsZero() {
+				hv.NextProbeAt = m.NextProbeAt
+			}
+			hv.Commands, hv.More = h.parked(ctx, m)
+		case "lane":
+			mv := meetingView{ParkedMeeting: m}
+			mv.Commands, mv.More = h.parked(ctx, m)
+			d.Lanes = append(d.Lanes, mv)
+		default:
+			if len(d.Meetings) == meetingsShown {
+				d.MeetingsMore++
+				continue
+			}
+			mv := meetingView{ParkedMeeting: m}
+			mv.Commands, mv.More = h.parked(ctx, m)
+			d.Meetings = append(d.Meetings, mv)
+		}
+	}
+	for _, hv := range holds {
+		d.Holds = append(d.Holds, *hv)
+	}
+	sort.Slice(d.Holds, func(i, j int) bool { return d.Holds[i].EnterpriseID < d.Holds[j].EnterpriseID })
+
+	if d.Failures, err = clusterstatus.RecentFailures(ctx, h.opts.JS, failuresShown, eventsSearched); err != nil {
+		d.Err = err.Error()
+		return d
+	}
+	for c, n := range d.Failures.ByClass {
+		d.Classes = append(d.Classes, classCount{c, n})
+	}
+	sort.Slice(d.Classes, func(i, j int) bool { return d.Classes[i].Count > d.Classes[j].Count })
+	if h.opts.Token != "" {
+		d.Replay = &replayForm{Classes: replayClasses(d.Failures.ByClass), Since: "24h", Chosen: map[string]bool{}}
+		for _, c := range commands.WorthReplaying {
+			d.Replay.Chosen[c] = true
+		}
+	}
+	return d
+}
+
+// replayClasses are the classes a replay may choose: those worth replaying
+// (chosen by default), then the others that stored failures have.
+func replayClasses(byClass map[string]uint64) []string {
+	out := append([]string(nil), commands.WorthReplaying...)
+	var others []string
+	for c := range byClass {
+		if !slices.Contains(out, c) {
+			others = append(others, c)
+		}
+	}
+	sort.Strings(others)
+	return append(out, others...)
+}
+
+// parked lists the first commands of a meeting, a hold or a lane.
+func (h *Handler) parked(ctx context.Context, m worker.ParkedMeeting) ([]worker.ParkedCommand, bool) {
+	if h.opts.Inspector == nil {
+		return nil, m.Parked > 0
+	}
+	cmds, more, err := h.opts.Inspector.ParkedCommands(ctx, m, commandsPerMeeting)
+	if err != nil {
+		h.opts.Log.Warn().Err(err).Str("meetingRoomNumber", m.Meeting).Msg("status page: parked commands")
+	}
+	return cmds, more
+}
+
+func tenants(l *ratelimit.LeaseInfo) []tenantView {
+	if l == nil {
+		return nil
+	}
+	out := make([]tenantView, 0, len(l.Enterprises))
+	for id, e := range l.Enterprises {
+		used := float64(e.Granted10s) / 10
+		out = append(out, tenantView{ID: id, Rate: e.Rate, Used: used, UsePercent: 100 * used / max(e.Rate, 0.001),
+			Waiting: e.Waiting, GuardMs: e.GuardMs, Throttled10m: e.Throttled10m, Chart: budgetChart(e, l.WindowsEnd)})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
