@@ -32,7 +32,7 @@ const (
 	waitingRoom  = "9100001" // starts in an hour: its commands wait
 	brokenRoom   = "9100002" // tenant-b's: every call answers 503
 	rejectRoom   = "9100003" // answers 400: its command fails
-	busyRoom     = "92000" // + two digits: meetings in progress, whose commands are created
+	busyRoom     = "92000"   // + two digits: meetings in progress, whose commands are created
 )
 
 // The page, in a real browser, against a worker with the sandbox: a meeting's

@@ -36,7 +36,7 @@ func TestStatusPageEscapesAndIsReadOnlyWithoutToken(t *testing.T) {
 	defer srv.Close()
 
 	const evil = `<script>alert(1)</script>`
-	wt.Publish(t, js, "", wt.Command("x"+evil, "<b>9300001</b>"))                 // waits: its meeting has not started
+	wt.Publish(t, js, "", wt.Command("x"+evil, "<b>9300001</b>"))                    // waits: its meeting has not started
 	wt.Publish(t, js, "", []byte(`{"commandId":"y`+evil+`","meetingRoomNumber":1}`)) // fails: not a command
 	wt.Eventually(t, 30*time.Second, func() bool {
 		ms, _ := worker.ParkedMeetings(context.Background(), js)
