@@ -21,6 +21,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/xygroup/xygroup/worker"
+	"github.com/xygroup/xygroup/worker/clusterstatus"
 	"github.com/xygroup/xygroup/worker/commands"
 	"github.com/xygroup/xygroup/worker/jsconfig"
 	"github.com/xygroup/xygroup/worker/ratelimit"
@@ -335,6 +336,18 @@ func TestNATSPermissions(t *testing.T) {
 		{"worker", "publish on xylink.groups.replay", refused, publish(worker.SubjectReplay)},
 		{"worker", "subscribe to the events user's inbox", refused, subscribe("_INBOX_events.>")},
 		{"worker", "subscribe to the default inbox", refused, subscribe("_INBOX.>")},
+		{"worker", "the status page: the cluster, the latest failures, a command's events", allowed, func(ctx context.Context, c *client) error {
+			if _, err := clusterstatus.Collect(ctx, c.js); err != nil {
+				return err
+			}
+			if _, err := clusterstatus.RecentFailures(ctx, c.js, 10, 100); err != nil {
+				return err
+			}
+			_, err := clusterstatus.LookupCommand(ctx, c.js, "e1", "perm-3", 100)
+			return err
+		}},
+		{"worker", "pull a reader's durable", refused, pullRequest(ev, "events-downstream")},
+		{"worker", "delete a reader's durable", refused, apiRequest("$JS.API.CONSUMER.DELETE."+ev+".events-downstream", "")},
 
 		// operator: status, replay, events, the readers' durables
 		{"operator", "status", allowed, func(ctx context.Context, c *client) error {

@@ -33,7 +33,7 @@ type Command struct {
 }
 
 // LookupCommand reads an enterprise's command: its record, and its events
-// among the last window of the events stream.
+// among the last window of the events stream (newest first).
 func LookupCommand(ctx context.Context, js jetstream.JetStream, enterpriseID, commandID string, window uint64) (*Command, error) {
 	out := &Command{EnterpriseID: enterpriseID, CommandID: commandID}
 	var err error
@@ -44,17 +44,15 @@ func LookupCommand(ctx context.Context, js jetstream.JetStream, enterpriseID, co
 	if err != nil {
 		return nil, fmt.Errorf("events stream: %w", err)
 	}
-	out.Searched, err = scanLatest(ctx, js, s.CachedInfo().State, window, nil, func(m contract.Msg) {
-		id := m.Identity()
+	out.Searched, err = scanBackward(ctx, s, s.CachedInfo().State, window, func(m *jetstream.RawStreamMsg) bool {
+		id := contract.IdentityOf(m.Data)
 		if id.CommandID != commandID || id.EnterpriseID != enterpriseID {
-			return
+			return false
 		}
-		ev, _ := m.Event()
-		ce := CommandEvent{Subject: m.Subject(), Event: ev, Body: m.Data(), At: ev.OccurredAt}
-		if meta := m.Meta(); meta != nil {
-			ce.Seq = meta.Sequence.Stream
-		}
-		out.Events = append(out.Events, ce)
+		var ev contract.Event
+		_ = json.Unmarshal(m.Data, &ev)
+		out.Events = append(out.Events, CommandEvent{Subject: m.Subject, Seq: m.Sequence, At: ev.OccurredAt, Event: ev, Body: m.Data})
+		return false
 	})
 	return out, err
 }

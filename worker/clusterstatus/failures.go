@@ -3,8 +3,8 @@ package clusterstatus
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"sort"
 	"strings"
 	"time"
 
@@ -36,7 +36,7 @@ type Failures struct {
 }
 
 // RecentFailures counts the stored failed events by class and returns the
-// latest ones (at most limit) among the last window events of the stream.
+// latest ones (at most limit, newest first) among the last window events.
 func RecentFailures(ctx context.Context, js jetstream.JetStream, limit int, window uint64) (*Failures, error) {
 	s, err := js.Stream(ctx, contract.StreamEvents)
 	if err != nil {
@@ -50,62 +50,50 @@ func RecentFailures(ctx context.Context, js jetstream.JetStream, limit int, wind
 	for subject, n := range info.State.Subjects {
 		out.ByClass[strings.TrimPrefix(subject, contract.SubjectFailed+".")] = n
 	}
-	var recent []Failure
-	out.Searched, err = scanLatest(ctx, js, info.State, window, []string{contract.SubjectFailedAll}, func(m contract.Msg) {
+	if limit <= 0 || len(out.ByClass) == 0 {
+		return out, nil
+	}
+	out.Searched, err = scanBackward(ctx, s, info.State, window, func(m *jetstream.RawStreamMsg) bool {
+		if !contract.IsFailed(m.Subject) {
+			return false
+		}
 		var ev contract.Event
-		if json.Unmarshal(m.Data(), &ev) != nil {
-			return
+		if json.Unmarshal(m.Data, &ev) != nil {
+			return false
 		}
 		f := Failure{Class: ev.Class, CommandID: ev.CommandID, EnterpriseID: ev.EnterpriseID, Meeting: ev.MeetingRoomNumber,
-			At: ev.OccurredAt, ErrorCode: ev.ErrorCode, HTTPStatus: ev.HTTPStatus, Message: ev.DeveloperMessage}
+			At: ev.OccurredAt, ErrorCode: ev.ErrorCode, HTTPStatus: ev.HTTPStatus, Message: ev.DeveloperMessage, Seq: m.Sequence}
 		if f.Class == "" {
-			f.Class = strings.TrimPrefix(m.Subject(), contract.SubjectFailed+".")
+			f.Class = strings.TrimPrefix(m.Subject, contract.SubjectFailed+".")
 		}
 		if f.Message == "" {
 			f.Message = ev.UserMessage
 		}
-		if meta := m.Meta(); meta != nil {
-			f.Seq = meta.Sequence.Stream
-		}
-		recent = append(recent, f)
-		if len(recent) > 4*limit { // keep the latest, in bounded memory
-			recent = append(recent[:0], recent[len(recent)-limit:]...)
-		}
+		out.Recent = append(out.Recent, f)
+		return len(out.Recent) == limit
 	})
-	if err != nil {
-		return nil, err
-	}
-	if len(recent) > limit {
-		recent = recent[len(recent)-limit:]
-	}
-	sort.SliceStable(recent, func(i, j int) bool { return recent[i].Seq > recent[j].Seq })
-	out.Recent = recent
-	return out, nil
+	return out, err
 }
 
-// scanLatest reads the messages among the stream's last window that match
-// subjects, in order, and returns how many of the stream's sequences that
-// window spans.
-func scanLatest(ctx context.Context, js jetstream.JetStream, st jetstream.StreamState, window uint64, subjects []string, f func(contract.Msg)) (uint64, error) {
-	if st.Msgs == 0 || st.LastSeq == 0 || window == 0 {
-		return 0, nil
-	}
-	start := st.FirstSeq
-	if st.LastSeq >= window && st.LastSeq-window+1 > start {
-		start = st.LastSeq - window + 1
-	}
-	r, err := contract.NewReader(ctx, js, contract.ReadOptions{Subjects: subjects, StartSeq: start, Batch: 256, Wait: 200 * time.Millisecond})
-	if err != nil {
-		return 0, fmt.Errorf("events stream: %w", err)
-	}
-	for m, err := range r.Messages(ctx) {
-		if err != nil {
-			return 0, fmt.Errorf("events stream: %w", err)
+// scanBackward reads the stream's messages from the last one back, at most
+// window of them, until f says stop, and returns how many it read. One
+// message at a time (STREAM.MSG.GET), newest first: no consumer is made, so
+// a reader needs no right to create one, and a page stops reading as soon as
+// it has what it shows.
+func scanBackward(ctx context.Context, s jetstream.Stream, st jetstream.StreamState, window uint64, f func(*jetstream.RawStreamMsg) bool) (uint64, error) {
+	var read uint64
+	for seq := st.LastSeq; seq >= max(st.FirstSeq, 1) && read < window; seq-- {
+		m, err := s.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue // deleted, or gone with the stream's limits meanwhile
 		}
-		f(m)
-		if meta := m.Meta(); meta != nil && meta.Sequence.Stream >= st.LastSeq {
+		if err != nil {
+			return read, fmt.Errorf("events stream: %w", err)
+		}
+		read++
+		if f(m) {
 			break
 		}
 	}
-	return st.LastSeq - start + 1, nil
+	return read, nil
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -667,12 +668,39 @@ func (d *dispenser) use() map[string]EnterpriseInfo {
 				throttled++
 			}
 		}
-		granted, throttled429, _ := q.history.windows(now)
 		out[id] = EnterpriseInfo{Rate: q.rate, Granted10s: n, Waiting: q.waiting.Len(),
-			GuardMs: float64(d.guard(q, now)) / float64(time.Millisecond), Throttled10m: throttled, Granted5m: granted, Throttled5m: throttled429}
+			GuardMs: float64(d.guard(q, now)) / float64(time.Millisecond), Throttled10m: throttled}
+	}
+	// The history of the busiest enterprises only: the lease is one KV value,
+	// rewritten at every renewal, and must stay far below NATS's largest
+	// message whatever the number of enterprises.
+	type busy struct {
+		id    string
+		total int
+	}
+	var busiest []busy
+	for id, q := range d.ents {
+		granted, _, _ := q.history.windows(now)
+		total := 0
+		for _, g := range granted {
+			total += g
+		}
+		if total > 0 {
+			busiest = append(busiest, busy{id, total})
+		}
+	}
+	sort.Slice(busiest, func(i, j int) bool { return busiest[i].total > busiest[j].total })
+	for _, b := range busiest[:min(len(busiest), HistoryEnterprises)] {
+		e := out[b.id]
+		e.Granted5m, e.Throttled5m, _ = d.ents[b.id].history.windows(now)
+		out[b.id] = e
 	}
 	return out
 }
+
+// HistoryEnterprises: how many enterprises, the busiest, have their history
+// in the lease (about 100 bytes each).
+const HistoryEnterprises = 50
 
 type enterpriseQueue struct {
 	waiting requestHeap

@@ -38,7 +38,7 @@ func budgetChart(e ratelimit.EnterpriseInfo, end time.Time) chart {
 	scale := (chartH - 2) / top
 	c.RateY = chartH - e.Rate*scale
 	if len(ws) == 0 {
-		c.Label = "no history yet"
+		c.Label = "no use in the last five minutes (or not among the busiest enterprises, whose history the limiter keeps)"
 		return c
 	}
 	step := chartW / float64(len(ws))

@@ -19,7 +19,7 @@ const (
 	meetingsShown      = 20
 	commandsPerMeeting = 10
 	failuresShown      = 25
-	eventsSearched     = 5000
+	eventsSearched     = 2000
 )
 
 type page struct {
@@ -33,11 +33,13 @@ type page struct {
 
 type overviewData struct {
 	page
-	Status   *clusterstatus.Status
-	Tenants  []tenantView
-	Holds    []holdView
-	Lanes    []meetingView
-	Meetings []meetingView
+	Status  *clusterstatus.Status
+	Tenants []tenantView
+	// TenantsMore: tenants not shown.
+	TenantsMore int
+	Holds       []holdView
+	Lanes       []meetingView
+	Meetings    []meetingView
 	// MeetingsMore: waiting meetings not shown.
 	MeetingsMore int
 	Failures     *clusterstatus.Failures
@@ -108,7 +110,7 @@ func (h *Handler) collect(ctx context.Context) *overviewData {
 		return d
 	}
 	d.Status, d.At = st, st.At
-	d.Tenants = tenants(st.Limiter)
+	d.Tenants, d.TenantsMore = busiestTenants(tenants(st.Limiter))
 
 	holds := map[string]*holdView{}
 	hold := func(ent string) *holdView {
@@ -212,4 +214,21 @@ func tenants(l *ratelimit.LeaseInfo) []tenantView {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
+}
+
+// tenantsShown bounds the tenants the page draws: the busiest, by their use
+// now, then by name.
+const tenantsShown = 50
+
+func busiestTenants(all []tenantView) ([]tenantView, int) {
+	if len(all) <= tenantsShown {
+		return all, 0
+	}
+	byUse := append([]tenantView(nil), all...)
+	sort.SliceStable(byUse, func(i, j int) bool {
+		return byUse[i].Used+float64(byUse[i].Waiting) > byUse[j].Used+float64(byUse[j].Waiting)
+	})
+	shown := byUse[:tenantsShown]
+	sort.Slice(shown, func(i, j int) bool { return shown[i].ID < shown[j].ID })
+	return shown, len(all) - tenantsShown
 }

@@ -156,7 +156,7 @@ func (h *Handler) dryRun(ctx context.Context, w http.ResponseWriter, d *replayDa
 	}
 	d.Total, d.ByClass = len(items), commands.Classes(items)
 	d.Items = items[:min(len(items), itemsShown)]
-	d.Estimate = time.Duration(float64(len(items)) / h.opts.Rate * float64(time.Second)).Round(time.Second)
+	d.Estimate = max(time.Second, time.Duration(float64(len(items))/h.opts.Rate*float64(time.Second)).Round(time.Second))
 	if cp, err := commands.LoadCheckpoint(ctx, h.opts.JS, d.ID); err == nil && cp != nil {
 		d.Resumed = cp
 	}
