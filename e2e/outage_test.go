@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"math"
+	"strings"
 	"testing"
 	"time"
 )
@@ -27,6 +28,16 @@ func TestAPIOutage(t *testing.T) {
 	h.AwaitCreated(30, time.Minute)
 	o := h.Proxy.Outage("", outage)
 	start := time.Now()
+	// Every replica's status page shows the open breaker: the cluster's state,
+	// whichever replica serves it.
+	for _, w := range h.Workers {
+		if !until(outage, 200*time.Millisecond, func() bool {
+			code, body := w.Page("/")
+			return code == 200 && strings.Contains(body, "breaker open") && strings.Contains(body, "its calls failed")
+		}) {
+			t.Errorf("worker %d: its status page does not show the open breaker during the outage", w.Index)
+		}
+	}
 	until(outage+time.Second, 100*time.Millisecond, func() bool { return time.Now().After(o.Until) })
 	createdDuring := h.Events.CreatedBetween(start, o.Until)
 	bound := failures + int(math.Ceil(outage.Seconds()/openFor.Seconds())) + 2*workers + 2

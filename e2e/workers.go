@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -108,6 +109,18 @@ func (w *Worker) Restart(tb testing.TB) {
 
 // Terminate sends SIGTERM without waiting.
 func (w *Worker) Terminate() { w.Signal(syscall.SIGTERM) }
+
+// Page is what the worker's HTTP address answers at path ("" on error).
+func (w *Worker) Page(path string) (int, string) {
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + w.HTTPAddr + path)
+	if err != nil {
+		return 0, ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
 
 // Ready reports whether /readyz answers 200.
 func (w *Worker) Ready() bool {
