@@ -22,22 +22,31 @@ func readBucket[T any](ctx context.Context, js jetstream.JetStream, bucket strin
 	if err != nil {
 		return nil, err
 	}
-	keys, err := kv.ListKeys(ctx)
+	// One watch delivers every current value: a read per key would take a
+	// round trip each, with thousands of waiting meetings.
+	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
 	if err != nil {
 		return nil, err
 	}
+	defer func() { _ = w.Stop() }()
 	out := map[string]T{}
-	for k := range keys.Keys() {
-		e, err := kv.Get(ctx, k)
-		if err != nil {
-			continue
-		}
-		var v T
-		if json.Unmarshal(e.Value(), &v) == nil {
-			out[k] = v
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case e, ok := <-w.Updates():
+			if !ok {
+				return out, nil
+			}
+			if e == nil { // every current value was delivered
+				return out, nil
+			}
+			var v T
+			if json.Unmarshal(e.Value(), &v) == nil {
+				out[e.Key()] = v
+			}
 		}
 	}
-	return out, nil
 }
 
 // watchBucket calls put for every value written to the bucket and del for every

@@ -177,7 +177,7 @@ func runWorker(ctx context.Context, cmd *cli.Command) error {
 	page, err := statuspage.New(statuspage.Options{JS: w.JetStream(), Inspector: w, DefaultEnterprise: defaultEnterprise,
 		Token: cmd.String("ui-token"), Rate: cmd.Float("rate"), Log: log.With().Str("component", "status-page").Logger()})
 	if err != nil {
-		return cli.Exit(fmt.Sprintf("status page: %v", err), 1)
+		return cli.Exit(fmt.Sprintf("--ui-token (XYGROUP_UI_TOKEN): %v", err), 2)
 	}
 	hs, err := worker.StartHealthServer(cmd.String("http-addr"), w.Metrics(), w.Checks(), worker.WithPage(page))
 	if err != nil {

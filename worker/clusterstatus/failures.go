@@ -75,14 +75,20 @@ func RecentFailures(ctx context.Context, js jetstream.JetStream, limit int, wind
 	return out, err
 }
 
+// scanBytes bounds what one scan reads: events may be large (a failed event
+// quotes its command).
+const scanBytes = 4 << 20
+
 // scanBackward reads the stream's messages from the last one back, at most
-// window of them, until f says stop, and returns how many it read. One
+// window of them (and scanBytes), until f says stop, and returns how many it
+// read. One
 // message at a time (STREAM.MSG.GET), newest first: no consumer is made, so
 // a reader needs no right to create one, and a page stops reading as soon as
 // it has what it shows.
 func scanBackward(ctx context.Context, s jetstream.Stream, st jetstream.StreamState, window uint64, f func(*jetstream.RawStreamMsg) bool) (uint64, error) {
 	var read uint64
-	for seq := st.LastSeq; seq >= max(st.FirstSeq, 1) && read < window; seq-- {
+	bytes := 0
+	for seq := st.LastSeq; seq >= max(st.FirstSeq, 1) && read < window && bytes < scanBytes; seq-- {
 		m, err := s.GetMsg(ctx, seq)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			continue // deleted, or gone with the stream's limits meanwhile
@@ -91,6 +97,7 @@ func scanBackward(ctx context.Context, s jetstream.Stream, st jetstream.StreamSt
 			return read, fmt.Errorf("events stream: %w", err)
 		}
 		read++
+		bytes += len(m.Data)
 		if f(m) {
 			break
 		}

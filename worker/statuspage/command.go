@@ -3,7 +3,6 @@ package statuspage
 import (
 	"context"
 	"net/http"
-	"net/url"
 	"time"
 
 	"github.com/xygroup/xygroup/worker/clusterstatus"
@@ -18,11 +17,18 @@ func (h *Handler) command(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
 	id := r.PathValue("id")
+	if id == "" {
+		id = r.URL.Query().Get("id")
+	}
+	if id == "" {
+		http.Error(w, "name a command: /commands/{commandId}?enterprise={enterpriseId}", http.StatusNotFound)
+		return
+	}
 	ent := r.URL.Query().Get("enterprise")
 	if ent == "" {
 		ent = h.opts.DefaultEnterprise
 	}
-	live := "/commands/" + url.PathEscape(id) + "?enterprise=" + url.QueryEscape(ent) + "&part=live"
+	live := commandURL(ent, id) + "&part=live"
 	d := &commandData{page: h.basePage("command "+id, live)}
 	c, err := clusterstatus.LookupCommand(ctx, h.opts.JS, ent, id, eventsSearched)
 	status := http.StatusOK

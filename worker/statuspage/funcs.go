@@ -12,6 +12,16 @@ import (
 	"github.com/xygroup/xygroup/worker/contract"
 )
 
+// commandURL is a command's view: /commands/{id}, or /commands/?id= for the
+// ids a path cannot carry ("." and ".." are resolved away by browsers, even
+// percent-encoded).
+func commandURL(enterpriseID, id string) string {
+	if id == "" || strings.Trim(id, ".") == "" {
+		return "/commands/?id=" + url.QueryEscape(id) + "&enterprise=" + url.QueryEscape(enterpriseID)
+	}
+	return "/commands/" + url.PathEscape(id) + "?enterprise=" + url.QueryEscape(enterpriseID)
+}
+
 var funcs = template.FuncMap{
 	// since: "12s ago", "in 4s", relative to now.
 	"since": func(now, t time.Time) string {
@@ -43,13 +53,11 @@ var funcs = template.FuncMap{
 		}
 		return t.UTC().Format("2006-01-02 15:04:05 UTC")
 	},
-	"iso": func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
-	"commandURL": func(enterpriseID, id string) string {
-		return "/commands/" + url.PathEscape(id) + "?enterprise=" + url.QueryEscape(enterpriseID)
-	},
-	"f1":      func(f float64) string { return fmt.Sprintf("%.1f", f) },
-	"f0":      func(f float64) string { return fmt.Sprintf("%.0f", f) },
-	"percent": func(f float64) string { return fmt.Sprintf("%.0f%%", f) },
+	"iso":        func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
+	"commandURL": commandURL,
+	"f1":         func(f float64) string { return fmt.Sprintf("%.1f", f) },
+	"f0":         func(f float64) string { return fmt.Sprintf("%.0f", f) },
+	"percent":    func(f float64) string { return fmt.Sprintf("%.0f%%", f) },
 	// pretty indents a JSON body for reading.
 	"pretty": func(b json.RawMessage) string {
 		var out bytes.Buffer

@@ -17,6 +17,8 @@ import (
 // parked commands or events.
 const (
 	meetingsShown      = 20
+	holdsShown         = 20
+	lanesShown         = 20
 	commandsPerMeeting = 10
 	failuresShown      = 25
 	eventsSearched     = 2000
@@ -40,11 +42,11 @@ type overviewData struct {
 	Holds       []holdView
 	Lanes       []meetingView
 	Meetings    []meetingView
-	// MeetingsMore: waiting meetings not shown.
-	MeetingsMore int
-	Failures     *clusterstatus.Failures
-	Classes      []classCount
-	Replay       *replayForm
+	// MeetingsMore, HoldsMore and LanesMore: not shown.
+	MeetingsMore, HoldsMore, LanesMore int
+	Failures                           *clusterstatus.Failures
+	Classes                            []classCount
+	Replay                             *replayForm
 }
 
 type tenantView struct {
@@ -70,6 +72,7 @@ type holdView struct {
 	Parked       uint64
 	Commands     []worker.ParkedCommand
 	More         bool
+	meeting      worker.ParkedMeeting // its hold's record
 }
 
 type meetingView struct {
@@ -86,7 +89,7 @@ type classCount struct {
 func (h *Handler) overview(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
-	d := h.collect(ctx)
+	d := h.snapshot(ctx)
 	status := http.StatusOK
 	if d.Err != "" {
 		status = http.StatusServiceUnavailable
@@ -97,6 +100,24 @@ func (h *Handler) overview(w http.ResponseWriter, r *http.Request) {
 	}
 	h.render(w, status, name, d)
 }
+
+// snapshot is the overview's data, read at most once per cacheFor whatever
+// the number of viewers: one reader at a time, the others take its result.
+func (h *Handler) snapshot(ctx context.Context) *overviewData {
+	h.cacheMu.Lock()
+	defer h.cacheMu.Unlock()
+	if h.cached != nil && time.Since(h.cachedAt) < min(cacheFor, h.opts.Refresh) {
+		return h.cached
+	}
+	d := h.collect(ctx)
+	if d.Err == "" {
+		h.cached, h.cachedAt = d, time.Now()
+	}
+	return d
+}
+
+// cacheFor: how long one reading of the cluster serves every viewer.
+const cacheFor = 2 * time.Second
 
 func (h *Handler) basePage(title, live string) page {
 	return page{Title: title, At: time.Now().UTC(), Refresh: h.opts.Refresh, Live: live}
@@ -139,11 +160,13 @@ func (h *Handler) collect(ctx context.Context) *overviewData {
 			if hv.NextProbeAt.IsZero() {
 				hv.NextProbeAt = m.NextProbeAt
 			}
-			hv.Commands, hv.More = h.parked(ctx, m)
+			hv.meeting = m
 		case "lane":
-			mv := meetingView{ParkedMeeting: m}
-			mv.Commands, mv.More = h.parked(ctx, m)
-			d.Lanes = append(d.Lanes, mv)
+			if len(d.Lanes) == lanesShown {
+				d.LanesMore++
+				continue
+			}
+			d.Lanes = append(d.Lanes, meetingView{ParkedMeeting: m})
 		default:
 			if len(d.Meetings) == meetingsShown {
 				d.MeetingsMore++
@@ -157,7 +180,25 @@ func (h *Handler) collect(ctx context.Context) *overviewData {
 	for _, hv := range holds {
 		d.Holds = append(d.Holds, *hv)
 	}
-	sort.Slice(d.Holds, func(i, j int) bool { return d.Holds[i].EnterpriseID < d.Holds[j].EnterpriseID })
+	// Open ones first, then the most held commands.
+	sort.Slice(d.Holds, func(i, j int) bool {
+		a, b := d.Holds[i], d.Holds[j]
+		if (a.State == "open") != (b.State == "open") {
+			return a.State == "open"
+		}
+		if a.Parked != b.Parked {
+			return a.Parked > b.Parked
+		}
+		return a.EnterpriseID < b.EnterpriseID
+	})
+	if len(d.Holds) > holdsShown {
+		d.HoldsMore, d.Holds = len(d.Holds)-holdsShown, d.Holds[:holdsShown]
+	}
+	for i := range d.Holds {
+		if d.Holds[i].Parked > 0 {
+			d.Holds[i].Commands, d.Holds[i].More = h.parked(ctx, d.Holds[i].meeting)
+		}
+	}
 
 	if d.Failures, err = clusterstatus.RecentFailures(ctx, h.opts.JS, failuresShown, eventsSearched); err != nil {
 		d.Err = err.Error()

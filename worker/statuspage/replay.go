@@ -19,6 +19,8 @@ import (
 	"github.com/xygroup/xygroup/worker/commands"
 )
 
+var errForged = errors.New("this confirmation was not made by this page's dry run: start again from the dry run")
+
 // A dry run's confirmation stays valid this long.
 const confirmFor = 10 * time.Minute
 
@@ -69,20 +71,28 @@ func (h *Handler) replay(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d := &replayData{page: h.basePage("replay", "")}
+	confirming := r.PostForm.Get("step") == "confirm"
+	wrongToken := !confirming && !h.tokenGiven(r.PostForm.Get("token"))
+	if wrongToken && !h.guesses.Allow() {
+		http.Error(w, "too many wrong tokens: try again in a few seconds", http.StatusTooManyRequests)
+		return
+	}
+	// Past the limiter: a wrong token reads NATS (the classes) a few times a
+	// second at most.
 	d.Form = replayForm{Classes: h.classes(r.Context()), Chosen: map[string]bool{}, Enterprise: strings.TrimSpace(r.PostForm.Get("enterprise")),
 		Meeting: strings.TrimSpace(r.PostForm.Get("meeting")), Since: strings.TrimSpace(r.PostForm.Get("since")), Deadline: strings.TrimSpace(r.PostForm.Get("deadline"))}
 	for _, c := range r.PostForm["class"] {
 		d.Form.Chosen[c] = true
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), time.Minute)
-	defer cancel()
-	if r.PostForm.Get("step") == "confirm" {
-		h.confirm(ctx, w, r, d)
-		return
-	}
-	if !h.tokenGiven(r.PostForm.Get("token")) {
+	if wrongToken {
 		d.Err = "wrong or missing token: the replay needs the token the worker was started with (XYGROUP_UI_TOKEN)"
 		h.render(w, http.StatusForbidden, "replay", d)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), time.Minute)
+	defer cancel()
+	if confirming {
+		h.confirm(ctx, w, r, d)
 		return
 	}
 	sel, deadline, err := d.Form.selection(time.Now())
@@ -103,19 +113,23 @@ func (h *Handler) classes(ctx context.Context) []string {
 	return replayClasses(byClass)
 }
 
-// tokenGiven compares in constant time; wrong guesses are slowed down to a
-// few per second across all clients.
+// tokenGiven compares in constant time. Wrong guesses, across all clients,
+// are answered 403 a few times a second and 429 beyond (h.guesses), before
+// anything is read from NATS.
 func (h *Handler) tokenGiven(given string) bool {
 	a, b := sha256.Sum256([]byte(given)), sha256.Sum256([]byte(h.opts.Token))
-	if subtle.ConstantTimeCompare(a[:], b[:]) == 1 {
-		return true
-	}
-	_ = h.guesses.Wait(context.Background())
-	return false
+	return subtle.ConstantTimeCompare(a[:], b[:]) == 1
 }
 
 func (f replayForm) selection(now time.Time) (commands.Selection, time.Time, error) {
-	sel := commands.Selection{Source: "failed", Enterprise: f.Enterprise, Meeting: f.Meeting}
+	// The selection ends now, to the second rounded up: the commands it
+	// replays fail again after it, and must not move in it (a resumed replay
+	// goes on from its place in the list).
+	end := now.UTC().Truncate(time.Second)
+	if end.Before(now) {
+		end = end.Add(time.Second)
+	}
+	sel := commands.Selection{Source: "failed", Enterprise: f.Enterprise, Meeting: f.Meeting, Until: end}
 	for _, c := range f.Classes {
 		if f.Chosen[c] {
 			sel.Classes = append(sel.Classes, c)
@@ -126,7 +140,7 @@ func (f replayForm) selection(now time.Time) (commands.Selection, time.Time, err
 	}
 	if f.Since != "" {
 		if d, err := time.ParseDuration(f.Since); err == nil && d > 0 {
-			sel.Since = now.Add(-d).UTC().Truncate(time.Second)
+			sel.Since = end.Add(-d)
 		} else if t, err := time.Parse(time.RFC3339, f.Since); err == nil {
 			sel.Since = t.UTC()
 		} else {
@@ -169,6 +183,10 @@ func (h *Handler) dryRun(ctx context.Context, w http.ResponseWriter, d *replayDa
 func (h *Handler) confirm(ctx context.Context, w http.ResponseWriter, r *http.Request, d *replayData) {
 	sel, deadline, err := h.verify(confirmation{Selection: r.PostForm.Get("selection"), Deadline: r.PostForm.Get("deadline"),
 		Expires: r.PostForm.Get("expires"), MAC: r.PostForm.Get("mac")})
+	if errors.Is(err, errForged) && !h.guesses.Allow() {
+		http.Error(w, "too many forged confirmations: try again in a few seconds", http.StatusTooManyRequests)
+		return
+	}
 	if err != nil {
 		d.Err = err.Error()
 		h.render(w, http.StatusForbidden, "replay", d)
@@ -227,8 +245,7 @@ func (h *Handler) mac(c *confirmation) string {
 func (h *Handler) verify(c confirmation) (commands.Selection, time.Time, error) {
 	var sel commands.Selection
 	if !hmac.Equal([]byte(h.mac(&c)), []byte(c.MAC)) {
-		_ = h.guesses.Wait(context.Background())
-		return sel, time.Time{}, errors.New("this confirmation was not made by this page's dry run: start again from the dry run")
+		return sel, time.Time{}, errForged
 	}
 	exp, _ := strconv.ParseInt(c.Expires, 10, 64)
 	if time.Now().Unix() > exp {

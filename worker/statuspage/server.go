@@ -4,10 +4,12 @@ import (
 	"context"
 	"embed"
 	"errors"
+	"fmt"
 	"html/template"
 	"io/fs"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -47,13 +49,19 @@ type Options struct {
 	Log     zerolog.Logger
 }
 
+// MinTokenLength is the shortest replay token accepted.
+const MinTokenLength = 16
+
 // Handler serves the page.
 type Handler struct {
-	opts   Options
-	tmpl   *template.Template
-	static http.Handler
-	mux    *http.ServeMux
-	// guesses slows down wrong replay tokens.
+	opts     Options
+	tmpl     *template.Template
+	static   http.Handler
+	mux      *http.ServeMux
+	cacheMu  sync.Mutex
+	cached   *overviewData
+	cachedAt time.Time
+	// guesses bounds wrong replay tokens and forged confirmations.
 	guesses *rate.Limiter
 }
 
@@ -75,9 +83,13 @@ func New(o Options) (*Handler, error) {
 	sub, _ := fs.Sub(staticFS, "static")
 	h := &Handler{opts: o, tmpl: tmpl, static: http.StripPrefix("/static/", http.FileServerFS(sub)),
 		guesses: rate.NewLimiter(rate.Every(time.Second), 5)}
+	if o.Token != "" && len(o.Token) < MinTokenLength {
+		return nil, fmt.Errorf("statuspage: the replay token must be at least %d characters (it guards replays; make one with: openssl rand -hex 16)", MinTokenLength)
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", h.overview)
 	mux.HandleFunc("GET /commands/{id}", h.command)
+	mux.HandleFunc("GET /commands/{$}", h.command) // ?id=, for ids a path cannot carry
 	mux.Handle("GET /static/", h.static)
 	mux.HandleFunc("POST /replay", h.replay)
 	h.mux = mux
