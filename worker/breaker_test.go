@@ -36,7 +36,7 @@ func steady(publish func(i int), interval time.Duration, stop <-chan struct{}) *
 // complete after the recovery.
 func TestBreakerPausesTheClusterDuringAnOutage(t *testing.T) {
 	const threshold = 5
-	openFor := 8 * time.Second
+	openFor, outage := 4*time.Second, 10*time.Second
 	srv := wt.StartNATS(t)
 	sb := wt.StartSandbox(t, sandbox.Config{Rate: 20})
 	c := wt.Client(t, sb)
@@ -56,7 +56,7 @@ func TestBreakerPausesTheClusterDuringAnOutage(t *testing.T) {
 
 	time.Sleep(2 * time.Second) // steady traffic before the outage: a point in the scenario
 	outageStart := time.Now()
-	outageEnd := outageStart.Add(20 * time.Second)
+	outageEnd := outageStart.Add(outage)
 	sb.AddOutage(sandbox.Outage{From: outageStart, Until: outageEnd})
 	time.Sleep(time.Until(outageEnd) + 3*time.Second) // the outage runs its course
 	close(stop)
@@ -82,9 +82,9 @@ func TestBreakerPausesTheClusterDuringAnOutage(t *testing.T) {
 			firstSuccessAfter++
 		}
 	}
-	probes := int(20*time.Second/openFor) + 1
-	t.Logf("%d commands; API calls during the 20 s outage: %d (threshold %d, probes at most %d); first success %v after the recovery",
-		n, during, threshold, probes, recoveredAt.Sub(outageEnd).Round(time.Millisecond))
+	probes := int(outage/openFor) + 1
+	t.Logf("%d commands; API calls during the %v outage: %d (threshold %d, probes at most %d); first success %v after the recovery",
+		n, outage, during, threshold, probes, recoveredAt.Sub(outageEnd).Round(time.Millisecond))
 	if during > threshold+probes+3 {
 		t.Fatalf("%d calls during the outage: more than the threshold %d, %d probes and 3 in flight", during, threshold, probes)
 	}
