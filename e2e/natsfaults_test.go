@@ -52,7 +52,7 @@ func TestClusterPartition(t *testing.T) {
 	knownFailure(t)
 	cut := pick(15*time.Second, 30*time.Second)
 	h := New(t, Options{Nodes: 3, Workers: 3, Seed: 8})
-	h.Publish(Commands("partition", "", pick(400, 2000)))
+	h.Publish(Commands("partition", "", pick(300, 2000)))
 	h.AwaitCreated(40, time.Minute)
 	leader := h.NATS.StreamLeader(h.JS, StreamCommands)
 	if leader < 0 {

@@ -56,7 +56,7 @@ func TestGatewayTimeoutAfterCommit(t *testing.T) {
 	knownFailure(t)
 	h := New(t, Options{Nodes: 1, Workers: 3, Seed: 3})
 	h.Proxy.SetFaults(Faults{ErrorAfter: 0.05, ErrorAfterStatus: 504})
-	h.Publish(Commands("gw504", "", pick(400, 2000)))
+	h.Publish(Commands("gw504", "", pick(300, 2000)))
 	r := h.Check(pick(3*time.Minute, 10*time.Minute))
 	if n := r.Failed["already_open"]; n > 0 {
 		t.Errorf("%d commands failed.already_open after a 504 that followed their create", n)
