@@ -32,6 +32,7 @@ func TestCancelWithHugeReason(t *testing.T) {
 	nc := wt.Connect(t, srv)
 	js := wt.JetStream(t, nc)
 	wt.AwaitStream(t, js, worker.StreamCommands)
+	wt.AwaitStream(t, js, worker.StreamEvents) // cancels are answered there
 	if _, err := sb.AddMeeting(sandbox.MeetingSpec{Number: "m-parked", StartsIn: sandbox.Duration(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
@@ -83,6 +84,7 @@ func TestCancelWithHugeIDsIsAnsweredInvalid(t *testing.T) {
 	nc := wt.Connect(t, srv)
 	js := wt.JetStream(t, nc)
 	wt.AwaitStream(t, js, worker.StreamCommands)
+	wt.AwaitStream(t, js, worker.StreamEvents) // cancels are answered there
 	long := strings.Repeat("x", int(nc.MaxPayload())/2-1024)
 	body := []byte(`{"commandId":"` + long + `","meetingRoomNumber":"` + long + `"}`)
 	at := time.Now()
