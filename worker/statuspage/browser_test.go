@@ -3,7 +3,6 @@ package statuspage_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -65,12 +64,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs, err := worker.StartHealthServer("127.0.0.1:0", w.Metrics(), w.Checks(), worker.WithPage(page))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = hs.Close(context.Background()) })
-	base := "http://" + hs.Addr()
+	base := serve(t, w, page)
 
 	// The scenario: created commands (the budget's use), three commands
 	// waiting for their meeting, tenant-b's breaker open with its commands
@@ -101,13 +95,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 	}, "3 commands waiting, tenant-b's breaker open and its commands held, 20 created and 1 failed")
 
 	// The browser, and what its console reports.
-	actx, cancel := chromedp.NewExecAllocator(ctx, append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chrome), chromedp.NoSandbox, chromedp.DisableGPU, chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true), chromedp.NoFirstRun, chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1280, 900))...)
-	defer cancel()
-	bctx, cancel := chromedp.NewContext(actx)
+	bctx, cancel := startBrowser(t, chrome, chromedp.WindowSize(1280, 900))
 	defer cancel()
 	var mu sync.Mutex
 	var console []string
@@ -212,9 +200,13 @@ func TestStatusPageInBrowser(t *testing.T) {
 	var files []string
 	bodies := map[string]string{}
 	for name, url := range pages {
-		bodies[name] = get(t, url)
+		_, bodies[name] = fetch(t, http.MethodGet, url, nil)
 	}
-	bodies["replay.html"] = post(t, base+"/replay", url.Values{"token": {uiToken}, "class": {"rejected"}, "since": {"1h"}})
+	code, dry := fetch(t, http.MethodPost, base+"/replay", url.Values{"token": {uiToken}, "class": {"rejected"}, "since": {"1h"}})
+	if code != http.StatusOK {
+		t.Fatalf("a dry run: %d\n%s", code, dry)
+	}
+	bodies["replay.html"] = dry
 	for name, body := range bodies {
 		for _, secret := range []string{wt.Token, tenantBToken, uiToken} {
 			if strings.Contains(body, secret) {
@@ -284,35 +276,33 @@ func screenshot(t *testing.T, ctx context.Context, dir, name string) {
 	t.Logf("screenshot: %s", path)
 }
 
-func post(t *testing.T, url string, form url.Values) string {
+// serve runs the page on the worker's health server, as the binary does,
+// and returns its base URL.
+func serve(t *testing.T, w *wt.Running, page *statuspage.Handler) string {
 	t.Helper()
-	resp, err := http.PostForm(url, form)
+	hs, err := worker.StartHealthServer("127.0.0.1:0", w.Metrics(), w.Checks(), worker.WithPage(page))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("POST %s: %s\n%s", url, resp.Status, b)
-	}
-	return string(b)
+	t.Cleanup(func() { _ = hs.Close(context.Background()) })
+	return "http://" + hs.Addr()
 }
 
-func get(t *testing.T, url string) string {
+// startBrowser starts headless Chromium with the flags this machine's closed
+// network needs, and returns a context whose steps run in its tab.
+func startBrowser(t *testing.T, chrome string, extra ...chromedp.ExecAllocatorOption) (context.Context, context.CancelFunc) {
 	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
+	actx, stopAlloc := chromedp.NewExecAllocator(context.Background(), append(append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chrome), chromedp.NoSandbox, chromedp.DisableGPU, chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true), chromedp.NoFirstRun, chromedp.UserDataDir(t.TempDir())), extra...)...)
+	bctx, stopTab := chromedp.NewContext(actx)
+	if err := chromedp.Do(bctx); err != nil { // the browser starts on bctx, not on a step's shorter context
+		stopTab()
+		stopAlloc()
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
+	return bctx, func() { stopTab(); stopAlloc() }
 }
 
 // required: CI sets XYGROUP_REQUIRE_BROWSER=1, so that a missing browser or

@@ -1,7 +1,6 @@
 package statuspage_test
 
 import (
-	"context"
 	"net/url"
 	"strings"
 	"testing"
@@ -9,7 +8,6 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/xygroup/xygroup/worker"
 	"github.com/xygroup/xygroup/worker/statuspage"
 	wt "github.com/xygroup/xygroup/worker/workertest"
 	"github.com/xygroup/xygroup/xylink"
@@ -35,26 +33,15 @@ func TestLongIDsFitAPhone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs, err := worker.StartHealthServer("127.0.0.1:0", w.Metrics(), w.Checks(), worker.WithPage(page))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = hs.Close(context.Background()) })
-	base := "http://" + hs.Addr()
+	base := serve(t, w, page)
 	wt.Publish(t, js, "", wt.Command(longID, longMeeting, "enterpriseId", `"`+longEnt+`"`))
 	// A common choice: a SHA-256 in hex as the command id (64 characters).
 	hexID := strings.Repeat("0123456789abcdef", 4)
 	wt.Publish(t, js, "", wt.Command(hexID, "9100001"))
 	wt.Eventually(t, 30*time.Second, func() bool { return wt.TerminalCount(t, js) == 2 }, "the commands failed")
 
-	actx, cancel := chromedp.NewExecAllocator(context.Background(), append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chrome), chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun, chromedp.UserDataDir(t.TempDir()))...)
+	bctx, cancel := startBrowser(t, chrome)
 	defer cancel()
-	bctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	if err := chromedp.Do(bctx); err != nil { // the browser starts on bctx, not on a step's shorter context
-		t.Fatal(err)
-	}
 	for _, p := range []struct{ name, path, wait string }{
 		{"command-sha256-id", "/commands/" + hexID, "#events"},
 		{"overview", "/", "#failures"},
