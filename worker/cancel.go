@@ -45,35 +45,12 @@ type cancelMark struct {
 // effect, or it is done: then it says why not (contract.Rejected*), and the record is
 // left as it is. A command without a record gets one, marked: published after
 // its cancel (within the bucket's TTL), it ends cancelled. A command cancelled
-// already stays cancelled by the first cancel.
+// already stays cancelled by the first cancel. While an expiry is ending the
+// command it fails with errBusy: the cancel is tried again after it.
 func (s *idempotency) cancel(ctx context.Context, ref commandRef, m cancelMark) (rejected string, rec commandRecord, err error) {
-	rec, _, err = casUpdateFrom(ctx, s.kv, commandKey(ref), s.initial(ref), func(r *commandRecord) (bool, error) {
-		rejected = ""
-		switch {
-		case r.Terminal != nil:
-			rejected = contract.RejectedDone
-			return false, nil
-		case r.Cancelled != nil:
-			return false, nil
-		case r.Attempts > 0 && r.Sent >= r.Attempts && !r.PendingUntil.IsZero():
-			// The current call's request may have left: at XYLink now while
-			// the record says so, else it never reported.
-			rejected = contract.RejectedAlreadySent
-			if s.now().Before(r.PendingUntil) {
-				rejected = contract.RejectedInFlight
-			}
-			return false, nil
-		case r.MaybeCreated:
-			// An earlier request's outcome is unknown: it may have created
-			// the groups. One answered (66620, an outage's 503) did not.
-			rejected = contract.RejectedAlreadySent
-			return false, nil
-		}
-		r.Cancelled = &m
-		return true, nil
-	})
+	rec, _, err = s.apply(ctx, ref, nil, 0, cancelT(m, &rejected))
 	if err != nil {
-		return "", rec, fmt.Errorf("idempotency record: %w", err)
+		return "", rec, err
 	}
 	return rejected, rec, nil
 }

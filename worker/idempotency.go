@@ -42,6 +42,12 @@ type commandRecord struct {
 	// Cancelled: a cancel came before any request for the command could
 	// leave; it ends as failed.cancelled and is never sent (cancel.go).
 	Cancelled *cancelMark `json:"cancelled,omitempty"`
+	// EndingUntil: a terminal event without a call (an expiry) is being
+	// stored until then; no call begins meanwhile.
+	EndingUntil time.Time `json:"endingUntil,omitzero"`
+	// ParkedUnder: the waiting meeting (its token) the command was parked
+	// under, so that a cancel by its id finds it there.
+	ParkedUnder string `json:"parkedUnder,omitempty"`
 }
 
 type lastAnswer struct {
@@ -192,16 +198,32 @@ func (s *idempotency) get(ctx context.Context, r commandRef) (commandRecord, uin
 	return rec, e.Revision(), nil
 }
 
-// update applies f to the latest record until the write succeeds (f may be
-// called again after a conflict) and returns the record written.
-func (s *idempotency) update(ctx context.Context, ref commandRef, f func(*commandRecord) error) (commandRecord, error) {
-	r, _, err := casUpdateFrom(ctx, s.kv, commandKey(ref), s.initial(ref), func(r *commandRecord) (bool, error) {
-		return true, f(r)
-	})
-	if err != nil && !errors.Is(err, errDone) && !isBusy(err) {
-		err = fmt.Errorf("idempotency record: %w", err)
+// apply makes one transition of the record (commandstate.go) with
+// compare-and-swap, from the record as last read (known at knownRev; 0 with
+// an empty known: read it first), and returns the record and its revision as
+// written (0 when the transition wrote nothing).
+func (s *idempotency) apply(ctx context.Context, ref commandRef, known *commandRecord, knownRev uint64, t transition) (commandRecord, uint64, error) {
+	change := func(r *commandRecord) (bool, error) { return t.change(r, s.now()) }
+	var (
+		rec commandRecord
+		rev uint64
+		err error
+	)
+	if known != nil {
+		rec, rev, err = casUpdateKnown(ctx, s.kv, commandKey(ref), *known, knownRev, s.initial(ref), change)
+	} else {
+		rec, rev, err = casUpdateFrom(ctx, s.kv, commandKey(ref), s.initial(ref), change)
 	}
-	return r, err
+	if err != nil && !isTransitionRefusal(err) {
+		err = fmt.Errorf("idempotency record (%s): %w", t.name, err)
+	}
+	return rec, rev, err
+}
+
+// isTransitionRefusal: the table refused the move (not an I/O error).
+func isTransitionRefusal(err error) bool {
+	return errors.Is(err, errDone) || errors.Is(err, errCancelled) || isBusy(err) ||
+		errors.Is(err, errLostClaim) || errors.Is(err, errRequestOut)
 }
 
 func isBusy(err error) bool {
@@ -209,7 +231,7 @@ func isBusy(err error) bool {
 	return errors.As(err, &b)
 }
 
-// errBusy: another worker's call for the command is in flight.
+// errBusy: another worker's call (or ending) for the command is in progress.
 type errBusy struct{ until time.Time }
 
 func (e errBusy) Error() string { return "another worker is calling for this command" }
@@ -234,35 +256,8 @@ type claim struct {
 // its grant, by a replica that died or lost NATS, was never sent and is given
 // back.
 func (s *idempotency) begin(ctx context.Context, ref commandRef, known commandRecord, knownRev uint64) (before commandRecord, c claim, err error) {
-	rec, rev, err := casUpdateKnown(ctx, s.kv, commandKey(ref), known, knownRev, s.initial(ref), func(r *commandRecord) (bool, error) {
-		now := s.now()
-		if r.Terminal != nil {
-			before = *r
-			return false, errDone
-		}
-		if r.Cancelled != nil {
-			before = *r
-			return false, errCancelled
-		}
-		if !r.PendingUntil.IsZero() {
-			if now.Before(r.PendingUntil) {
-				return false, errBusy{until: r.PendingUntil}
-			}
-			if r.Sent >= r.Attempts {
-				r.MaybeCreated = true // that call never reported: it may have taken effect
-			} else if r.Attempts > 0 {
-				r.Attempts-- // abandoned before its request: never sent
-			}
-		}
-		before = *r
-		r.Attempts++
-		r.PendingUntil = now.Add(s.grantWait + s.lease)
-		return true, nil
-	})
+	rec, rev, err := s.apply(ctx, ref, &known, knownRev, beginCall(leases{call: s.grantWait + s.lease}, &before))
 	if err != nil {
-		if !errors.Is(err, errDone) && !errors.Is(err, errCancelled) && !isBusy(err) {
-			err = fmt.Errorf("idempotency record: %w", err)
-		}
 		return before, claim{}, err
 	}
 	return before, claim{until: rec.PendingUntil, attempt: rec.Attempts, record: rec, rev: rev}, nil
@@ -271,44 +266,21 @@ func (s *idempotency) begin(ctx context.Context, ref commandRef, known commandRe
 // markSent records that the claim's request may go out. It is written before
 // the request leaves, so a replica killed at any moment after its request
 // left has left the mark: the next call then knows the outcome is unknown and
-// reconciles a 66684. It is one compare-and-swap on the record begin wrote
-// (nothing else writes it while the call is in flight), with a read-and-retry
-// only if something did.
+// reconciles a 66684. It is one compare-and-swap on the record begin wrote,
+// with a read-and-retry only if something else wrote it; a claim that is no
+// longer the record's (errLostClaim) or a cancel (errCancelled) refuse it.
 func (s *idempotency) markSent(ctx context.Context, ref commandRef, c *claim) error {
-	r, rev, err := casUpdateKnown(ctx, s.kv, commandKey(ref), c.record, c.rev, s.initial(ref), func(r *commandRecord) (bool, error) {
-		if r.Cancelled != nil {
-			return false, errCancelled // the cancel's write came first: no request
-		}
-		r.Sent = max(r.Sent, c.attempt)
-		return true, nil
-	})
-	if errors.Is(err, errCancelled) {
-		return err
-	}
+	r, rev, err := s.apply(ctx, ref, &c.record, c.rev, markSentT(c.attempt))
 	if err != nil {
-		return fmt.Errorf("idempotency record: %w", err)
+		return err
 	}
 	c.record, c.rev = r, rev
 	return nil
 }
 
-// abort undoes begin for a call that was not sent (its gate refused it): no
-// call in flight, and the attempt given back unless keepAttempt, with its
-// "sent" mark: a mark written before a gate that then refused (a fresh grant
-// that did not come after a slow mark) must not make the next call of the
-// same number look sent if its replica dies while it waits for its grant.
-func (s *idempotency) abort(ctx context.Context, ref commandRef, keepAttempt bool) error {
-	_, err := s.update(ctx, ref, func(r *commandRecord) error {
-		if r.PendingUntil.IsZero() {
-			return nil
-		}
-		r.PendingUntil = time.Time{}
-		if !keepAttempt && r.Attempts > 0 {
-			r.Attempts--
-			r.Sent = min(r.Sent, r.Attempts)
-		}
-		return nil
-	})
+// abort undoes begin for a call that was not sent (its gate refused it).
+func (s *idempotency) abort(ctx context.Context, ref commandRef, attempt int, keepAttempt bool) error {
+	_, _, err := s.apply(ctx, ref, nil, 0, abortCall(attempt, keepAttempt))
 	return err
 }
 
@@ -316,48 +288,41 @@ var errDone = errors.New("command already has its terminal event")
 
 // end records a call's result: no call in flight any more, and whether its
 // outcome is unknown.
-func (s *idempotency) end(ctx context.Context, ref commandRef, unknown bool, last failure) error {
-	_, err := s.update(ctx, ref, func(r *commandRecord) error {
-		r.PendingUntil = time.Time{}
-		r.MaybeCreated = r.MaybeCreated || unknown
-		r.Last = &lastAnswer{HTTPStatus: last.httpStatus, ErrorCode: last.errorCode,
-			UserMessage: last.userMessage, DeveloperMessage: last.developerMessage}
-		return nil
-	})
+func (s *idempotency) end(ctx context.Context, ref commandRef, attempt int, unknown bool, last failure) error {
+	_, _, err := s.apply(ctx, ref, nil, 0, endCall(attempt, unknown, last))
 	return err
 }
 
-// finish stores the terminal event; the command is never sent again.
+// finish stores the terminal event; the command is never sent again. known:
+// the record as this call last wrote it (nil: read it).
 func (s *idempotency) finish(ctx context.Context, ref commandRef, ev *outEvent, body []byte, known *claim) error {
-	change := func(r *commandRecord) (bool, error) {
-		r.PendingUntil = time.Time{}
-		if r.Terminal != nil {
-			return false, nil // the first terminal event stands
-		}
-		r.Terminal = &storedEvent{Subject: ev.subject, CEType: ev.ceType, MsgID: ev.msgID, EventID: ev.eventID, Body: body}
-		return true, nil
-	}
+	t := finishT(&storedEvent{Subject: ev.subject, CEType: ev.ceType, MsgID: ev.msgID, EventID: ev.eventID, Body: body})
 	var err error
 	if known != nil && known.rev != 0 {
-		// After its own call: the record as this call last wrote it.
-		_, _, err = casUpdateKnown(ctx, s.kv, commandKey(ref), known.record, known.rev, s.initial(ref), change)
+		_, _, err = s.apply(ctx, ref, &known.record, known.rev, t)
 	} else {
-		_, _, err = casUpdateFrom(ctx, s.kv, commandKey(ref), s.initial(ref), change)
-	}
-	if err != nil {
-		err = fmt.Errorf("idempotency record: %w", err)
+		_, _, err = s.apply(ctx, ref, nil, 0, t)
 	}
 	return err
 }
 
-// markWaiting records that the waiting event was published, and reports whether
-// it had been already.
-func (s *idempotency) markWaiting(ctx context.Context, ref commandRef) (already bool, err error) {
-	_, err = s.update(ctx, ref, func(r *commandRecord) error {
-		already = r.Waiting || r.Terminal != nil // done: no waiting event after its terminal one
-		r.Waiting = true
-		return nil
-	})
+// expire claims the record to end the command at its deadline without a
+// call; it fails with errBusy while a call is in flight (its answer decides),
+// errDone or errCancelled when the command has ended or was cancelled (before
+// says how).
+func (s *idempotency) expire(ctx context.Context, ref commandRef) (before commandRecord, err error) {
+	_, _, err = s.apply(ctx, ref, nil, 0, expireT(leases{ending: endingLease}, &before))
+	return before, err
+}
+
+// endingLease bounds an expiry's hold on the record: publishing one event and
+// storing it. A replica that dies meanwhile holds the command no longer.
+const endingLease = 30 * time.Second
+
+// markParked records that the command was parked under a waiting meeting
+// (token), and reports whether its waiting event was published already.
+func (s *idempotency) markParked(ctx context.Context, ref commandRef, token string) (already bool, err error) {
+	_, _, err = s.apply(ctx, ref, nil, 0, parkedT(token, &already))
 	return already, err
 }
 
@@ -373,14 +338,7 @@ func commandsBucket(replicas int, ttl time.Duration) jetstream.KeyValueConfig {
 // tried it.
 func (s *idempotency) retryForReplay(ctx context.Context, ref commandRef, replayID string) (bool, error) {
 	again := false
-	_, err := s.update(ctx, ref, func(r *commandRecord) error {
-		again = false
-		if r.Terminal == nil || r.Terminal.Subject == SubjectCreated || r.ReplayID == replayID {
-			return nil
-		}
-		r.Terminal, r.ReplayID, r.Waiting, r.Cancelled, again = nil, replayID, false, nil, true
-		return nil
-	})
+	_, _, err := s.apply(ctx, ref, nil, 0, replayT(replayID, &again))
 	return again, err
 }
 

@@ -308,28 +308,36 @@ func (pr *prober) expireParked(ctx context.Context, token string, rec meetingRec
 			earliest = minTime(earliest, deadline)
 			continue
 		}
-		cr, _, _ := pr.p.idem.get(ctx, d.ref())
-		if rec.Kind == kindHold {
+		// The expiry claims the record as a call does: a command whose call
+		// is in flight (a release or a probe let it out meanwhile) is left to
+		// its call's answer, and no call begins while its event is stored.
+		cr, err := pr.p.idem.expire(ctx, d.ref())
+		var v verdict
+		switch {
+		case errors.Is(err, errDone):
+			v = verdict{event: cr.Terminal.repeatFor(d), repeat: true}
+		case errors.Is(err, errCancelled):
+			v = verdict{event: cancelledEvent(d, cr.Cancelled, cr.Attempts, now)}
+		case err != nil:
+			if !isBusy(err) {
+				log.Warn().Err(err).Msg("expiry: command record not claimed; trying at the next probe")
+			}
+			earliest = minTime(earliest, deadline) // passed: the next probe tries again
+			continue
+		case rec.Kind == kindHold:
 			f := failureOf(xylink.ClassUnavailable, cr.lastError(ErrBreakerOpen))
 			f.developerMessage = fmt.Sprintf("deadline %s passed while the enterprise's commands were held (its API kept failing, or it refused the credentials): %s",
 				deadline.UTC().Format(time.RFC3339), f.developerMessage)
-			v := verdict{event: failedEvent(d, f, cr.Attempts, now)}
-			if cr.Terminal != nil {
-				v = verdict{event: cr.Terminal.repeatFor(d), repeat: true}
+			v = verdict{event: failedEvent(d, f, cr.Attempts, now)}
+		default:
+			status := 0
+			if cr.Last != nil && cr.Last.ErrorCode == xylink.CodeNoMeeting {
+				status = cr.Last.HTTPStatus
 			}
-			settle(v, d, log)
-			continue
-		}
-		status := 0
-		if cr.Last != nil && cr.Last.ErrorCode == xylink.CodeNoMeeting {
-			status = cr.Last.HTTPStatus
-		}
-		v := verdict{event: failedEvent(d, failure{class: xylink.ClassMeetingNotStarted, errorCode: xylink.CodeNoMeeting,
-			httpStatus: status, userMessage: "error.no.meeting",
-			developerMessage: fmt.Sprintf("the meeting had not started by the deadline %s (%d probes of the meeting, %d calls for this command)",
-				deadline.UTC().Format(time.RFC3339), rec.Probes, cr.Attempts)}, cr.Attempts, now)}
-		if cr.Terminal != nil {
-			v = verdict{event: cr.Terminal.repeatFor(d), repeat: true}
+			v = verdict{event: failedEvent(d, failure{class: xylink.ClassMeetingNotStarted, errorCode: xylink.CodeNoMeeting,
+				httpStatus: status, userMessage: "error.no.meeting",
+				developerMessage: fmt.Sprintf("the meeting had not started by the deadline %s (%d probes of the meeting, %d calls for this command)%s",
+					deadline.UTC().Format(time.RFC3339), rec.Probes, cr.Attempts, unknownNote(cr))}, cr.Attempts, now)}
 		}
 		settle(v, d, log)
 	}
@@ -337,6 +345,15 @@ func (pr *prober) expireParked(ctx context.Context, token string, rec meetingRec
 		r.EarliestDeadline = earliest
 		return true
 	})
+}
+
+// unknownNote says, in a failure without a call of its own, that an earlier
+// request's outcome is unknown.
+func unknownNote(r commandRecord) string {
+	if r.MaybeCreated {
+		return "; an earlier request's outcome is unknown (it timed out or its connection was lost)"
+	}
+	return ""
 }
 
 func minTime(a, b time.Time) time.Time {

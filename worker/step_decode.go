@@ -34,7 +34,7 @@ func (p *pipeline) stepDecode(ctx context.Context, a *attempt) (verdict, bool) {
 		switch {
 		case rec.Terminal != nil && d.ReplayID == "":
 			return verdict{event: rec.Terminal.repeatFor(d), repeat: true}, true
-		case !rec.PendingUntil.IsZero() && now.Before(rec.PendingUntil):
+		case rec.state(now) == stateClaimed || rec.state(now) == stateSent:
 			return verdict{retry: min(max(rec.PendingUntil.Sub(now), 100*time.Millisecond), time.Second)}, true // its call ends well before
 		}
 		return verdict{event: failedEvent(d, failure{class: xylink.ClassInvalidCommand,

@@ -541,7 +541,7 @@ func (w *Worker) apply(ctx context.Context, v verdict, d *Decoded, del *delivery
 			_ = s.nak(time.Second)
 			return
 		}
-		if already, err := w.p.idem.markWaiting(ctx, d.ref()); err == nil && !already {
+		if already, err := w.p.idem.markParked(ctx, d.ref(), meetingToken(d.EnterpriseID, d.Cmd.MeetingRoomNumber)); err == nil && !already {
 			if _, err := w.publish(ctx, waitingEvent(d, v.deadline, next, v.attempts, w.opts.now()), w.eventTraceparent(ctx, del)); err != nil {
 				log.Warn().Err(err).Msg("waiting event not published")
 			}

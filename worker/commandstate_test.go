@@ -1,0 +1,183 @@
+package worker
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/xygroup/xygroup/worker/contract"
+)
+
+// recordIn builds a record in state s at now, with its current call (if any)
+// being attempt 2.
+func recordIn(s commandState, now time.Time) commandRecord {
+	future, past := now.Add(time.Minute), now.Add(-time.Minute)
+	r := commandRecord{Attempts: 1, Sent: 1}
+	switch s {
+	case stateUnknown:
+		r.MaybeCreated = true
+	case stateClaimed:
+		r.Attempts, r.PendingUntil = 2, future
+	case stateSent:
+		r.Attempts, r.Sent, r.PendingUntil = 2, 2, future
+	case stateLostSent:
+		r.Attempts, r.Sent, r.PendingUntil = 2, 2, past
+	case stateLostUnsent:
+		r.Attempts, r.PendingUntil = 2, past
+	case stateEnding:
+		r.EndingUntil = future
+	case stateCancelled:
+		r.Cancelled = &cancelMark{CancelID: "c1", At: past}
+	case stateTerminal:
+		r.Terminal = &storedEvent{Subject: SubjectFailed + ".rejected", MsgID: "m"}
+	}
+	return r
+}
+
+// outcomeOf names what a transition did: its refusal, "-" for no write, or
+// "ok".
+func outcomeOf(write bool, err error, refused string) string {
+	switch {
+	case errors.Is(err, errDone):
+		return "done"
+	case errors.Is(err, errCancelled):
+		return "cncl"
+	case errors.Is(err, errLostClaim):
+		return "lost"
+	case isBusy(err):
+		return "busy"
+	case err != nil:
+		return "err:" + err.Error()
+	case refused == contract.RejectedInFlight:
+		return "inflt"
+	case refused == contract.RejectedAlreadySent:
+		return "out"
+	case refused == contract.RejectedDone:
+		return "done"
+	case !write:
+		return "-"
+	}
+	return "ok"
+}
+
+// TestCommandTransitionTable runs every transition from every state, without
+// NATS or clocks, and compares the outcome with the table (the one in
+// commandstate.go's doc comment).
+func TestCommandTransitionTable(t *testing.T) {
+	now := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	l := leases{call: time.Minute, ending: 30 * time.Second}
+	failedTerminal := &storedEvent{Subject: SubjectFailed + ".x"}
+	var refused string
+	var already, again bool
+	var before commandRecord
+	transitions := []struct {
+		col  string
+		make func() transition
+	}{
+		{"begin", func() transition { return beginCall(l, &before) }},
+		{"sent", func() transition { return markSentT(2) }},
+		{"abort", func() transition { return abortCall(2, false) }},
+		{"end", func() transition { return endCall(2, false, failure{}) }},
+		{"finish", func() transition { return finishT(failedTerminal) }},
+		{"cancel", func() transition { return cancelT(cancelMark{CancelID: "c2"}, &refused) }},
+		{"expire", func() transition { return expireT(l, &before) }},
+		{"replay", func() transition { return replayT("r1", &again) }},
+		{"park", func() transition { return parkedT("tok", &already) }},
+	}
+	want := map[commandState]string{
+		stateQueued:     "ok    lost  -     ok    ok    ok    ok    -     ok",
+		stateUnknown:    "ok    lost  -     ok    ok    out   ok    -     ok",
+		stateClaimed:    "busy  ok    ok    ok    ok    ok    busy  -     ok",
+		stateSent:       "busy  ok    ok    ok    ok    inflt busy  -     ok",
+		stateLostSent:   "ok    lost  ok    ok    ok    out   ok    -     ok",
+		stateLostUnsent: "ok    lost  ok    ok    ok    ok    ok    -     ok",
+		stateEnding:     "busy  lost  -     ok    ok    busy  busy  -     ok",
+		stateCancelled:  "cncl  cncl  -     ok    ok    -     cncl  -     ok",
+		stateTerminal:   "done  done  -     -     -     done  done  ok    -",
+	}
+	for s := commandState(0); s < numCommandStates; s++ {
+		if got := recordIn(s, now); got.state(now) != s {
+			t.Fatalf("recordIn(%s) is in state %s", s, got.state(now))
+		}
+		var got []string
+		for _, tr := range transitions {
+			r := recordIn(s, now)
+			refused, already, again = "", false, false
+			write, err := tr.make().change(&r, now)
+			got = append(got, outcomeOf(write, err, refused))
+		}
+		if w := strings.Fields(want[s]); fmt.Sprint(w) != fmt.Sprint(got) {
+			t.Errorf("from %-11s got  %v\n%23s want %v", s, got, "", w)
+		}
+	}
+}
+
+// TestCommandTransitionsSetWhatTheyClaim checks the states transitions lead
+// to: what every later transition relies on.
+func TestCommandTransitionsSetWhatTheyClaim(t *testing.T) {
+	now := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	l := leases{call: time.Minute, ending: 30 * time.Second}
+	var before commandRecord
+	cases := []struct {
+		name string
+		from commandState
+		t    transition
+		want commandState
+		also func(r commandRecord) string
+	}{
+		{"begin claims", stateQueued, beginCall(l, &before), stateClaimed, func(r commandRecord) string {
+			if r.Attempts != 2 {
+				return fmt.Sprintf("attempts %d, want 2", r.Attempts)
+			}
+			return ""
+		}},
+		{"begin after a lost sent call: unknown, then claimed", stateLostSent, beginCall(l, &before), stateClaimed, func(r commandRecord) string {
+			if !r.MaybeCreated || r.Attempts != 3 || !before.MaybeCreated {
+				return fmt.Sprintf("maybeCreated %v, attempts %d; before %+v", r.MaybeCreated, r.Attempts, before)
+			}
+			return ""
+		}},
+		{"begin after a lost unsent call gives its attempt back", stateLostUnsent, beginCall(l, &before), stateClaimed, func(r commandRecord) string {
+			if r.MaybeCreated || r.Attempts != 2 {
+				return fmt.Sprintf("maybeCreated %v, attempts %d", r.MaybeCreated, r.Attempts)
+			}
+			return ""
+		}},
+		{"sent", stateClaimed, markSentT(2), stateSent, nil},
+		{"abort gives back the attempt and its mark", stateSent, abortCall(2, false), stateQueued, func(r commandRecord) string {
+			if r.Attempts != 1 || r.Sent != 1 {
+				return fmt.Sprintf("attempts %d sent %d", r.Attempts, r.Sent)
+			}
+			return ""
+		}},
+		{"end unknown", stateSent, endCall(2, true, failure{}), stateUnknown, nil},
+		{"end of a call whose claim another took leaves that claim", stateSent, endCall(1, false, failure{}), stateSent, nil},
+		{"expire holds the record", stateQueued, expireT(l, &before), stateEnding, nil},
+		{"expire after a lost sent call keeps the unknown outcome", stateLostSent, expireT(l, &before), stateEnding, func(r commandRecord) string {
+			if !r.MaybeCreated || !before.MaybeCreated {
+				return "MaybeCreated lost"
+			}
+			return ""
+		}},
+		{"finish ends an ending", stateEnding, finishT(&storedEvent{Subject: "s"}), stateTerminal, nil},
+		{"a replay takes a cancel back", stateTerminal, replayT("r", new(bool)), stateQueued, nil},
+	}
+	for _, c := range cases {
+		r := recordIn(c.from, now)
+		write, err := c.t.change(&r, now)
+		if err != nil || !write {
+			t.Errorf("%s: write %v, err %v", c.name, write, err)
+			continue
+		}
+		if s := r.state(now); s != c.want {
+			t.Errorf("%s: in %s, want %s", c.name, s, c.want)
+		}
+		if c.also != nil {
+			if msg := c.also(r); msg != "" {
+				t.Errorf("%s: %s", c.name, msg)
+			}
+		}
+	}
+}
