@@ -183,6 +183,13 @@ func (w *Worker) handleCancel(ctx context.Context, msg jetstream.Msg, meta *jets
 			tlog.Info().Str("why", rejected).Msg("cancel rejected")
 			continue
 		}
+		if c.CommandID != "" {
+			if err := w.parkedCopies(ctx, t, rec); err != nil {
+				tlog.Warn().Err(err).Msg("cancel: reading its parked copies; retrying")
+				_ = msg.NakWithDelay(time.Second)
+				return
+			}
+		}
 		w.opts.metrics.Cancels.WithLabelValues("cancelled").Inc()
 		tlog.Info().Int("parked", len(t.parked)).Msg("cancelled")
 		m := rec.Cancelled
@@ -245,9 +252,12 @@ func (w *Worker) answerCancel(ctx context.Context, msg jetstream.Msg, meta *jets
 	return true
 }
 
-// cancelTargets lists the commands a cancel names: its command, or every
-// command of its meeting parked (under the meeting, the tenant's hold or its
-// lane) or queued in the commands stream before the cancel (seq).
+// cancelTargets lists the commands a cancel names (seq: the cancel's place in
+// the commands stream): its command, found through its record (the waiting
+// meeting it was parked under), or every command of its meeting published
+// before the cancel, parked (under the meeting, the tenant's hold or its
+// lane) or queued. A cancel by meeting never touches a command published
+// after it, wherever that command is by the time the cancel is carried out.
 func (w *Worker) cancelTargets(ctx context.Context, c contract.Cancel, seq uint64) ([]*cancelTarget, error) {
 	var out []*cancelTarget
 	byRef := map[commandRef]*cancelTarget{}
@@ -260,56 +270,38 @@ func (w *Worker) cancelTargets(ctx context.Context, c contract.Cancel, seq uint6
 		}
 		return t
 	}
-	match := func(d *Decoded) bool {
-		if d.EnterpriseID != c.EnterpriseID {
-			return false
-		}
-		if c.CommandID != "" {
-			return d.ID == c.CommandID
-		}
-		return d.Invalid == nil && d.MeetingRoomNumber == c.MeetingRoomNumber
-	}
 	if c.CommandID != "" {
+		// Its parked copies are found through its record once the cancel is
+		// in it (parkedCopies).
 		add(commandRef{enterprise: c.EnterpriseID, id: c.CommandID}, "")
+		return out, nil
+	}
+	mine := func(d *Decoded, stream string, at uint64) bool {
+		return d.Invalid == nil && d.EnterpriseID == c.EnterpriseID && d.MeetingRoomNumber == c.MeetingRoomNumber &&
+			publishedBefore(stream, at, seq)
 	}
 	// The consumer's ack floor is read before the parked stream: a command
 	// parked (and so acknowledged) meanwhile is then in one or the other.
-	var floor uint64
-	if c.MeetingRoomNumber != "" {
-		cons, err := w.js.Consumer(ctx, StreamCommands, ConsumerWorkers)
-		if err != nil {
-			return nil, err
-		}
-		info, err := cons.Info(ctx)
-		if err != nil {
-			return nil, err
-		}
-		floor = info.AckFloor.Stream
+	cons, err := w.js.Consumer(ctx, StreamCommands, ConsumerWorkers)
+	if err != nil {
+		return nil, err
 	}
-	subjects := []string{subjectParked + ".>"} // a command's meeting is not known: every parked subject
-	if c.MeetingRoomNumber != "" {
-		subjects = []string{parkedSubject(meetingToken(c.EnterpriseID, c.MeetingRoomNumber)),
-			parkedSubject(holdToken(c.EnterpriseID)), parkedSubject(laneToken(c.EnterpriseID))}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return nil, err
 	}
-	for _, subj := range subjects {
-		for next := uint64(1); ; {
-			m, err := w.parked.GetMsg(ctx, next, jetstream.WithGetMsgSubject(subj))
-			if errors.Is(err, jetstream.ErrMsgNotFound) {
-				break
-			}
-			if err != nil {
-				return nil, err
-			}
-			next = m.Sequence + 1
-			del := parkedDelivery(m.Data, m.Header, 0, fromProbe, m.Sequence, m.Time)
-			if d := w.p.decoder.decode(del.data, del.header, del.stream, del.seq); match(d) {
+	floor := info.AckFloor.Stream
+	for _, subj := range []string{parkedSubject(meetingToken(c.EnterpriseID, c.MeetingRoomNumber)),
+		parkedSubject(holdToken(c.EnterpriseID)), parkedSubject(laneToken(c.EnterpriseID))} {
+		err := w.scanParked(ctx, subj, func(m *jetstream.RawStreamMsg, d *Decoded) {
+			if del := parkedDelivery(m.Data, m.Header, 0, fromProbe, m.Sequence, m.Time); mine(d, del.stream, del.seq) {
 				t := add(d.ref(), d.MeetingRoomNumber)
 				t.parked = append(t.parked, m)
 			}
+		})
+		if err != nil {
+			return nil, err
 		}
-	}
-	if c.MeetingRoomNumber == "" {
-		return out, nil
 	}
 	// Queued: delivered or not, not acknowledged yet (the consumer's ack
 	// floor bounds what is settled), and published before the cancel.
@@ -332,11 +324,54 @@ func (w *Worker) cancelTargets(ctx context.Context, c contract.Cancel, seq uint6
 		if mm.Sequence.Stream >= seq {
 			break
 		}
-		if d := w.p.decoder.decode(m.Data(), m.Headers(), mm.Stream, mm.Sequence.Stream); match(d) {
+		if d := w.p.decoder.decode(m.Data(), m.Headers(), mm.Stream, mm.Sequence.Stream); mine(d, mm.Stream, mm.Sequence.Stream) {
 			add(d.ref(), d.MeetingRoomNumber)
 		}
 	}
 	return out, nil
+}
+
+// publishedBefore: a command that first arrived at (stream, seq) was
+// published before the cancel at cancelSeq of the commands stream. One that
+// did not come through the commands stream (parked by something else) has
+// no place to compare: it is not taken for the cancel's.
+func publishedBefore(stream string, seq, cancelSeq uint64) bool {
+	return stream == StreamCommands && seq < cancelSeq
+}
+
+// parkedCopies finds a cancelled command's copies parked under the waiting
+// meeting its record names. The record is read after the cancel was written
+// in it: a park records its meeting there after storing its copy, so either
+// the park came first and its copy is found here, or the park meets the
+// cancel in the record and ends the command itself (Worker.apply). A copy in
+// the tenant's hold or lane meets the cancel when it is taken, as a queued
+// one does.
+func (w *Worker) parkedCopies(ctx context.Context, t *cancelTarget, rec commandRecord) error {
+	if rec.ParkedUnder == "" {
+		return nil
+	}
+	return w.scanParked(ctx, parkedSubject(rec.ParkedUnder), func(m *jetstream.RawStreamMsg, d *Decoded) {
+		if d.ref() == t.ref {
+			t.meeting = d.MeetingRoomNumber
+			t.parked = append(t.parked, m)
+		}
+	})
+}
+
+// scanParked calls f with every message parked under subj, decoded.
+func (w *Worker) scanParked(ctx context.Context, subj string, f func(*jetstream.RawStreamMsg, *Decoded)) error {
+	for next := uint64(1); ; {
+		m, err := w.parked.GetMsg(ctx, next, jetstream.WithGetMsgSubject(subj))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		next = m.Sequence + 1
+		del := parkedDelivery(m.Data, m.Header, 0, fromProbe, m.Sequence, m.Time)
+		f(m, w.p.decoder.decode(del.data, del.header, del.stream, del.seq))
+	}
 }
 
 // isCancelled: the event ends a cancelled command; no API answer came.

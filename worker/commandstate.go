@@ -24,7 +24,7 @@ import (
 //	lost-sent    ok     lost   ok     ok     ok     out    ok     -      ok
 //	lost-unsent  ok     lost   ok     ok     ok     ok     ok     -      ok
 //	ending       busy   lost   -      ok     ok     busy   busy   -      ok
-//	cancelled    cncl   cncl   -      ok     ok     -      cncl   -      ok
+//	cancelled    cncl   cncl   -      ok     ok     -      cncl   -      cncl
 //	terminal     done   done   -      -      -      done   done   ok     -
 //
 // ok: allowed (it writes); -: nothing to do (no write: the first cancel or
@@ -299,10 +299,15 @@ func replayT(replayID string, again *bool) transition {
 // parkedT notes that the command was parked under a waiting meeting (token):
 // its waiting event is then published once, and a cancel by its id finds its
 // parked copies under that meeting. already: the waiting event was published
-// before, or the command is done.
+// before, or the command is done. A cancel written before it refuses it: the
+// cancel may have looked for the copy before it was stored, so the parker
+// ends the command itself.
 func parkedT(token string, already *bool) transition {
 	return transition{"park", func(r *commandRecord, now time.Time) (bool, error) {
 		*already = r.Waiting || r.Terminal != nil
+		if r.Terminal == nil && r.Cancelled != nil {
+			return false, errCancelled // a cancel came while it was being parked
+		}
 		if r.Terminal != nil || (r.Waiting && r.ParkedUnder == token) {
 			return false, nil
 		}

@@ -94,7 +94,7 @@ func TestCommandTransitionTable(t *testing.T) {
 		stateLostSent:   "ok    lost  ok    ok    ok    out   ok    -     ok",
 		stateLostUnsent: "ok    lost  ok    ok    ok    ok    ok    -     ok",
 		stateEnding:     "busy  lost  -     ok    ok    busy  busy  -     ok",
-		stateCancelled:  "cncl  cncl  -     ok    ok    -     cncl  -     ok",
+		stateCancelled:  "cncl  cncl  -     ok    ok    -     cncl  -     cncl",
 		stateTerminal:   "done  done  -     -     -     done  done  ok    -",
 	}
 	for s := commandState(0); s < numCommandStates; s++ {

@@ -320,10 +320,11 @@ func (s *idempotency) expire(ctx context.Context, ref commandRef) (before comman
 const endingLease = 30 * time.Second
 
 // markParked records that the command was parked under a waiting meeting
-// (token), and reports whether its waiting event was published already.
-func (s *idempotency) markParked(ctx context.Context, ref commandRef, token string) (already bool, err error) {
-	_, _, err = s.apply(ctx, ref, nil, 0, parkedT(token, &already))
-	return already, err
+// (token), and reports whether its waiting event was published already; it
+// fails with errCancelled (rec says how) when a cancel came first.
+func (s *idempotency) markParked(ctx context.Context, ref commandRef, token string) (already bool, rec commandRecord, err error) {
+	rec, _, err = s.apply(ctx, ref, nil, 0, parkedT(token, &already))
+	return already, rec, err
 }
 
 // bucketConfig is the commands bucket the worker creates when missing.

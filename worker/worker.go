@@ -541,7 +541,15 @@ func (w *Worker) apply(ctx context.Context, v verdict, d *Decoded, del *delivery
 			_ = s.nak(time.Second)
 			return
 		}
-		if already, err := w.p.idem.markParked(ctx, d.ref(), meetingToken(d.EnterpriseID, d.Cmd.MeetingRoomNumber)); err == nil && !already {
+		already, rec, err := w.p.idem.markParked(ctx, d.ref(), meetingToken(d.EnterpriseID, d.Cmd.MeetingRoomNumber))
+		switch {
+		case errors.Is(err, errCancelled):
+			// Cancelled while it was parked: the cancel may have looked for
+			// its copy before it was stored, so it ends here (its copy ends
+			// when taken, on its terminal event).
+			w.apply(ctx, verdict{event: cancelledEvent(d, rec.Cancelled, rec.Attempts, w.opts.now())}, d, del, s, log)
+			return
+		case err == nil && !already:
 			if _, err := w.publish(ctx, waitingEvent(d, v.deadline, next, v.attempts, w.opts.now()), w.eventTraceparent(ctx, del)); err != nil {
 				log.Warn().Err(err).Msg("waiting event not published")
 			}
