@@ -541,6 +541,9 @@ func (w *Worker) apply(ctx context.Context, v verdict, d *Decoded, del *delivery
 			_ = s.nak(time.Second)
 			return
 		}
+		if nb := d.Cmd.NotBefore; nb != nil && nb.After(next) {
+			next = *nb // the meeting's probe comes earlier, but this command waits for its notBefore
+		}
 		if already, err := w.p.idem.markWaiting(ctx, d.ref()); err == nil && !already {
 			if _, err := w.publish(ctx, waitingEvent(d, v.deadline, next, v.attempts, w.opts.now()), w.eventTraceparent(ctx, del)); err != nil {
 				log.Warn().Err(err).Msg("waiting event not published")
