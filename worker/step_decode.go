@@ -15,10 +15,16 @@ import (
 // in flight speaks for it.
 func (p *pipeline) stepDecode(ctx context.Context, a *attempt) (verdict, bool) {
 	del, log := a.del, a.log
+	base := *log
 	d := p.decoder.decode(del.data, del.header, del.stream, del.seq)
-	a.d = d
-	*log = commandLogger(*log, d)
+	*log = commandLogger(base, d)
 	d.ReplayID = del.replayMark(log)
+	if d.namedByReplay && d.ReplayID == "" {
+		// The replay mark does not count here, nor does the name it gave.
+		d = p.decoder.decode(del.data, del.header, del.stream, del.seq)
+		*log = commandLogger(base, d)
+	}
+	a.d = d
 	now := p.now()
 	a.now = now
 	if d.Invalid != nil {
