@@ -225,6 +225,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	w.log.Info().Int("concurrency", w.opts.concurrency).Msg("worker consuming")
 	go w.runBackground(ctx)
+	go (&historyTrimmer{js: w.js, lag: w.opts.streams.withDefaults().HistoryTrimLag, now: w.opts.now, log: w.log}).run(ctx)
 	go w.heartbeat(ctx, w.replicasKV, w.opts.streams.withDefaults().Replicas)
 
 	// The drain timeout counts from the stop, not from the end of the pull

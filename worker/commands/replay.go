@@ -551,7 +551,7 @@ func (r *Replayer) publish(ctx context.Context, replayID, enterpriseID, commandI
 			commandID, contract.SubjectReplay, contract.StreamCommands, err)
 	}
 	if err != nil {
-		return fmt.Errorf("publish %s: %w", commandID, err)
+		return fmt.Errorf("publish %s: %s%w", commandID, Refusal(err), err)
 	}
 	return nil
 }
