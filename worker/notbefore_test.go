@@ -102,6 +102,18 @@ func TestReleasedMeetingWithLaterNotBefore(t *testing.T) {
 	if e := terminalOf(t, evs["later"]); e.Subject != worker.SubjectFailed+".already_open" {
 		t.Errorf("later: ended on %s: %s", e.Subject, e.Data)
 	}
+	// Parked in a meeting probed every few hundred milliseconds, it waits for
+	// its notBefore all the same, and its waiting event says so.
+	for _, e := range evs["later"] {
+		if e.Terminal() {
+			continue
+		}
+		next, _ := time.Parse(time.RFC3339Nano, fmt.Sprint(e.Fields["nextAttemptAt"]))
+		deadline, _ := time.Parse(time.RFC3339Nano, fmt.Sprint(e.Fields["deadline"]))
+		if !next.Equal(notBefore) || !deadline.Equal(notBefore.Add(maxWait)) {
+			t.Errorf("later: waiting event with nextAttemptAt %s and deadline %s, want %s and %s", next, deadline, notBefore, notBefore.Add(maxWait))
+		}
+	}
 	var after int
 	calls := callTimes(sb, meeting)
 	for _, at := range calls {
