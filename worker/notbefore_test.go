@@ -141,3 +141,37 @@ func terminalOf(t *testing.T, evs []wt.Event) wt.Event {
 	}
 	return terminal[0]
 }
+
+// A command scheduled ahead for a meeting that is in progress now does not make
+// the meeting's other commands wait for its notBefore: nothing said the meeting
+// waits. A command without notBefore for it is called at once and created;
+// the scheduled one is called after its notBefore.
+func TestNotBeforeDoesNotHoldTheMeetingsOtherCommands(t *testing.T) {
+	const meeting, maxWait = "m-in-progress", 4 * time.Second
+	srv := wt.StartNATS(t)
+	sb := wt.StartSandbox(t, sandbox.Config{Rate: 1e6})
+	if _, err := sb.AddMeeting(sandbox.MeetingSpec{Number: meeting}); err != nil {
+		t.Fatal(err)
+	}
+	wt.StartWorker(t, srv, wt.Client(t, sb), worker.WithMaxWait(maxWait))
+	js := wt.JetStream(t, wt.Connect(t, srv))
+	notBefore := time.Now().Add(4 * maxWait).UTC().Truncate(time.Millisecond)
+	wt.Publish(t, js, "tomorrow", wt.Command("tomorrow", meeting, "notBefore", fmt.Sprintf("%q", notBefore.Format(time.RFC3339Nano))))
+	awaitParked(t, js, 1)
+	wt.Publish(t, js, "today", wt.Command("today", meeting))
+
+	evs := wt.AwaitTerminal(t, js, 1, time.Minute)
+	if e := terminalOf(t, evs["today"]); e.Subject != worker.SubjectCreated {
+		t.Fatalf("today: ended on %s: %s", e.Subject, e.Data)
+	}
+	if calls := callTimes(sb, meeting); len(calls) != 1 || !calls[0].Before(notBefore) {
+		t.Fatalf("calls at %v; want one, before the other command's notBefore %s", calls, notBefore)
+	}
+	evs = wt.AwaitTerminal(t, js, 2, time.Minute)
+	if e := terminalOf(t, evs["tomorrow"]); e.Subject != worker.SubjectFailed+".already_open" {
+		t.Errorf("tomorrow: ended on %s: %s", e.Subject, e.Data)
+	}
+	if calls := callTimes(sb, meeting); len(calls) != 2 || calls[1].Before(notBefore) {
+		t.Errorf("calls at %v; want the second at or after notBefore %s", calls, notBefore)
+	}
+}

@@ -536,7 +536,11 @@ func (w *Worker) apply(ctx context.Context, v verdict, d *Decoded, del *delivery
 		}
 		w.ack(ctx, s, log)
 	case v.park:
-		next, err := w.parker.park(ctx, d, del, v.deadline, v.parkFirst)
+		park := w.parker.park
+		if v.ahead {
+			park = w.parker.parkAhead
+		}
+		next, err := park(ctx, d, del, v.deadline, v.parkFirst)
 		if err != nil {
 			log.Error().Err(err).Msg("could not park the command; it stays queued")
 			_ = s.nak(time.Second)
