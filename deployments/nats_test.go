@@ -332,6 +332,8 @@ func TestNATSPermissions(t *testing.T) {
 		{"worker", "publish an event", allowed, publish(worker.SubjectCreated)},
 		{"worker", "publish a command", refused, publish(worker.SubjectCreate)},
 		{"worker", "publish a cancel answer", allowed, publish("xylink.groups.cancel_rejected")},
+		// below sequence 1: nothing (the worker trims done commands below the ack floor)
+		{"worker", "trim the commands stream's history", allowed, apiRequest("$JS.API.STREAM.PURGE."+cmds, `{"seq":1}`)},
 		{"worker", "publish a cancel", refused, publish("xylink.groups.cancel")},
 		{"worker", "publish on xylink.groups.replay", refused, publish(worker.SubjectReplay)},
 		{"worker", "subscribe to the events user's inbox", refused, subscribe("_INBOX_events.>")},
@@ -529,7 +531,6 @@ func TestNATSPermissions(t *testing.T) {
 			}
 			return s.Purge(ctx)
 		}},
-		{"worker", "purge the commands stream", refused, apiRequest("$JS.API.STREAM.PURGE."+cmds, "")},
 		{"operator", "purge the commands stream", refused, apiRequest("$JS.API.STREAM.PURGE."+cmds, "")},
 		{"operator", "delete the workers' consumer", refused, func(ctx context.Context, c *client) error {
 			return c.js.DeleteConsumer(ctx, cmds, worker.ConsumerWorkers)

@@ -17,13 +17,16 @@ import (
 
 // A cancel whose reason is as long as NATS lets the cancel be is still carried
 // out and answered: the parked command it names ends cancelled, the done one
-// is answered cancel_rejected, and the cancels are settled.
+// is answered cancel_rejected, and the cancels are settled. (The commands
+// stream the worker creates refuses such a cancel to its publisher; this one
+// has no per-message limit, as an operator's stream may not.)
 func TestCancelWithHugeReason(t *testing.T) {
 	srv := wt.StartNATS(t)
 	sb := wt.StartSandbox(t, sandbox.Config{Rate: 1e6})
 	c := wt.Client(t, sb)
 	logs := &wt.SyncBuffer{}
-	wt.StartWorker(t, srv, c, worker.WithProbeBackoff(worker.Backoff{Initial: time.Hour, Max: time.Hour}), worker.WithLogger(zerolog.New(logs)))
+	wt.StartWorker(t, srv, c, worker.WithProbeBackoff(worker.Backoff{Initial: time.Hour, Max: time.Hour}), worker.WithLogger(zerolog.New(logs)),
+		worker.WithStreams(worker.StreamSettings{CommandsMaxMsgSize: -1}))
 	defer func() {
 		if t.Failed() {
 			t.Log(cutLog(logs.String()))
@@ -76,11 +79,12 @@ func cutLog(s string) string {
 }
 
 // A cancel whose commandId and meetingRoomNumber are as long as NATS lets the
-// cancel be is answered invalid, and settled.
+// cancel be is answered invalid, and settled (on a commands stream without a
+// per-message limit, as in TestCancelWithHugeReason).
 func TestCancelWithHugeIDsIsAnsweredInvalid(t *testing.T) {
 	srv := wt.StartNATS(t)
 	sb := wt.StartSandbox(t, sandbox.Config{Rate: 1e6})
-	wt.StartWorker(t, srv, wt.Client(t, sb))
+	wt.StartWorker(t, srv, wt.Client(t, sb), worker.WithStreams(worker.StreamSettings{CommandsMaxMsgSize: -1}))
 	nc := wt.Connect(t, srv)
 	js := wt.JetStream(t, nc)
 	wt.AwaitStream(t, js, worker.StreamCommands)

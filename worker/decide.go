@@ -41,6 +41,7 @@ type verdict struct {
 	park      bool
 	parkFirst time.Time
 	hold      bool // park in the tenant's hold (breaker open), not its meeting
+	ahead     bool // parked only until its notBefore (parkFirst): the meeting is not known to wait
 	lane      bool // park in the tenant's lane (crowded on this replica), not its meeting
 	// giveBack: give it back to NATS at once (shutting down: another
 	// replica takes it).

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/xygroup/xygroup/schemas"
+	"github.com/xygroup/xygroup/worker/contract"
 	"github.com/xygroup/xygroup/xylink"
 )
 
@@ -45,6 +46,9 @@ type Decoded struct {
 	// ReplayID is set when an operator replayed the command: its terminal event
 	// then has a Nats-Msg-Id of its own.
 	ReplayID string
+	// namedByReplay: ID is the replay's HeaderReplayCommandID, which counts
+	// only where the replay mark does (delivery.replayMark).
+	namedByReplay bool
 }
 
 // Invalid says why a command cannot be sent.
@@ -62,14 +66,14 @@ type decoder struct {
 // decode never fails: what cannot be read becomes an Invalid with its reason.
 func (d *decoder) decode(raw []byte, hdr nats.Header, stream string, seq uint64) *Decoded {
 	out := &Decoded{Raw: raw}
-	out.ID = fallbackID(hdr, stream, seq)
+	out.ID, out.namedByReplay = fallbackID(hdr, stream, seq)
 	invalid := func(user, dev string) *Decoded {
 		out.Invalid = &Invalid{UserMessage: user, DeveloperMessage: dev}
 		// Best effort: name the command, its meeting and its enterprise in the
 		// event whatever else is wrong, so that consumers filtering on them see it.
 		f := peekFields(raw)
 		if f.commandID != "" {
-			out.ID = f.commandID
+			out.ID, out.namedByReplay = f.commandID, false
 		}
 		out.MeetingRoomNumber, out.EnterpriseID = f.meetingRoomNumber, f.enterpriseID
 		if out.EnterpriseID == "" {
@@ -103,7 +107,7 @@ func (d *decoder) decode(raw []byte, hdr nats.Header, stream string, seq uint64)
 	}
 	out.Cmd = &cmd
 	if cmd.CommandID != "" && len(cmd.CommandID) <= maxIDBytes {
-		out.ID = cmd.CommandID
+		out.ID, out.namedByReplay = cmd.CommandID, false
 	}
 	out.MeetingRoomNumber = cmd.MeetingRoomNumber
 	out.EnterpriseID = cmd.EnterpriseID
@@ -123,11 +127,20 @@ func (d *decoder) decode(raw []byte, hdr nats.Header, stream string, seq uint64)
 // repeated in its events' bodies and headers, which must fit NATS's payload limit.
 const maxIDBytes = 200
 
-func fallbackID(hdr nats.Header, stream string, seq uint64) string {
-	if id := hdr.Get(nats.MsgIdHdr); id != "" {
-		return boundedID(id)
+// fallbackID names a command that does not name itself: a replay's copy by
+// the id the replay gives it (the original's, which the replay waits for),
+// else by its Nats-Msg-Id, else by its place in its stream. byReplay says the
+// replay named it.
+func fallbackID(hdr nats.Header, stream string, seq uint64) (id string, byReplay bool) {
+	if hdr.Get(HeaderReplay) != "" {
+		if id := hdr.Get(contract.HeaderReplayCommandID); id != "" {
+			return boundedID(id), true
+		}
 	}
-	return stream + ":" + strconv.FormatUint(seq, 10)
+	if id := hdr.Get(nats.MsgIdHdr); id != "" {
+		return boundedID(id), false
+	}
+	return stream + ":" + strconv.FormatUint(seq, 10), false
 }
 
 // boundedID is id, or when it is longer than maxIDBytes a name derived from it

@@ -8,6 +8,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+
+	"github.com/xygroup/xygroup/worker/contract"
 )
 
 // deliveryKind says where a command came from.
@@ -71,6 +73,7 @@ func (del *delivery) replayMark(log *zerolog.Logger) string {
 			Msg("replay mark ignored: replays come on " + SubjectReplay + "; handled as a plain command")
 		h := maps.Clone(del.header) // the message's own headers stay as they are
 		h.Del(HeaderReplay)
+		h.Del(contract.HeaderReplayCommandID)
 		del.header, rid = h, ""
 	}
 	return rid

@@ -24,13 +24,15 @@ import (
 // Commands whose failed event would not fit NATS's payload limit if the command
 // were embedded as is (escaped 6×, or simply too large) end like any other
 // invalid command, and the valid commands published after them all complete on a
-// worker with only two slots.
+// worker with only two slots. The commands stream has no per-message limit
+// here, as an operator's stream may not: the worker's own refuses commands
+// larger than CommandsMaxMsgBytes to their publisher.
 func TestOversizedCommandsDoNotBlockTheQueue(t *testing.T) {
 	srv := wt.StartNATS(t)
 	sb := wt.StartSandbox(t, sandbox.Config{Rate: 100000})
 	logs := &wt.SyncBuffer{}
 	w := wt.StartWorker(t, srv, wt.Client(t, sb), worker.WithConcurrency(2), worker.WithLogger(zerolog.New(logs)),
-		worker.WithStreams(worker.StreamSettings{AckWait: 2 * time.Second}))
+		worker.WithStreams(worker.StreamSettings{AckWait: 2 * time.Second, CommandsMaxMsgSize: -1}))
 	nc := wt.Connect(t, srv)
 	js := wt.JetStream(t, nc)
 	maxPayload := int(nc.MaxPayload())

@@ -66,6 +66,10 @@ type meetingRecord struct {
 	ReleasedAt       time.Time `json:"releasedAt,omitzero"`
 	// Owner is the replica that serves a lane, until LeaseUntil.
 	Owner string `json:"owner,omitempty"`
+	// NotBeforeOnly: its commands wait only for their notBefore; nothing said
+	// the meeting has not started, so its other commands are not parked for it.
+	// A 66620 answer clears it.
+	NotBeforeOnly bool `json:"notBeforeOnly,omitempty"`
 }
 
 // meetingToken names a meeting in subjects and keys: a hash, since meeting
@@ -177,7 +181,13 @@ func (p *parker) toMeeting(v verdict) verdict {
 }
 
 func (p *parker) park(ctx context.Context, d *Decoded, del *delivery, deadline, first time.Time) (time.Time, error) {
-	return p.store(ctx, meetingToken(d.EnterpriseID, d.Cmd.MeetingRoomNumber), kindMeeting, d, del, deadline, first)
+	return p.storeFor(ctx, meetingToken(d.EnterpriseID, d.Cmd.MeetingRoomNumber), kindMeeting, d, del, deadline, first, false)
+}
+
+// parkAhead parks a command until its notBefore, under its meeting, without
+// making the meeting wait for its other commands.
+func (p *parker) parkAhead(ctx context.Context, d *Decoded, del *delivery, deadline, notBefore time.Time) (time.Time, error) {
+	return p.storeFor(ctx, meetingToken(d.EnterpriseID, d.Cmd.MeetingRoomNumber), kindMeeting, d, del, deadline, notBefore, true)
 }
 
 // hold stores a command of a tenant whose breaker is open; the tenant's hold
@@ -188,6 +198,11 @@ func (p *parker) hold(ctx context.Context, d *Decoded, del *delivery, deadline, 
 }
 
 func (p *parker) store(ctx context.Context, token, kind string, d *Decoded, del *delivery, deadline, first time.Time) (time.Time, error) {
+	return p.storeFor(ctx, token, kind, d, del, deadline, first, false)
+}
+
+// storeFor is store; ahead: the command waits only for its notBefore.
+func (p *parker) storeFor(ctx context.Context, token, kind string, d *Decoded, del *delivery, deadline, first time.Time, ahead bool) (time.Time, error) {
 	m := nats.NewMsg(parkedSubject(token))
 	m.Data = del.data
 	for k, v := range del.header {
@@ -213,7 +228,7 @@ func (p *parker) store(ctx context.Context, token, kind string, d *Decoded, del 
 	if kind == kindLane {
 		return time.Time{}, p.openLane(ctx, token, d)
 	}
-	return p.schedule(ctx, token, kind, d, deadline, first)
+	return p.schedule(ctx, token, kind, d, deadline, first, ahead)
 }
 
 func kindName(kind string) string {
@@ -227,18 +242,23 @@ func kindName(kind string) string {
 }
 
 // schedule creates the meeting's record, or moves its earliest deadline and
-// next probe earlier when this command needs that.
-func (p *parker) schedule(ctx context.Context, token, kind string, d *Decoded, deadline, first time.Time) (time.Time, error) {
+// next probe earlier when this command needs that. ahead: the command waits
+// only for its notBefore (first), which says nothing of the meeting.
+func (p *parker) schedule(ctx context.Context, token, kind string, d *Decoded, deadline, first time.Time, ahead bool) (time.Time, error) {
 	r, err := casUpdate(ctx, p.meetings, token, &meetingRecord{}, func(r *meetingRecord) (bool, error) {
 		now := p.now()
 		switch {
 		case r.State == "": // no record yet
 			*r = meetingRecord{Kind: kind, EnterpriseID: d.EnterpriseID, Meeting: d.Cmd.MeetingRoomNumber, State: meetingWaiting,
-				NextProbeAt: first, EarliestDeadline: deadline, WaitingSince: now}
+				NextProbeAt: first, EarliestDeadline: deadline, WaitingSince: now, NotBeforeOnly: ahead}
 			if kind == kindHold {
 				r.Meeting = ""
 			}
 			return true, nil
+		case ahead && r.State != meetingWaiting:
+			// Released: its letting out takes this command too, and holds it
+			// until its notBefore; the meeting does not wait.
+			return false, nil
 		case r.State != meetingWaiting:
 			// Released, yet the meeting said 66620 again (it ended, or flapped), or
 			// the tenant was held again: wait again.
@@ -249,6 +269,16 @@ func (p *parker) schedule(ctx context.Context, token, kind string, d *Decoded, d
 		changed := false
 		if kind == kindHold && first.After(r.NextProbeAt) {
 			r.NextProbeAt, changed = first, true // the breaker's openUntil moved on
+		}
+		if r.NotBeforeOnly {
+			// Probed when its first notBefore comes, or, once the meeting
+			// answered 66620, as a waiting meeting.
+			if first.Before(r.NextProbeAt) {
+				r.NextProbeAt, changed = first, true
+			}
+			if !ahead {
+				r.NotBeforeOnly, changed = false, true
+			}
 		}
 		if deadline.Before(r.EarliestDeadline) {
 			r.EarliestDeadline, changed = deadline, true
@@ -265,7 +295,7 @@ func (p *parker) schedule(ctx context.Context, token, kind string, d *Decoded, d
 // call: the meeting is known to be waiting.
 func (p *parker) waiting(enterpriseID, meeting string) (meetingRecord, bool) {
 	e, ok := p.view.get(meetingToken(enterpriseID, meeting))
-	return e.rec, ok && e.rec.State == meetingWaiting
+	return e.rec, ok && e.rec.State == meetingWaiting && !e.rec.NotBeforeOnly
 }
 
 // holding reports whether the tenant's commands are held (its breaker is open and

@@ -230,6 +230,7 @@ func (pr *prober) reschedule(ctx context.Context, token string, next time.Time, 
 		}
 		if countProbe {
 			r.Probes++
+			r.NotBeforeOnly = false // it answered 66620: the meeting waits
 		}
 		r.NextProbeAt, r.LeaseUntil = next, time.Time{}
 		return true

@@ -11,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/xygroup/xygroup/worker"
+	"github.com/xygroup/xygroup/worker/contract"
 	wt "github.com/xygroup/xygroup/worker/workertest"
 	"github.com/xygroup/xygroup/xylink/sandbox"
 )
@@ -100,5 +101,28 @@ func TestReplayMarkCountsOnlyOnTheReplaySubject(t *testing.T) {
 	}
 	if msgID := created.Header.Get(nats.MsgIdHdr); msgID != "xygroup.terminal."+wt.Enterprise+"."+id+".replay.r-test" {
 		t.Fatalf("created event %s: %s", msgID, created.Data)
+	}
+}
+
+// The id a replay gives a command that does not name itself counts only where
+// the replay mark does: on xylink.groups.create, a command that is not a JSON
+// object with a forged mark and id is named by its own Nats-Msg-Id; on
+// xylink.groups.replay, by the id the replay gave it.
+func TestReplayCommandIDCountsOnlyWithTheReplayMark(t *testing.T) {
+	srv := wt.StartNATS(t)
+	sb := wt.StartSandbox(t, sandbox.Config{Rate: 1e6})
+	wt.StartWorker(t, srv, wt.Client(t, sb))
+	js := wt.JetStream(t, wt.Connect(t, srv))
+	wt.Publish(t, js, "forged-array", []byte(`[1]`), worker.HeaderReplay, "forged", contract.HeaderReplayCommandID, "victim")
+	wt.PublishOn(t, js, worker.SubjectReplay, "xygroup.replay.r1.replayed-array", []byte(`[2]`),
+		worker.HeaderReplay, "r1", contract.HeaderReplayCommandID, "replayed-array")
+	evs := wt.AwaitTerminal(t, js, 2, time.Minute)
+	for _, id := range []string{"forged-array", "replayed-array"} {
+		if e := evs[id]; len(e) != 1 || e[0].Subject != worker.SubjectFailed+".invalid_command" {
+			t.Errorf("%s: events %v (events of %v)", id, e, keys(evs))
+		}
+	}
+	if e := evs["victim"]; len(e) != 0 {
+		t.Errorf("a forged replay id named a command: %v", e)
 	}
 }

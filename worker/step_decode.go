@@ -15,10 +15,16 @@ import (
 // in flight speaks for it.
 func (p *pipeline) stepDecode(ctx context.Context, a *attempt) (verdict, bool) {
 	del, log := a.del, a.log
+	base := *log
 	d := p.decoder.decode(del.data, del.header, del.stream, del.seq)
-	a.d = d
-	*log = commandLogger(*log, d)
+	*log = commandLogger(base, d)
 	d.ReplayID = del.replayMark(log)
+	if d.namedByReplay && d.ReplayID == "" {
+		// The replay mark does not count here, nor does the name it gave.
+		d = p.decoder.decode(del.data, del.header, del.stream, del.seq)
+		*log = commandLogger(base, d)
+	}
+	a.d = d
 	now := p.now()
 	a.now = now
 	if d.Invalid != nil {
@@ -55,8 +61,9 @@ func commandLogger(log zerolog.Logger, d *Decoded) zerolog.Logger {
 }
 
 // deadlineOf is when the command stops being tried: its own deadline, or
-// maxWait after it first arrived; for a replay, the replay's deadline, or
-// maxWait after the replay's copy arrived.
+// maxWait after it may first be called (it arrived, or its notBefore passed,
+// whichever is later); for a replay, the replay's deadline, or maxWait after
+// the replay's copy may first be called.
 func (p *pipeline) deadlineOf(d *Decoded, del *delivery) time.Time {
 	if d.ReplayID != "" {
 		// A replay asks for a new try: the command's own deadline is the one
@@ -64,10 +71,20 @@ func (p *pipeline) deadlineOf(d *Decoded, del *delivery) time.Time {
 		if t, err := time.Parse(time.RFC3339Nano, del.header.Get(contract.HeaderReplayDeadline)); err == nil {
 			return t
 		}
-		return del.received.Add(p.maxWait)
+		return waitFrom(d, del).Add(p.maxWait)
 	}
 	if d.Cmd != nil && d.Cmd.Deadline != nil {
 		return *d.Cmd.Deadline
 	}
-	return del.received.Add(p.maxWait)
+	return waitFrom(d, del).Add(p.maxWait)
+}
+
+// waitFrom is when the command starts to wait for its meeting: when it
+// arrived, or its notBefore when that is later (a command scheduled ahead
+// waits its maximum wait from the scheduled start).
+func waitFrom(d *Decoded, del *delivery) time.Time {
+	if d.Cmd != nil && d.Cmd.NotBefore != nil && d.Cmd.NotBefore.After(del.received) {
+		return *d.Cmd.NotBefore
+	}
+	return del.received
 }

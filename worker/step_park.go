@@ -22,7 +22,7 @@ func (p *pipeline) stepPark(ctx context.Context, a *attempt) (verdict, bool) {
 	// parking: not before notBefore, and not while the meeting is known to wait
 	if del.intake() {
 		if nb := d.Cmd.NotBefore; nb != nil && now.Before(*nb) {
-			return verdict{park: true, parkFirst: *nb, attempts: rec.Attempts, deadline: deadline}, true
+			return verdict{park: true, ahead: true, parkFirst: *nb, attempts: rec.Attempts, deadline: deadline}, true
 		}
 		if v, parked := p.parkIfWaiting(d, rec, deadline, now); parked {
 			return v, true

@@ -18,11 +18,21 @@ import (
 // StreamSettings size the streams the worker creates when they are missing.
 type StreamSettings struct {
 	Replicas int // 1, or 3 on a 3-node cluster
-	// CommandsMaxAge and CommandsMaxBytes bound the command history kept for replay.
+	// CommandsMaxAge and CommandsMaxBytes bound the command history kept for
+	// replay. A full commands stream refuses new commands; the workers trim
+	// its acknowledged history before that (trim.go).
 	CommandsMaxAge   time.Duration
 	CommandsMaxBytes int64
-	EventsMaxAge     time.Duration
-	EventsMaxBytes   int64
+	// CommandsMaxMsgSize bounds one message of the commands stream, headers
+	// included: 0 is CommandsMaxMsgBytes, -1 none (NATS's payload limit).
+	CommandsMaxMsgSize int32
+	// HistoryTrimLag: the commands stream's history is trimmed up to the
+	// shared consumer's ack floor as it was at least this long ago (default
+	// 1 min), so that a cancel's scan of the commands above the floor it read
+	// finds them still there.
+	HistoryTrimLag time.Duration
+	EventsMaxAge   time.Duration
+	EventsMaxBytes int64
 	// AckWait of the shared consumer; InProgress keeps longer work alive.
 	AckWait       time.Duration
 	MaxAckPending int
@@ -37,6 +47,12 @@ func (s StreamSettings) withDefaults() StreamSettings {
 	}
 	if s.CommandsMaxBytes <= 0 {
 		s.CommandsMaxBytes = 1 << 30
+	}
+	if s.CommandsMaxMsgSize == 0 {
+		s.CommandsMaxMsgSize = CommandsMaxMsgBytes
+	}
+	if s.HistoryTrimLag <= 0 {
+		s.HistoryTrimLag = time.Minute
 	}
 	if s.EventsMaxAge <= 0 {
 		s.EventsMaxAge = 7 * 24 * time.Hour
@@ -53,9 +69,18 @@ func (s StreamSettings) withDefaults() StreamSettings {
 	return s
 }
 
+// CommandsMaxMsgBytes bounds a message of the commands stream as NATS counts
+// it, headers and body together: the command limit (MaxCommandBytes) and 8 KiB
+// of headers, far more than a command's (Nats-Msg-Id, traceparent) and a
+// replay's (its mark, deadline, command id and Nats-Msg-Id, under 2 KiB) take.
+// A larger command is refused to its publisher.
+const CommandsMaxMsgBytes = MaxCommandBytes + 8<<10
+
 // CommandsStream is the configuration the worker creates: commands are kept after
 // they are done (limits retention), as the source for replay. It carries live
-// commands (SubjectCreate) and replays (SubjectReplay).
+// commands (SubjectCreate) and replays (SubjectReplay). Full, it refuses new
+// commands (DiscardNew) rather than drop stored ones, done or not: the workers
+// trim the history of the done ones (trim.go).
 func (s StreamSettings) CommandsStream() jetstream.StreamConfig {
 	s = s.withDefaults()
 	return jetstream.StreamConfig{
@@ -67,7 +92,8 @@ func (s StreamSettings) CommandsStream() jetstream.StreamConfig {
 		Replicas:    s.Replicas,
 		MaxAge:      s.CommandsMaxAge,
 		MaxBytes:    s.CommandsMaxBytes,
-		Discard:     jetstream.DiscardOld,
+		MaxMsgSize:  s.CommandsMaxMsgSize,
+		Discard:     jetstream.DiscardNew,
 		Duplicates:  2 * time.Minute,
 	}
 }
@@ -229,10 +255,27 @@ func compareStream(have, want jetstream.StreamConfig) ([]string, error) {
 	if have.MaxBytes != want.MaxBytes {
 		diffs = append(diffs, fmt.Sprintf("max bytes %d (expected %d)", have.MaxBytes, want.MaxBytes))
 	}
+	if have.Discard != want.Discard {
+		why := ""
+		if want.Name == StreamCommands {
+			why = ": when full, it drops its oldest commands, done or not, instead of refusing new ones; " +
+				"nats stream edit " + want.Name + " --discard new"
+		}
+		diffs = append(diffs, fmt.Sprintf("discard %s (expected %s%s)", discardName(have.Discard), discardName(want.Discard), why))
+	}
+	if want.MaxMsgSize > 0 && (have.MaxMsgSize <= 0 || have.MaxMsgSize > want.MaxMsgSize) {
+		diffs = append(diffs, fmt.Sprintf("max message size %d (expected %d: a larger command is accepted and then fails as invalid_command; "+
+			"nats stream edit %s --max-msg-size %d)", have.MaxMsgSize, want.MaxMsgSize, want.Name, want.MaxMsgSize))
+	}
 	if have.Duplicates < want.Duplicates {
 		diffs = append(diffs, fmt.Sprintf("dedupe window %s (expected at least %s: a redelivered command could publish a second event after it)", have.Duplicates, want.Duplicates))
 	}
 	return diffs, nil
+}
+
+// discardName is a discard policy as the nats CLI names it: old or new.
+func discardName(d jetstream.DiscardPolicy) string {
+	return strings.ToLower(strings.TrimPrefix(d.String(), "Discard"))
 }
 
 // filters are the subjects a consumer takes; none is the whole stream.

@@ -128,3 +128,34 @@ func TestCommandsStreamThatCannotTakeTheReplaySubject(t *testing.T) {
 	}
 	t.Log(err)
 }
+
+// A commands stream created as earlier versions did (dropping its oldest
+// commands when full, with no per-message limit) is used as it is, and both
+// differences are reported with what they cost and how to change them.
+func TestCommandsStreamThatDropsIsReported(t *testing.T) {
+	srv := wt.StartNATS(t)
+	js := wt.JetStream(t, wt.Connect(t, srv))
+	ctx := context.Background()
+	old := worker.StreamSettings{}.CommandsStream()
+	old.Discard, old.MaxMsgSize = jetstream.DiscardOld, 0
+	if _, err := js.CreateStream(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	var logs wt.SyncBuffer
+	if _, err := worker.Setup(ctx, js, worker.StreamSettings{}, zerolog.New(&logs)); err != nil {
+		t.Fatal(err)
+	}
+	s, err := js.Stream(ctx, worker.StreamCommands)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.CachedInfo().Config; got.Discard != jetstream.DiscardOld || got.MaxMsgSize > 0 {
+		t.Fatalf("the operator's stream was changed: discard %v, max message size %d", got.Discard, got.MaxMsgSize)
+	}
+	out := logs.String()
+	for _, want := range []string{"discard old (expected new", "--discard new", "max message size -1 (expected 270336", "--max-msg-size 270336"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("%q not reported:\n%s", want, out)
+		}
+	}
+}

@@ -225,6 +225,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	w.log.Info().Int("concurrency", w.opts.concurrency).Msg("worker consuming")
 	go w.runBackground(ctx)
+	go (&historyTrimmer{js: w.js, lag: w.opts.streams.withDefaults().HistoryTrimLag, now: w.opts.now, log: w.log}).run(ctx)
 	go w.heartbeat(ctx, w.replicasKV, w.opts.streams.withDefaults().Replicas)
 
 	// The drain timeout counts from the stop, not from the end of the pull
@@ -535,11 +536,18 @@ func (w *Worker) apply(ctx context.Context, v verdict, d *Decoded, del *delivery
 		}
 		w.ack(ctx, s, log)
 	case v.park:
-		next, err := w.parker.park(ctx, d, del, v.deadline, v.parkFirst)
+		park := w.parker.park
+		if v.ahead {
+			park = w.parker.parkAhead
+		}
+		next, err := park(ctx, d, del, v.deadline, v.parkFirst)
 		if err != nil {
 			log.Error().Err(err).Msg("could not park the command; it stays queued")
 			_ = s.nak(time.Second)
 			return
+		}
+		if nb := d.Cmd.NotBefore; nb != nil && nb.After(next) {
+			next = *nb // the meeting's probe comes earlier, but this command waits for its notBefore
 		}
 		already, rec, err := w.p.idem.markParked(ctx, d.ref(), meetingToken(d.EnterpriseID, d.Cmd.MeetingRoomNumber))
 		switch {

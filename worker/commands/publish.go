@@ -75,7 +75,7 @@ func Publish(ctx context.Context, js jetstream.JetStream, raw []byte, headers na
 		}
 		// No stream yet (no worker has started) or no leader yet: wait for it.
 		if !errors.Is(err, nats.ErrNoResponders) && !errors.Is(err, jetstream.ErrNoStreamResponse) {
-			return Ref{}, fmt.Errorf("publish %s: %w", id, err)
+			return Ref{}, fmt.Errorf("publish %s: %s%w", id, Refusal(err), err)
 		}
 		select {
 		case <-ctx.Done():
@@ -84,6 +84,30 @@ func Publish(ctx context.Context, js jetstream.JetStream, raw []byte, headers na
 		}
 	}
 }
+
+// Refusal says why the commands stream refused a command for good, as the
+// start of an error message ("" when err is not such a refusal): the stream is
+// full, or the command is larger than a message of it may be. Either way the
+// command was not stored, and no event will come for it.
+func Refusal(err error) string {
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
+		return ""
+	}
+	switch {
+	case apiErr.ErrorCode == jstErrCodeStoreFailed && (strings.Contains(apiErr.Description, "maximum bytes") || strings.Contains(apiErr.Description, "maximum messages")):
+		return "refused, not stored: the commands stream " + contract.StreamCommands + " is full (its workers are stopped or behind, " +
+			"or its limits are too small for the commands it must hold); publish it again later: "
+	case apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum:
+		return "refused, not stored: the command is larger than a message of the commands stream " + contract.StreamCommands +
+			" may be (a command may have 256 KiB): "
+	}
+	return ""
+}
+
+// jstErrCodeStoreFailed: the stream could not store the message (full, with
+// discard new).
+const jstErrCodeStoreFailed jetstream.ErrorCode = 10077
 
 // maxEnterpriseID is the longest enterpriseId a valid command has (the schema's
 // limit); a longer one makes the command invalid, and its event carries it cut.

@@ -447,11 +447,15 @@ func (r *Replayer) Run(ctx, waitCtx context.Context, cp *Checkpoint, items []Rep
 			sum.AlreadyReplayed++
 		default:
 			raw := it.Raw
-			if r.NewIDs {
+			switch {
+			case !isObject(raw):
+				// It cannot carry a commandId: the header that comes with it
+				// (HeaderReplayCommandID) names it.
+			case r.NewIDs:
 				if raw, err = withCommandID(raw, id); err != nil {
 					return sum, fmt.Errorf("%s: %w", it.CommandID, err)
 				}
-			} else if !hasCommandID(raw) {
+			case !hasCommandID(raw):
 				// Known by its Nats-Msg-Id (or its place in the stream): the
 				// replay's own Nats-Msg-Id would give it another identity, with
 				// a record of its own. It keeps its id in the command.
@@ -528,7 +532,10 @@ func (r *Replayer) Run(ctx, waitCtx context.Context, cp *Checkpoint, items []Rep
 // publish sends a command on the replay subject, the only one on which the
 // worker honours the replay mark, and waits for the commands stream's ack.
 // Its Nats-Msg-Id names the tenant as the command does (MsgID), so that two
-// tenants' commands with one commandId are both replayed.
+// tenants' commands with one commandId are both replayed. The command's id
+// goes with it (HeaderReplayCommandID): a command that does not name itself is
+// named by it, not by the replay's Nats-Msg-Id, and its outcome carries the id
+// the replay waits for.
 func (r *Replayer) publish(ctx context.Context, replayID, enterpriseID, commandID string, raw []byte) error {
 	m := nats.NewMsg(contract.SubjectReplay)
 	m.Data = raw
@@ -536,6 +543,7 @@ func (r *Replayer) publish(ctx context.Context, replayID, enterpriseID, commandI
 	if !r.Deadline.IsZero() {
 		m.Header.Set(contract.HeaderReplayDeadline, r.Deadline.UTC().Format(time.RFC3339Nano))
 	}
+	m.Header.Set(contract.HeaderReplayCommandID, commandID)
 	m.Header.Set(nats.MsgIdHdr, "xygroup.replay."+replayID+"."+MsgID(enterpriseID, commandID))
 	_, err := r.JS.PublishMsg(ctx, m)
 	if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) {
@@ -543,7 +551,7 @@ func (r *Replayer) publish(ctx context.Context, replayID, enterpriseID, commandI
 			commandID, contract.SubjectReplay, contract.StreamCommands, err)
 	}
 	if err != nil {
-		return fmt.Errorf("publish %s: %w", commandID, err)
+		return fmt.Errorf("publish %s: %s%w", commandID, Refusal(err), err)
 	}
 	return nil
 }
@@ -587,6 +595,12 @@ func hasCommandID(raw []byte) bool {
 		CommandID any `json:"commandId"`
 	}
 	return json.Unmarshal(raw, &peek) != nil || peek.CommandID != nil
+}
+
+// isObject reports whether raw is a JSON object, which can carry a commandId.
+func isObject(raw []byte) bool {
+	var m map[string]json.RawMessage
+	return json.Unmarshal(raw, &m) == nil
 }
 
 func withCommandID(raw []byte, id string) ([]byte, error) {

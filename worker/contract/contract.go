@@ -50,6 +50,13 @@ const HeaderReplay = "Xygroup-Replay"
 // when the replay names none. It counts only with HeaderReplay.
 const HeaderReplayDeadline = "Xygroup-Replay-Deadline"
 
+// HeaderReplayCommandID is the id of the command a replay re-publishes, as its
+// events named it. It names the replay's copy when the command cannot name
+// itself (it is not a JSON object, so it has no commandId), in place of the
+// replay's own Nats-Msg-Id, so that the replay's outcome carries the id the
+// replay waits for. It counts only with HeaderReplay.
+const HeaderReplayCommandID = "Xygroup-Replay-Command-Id"
+
 // Identity is what names a command and every event of it: the fields readers
 // match and filter on, in commands and events alike. A field of another type
 // stays empty when decoded.
