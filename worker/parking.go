@@ -66,6 +66,10 @@ type meetingRecord struct {
 	ReleasedAt       time.Time `json:"releasedAt,omitzero"`
 	// Owner is the replica that serves a lane, until LeaseUntil.
 	Owner string `json:"owner,omitempty"`
+	// Parks counts the commands parked under the record. Every park writes
+	// it, so that a forget (a delete at the revision it read) fails when a
+	// command was parked after its read (see prober.forgetMeeting).
+	Parks int `json:"parks,omitempty"`
 }
 
 // meetingToken names a meeting in subjects and keys: a hash, since meeting
@@ -227,14 +231,16 @@ func kindName(kind string) string {
 }
 
 // schedule creates the meeting's record, or moves its earliest deadline and
-// next probe earlier when this command needs that.
+// next probe earlier when this command needs that. It writes the record on
+// every park (Parks), after the command was stored: a forget that read the
+// record before this write then fails (see prober.forgetMeeting).
 func (p *parker) schedule(ctx context.Context, token, kind string, d *Decoded, deadline, first time.Time) (time.Time, error) {
 	r, err := casUpdate(ctx, p.meetings, token, &meetingRecord{}, func(r *meetingRecord) (bool, error) {
 		now := p.now()
 		switch {
 		case r.State == "": // no record yet
 			*r = meetingRecord{Kind: kind, EnterpriseID: d.EnterpriseID, Meeting: d.Cmd.MeetingRoomNumber, State: meetingWaiting,
-				NextProbeAt: first, EarliestDeadline: deadline, WaitingSince: now}
+				NextProbeAt: first, EarliestDeadline: deadline, WaitingSince: now, Parks: 1}
 			if kind == kindHold {
 				r.Meeting = ""
 			}
@@ -244,16 +250,15 @@ func (p *parker) schedule(ctx context.Context, token, kind string, d *Decoded, d
 			// the tenant was held again: wait again.
 			r.State, r.NextProbeAt, r.Probes, r.WaitingSince = meetingWaiting, first, 0, now
 			r.EarliestDeadline = minTime(r.EarliestDeadline, deadline)
+			r.Parks++
 			return true, nil
 		}
-		changed := false
 		if kind == kindHold && first.After(r.NextProbeAt) {
-			r.NextProbeAt, changed = first, true // the breaker's openUntil moved on
+			r.NextProbeAt = first // the breaker's openUntil moved on
 		}
-		if deadline.Before(r.EarliestDeadline) {
-			r.EarliestDeadline, changed = deadline, true
-		}
-		return changed, nil
+		r.EarliestDeadline = minTime(r.EarliestDeadline, deadline)
+		r.Parks++
+		return true, nil
 	})
 	if err != nil {
 		return time.Time{}, fmt.Errorf("meeting record: %w", err)

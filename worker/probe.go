@@ -35,6 +35,10 @@ type prober struct {
 	apply        func(ctx context.Context, v verdict, d *Decoded, del *delivery, s settler, log zerolog.Logger)
 	startCommand func(ctx context.Context, del *delivery) (context.Context, trace.Span)
 	work         func() context.Context
+
+	// forgetChecked, when set, runs between a forget's check that the meeting
+	// has no parked command and its delete (tests).
+	forgetChecked func(token string)
 }
 
 func (pr *prober) claim(ctx context.Context, token string, e meetingEntry) bool {
@@ -259,8 +263,16 @@ func (pr *prober) release(ctx context.Context, token string, log zerolog.Logger)
 	}
 }
 
-// forgetMeeting deletes the record of a meeting that has no parked command
-// left, and reports whether it did.
+// forgetMeeting deletes the record of a meeting (or hold) that has no parked
+// command left, and reports whether it did.
+//
+// A park stores its command, then writes the record (schedule counts every
+// park); a forget reads the record at revision rev, finds the meeting's
+// parked subject empty, then deletes at rev. A park concurrent with a forget
+// either stored its command before the check (the check sees it: no delete),
+// or wrote the record after the read (the delete at rev fails), or writes it
+// after the delete (it creates the record anew). No parked command is left
+// without a record.
 func (pr *prober) forgetMeeting(ctx context.Context, token string) bool {
 	ctx, cancel := recordCtx(ctx)
 	defer cancel()
@@ -268,9 +280,15 @@ func (pr *prober) forgetMeeting(ctx context.Context, token string) bool {
 	if err != nil {
 		return false
 	}
-	// Only if nothing was parked meanwhile: the record's revision pins that.
-	if _, _, _, cerr := pr.probeCandidate(ctx, token, pr.opts.now()); cerr != nil {
+	var r meetingRecord
+	if json.Unmarshal(e.Value(), &r) != nil || r.Kind == kindLane {
+		return false // a lane's record is its owner's to delete (closeLane)
+	}
+	if _, empty, _, err := pr.probeCandidate(ctx, token, pr.opts.now()); err != nil || !empty {
 		return false
+	}
+	if pr.forgetChecked != nil {
+		pr.forgetChecked(token)
 	}
 	return pr.parker.meetings.Delete(ctx, token, jetstream.LastRevision(e.Revision())) == nil
 }
