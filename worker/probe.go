@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -263,8 +264,21 @@ func (pr *prober) release(ctx context.Context, token string, log zerolog.Logger)
 	}
 }
 
-// forgetMeeting deletes the record of a meeting (or hold) that has no parked
-// command left, and reports whether it did.
+// forgetMeeting deletes the record of a waiting meeting (or hold) that has no
+// parked command left, and reports whether it did. The caller holds the
+// meeting's probe claim.
+func (pr *prober) forgetMeeting(ctx context.Context, token string) bool {
+	return pr.forget(ctx, token, true)
+}
+
+// forgetIdle is forgetMeeting for a replica that holds no claim: a meeting
+// whose probe is claimed is left to its claimant, which forgets it once its
+// probe finds nothing parked.
+func (pr *prober) forgetIdle(ctx context.Context, token string) bool {
+	return pr.forget(ctx, token, false)
+}
+
+// forget deletes a waiting meeting's record when nothing is parked under it.
 //
 // A park stores its command, then writes the record (schedule counts every
 // park); a forget reads the record at revision rev, finds the meeting's
@@ -273,7 +287,7 @@ func (pr *prober) release(ctx context.Context, token string, log zerolog.Logger)
 // or wrote the record after the read (the delete at rev fails), or writes it
 // after the delete (it creates the record anew). No parked command is left
 // without a record.
-func (pr *prober) forgetMeeting(ctx context.Context, token string) bool {
+func (pr *prober) forget(ctx context.Context, token string, claimant bool) bool {
 	ctx, cancel := recordCtx(ctx)
 	defer cancel()
 	e, err := pr.parker.meetings.Get(ctx, token)
@@ -281,8 +295,11 @@ func (pr *prober) forgetMeeting(ctx context.Context, token string) bool {
 		return false
 	}
 	var r meetingRecord
-	if json.Unmarshal(e.Value(), &r) != nil || r.Kind == kindLane {
-		return false // a lane's record is its owner's to delete (closeLane)
+	if json.Unmarshal(e.Value(), &r) != nil || r.Kind == kindLane || r.State != meetingWaiting {
+		return false // a lane's record is its owner's to delete (closeLane), a released one its releasers' (letOut)
+	}
+	if !claimant && pr.opts.now().Before(r.LeaseUntil) {
+		return false
 	}
 	if _, empty, _, err := pr.probeCandidate(ctx, token, pr.opts.now()); err != nil || !empty {
 		return false
@@ -291,6 +308,20 @@ func (pr *prober) forgetMeeting(ctx context.Context, token string) bool {
 		pr.forgetChecked(token)
 	}
 	return pr.parker.meetings.Delete(ctx, token, jetstream.LastRevision(e.Revision())) == nil
+}
+
+// forgetEmptied forgets the waiting meetings and holds whose parked commands
+// were among msgs (a cancel's), once none is left under them: a meeting
+// without commands is not shown waiting until a probe far ahead.
+func (pr *prober) forgetEmptied(ctx context.Context, msgs []*jetstream.RawStreamMsg) {
+	done := map[string]bool{}
+	for _, m := range msgs {
+		token := strings.TrimPrefix(m.Subject, subjectParked+".")
+		if !done[token] {
+			done[token] = true
+			pr.forgetIdle(ctx, token)
+		}
+	}
 }
 
 // expireParked ends the meeting's parked commands whose deadline passed, as
