@@ -230,36 +230,14 @@ func kindName(kind string) string {
 	return "park"
 }
 
-// schedule creates the meeting's record, or moves its earliest deadline and
-// next probe earlier when this command needs that. It writes the record on
-// every park (Parks), after the command was stored: a forget that read the
-// record before this write then fails (see prober.forgetMeeting).
+// schedule creates the meeting's record, or moves its earliest deadline (a
+// hold's next probe: later) when this command needs that (the table's park
+// rows). It writes the record on every park, after the command was stored: a
+// forget that read the record before this write then fails (see
+// prober.forget).
 func (p *parker) schedule(ctx context.Context, token, kind string, d *Decoded, deadline, first time.Time) (time.Time, error) {
-	r, err := casUpdate(ctx, p.meetings, token, &meetingRecord{}, func(r *meetingRecord) (bool, error) {
-		now := p.now()
-		switch {
-		case r.State == "": // no record yet
-			*r = meetingRecord{Kind: kind, EnterpriseID: d.EnterpriseID, Meeting: d.Cmd.MeetingRoomNumber, State: meetingWaiting,
-				NextProbeAt: first, EarliestDeadline: deadline, WaitingSince: now, Parks: 1}
-			if kind == kindHold {
-				r.Meeting = ""
-			}
-			return true, nil
-		case r.State != meetingWaiting:
-			// Released, yet the meeting said 66620 again (it ended, or flapped), or
-			// the tenant was held again: wait again.
-			r.State, r.NextProbeAt, r.Probes, r.WaitingSince = meetingWaiting, first, 0, now
-			r.EarliestDeadline = minTime(r.EarliestDeadline, deadline)
-			r.Parks++
-			return true, nil
-		}
-		if kind == kindHold && first.After(r.NextProbeAt) {
-			r.NextProbeAt = first // the breaker's openUntil moved on
-		}
-		r.EarliestDeadline = minTime(r.EarliestDeadline, deadline)
-		r.Parks++
-		return true, nil
-	})
+	r, err := applyMeeting(ctx, p.meetings, token, meetingChange{event: evPark, now: p.now(), kind: kind,
+		enterpriseID: d.EnterpriseID, meeting: d.Cmd.MeetingRoomNumber, first: first, deadline: deadline})
 	if err != nil {
 		return time.Time{}, fmt.Errorf("meeting record: %w", err)
 	}
@@ -278,15 +256,4 @@ func (p *parker) waiting(enterpriseID, meeting string) (meetingRecord, bool) {
 func (p *parker) holding(enterpriseID string) bool {
 	e, ok := p.view.get(holdToken(enterpriseID))
 	return ok && e.rec.State == meetingWaiting
-}
-
-// updateMeeting applies f to the meeting record with compare-and-swap; f returning
-// false leaves it as it is. It reports whether it wrote.
-func (p *parker) updateMeeting(ctx context.Context, token string, f func(*meetingRecord) bool) (meetingRecord, bool, error) {
-	wrote := false
-	r, err := casUpdate(ctx, p.meetings, token, nil, func(r *meetingRecord) (bool, error) {
-		wrote = f(r)
-		return wrote, nil
-	})
-	return r, wrote && err == nil, err
 }

@@ -42,11 +42,12 @@ type prober struct {
 	forgetChecked func(token string)
 }
 
+// claim takes the due probe of a waiting meeting as this replica's view saw
+// it (e), for probeLease.
 func (pr *prober) claim(ctx context.Context, token string, e meetingEntry) bool {
-	r := e.rec
-	r.LeaseUntil = pr.opts.now().Add(probeLease)
-	b, _ := json.Marshal(r)
-	_, err := pr.parker.meetings.Update(ctx, token, b, e.rev)
+	now := pr.opts.now()
+	_, err := applyMeetingAt(ctx, pr.parker.meetings, token, &e.rec, e.rev,
+		meetingChange{event: evClaim, now: now, lease: now.Add(probeLease)})
 	return err == nil
 }
 
@@ -89,10 +90,11 @@ func (pr *prober) probe(ctx context.Context, token string) {
 
 func (pr *prober) runProbe(ctx context.Context, token string, log *zerolog.Logger) probeOutcome {
 	now := pr.opts.now()
-	rec, _, err := pr.parker.updateMeeting(ctx, token, func(*meetingRecord) bool { return false })
-	if err != nil {
+	r, _, err := readMeeting(ctx, pr.parker.meetings, token)
+	if err != nil || r == nil {
 		return probeOutcome{next: now.Add(time.Second)}
 	}
+	rec := *r
 	meetingLog := *log // a command's lines name it, its tenant and meeting (commandLogger)
 	*log = log.With().Str("enterpriseId", rec.EnterpriseID).Str("meetingRoomNumber", rec.Meeting).Logger()
 	if !now.Before(rec.EarliestDeadline) {
@@ -229,17 +231,9 @@ func recordCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 func (pr *prober) reschedule(ctx context.Context, token string, next time.Time, countProbe bool) {
 	ctx, cancel := recordCtx(ctx)
 	defer cancel()
-	_, _, err := pr.parker.updateMeeting(ctx, token, func(r *meetingRecord) bool {
-		if r.State != meetingWaiting {
-			return false
-		}
-		if countProbe {
-			r.Probes++
-		}
-		r.NextProbeAt, r.LeaseUntil = next, time.Time{}
-		return true
-	})
-	if err != nil && !errors.Is(err, errNoKey) {
+	_, err := applyMeeting(ctx, pr.parker.meetings, token, meetingChange{event: evReschedule, now: pr.opts.now(),
+		next: next, countProbe: countProbe})
+	if err != nil && !refused(err) { // refused: released, or forgotten meanwhile
 		pr.log.Warn().Err(err).Str("meeting", token).Msg("reschedule probe")
 	}
 }
@@ -250,10 +244,7 @@ func (pr *prober) release(ctx context.Context, token string, log zerolog.Logger)
 	now := pr.opts.now()
 	rctx, cancel := recordCtx(ctx)
 	defer cancel()
-	r, _, err := pr.parker.updateMeeting(rctx, token, func(r *meetingRecord) bool {
-		r.State, r.ReleasedAt, r.LeaseUntil = meetingReleased, now, time.Time{}
-		return true
-	})
+	r, err := applyMeeting(rctx, pr.parker.meetings, token, meetingChange{event: evRelease, now: now})
 	if err != nil {
 		log.Warn().Err(err).Msg("release meeting")
 		return
@@ -290,24 +281,22 @@ func (pr *prober) forgetIdle(ctx context.Context, token string) bool {
 func (pr *prober) forget(ctx context.Context, token string, claimant bool) bool {
 	ctx, cancel := recordCtx(ctx)
 	defer cancel()
-	e, err := pr.parker.meetings.Get(ctx, token)
-	if err != nil {
+	r, rev, err := readMeeting(ctx, pr.parker.meetings, token)
+	if err != nil || r == nil {
 		return false
 	}
-	var r meetingRecord
-	if json.Unmarshal(e.Value(), &r) != nil || r.Kind == kindLane || r.State != meetingWaiting {
+	c := meetingChange{event: evForget, now: pr.opts.now(), claimant: claimant}
+	if _, err := meetingRow(r, c); err != nil {
 		return false // a lane's record is its owner's to delete (closeLane), a released one its releasers' (letOut)
 	}
-	if !claimant && pr.opts.now().Before(r.LeaseUntil) {
-		return false
-	}
-	if _, empty, _, err := pr.probeCandidate(ctx, token, pr.opts.now()); err != nil || !empty {
+	if _, empty, _, err := pr.probeCandidate(ctx, token, c.now); err != nil || !empty {
 		return false
 	}
 	if pr.forgetChecked != nil {
 		pr.forgetChecked(token)
 	}
-	return pr.parker.meetings.Delete(ctx, token, jetstream.LastRevision(e.Revision())) == nil
+	_, err = applyMeetingAt(ctx, pr.parker.meetings, token, r, rev, c)
+	return err == nil
 }
 
 // forgetEmptied forgets the waiting meetings and holds whose parked commands
@@ -382,10 +371,8 @@ func (pr *prober) expireParked(ctx context.Context, token string, rec meetingRec
 		}
 		settle(v, d, log)
 	}
-	_, _, _ = pr.parker.updateMeeting(ctx, token, func(r *meetingRecord) bool {
-		r.EarliestDeadline = earliest
-		return true
-	})
+	_, _ = applyMeeting(ctx, pr.parker.meetings, token, meetingChange{event: evSetEarliest, now: now,
+		earliest: earliest, parksSeen: rec.Parks})
 }
 
 func minTime(a, b time.Time) time.Time {
