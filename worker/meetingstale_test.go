@@ -89,3 +89,27 @@ func TestMeetingForgottenWhenItsCommandsExpire(t *testing.T) {
 	}
 	awaitNoMeetingShown(t, js, "the meeting no longer shown once its only command expired")
 }
+
+// A command parked behind a notBefore earlier than the meeting's next probe
+// (another command's later notBefore) is tried at its notBefore, not at the
+// other's.
+func TestParkedEarlierNotBeforeMovesTheProbe(t *testing.T) {
+	const meeting = "m-earlier"
+	srv := wt.StartNATS(t)
+	sb := wt.StartSandbox(t, sandbox.Config{Rate: 1e6})
+	c := wt.Client(t, sb)
+	if _, err := sb.AddMeeting(sandbox.MeetingSpec{Number: meeting, StartsIn: sandbox.Duration(-time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	wt.StartWorker(t, srv, c)
+	js := wt.JetStream(t, wt.Connect(t, srv))
+	later := fmt.Sprintf("%q", time.Now().Add(time.Hour).UTC().Format(time.RFC3339))
+	wt.Publish(t, js, "later", wt.Command("later", meeting, "notBefore", later))
+	awaitParked(t, js, 1)
+	soon := fmt.Sprintf("%q", time.Now().Add(2*time.Second).UTC().Format(time.RFC3339Nano))
+	wt.Publish(t, js, "soon", wt.Command("soon", meeting, "notBefore", soon))
+	events := wt.AwaitTerminal(t, js, 1, time.Minute)
+	if evs := events["soon"]; len(evs) == 0 || evs[len(evs)-1].Subject != worker.SubjectCreated {
+		t.Fatalf("events %v, want soon created", events)
+	}
+}

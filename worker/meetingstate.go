@@ -121,11 +121,15 @@ var meetingTable = []meetingTransition{
 			return &r
 		}},
 	// Every park writes the record (Parks), so that a forget that read it
-	// before fails (see prober.forget).
+	// before fails (see prober.forget). A meeting's next probe comes no later
+	// than the command's first (an earlier notBefore).
 	{name: "park-again", event: evPark, from: meetingWaiting, kinds: parkedKinds,
 		set: func(r meetingRecord, c meetingChange) *meetingRecord {
-			if c.kind == kindHold && c.first.After(r.NextProbeAt) {
+			switch {
+			case c.kind == kindHold && c.first.After(r.NextProbeAt):
 				r.NextProbeAt = c.first // the breaker's openUntil moved on
+			case c.kind == kindMeeting:
+				r.NextProbeAt = minTime(r.NextProbeAt, c.first)
 			}
 			r.EarliestDeadline = minTime(r.EarliestDeadline, c.deadline)
 			r.Parks++

@@ -146,6 +146,8 @@ func TestMeetingStateTable(t *testing.T) {
 				r.EarliestDeadline = c.deadline
 				if r.Kind == kindHold {
 					r.NextProbeAt = c.first // later: the breaker's openUntil moved on
+				} else {
+					r.NextProbeAt = minTime(r.NextProbeAt, c.first)
 				}
 			})
 		},
@@ -257,6 +259,17 @@ func TestMeetingStateRowDetails(t *testing.T) {
 		r, err := nextMeetingRecord(&hold, meetingChange{event: evPark, now: now, kind: kindHold, first: tc.first, deadline: now.Add(2 * time.Hour)})
 		if err != nil || !r.NextProbeAt.Equal(tc.want) || !r.EarliestDeadline.Equal(hold.EarliestDeadline) || r.Parks != 2 {
 			t.Errorf("hold parked again with first %v: %+v, %v; want next probe %v, deadline kept, 2 parks", tc.first, r, err, tc.want)
+		}
+	}
+	// A meeting's next probe comes no later than a new command's first.
+	meeting := hold
+	meeting.Kind, meeting.Meeting = kindMeeting, "m"
+	for _, tc := range []struct {
+		first, want time.Time
+	}{{now.Add(2 * time.Minute), now.Add(time.Minute)}, {now.Add(30 * time.Second), now.Add(30 * time.Second)}} {
+		r, err := nextMeetingRecord(&meeting, meetingChange{event: evPark, now: now, kind: kindMeeting, first: tc.first, deadline: now.Add(2 * time.Hour)})
+		if err != nil || !r.NextProbeAt.Equal(tc.want) {
+			t.Errorf("meeting parked again with first %v: %+v, %v; want next probe %v", tc.first, r, err, tc.want)
 		}
 	}
 	// A command parked under another kind's record is refused.

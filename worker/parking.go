@@ -230,9 +230,9 @@ func kindName(kind string) string {
 	return "park"
 }
 
-// schedule creates the meeting's record, or moves its earliest deadline (a
-// hold's next probe: later) when this command needs that (the table's park
-// rows). It writes the record on every park, after the command was stored: a
+// schedule creates the meeting's record, or moves its earliest deadline and
+// next probe earlier (a hold's next probe: later) when this command needs
+// that (the table's park rows). It writes the record on every park, after the command was stored: a
 // forget that read the record before this write then fails (see
 // prober.forget).
 func (p *parker) schedule(ctx context.Context, token, kind string, d *Decoded, deadline, first time.Time) (time.Time, error) {
