@@ -68,7 +68,7 @@ type meetingRecord struct {
 	Owner string `json:"owner,omitempty"`
 	// Parks counts the commands parked under the record. Every park writes
 	// it, so that a forget (a delete at the revision it read) fails when a
-	// command was parked after its read (see prober.forgetMeeting).
+	// command was parked after its read (see prober.forget).
 	Parks int `json:"parks,omitempty"`
 }
 
@@ -232,9 +232,9 @@ func kindName(kind string) string {
 
 // schedule creates the meeting's record, or moves its earliest deadline and
 // next probe earlier (a hold's next probe: later) when this command needs
-// that (the table's park rows). It writes the record on every park, after the command was stored: a
-// forget that read the record before this write then fails (see
-// prober.forget).
+// that (the table's park rows). It writes the record on every park, after
+// the command was stored: a forget that read the record before this write
+// then fails (see prober.forget).
 func (p *parker) schedule(ctx context.Context, token, kind string, d *Decoded, deadline, first time.Time) (time.Time, error) {
 	r, err := applyMeeting(ctx, p.meetings, token, meetingChange{event: evPark, now: p.now(), kind: kind,
 		enterpriseID: d.EnterpriseID, meeting: d.Cmd.MeetingRoomNumber, first: first, deadline: deadline})
