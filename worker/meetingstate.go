@@ -330,6 +330,20 @@ func applyMeeting(ctx context.Context, kv jetstream.KeyValue, token string, c me
 	}
 }
 
+// applyMeetingFrom is applyMeeting starting from a record already seen (seen
+// at rev; nil and 0: none), such as the watched view's: one write and no
+// read when nothing changed the record since. Otherwise (a conflict, or a
+// refusal of what may be an old copy) it reads and applies as applyMeeting.
+func applyMeetingFrom(ctx context.Context, kv jetstream.KeyValue, token string, seen *meetingRecord, rev uint64, c meetingChange) (meetingRecord, error) {
+	if t, err := meetingRow(seen, c); err == nil && !t.pinned {
+		out, _, err := writeMeeting(ctx, kv, token, seen, rev, c)
+		if err == nil {
+			return out, nil
+		}
+	}
+	return applyMeeting(ctx, kv, token, c)
+}
+
 // applyMeetingAt carries out a change once, at the revision the caller read
 // (seen nil and rev 0: it saw no record). A conflict is returned as an error.
 func applyMeetingAt(ctx context.Context, kv jetstream.KeyValue, token string, seen *meetingRecord, rev uint64, c meetingChange) (meetingRecord, error) {

@@ -323,4 +323,13 @@ func TestMeetingStateWrites(t *testing.T) {
 	if _, rev3, _ := readMeeting(ctx, kv, token); rev3 != rev2 {
 		t.Fatalf("refused changes wrote: revision %d, was %d", rev3, rev2)
 	}
+	// A park from an old copy (the view behind) applies to the record as it is.
+	park := meetingChange{event: evPark, now: now, kind: kindMeeting, enterpriseID: "ent", meeting: "m-writes",
+		first: now.Add(time.Minute), deadline: now.Add(3 * time.Hour)}
+	if out, err := applyMeetingFrom(ctx, kv, token, r, rev, park); err != nil || out.Parks != 3 {
+		t.Fatalf("park from an old copy: %+v, %v; want 3 parks", out, err)
+	}
+	if out, err := applyMeetingFrom(ctx, kv, meetingToken("ent", "m-new"), nil, 0, park); err != nil || out.Parks != 1 {
+		t.Fatalf("park of a meeting without a record: %+v, %v", out, err)
+	}
 }

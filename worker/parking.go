@@ -236,7 +236,12 @@ func kindName(kind string) string {
 // the command was stored: a forget that read the record before this write
 // then fails (see prober.forget).
 func (p *parker) schedule(ctx context.Context, token, kind string, d *Decoded, deadline, first time.Time) (time.Time, error) {
-	r, err := applyMeeting(ctx, p.meetings, token, meetingChange{event: evPark, now: p.now(), kind: kind,
+	var seen *meetingRecord
+	e, ok := p.view.get(token)
+	if ok {
+		seen = &e.rec
+	}
+	r, err := applyMeetingFrom(ctx, p.meetings, token, seen, e.rev, meetingChange{event: evPark, now: p.now(), kind: kind,
 		enterpriseID: d.EnterpriseID, meeting: d.Cmd.MeetingRoomNumber, first: first, deadline: deadline})
 	if err != nil {
 		return time.Time{}, fmt.Errorf("meeting record: %w", err)
