@@ -63,8 +63,9 @@ type meetingChange struct {
 	now   time.Time
 	// The record to create (park, lane-open, lane-renew): its kind and names.
 	kind, enterpriseID, meeting string
-	// park: when the command's first probe may run, and its deadline.
-	first, deadline time.Time
+	// park: when the command's first probe may run, its deadline, and its
+	// notBefore when that is ahead (zero: none).
+	first, deadline, notBefore time.Time
 	// reschedule: the next probe; countProbe counts the probe that ended.
 	next       time.Time
 	countProbe bool
@@ -122,14 +123,15 @@ var meetingTable = []meetingTransition{
 		}},
 	// Every park writes the record (Parks), so that a forget that read it
 	// before fails (see prober.forget). A meeting's next probe comes no later
-	// than the command's first (an earlier notBefore).
+	// than the command's notBefore. (Its first otherwise is a guess from the
+	// view, which may be behind the record: it moves nothing.)
 	{name: "park-again", event: evPark, from: meetingWaiting, kinds: parkedKinds,
 		set: func(r meetingRecord, c meetingChange) *meetingRecord {
 			switch {
 			case c.kind == kindHold && c.first.After(r.NextProbeAt):
 				r.NextProbeAt = c.first // the breaker's openUntil moved on
-			case c.kind == kindMeeting:
-				r.NextProbeAt = minTime(r.NextProbeAt, c.first)
+			case c.kind == kindMeeting && !c.notBefore.IsZero():
+				r.NextProbeAt = minTime(r.NextProbeAt, c.notBefore)
 			}
 			r.EarliestDeadline = minTime(r.EarliestDeadline, c.deadline)
 			r.Parks++

@@ -57,7 +57,7 @@ func TestMeetingStateTable(t *testing.T) {
 	events := []event{
 		{"park", func(r *meetingRecord) meetingChange {
 			return meetingChange{event: evPark, kind: kindOf(r, kindMeeting), enterpriseID: "e", meeting: "m",
-				first: at(30 * time.Second), deadline: at(30 * time.Minute)}
+				first: at(30 * time.Second), deadline: at(30 * time.Minute), notBefore: at(30 * time.Second)}
 		}},
 		{"claim-probe", func(*meetingRecord) meetingChange {
 			return meetingChange{event: evClaim, lease: at(time.Minute)}
@@ -147,7 +147,7 @@ func TestMeetingStateTable(t *testing.T) {
 				if r.Kind == kindHold {
 					r.NextProbeAt = c.first // later: the breaker's openUntil moved on
 				} else {
-					r.NextProbeAt = minTime(r.NextProbeAt, c.first)
+					r.NextProbeAt = minTime(r.NextProbeAt, c.notBefore)
 				}
 			})
 		},
@@ -261,15 +261,21 @@ func TestMeetingStateRowDetails(t *testing.T) {
 			t.Errorf("hold parked again with first %v: %+v, %v; want next probe %v, deadline kept, 2 parks", tc.first, r, err, tc.want)
 		}
 	}
-	// A meeting's next probe comes no later than a new command's first.
+	// A meeting's next probe comes no later than a new command's notBefore;
+	// a first without one (a guess from the view) moves nothing.
 	meeting := hold
 	meeting.Kind, meeting.Meeting = kindMeeting, "m"
 	for _, tc := range []struct {
-		first, want time.Time
-	}{{now.Add(2 * time.Minute), now.Add(time.Minute)}, {now.Add(30 * time.Second), now.Add(30 * time.Second)}} {
-		r, err := nextMeetingRecord(&meeting, meetingChange{event: evPark, now: now, kind: kindMeeting, first: tc.first, deadline: now.Add(2 * time.Hour)})
+		first, notBefore, want time.Time
+	}{
+		{now.Add(2 * time.Minute), now.Add(2 * time.Minute), now.Add(time.Minute)},
+		{now.Add(30 * time.Second), now.Add(30 * time.Second), now.Add(30 * time.Second)},
+		{now.Add(-time.Minute), time.Time{}, now.Add(time.Minute)},
+	} {
+		r, err := nextMeetingRecord(&meeting, meetingChange{event: evPark, now: now, kind: kindMeeting, first: tc.first,
+			notBefore: tc.notBefore, deadline: now.Add(2 * time.Hour)})
 		if err != nil || !r.NextProbeAt.Equal(tc.want) {
-			t.Errorf("meeting parked again with first %v: %+v, %v; want next probe %v", tc.first, r, err, tc.want)
+			t.Errorf("meeting parked again with first %v, notBefore %v: %+v, %v; want next probe %v", tc.first, tc.notBefore, r, err, tc.want)
 		}
 	}
 	// A command parked under another kind's record is refused.

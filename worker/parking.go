@@ -231,8 +231,8 @@ func kindName(kind string) string {
 }
 
 // schedule creates the meeting's record, or moves its earliest deadline and
-// next probe earlier (a hold's next probe: later) when this command needs
-// that (the table's park rows). It writes the record on every park, after
+// next probe (to a notBefore) earlier (a hold's next probe: later) when this
+// command needs that (the table's park rows). It writes the record on every park, after
 // the command was stored: a forget that read the record before this write
 // then fails (see prober.forget).
 func (p *parker) schedule(ctx context.Context, token, kind string, d *Decoded, deadline, first time.Time) (time.Time, error) {
@@ -241,8 +241,12 @@ func (p *parker) schedule(ctx context.Context, token, kind string, d *Decoded, d
 	if ok {
 		seen = &e.rec
 	}
-	r, err := applyMeetingFrom(ctx, p.meetings, token, seen, e.rev, meetingChange{event: evPark, now: p.now(), kind: kind,
-		enterpriseID: d.EnterpriseID, meeting: d.Cmd.MeetingRoomNumber, first: first, deadline: deadline})
+	c := meetingChange{event: evPark, now: p.now(), kind: kind, enterpriseID: d.EnterpriseID, meeting: d.Cmd.MeetingRoomNumber,
+		first: first, deadline: deadline}
+	if nb := d.Cmd.NotBefore; nb != nil && nb.After(c.now) {
+		c.notBefore = *nb
+	}
+	r, err := applyMeetingFrom(ctx, p.meetings, token, seen, e.rev, c)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("meeting record: %w", err)
 	}
