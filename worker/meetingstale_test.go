@@ -11,6 +11,7 @@ import (
 	"github.com/xygroup/xygroup/worker"
 	"github.com/xygroup/xygroup/worker/commands"
 	wt "github.com/xygroup/xygroup/worker/workertest"
+	"github.com/xygroup/xygroup/xylink"
 	"github.com/xygroup/xygroup/xylink/sandbox"
 )
 
@@ -112,4 +113,48 @@ func TestParkedEarlierNotBeforeMovesTheProbe(t *testing.T) {
 	if evs := events["soon"]; len(evs) == 0 || evs[len(evs)-1].Subject != worker.SubjectCreated {
 		t.Fatalf("events %v, want soon created", events)
 	}
+}
+
+// A tenant held for refused credentials whose held commands are all cancelled
+// is no longer shown held; its next command is held again (no call goes with
+// the wrong credentials but the hold's probes), and is created once the
+// credentials are right.
+func TestHoldForgottenWhenItsCommandsAreCancelled(t *testing.T) {
+	const meeting = "m-held"
+	srv := wt.StartNATS(t)
+	sb := wt.StartSandbox(t, sandbox.Config{Rate: 1e6})
+	if _, err := sb.AddMeeting(sandbox.MeetingSpec{Number: meeting, StartsIn: sandbox.Duration(-time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := xylink.NewClient(sb.URL, xylink.WithTenants(xylink.Credentials{EnterpriseID: wt.Enterprise, Token: "wrong-token"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wt.StartWorker(t, srv, c, worker.WithBreakerSettings(worker.BreakerSettings{CredentialsRetry: time.Second}))
+	js := wt.JetStream(t, wt.Connect(t, srv))
+	wt.AwaitStream(t, js, worker.StreamCommands)
+	wt.AwaitStream(t, js, worker.StreamEvents)
+	heldShown := func() bool {
+		ms := shownMeetings(t, js)
+		return len(ms) == 1 && ms[0].Kind == "breaker" && ms[0].State == "waiting" && ms[0].Parked >= 1
+	}
+	for i := range 2 {
+		id := fmt.Sprintf("held-%d", i)
+		wt.Publish(t, js, id, wt.Command(id, meeting))
+	}
+	awaitParked(t, js, 2)
+	wt.Eventually(t, 30*time.Second, heldShown, "the tenant shown held")
+
+	cancel(t, js, commands.CancelRequest{EnterpriseID: wt.Enterprise, MeetingRoomNumber: meeting})
+	wt.Eventually(t, 30*time.Second, func() bool { return subjectCount(t, js, subjectCancelled) == 2 }, "both held commands cancelled")
+	awaitNoMeetingShown(t, js, "the hold no longer shown once its commands were cancelled")
+
+	wt.Publish(t, js, "held-new", wt.Command("held-new", meeting))
+	awaitParked(t, js, 1)
+	wt.Eventually(t, 30*time.Second, heldShown, "the tenant's new command held")
+	if err := c.AddTenant(xylink.Credentials{EnterpriseID: wt.Enterprise, Token: wt.Token}); err != nil {
+		t.Fatal(err)
+	}
+	wt.Eventually(t, time.Minute, func() bool { return subjectCount(t, js, worker.SubjectCreated) == 1 }, "the new command created")
+	awaitNoMeetingShown(t, js, "nothing shown once the new command was created")
 }
