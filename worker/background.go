@@ -63,11 +63,29 @@ func (w *Worker) updateParkedGauge(ctx context.Context) {
 		w.opts.metrics.Parked.Set(float64(info.State.Msgs))
 		w.updateLaneGauge(info.State.Subjects)
 		w.reopenLanes(ctx, info.State.Subjects)
+		w.forgetEmptyMeetings(ctx, info.State.Subjects)
 	}
 	if w.limiter != nil {
 		w.opts.metrics.LimiterGuard.Reset()
 		for ent, g := range w.limiter.Guards(w.tenantIDs...) {
 			w.opts.metrics.LimiterGuard.WithLabelValues(ent).Set(g.Seconds())
+		}
+	}
+}
+
+// forgetEmptyMeetings forgets the waiting meetings and holds that have no
+// parked command and no probe claimed: those whose last command ended
+// outside a probe (a cancel that stopped before its forget, a record left by
+// a stopped replica). The forget itself checks again (prober.forget).
+func (w *Worker) forgetEmptyMeetings(ctx context.Context, subjects map[string]uint64) {
+	now := w.opts.now()
+	for token, e := range w.view.all() {
+		r := e.rec
+		if r.Kind == kindLane || r.State != meetingWaiting || now.Before(r.LeaseUntil) || subjects[parkedSubject(token)] > 0 {
+			continue
+		}
+		if w.prober.forgetIdle(ctx, token) {
+			w.log.Debug().Str("meeting", token).Msg("no parked command left; meeting forgotten")
 		}
 	}
 }

@@ -157,6 +157,8 @@ func (w *Worker) handleCancel(ctx context.Context, msg jetstream.Msg, meta *jets
 		_ = msg.NakWithDelay(time.Second)
 		return
 	}
+	var ended []*jetstream.RawStreamMsg
+	defer func() { w.prober.forgetEmptied(ctx, ended) }()
 	for _, t := range targets {
 		tlog := log.With().Str("commandId", t.ref.id).Str("enterpriseId", t.ref.enterprise).Logger()
 		rejected, rec, err := w.p.idem.cancel(ctx, t.ref, mark)
@@ -199,6 +201,7 @@ func (w *Worker) handleCancel(ctx context.Context, msg jetstream.Msg, meta *jets
 			d.ReplayID = del.replayMark(&tlog)
 			w.apply(ctx, verdict{event: cancelledEvent(d, m, rec.Attempts, w.opts.now())}, d, del,
 				&probeSettler{stream: w.parked, seq: pm.Sequence}, tlog)
+			ended = append(ended, pm)
 		}
 	}
 	w.ack(ctx, &msgSettler{msg: msg}, log)

@@ -364,11 +364,15 @@ func TestCancelByMeetingUnderThreeWorkers(t *testing.T) {
 	answeredAt := time.Now()
 
 	// A new plan for the meeting: it waits for the meeting like any command.
+	// The cancel left the meeting without commands, and so forgotten: the
+	// new plan's first call finds it waiting again (unless the new plan came
+	// before the forget reached its replica: then it parks without a call).
 	wt.Publish(t, js, "plan-new", wt.Command("plan-new", meeting))
 	awaitParked(t, js, 3)
 	newPlanAt := time.Now()
-	if calls, _ := tenantCalls(sb, wt.Enterprise, meeting, cancelAt, newPlanAt); calls != 0 {
-		t.Errorf("%d calls for the cancelled meeting after its cancel", calls)
+	first, _ := tenantCalls(sb, wt.Enterprise, meeting, cancelAt, newPlanAt)
+	if first > 1 {
+		t.Errorf("%d calls for the cancelled meeting after its cancel, want at most the new plan's first", first)
 	}
 	if n := subjectCount(t, js, worker.SubjectCancelRejected); n != 0 {
 		t.Errorf("%d cancel_rejected answers, want none", n)
@@ -404,12 +408,11 @@ func TestCancelByMeetingUnderThreeWorkers(t *testing.T) {
 			t.Errorf("%s: ended while it waits: %s", p, evs[0].Subject)
 		}
 	}
-	// After the cancel, the meeting's only call is the new plan's: it waits
-	// without a call while the meeting is known to wait, and its probe
-	// creates the groups.
+	// After the cancel, the meeting's only calls are the new plan's: its
+	// first (66620), and its probe's, which creates the groups.
 	after, created := tenantCalls(sb, wt.Enterprise, meeting, cancelAt, time.Time{})
-	if _, total := tenantCalls(sb, wt.Enterprise, meeting, time.Time{}, time.Time{}); after != 1 || created != 1 || total != 1 {
-		t.Errorf("after the cancel: %d calls for the meeting, %d created (%d created in all); want the new plan's one", after, created, total)
+	if _, total := tenantCalls(sb, wt.Enterprise, meeting, time.Time{}, time.Time{}); after != first+1 || created != 1 || total != 1 {
+		t.Errorf("after the cancel: %d calls for the meeting, %d created (%d created in all); want the new plan's %d", after, created, total, first+1)
 	}
 	if d := sb.Stats().DuplicateCreates; len(d) > 0 {
 		t.Errorf("duplicate creates: %v", d)

@@ -36,8 +36,9 @@
 // meetings bucket): the prober (probe.go) probes waiting meetings and held
 // tenants, the releaser (release.go) lets out the commands of a released
 // meeting or hold, lanes.go serves tenant lanes, and replicas.go keeps the
-// replicas' heartbeats. Every delivery, whatever its source, is settled the
-// same way (Worker.apply).
+// replicas' heartbeats. Every write of a meetings bucket record (a waiting
+// meeting's, a hold's, a lane's) is a row of one table (meetingstate.go).
+// Every delivery, whatever its source, is settled the same way (Worker.apply).
 //
 // Words used with one meaning each:
 //

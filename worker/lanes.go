@@ -232,32 +232,20 @@ func laneConsumer(token string) jetstream.ConsumerConfig {
 // either sees the command (it looks again after deleting its record) or is
 // gone, and the record is created anew.
 func (p *parker) openLane(ctx context.Context, token string, d *Decoded) error {
-	_, err := p.meetings.Get(ctx, token)
-	if err == nil {
-		return nil
+	_, err := applyMeeting(ctx, p.meetings, token, meetingChange{event: evLaneOpen, now: p.now(), kind: kindLane, enterpriseID: d.EnterpriseID})
+	if refused(err) {
+		return nil // it has its record
 	}
-	if !errors.Is(err, jetstream.ErrKeyNotFound) {
-		return err
-	}
-	b, _ := marshalRecord(meetingRecord{Kind: kindLane, EnterpriseID: d.EnterpriseID, State: laneOpen, WaitingSince: p.now()})
-	if _, err := p.meetings.Create(ctx, token, b); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
-		return err
-	}
-	return nil
+	return err
 }
 
 // serveLaneRecord is the prober's part: the lane's owner keeps serving it; a
 // lane whose lease lapsed (or was given up) is claimed.
 func (w *Worker) serveLaneRecord(ctx context.Context, token string, e meetingEntry, now time.Time) {
 	if e.rec.Owner != w.id {
-		if e.rec.Owner != "" && now.Before(e.rec.LeaseUntil) {
-			return
-		}
-		r := e.rec
-		r.Owner, r.LeaseUntil = w.id, now.Add(laneLease)
-		b, _ := marshalRecord(r)
-		if _, err := w.meetings.Update(ctx, token, b, e.rev); err != nil {
-			return
+		if _, err := applyMeetingAt(ctx, w.meetings, token, &e.rec, e.rev,
+			meetingChange{event: evLaneOwn, now: now, replica: w.id, lease: now.Add(laneLease)}); err != nil {
+			return // another replica owns it, or took it first
 		}
 	}
 	if _, running := w.serving.LoadOrStore(token, true); running {
@@ -280,28 +268,17 @@ func (w *Worker) serveLaneRecord(ctx context.Context, token string, e meetingEnt
 func (w *Worker) renewLane(ctx context.Context, token, ent string) bool {
 	rctx, cancel := recordCtx(ctx)
 	defer cancel()
-	initial := &meetingRecord{Kind: kindLane, EnterpriseID: ent, State: laneOpen, WaitingSince: w.opts.now()}
-	r, err := casUpdate(rctx, w.meetings, token, initial, func(r *meetingRecord) (bool, error) {
-		if r.Owner != "" && r.Owner != w.id {
-			return false, nil
-		}
-		r.Owner, r.LeaseUntil = w.id, w.opts.now().Add(laneLease)
-		return true, nil
-	})
-	return err == nil && r.Owner == w.id
+	now := w.opts.now()
+	_, err := applyMeeting(rctx, w.meetings, token, meetingChange{event: evLaneRenew, now: now, kind: kindLane, enterpriseID: ent,
+		replica: w.id, lease: now.Add(laneLease)})
+	return err == nil
 }
 
 // leaveLane gives the lease up, so that another replica takes the lane at once.
 func (w *Worker) leaveLane(ctx context.Context, token string) {
 	rctx, cancel := recordCtx(ctx)
 	defer cancel()
-	_, _, _ = w.parker.updateMeeting(rctx, token, func(r *meetingRecord) bool {
-		if r.Owner != w.id {
-			return false
-		}
-		r.Owner, r.LeaseUntil = "", time.Time{}
-		return true
-	})
+	_, _ = applyMeeting(rctx, w.meetings, token, meetingChange{event: evLaneLeave, now: w.opts.now(), replica: w.id})
 }
 
 // serveLane takes the lane's commands at the tenant's pace until the lane is
@@ -385,14 +362,14 @@ func (w *Worker) serveLane(ctx context.Context, token, ent string) {
 // stored meanwhile found the record before it was deleted (and is seen by the
 // second look) or finds none and creates it: either way the lane lives on.
 func (w *Worker) closeLane(ctx context.Context, cons jetstream.Consumer, token string, log zerolog.Logger) bool {
-	e, err := w.meetings.Get(ctx, token)
-	if err != nil {
+	r, rev, err := readMeeting(ctx, w.meetings, token)
+	if err != nil || r == nil {
 		return false
 	}
 	if !laneEmpty(ctx, cons) {
 		return false
 	}
-	if err := w.meetings.Delete(ctx, token, jetstream.LastRevision(e.Revision())); err != nil {
+	if _, err := applyMeetingAt(ctx, w.meetings, token, r, rev, meetingChange{event: evLaneClose, now: w.opts.now(), replica: w.id}); err != nil {
 		return false
 	}
 	if !laneEmpty(ctx, cons) {

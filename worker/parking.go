@@ -70,6 +70,10 @@ type meetingRecord struct {
 	// the meeting has not started, so its other commands are not parked for it.
 	// A 66620 answer clears it.
 	NotBeforeOnly bool `json:"notBeforeOnly,omitempty"`
+	// Parks counts the commands parked under the record. Every park writes
+	// it, so that a forget (a delete at the revision it read) fails when a
+	// command was parked after its read (see prober.forget).
+	Parks int `json:"parks,omitempty"`
 }
 
 // meetingToken names a meeting in subjects and keys: a hash, since meeting
@@ -242,49 +246,26 @@ func kindName(kind string) string {
 }
 
 // schedule creates the meeting's record, or moves its earliest deadline and
-// next probe earlier when this command needs that. ahead: the command waits
-// only for its notBefore (first), which says nothing of the meeting.
+// next probe (to a notBefore) earlier (a hold's next probe: later) when this
+// command needs that (the table's park rows). It writes the record on every park, after
+// the command was stored: a forget that read the record before this write
+// then fails (see prober.forget).
+//
+// ahead: the command waits only for its notBefore (first), which says nothing
+// of the meeting: a record it creates is NotBeforeOnly, and it leaves a
+// released meeting released.
 func (p *parker) schedule(ctx context.Context, token, kind string, d *Decoded, deadline, first time.Time, ahead bool) (time.Time, error) {
-	r, err := casUpdate(ctx, p.meetings, token, &meetingRecord{}, func(r *meetingRecord) (bool, error) {
-		now := p.now()
-		switch {
-		case r.State == "": // no record yet
-			*r = meetingRecord{Kind: kind, EnterpriseID: d.EnterpriseID, Meeting: d.Cmd.MeetingRoomNumber, State: meetingWaiting,
-				NextProbeAt: first, EarliestDeadline: deadline, WaitingSince: now, NotBeforeOnly: ahead}
-			if kind == kindHold {
-				r.Meeting = ""
-			}
-			return true, nil
-		case ahead && r.State != meetingWaiting:
-			// Released: its letting out takes this command too, and holds it
-			// until its notBefore; the meeting does not wait.
-			return false, nil
-		case r.State != meetingWaiting:
-			// Released, yet the meeting said 66620 again (it ended, or flapped), or
-			// the tenant was held again: wait again.
-			r.State, r.NextProbeAt, r.Probes, r.WaitingSince = meetingWaiting, first, 0, now
-			r.EarliestDeadline = minTime(r.EarliestDeadline, deadline)
-			return true, nil
-		}
-		changed := false
-		if kind == kindHold && first.After(r.NextProbeAt) {
-			r.NextProbeAt, changed = first, true // the breaker's openUntil moved on
-		}
-		if r.NotBeforeOnly {
-			// Probed when its first notBefore comes, or, once the meeting
-			// answered 66620, as a waiting meeting.
-			if first.Before(r.NextProbeAt) {
-				r.NextProbeAt, changed = first, true
-			}
-			if !ahead {
-				r.NotBeforeOnly, changed = false, true
-			}
-		}
-		if deadline.Before(r.EarliestDeadline) {
-			r.EarliestDeadline, changed = deadline, true
-		}
-		return changed, nil
-	})
+	var seen *meetingRecord
+	e, ok := p.view.get(token)
+	if ok {
+		seen = &e.rec
+	}
+	c := meetingChange{event: evPark, now: p.now(), kind: kind, enterpriseID: d.EnterpriseID, meeting: d.Cmd.MeetingRoomNumber,
+		first: first, deadline: deadline, ahead: ahead}
+	if nb := d.Cmd.NotBefore; nb != nil && nb.After(c.now) {
+		c.notBefore = *nb
+	}
+	r, err := applyMeetingFrom(ctx, p.meetings, token, seen, e.rev, c)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("meeting record: %w", err)
 	}
@@ -303,15 +284,4 @@ func (p *parker) waiting(enterpriseID, meeting string) (meetingRecord, bool) {
 func (p *parker) holding(enterpriseID string) bool {
 	e, ok := p.view.get(holdToken(enterpriseID))
 	return ok && e.rec.State == meetingWaiting
-}
-
-// updateMeeting applies f to the meeting record with compare-and-swap; f returning
-// false leaves it as it is. It reports whether it wrote.
-func (p *parker) updateMeeting(ctx context.Context, token string, f func(*meetingRecord) bool) (meetingRecord, bool, error) {
-	wrote := false
-	r, err := casUpdate(ctx, p.meetings, token, nil, func(r *meetingRecord) (bool, error) {
-		wrote = f(r)
-		return wrote, nil
-	})
-	return r, wrote && err == nil, err
 }

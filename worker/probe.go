@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -35,13 +36,18 @@ type prober struct {
 	apply        func(ctx context.Context, v verdict, d *Decoded, del *delivery, s settler, log zerolog.Logger)
 	startCommand func(ctx context.Context, del *delivery) (context.Context, trace.Span)
 	work         func() context.Context
+
+	// forgetChecked, when set, runs between a forget's check that the meeting
+	// has no parked command and its delete (tests).
+	forgetChecked func(token string)
 }
 
+// claim takes the due probe of a waiting meeting as this replica's view saw
+// it (e), for probeLease.
 func (pr *prober) claim(ctx context.Context, token string, e meetingEntry) bool {
-	r := e.rec
-	r.LeaseUntil = pr.opts.now().Add(probeLease)
-	b, _ := json.Marshal(r)
-	_, err := pr.parker.meetings.Update(ctx, token, b, e.rev)
+	now := pr.opts.now()
+	_, err := applyMeetingAt(ctx, pr.parker.meetings, token, &e.rec, e.rev,
+		meetingChange{event: evClaim, now: now, lease: now.Add(probeLease)})
 	return err == nil
 }
 
@@ -84,10 +90,11 @@ func (pr *prober) probe(ctx context.Context, token string) {
 
 func (pr *prober) runProbe(ctx context.Context, token string, log *zerolog.Logger) probeOutcome {
 	now := pr.opts.now()
-	rec, _, err := pr.parker.updateMeeting(ctx, token, func(*meetingRecord) bool { return false })
-	if err != nil {
+	r, _, err := readMeeting(ctx, pr.parker.meetings, token)
+	if err != nil || r == nil {
 		return probeOutcome{next: now.Add(time.Second)}
 	}
+	rec := *r
 	meetingLog := *log // a command's lines name it, its tenant and meeting (commandLogger)
 	*log = log.With().Str("enterpriseId", rec.EnterpriseID).Str("meetingRoomNumber", rec.Meeting).Logger()
 	if !now.Before(rec.EarliestDeadline) {
@@ -224,18 +231,9 @@ func recordCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 func (pr *prober) reschedule(ctx context.Context, token string, next time.Time, countProbe bool) {
 	ctx, cancel := recordCtx(ctx)
 	defer cancel()
-	_, _, err := pr.parker.updateMeeting(ctx, token, func(r *meetingRecord) bool {
-		if r.State != meetingWaiting {
-			return false
-		}
-		if countProbe {
-			r.Probes++
-			r.NotBeforeOnly = false // it answered 66620: the meeting waits
-		}
-		r.NextProbeAt, r.LeaseUntil = next, time.Time{}
-		return true
-	})
-	if err != nil && !errors.Is(err, errNoKey) {
+	_, err := applyMeeting(ctx, pr.parker.meetings, token, meetingChange{event: evReschedule, now: pr.opts.now(),
+		next: next, countProbe: countProbe})
+	if err != nil && !refused(err) { // refused: released, or forgotten meanwhile
 		pr.log.Warn().Err(err).Str("meeting", token).Msg("reschedule probe")
 	}
 }
@@ -246,10 +244,7 @@ func (pr *prober) release(ctx context.Context, token string, log zerolog.Logger)
 	now := pr.opts.now()
 	rctx, cancel := recordCtx(ctx)
 	defer cancel()
-	r, _, err := pr.parker.updateMeeting(rctx, token, func(r *meetingRecord) bool {
-		r.State, r.ReleasedAt, r.LeaseUntil = meetingReleased, now, time.Time{}
-		return true
-	})
+	r, err := applyMeeting(rctx, pr.parker.meetings, token, meetingChange{event: evRelease, now: now})
 	if err != nil {
 		log.Warn().Err(err).Msg("release meeting")
 		return
@@ -260,20 +255,62 @@ func (pr *prober) release(ctx context.Context, token string, log zerolog.Logger)
 	}
 }
 
-// forgetMeeting deletes the record of a meeting that has no parked command
-// left, and reports whether it did.
+// forgetMeeting deletes the record of a waiting meeting (or hold) that has no
+// parked command left, and reports whether it did. The caller holds the
+// meeting's probe claim.
 func (pr *prober) forgetMeeting(ctx context.Context, token string) bool {
+	return pr.forget(ctx, token, true)
+}
+
+// forgetIdle is forgetMeeting for a replica that holds no claim: a meeting
+// whose probe is claimed is left to its claimant, which forgets it once its
+// probe finds nothing parked.
+func (pr *prober) forgetIdle(ctx context.Context, token string) bool {
+	return pr.forget(ctx, token, false)
+}
+
+// forget deletes a waiting meeting's record when nothing is parked under it.
+//
+// A park stores its command, then writes the record (schedule counts every
+// park); a forget reads the record at revision rev, finds the meeting's
+// parked subject empty, then deletes at rev. A park concurrent with a forget
+// either stored its command before the check (the check sees it: no delete),
+// or wrote the record after the read (the delete at rev fails), or writes it
+// after the delete (it creates the record anew). No parked command is left
+// without a record.
+func (pr *prober) forget(ctx context.Context, token string, claimant bool) bool {
 	ctx, cancel := recordCtx(ctx)
 	defer cancel()
-	e, err := pr.parker.meetings.Get(ctx, token)
-	if err != nil {
+	r, rev, err := readMeeting(ctx, pr.parker.meetings, token)
+	if err != nil || r == nil {
 		return false
 	}
-	// Only if nothing was parked meanwhile: the record's revision pins that.
-	if _, _, _, cerr := pr.probeCandidate(ctx, token, pr.opts.now()); cerr != nil {
+	c := meetingChange{event: evForget, now: pr.opts.now(), claimant: claimant}
+	if _, err := meetingRow(r, c); err != nil {
+		return false // a lane's record is its owner's to delete (closeLane), a released one its releasers' (letOut)
+	}
+	if _, empty, _, err := pr.probeCandidate(ctx, token, c.now); err != nil || !empty {
 		return false
 	}
-	return pr.parker.meetings.Delete(ctx, token, jetstream.LastRevision(e.Revision())) == nil
+	if pr.forgetChecked != nil {
+		pr.forgetChecked(token)
+	}
+	_, err = applyMeetingAt(ctx, pr.parker.meetings, token, r, rev, c)
+	return err == nil
+}
+
+// forgetEmptied forgets the waiting meetings and holds whose parked commands
+// were among msgs (a cancel's), once none is left under them: a meeting
+// without commands is not shown waiting until a probe far ahead.
+func (pr *prober) forgetEmptied(ctx context.Context, msgs []*jetstream.RawStreamMsg) {
+	done := map[string]bool{}
+	for _, m := range msgs {
+		token := strings.TrimPrefix(m.Subject, subjectParked+".")
+		if !done[token] {
+			done[token] = true
+			pr.forgetIdle(ctx, token)
+		}
+	}
 }
 
 // expireParked ends the meeting's parked commands whose deadline passed, as
@@ -342,10 +379,8 @@ func (pr *prober) expireParked(ctx context.Context, token string, rec meetingRec
 		}
 		settle(v, d, log)
 	}
-	_, _, _ = pr.parker.updateMeeting(ctx, token, func(r *meetingRecord) bool {
-		r.EarliestDeadline = earliest
-		return true
-	})
+	_, _ = applyMeeting(ctx, pr.parker.meetings, token, meetingChange{event: evSetEarliest, now: now,
+		earliest: earliest, parksSeen: rec.Parks})
 }
 
 // unknownNote says, in a failure without a call of its own, that an earlier

@@ -102,8 +102,10 @@ func (r *releaser) letOut(ctx context.Context, token string) {
 			return
 		}
 		if info.NumPending == 0 && info.NumAckPending == 0 {
-			if e, ok := r.view.get(token); ok && e.rec.State == meetingReleased {
-				_ = r.meetings.Delete(ctx, token, jetstream.LastRevision(e.rev))
+			// At the revision seen: a command parked since made the meeting
+			// wait again (a write), and keeps its record.
+			if e, ok := r.view.get(token); ok {
+				_, _ = applyMeetingAt(ctx, r.meetings, token, &e.rec, e.rev, meetingChange{event: evLetOutDone, now: time.Now()})
 			}
 			_ = r.js.DeleteConsumer(ctx, StreamParked, cfg.Durable)
 			return
