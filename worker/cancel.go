@@ -72,30 +72,30 @@ func cancelledEvent(d *Decoded, m *cancelMark, attempts int, now time.Time) *out
 func (p *pipeline) cancelledVerdict(ctx context.Context, a *attempt) verdict {
 	rec, _, err := p.idem.get(ctx, a.d.ref())
 	if err != nil {
-		return verdict{retry: time.Second}
+		return retryIn(time.Second)
 	}
 	if rec.Terminal != nil {
-		return verdict{event: rec.Terminal.repeatFor(a.d), repeat: true}
+		return repeatEvent(rec.Terminal.repeatFor(a.d))
 	}
 	if rec.Cancelled == nil {
-		return verdict{retry: 100 * time.Millisecond} // a replay took the cancel back meanwhile
+		return retryIn(100 * time.Millisecond) // a replay took the cancel back meanwhile
 	}
 	a.log.Info().Str("cancelId", rec.Cancelled.CancelID).Msg("cancelled before it was sent")
-	return verdict{event: cancelledEvent(a.d, rec.Cancelled, rec.Attempts, p.now())}
+	return endWith(cancelledEvent(a.d, rec.Cancelled, rec.Attempts, p.now()))
 }
 
 // unlessCancelled: a command about to be parked on its first delivery has not
 // read its record (intake skips that read), so a cancel that came before the
 // command is looked up here: it ends now instead of waiting for its meeting.
 func (p *pipeline) unlessCancelled(ctx context.Context, a *attempt, v verdict) verdict {
-	if !v.park || a.d == nil || a.d.Invalid != nil || a.recRev != 0 {
+	if !v.parks() || a.d == nil || a.d.Invalid != nil || a.recRev != 0 {
 		return v
 	}
 	rec, _, err := p.idem.get(ctx, a.d.ref())
 	if err != nil || rec.Cancelled == nil || rec.Terminal != nil {
 		return v
 	}
-	return verdict{event: cancelledEvent(a.d, rec.Cancelled, rec.Attempts, p.now())}
+	return endWith(cancelledEvent(a.d, rec.Cancelled, rec.Attempts, p.now()))
 }
 
 // cancelTarget is a command a cancel names, and where it was found parked.
@@ -199,7 +199,7 @@ func (w *Worker) handleCancel(ctx context.Context, msg jetstream.Msg, meta *jets
 			del := parkedDelivery(pm.Data, pm.Header, 0, fromProbe, pm.Sequence, pm.Time)
 			d := w.p.decoder.decode(del.data, del.header, del.stream, del.seq)
 			d.ReplayID = del.replayMark(&tlog)
-			w.apply(ctx, verdict{event: cancelledEvent(d, m, rec.Attempts, w.opts.now())}, d, del,
+			w.apply(ctx, endWith(cancelledEvent(d, m, rec.Attempts, w.opts.now())), d, del,
 				&probeSettler{stream: w.parked, seq: pm.Sequence}, tlog)
 			ended = append(ended, pm)
 		}
@@ -342,23 +342,33 @@ func publishedBefore(stream string, seq, cancelSeq uint64) bool {
 	return stream == StreamCommands && seq < cancelSeq
 }
 
-// parkedCopies finds a cancelled command's copies parked under the waiting
-// meeting its record names. The record is read after the cancel was written
-// in it: a park records its meeting there after storing its copy, so either
-// the park came first and its copy is found here, or the park meets the
-// cancel in the record and ends the command itself (Worker.apply). A copy in
-// the tenant's hold or lane meets the cancel when it is taken, as a queued
-// one does.
+// parkedCopies finds a cancelled command's parked copy through its record,
+// which names its place in the parked stream (under a waiting meeting or its
+// tenant's hold). The record is read after the cancel was written in it: a
+// park records its place there after storing its copy, so either the park
+// came first and its copy is found here, or the park meets the cancel in the
+// record and ends the command itself (Worker.recordParked). A copy in the
+// tenant's lane meets the cancel when its turn comes, as a queued one does.
 func (w *Worker) parkedCopies(ctx context.Context, t *cancelTarget, rec commandRecord) error {
-	if rec.ParkedUnder == "" {
+	if rec.ParkedSeq == 0 {
 		return nil
 	}
-	return w.scanParked(ctx, parkedSubject(rec.ParkedUnder), func(m *jetstream.RawStreamMsg, d *Decoded) {
-		if d.ref() == t.ref {
-			t.meeting = d.MeetingRoomNumber
-			t.parked = append(t.parked, m)
-		}
-	})
+	m, err := w.parked.GetMsg(ctx, rec.ParkedSeq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil // taken and settled meanwhile
+	}
+	if err != nil {
+		return err
+	}
+	if m.Subject != parkedSubject(rec.ParkedUnder) {
+		return nil
+	}
+	del := parkedDelivery(m.Data, m.Header, 0, fromProbe, m.Sequence, m.Time)
+	if d := w.p.decoder.decode(del.data, del.header, del.stream, del.seq); d.ref() == t.ref {
+		t.meeting = d.MeetingRoomNumber
+		t.parked = append(t.parked, m)
+	}
+	return nil
 }
 
 // scanParked calls f with every message parked under subj, decoded.

@@ -296,22 +296,24 @@ func replayT(replayID string, again *bool) transition {
 	}}
 }
 
-// parkedT notes that the command was parked under a waiting meeting (token):
-// its waiting event is then published once, and a cancel by its id finds its
-// parked copies under that meeting. already: the waiting event was published
-// before, or the command is done. A cancel written before it refuses it: the
-// cancel may have looked for the copy before it was stored, so the parker
-// ends the command itself.
-func parkedT(token string, already *bool) transition {
+// parkedT notes where the command was parked (token, and its place seq in
+// the parked stream): under a waiting meeting (waiting: its waiting event is
+// then published once) or its tenant's hold, so that a cancel by its id finds
+// the copy there. already: the waiting event was published before, or the
+// command is done. A cancel written before it refuses it: the cancel may have
+// looked for the copy before it was stored, so the parker ends the command
+// itself.
+func parkedT(token string, seq uint64, waiting bool, already *bool) transition {
 	return transition{"park", func(r *commandRecord, now time.Time) (bool, error) {
 		*already = r.Waiting || r.Terminal != nil
 		if r.Terminal == nil && r.Cancelled != nil {
-			return false, errCancelled // a cancel came while it was being parked
+			return false, errCancelled
 		}
-		if r.Terminal != nil || (r.Waiting && r.ParkedUnder == token) {
+		if r.Terminal != nil || (r.ParkedUnder == token && r.ParkedSeq == seq && (r.Waiting || !waiting)) {
 			return false, nil
 		}
-		r.Waiting, r.ParkedUnder = true, token
+		r.Waiting = r.Waiting || waiting
+		r.ParkedUnder, r.ParkedSeq = token, seq
 		return true, nil
 	}}
 }

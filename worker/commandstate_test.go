@@ -84,7 +84,7 @@ func TestCommandTransitionTable(t *testing.T) {
 		{"cancel", func() transition { return cancelT(cancelMark{CancelID: "c2"}, &refused) }},
 		{"expire", func() transition { return expireT(l, &before) }},
 		{"replay", func() transition { return replayT("r1", &again) }},
-		{"park", func() transition { return parkedT("tok", &already) }},
+		{"park", func() transition { return parkedT("tok", 7, true, &already) }},
 	}
 	want := map[commandState]string{
 		stateQueued:     "ok    lost  -     ok    ok    ok    ok    -     ok",

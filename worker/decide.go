@@ -33,30 +33,6 @@ func (b Backoff) Delay(n int) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
-// verdict is what to do with a delivery after one pass through the pipeline.
-type verdict struct {
-	event *outEvent     // publish this terminal event, record it, then ack ...
-	retry time.Duration // ... or try again after this delay ...
-	// ... or park it (shared deliveries): the meeting waits; first probe at parkFirst.
-	park      bool
-	parkFirst time.Time
-	hold      bool // park in the tenant's hold (breaker open), not its meeting
-	ahead     bool // parked only until its notBefore (parkFirst): the meeting is not known to wait
-	lane      bool // park in the tenant's lane (crowded on this replica), not its meeting
-	// giveBack: give it back to NATS at once (shutting down: another
-	// replica takes it).
-	giveBack bool
-
-	repeat        bool // the event was published before; this publishes it again
-	waiting       bool // the meeting answered 66620
-	meetingAnswer bool // the meeting answered (success or a business error): release its parked commands
-	attempts      int
-	deadline      time.Time
-	// record: the idempotency record as this handling last wrote it, if it
-	// did (finish then writes without reading it first).
-	record *claim
-}
-
 // stepDecide turns the call's outcome into the command's verdict: parked (or
 // retried, for a probe) while its meeting waits, else as decide says.
 func (p *pipeline) stepDecide(a *attempt) verdict {
@@ -66,21 +42,20 @@ func (p *pipeline) stepDecide(a *attempt) verdict {
 	if outcome.Disposition == xylink.Park {
 		p.gate.hint(meetingToken(d.EnterpriseID, d.Cmd.MeetingRoomNumber), now)
 		if now.Before(deadline) {
-			v := verdict{waiting: true, attempts: attempts, deadline: deadline}
+			v := retryIn(p.parker.backoff.Delay(attempts))
 			if del.intake() {
-				v.park, v.parkFirst = true, now.Add(p.parker.backoff.Delay(1))
-			} else {
-				v.retry = p.parker.backoff.Delay(attempts)
+				v = parkUnder(now.Add(p.parker.backoff.Delay(1)), attempts, deadline)
 			}
+			v.waiting, v.attempts, v.deadline = true, attempts, deadline
 			return v
 		}
 	}
 	v := decide(d, outcome, callErr, a.groups, attempts, deadline, p.backoff, now)
-	if a.terminal {
+	if a.terminal && v.ends() {
 		v.record = &a.claimed // the record as this call last wrote it: finish writes without reading
 	}
 	v.meetingAnswer = outcome.Disposition == xylink.Done || (outcome.Disposition == xylink.Terminal && outcome.Class != xylink.ClassInvalidCommand)
-	if v.event == nil {
+	if !v.ends() {
 		p.metrics.Retries.WithLabelValues(outcome.Disposition.String()).Inc()
 		log.Info().Str("answer", answerLabel(callErr)).Stringer("disposition", outcome.Disposition).Dur("retryIn", v.retry).
 			Int("attempts", attempts).Msg("will retry")
@@ -94,9 +69,9 @@ func decide(d *Decoded, o xylink.Outcome, callErr error, groups []xylink.Group, 
 	deadline time.Time, backoff Backoff, now time.Time) verdict {
 	switch o.Disposition {
 	case xylink.Done:
-		return verdict{event: createdEvent(d, groups, false, attempts, now)}
+		return endWith(createdEvent(d, groups, false, attempts, now))
 	case xylink.Terminal:
-		return verdict{event: failedEvent(d, failureOf(o.Class, callErr), attempts, now)}
+		return endWith(failedEvent(d, failureOf(o.Class, callErr), attempts, now))
 	}
 	// Park, Retry, RateLimited, StopTenant: try again while the deadline allows.
 	delay := backoff.Delay(max(attempts, 1))
@@ -114,10 +89,10 @@ func decide(d *Decoded, o xylink.Outcome, callErr error, groups []xylink.Group, 
 			f := failureOf(class, callErr)
 			f.developerMessage = fmt.Sprintf("deadline %s passed after %d attempts; last answer: %s",
 				deadline.UTC().Format(time.RFC3339), attempts, f.developerMessage)
-			return verdict{event: failedEvent(d, f, attempts, now)}
+			return endWith(failedEvent(d, f, attempts, now))
 		}
 	}
-	return verdict{retry: delay}
+	return retryIn(delay)
 }
 
 // lastError is the last API answer as an error (for a failure that ends the

@@ -78,7 +78,7 @@ func TestDecide(t *testing.T) {
 			for range 20 { // the backoff is random: its bounds must hold every time
 				v := decide(d, tc.outcome, tc.err, groups, tc.attempts, tc.deadline, backoff, now)
 				if tc.want.subject == "" {
-					if v.event != nil {
+					if v.kind != doRetry || v.event != nil {
 						t.Fatalf("want a retry, got event %s", v.event.subject)
 					}
 					if v.retry < tc.want.minD || v.retry > tc.want.maxD {
@@ -89,7 +89,7 @@ func TestDecide(t *testing.T) {
 				if v.event == nil {
 					t.Fatalf("want event %s, got a retry in %v", tc.want.subject, v.retry)
 				}
-				if v.retry != 0 || v.park || v.giveBack {
+				if v.kind != doEnd || v.retry != 0 || v.parks() {
 					t.Fatalf("a terminal verdict does nothing else: %+v", v)
 				}
 				if v.event.subject != tc.want.subject {

@@ -45,9 +45,11 @@ type commandRecord struct {
 	// EndingUntil: a terminal event without a call (an expiry) is being
 	// stored until then; no call begins meanwhile.
 	EndingUntil time.Time `json:"endingUntil,omitzero"`
-	// ParkedUnder: the waiting meeting (its token) the command was parked
-	// under, so that a cancel by its id finds it there.
+	// ParkedUnder and ParkedSeq: where the command was last parked (the
+	// waiting meeting's or the hold's token, and its place in the parked
+	// stream), so that a cancel by its id finds the copy without a scan.
 	ParkedUnder string `json:"parkedUnder,omitempty"`
+	ParkedSeq   uint64 `json:"parkedSeq,omitempty"`
 }
 
 type lastAnswer struct {
@@ -319,11 +321,12 @@ func (s *idempotency) expire(ctx context.Context, ref commandRef) (before comman
 // storing it. A replica that dies meanwhile holds the command no longer.
 const endingLease = 30 * time.Second
 
-// markParked records that the command was parked under a waiting meeting
-// (token), and reports whether its waiting event was published already; it
-// fails with errCancelled (rec says how) when a cancel came first.
-func (s *idempotency) markParked(ctx context.Context, ref commandRef, token string) (already bool, rec commandRecord, err error) {
-	rec, _, err = s.apply(ctx, ref, nil, 0, parkedT(token, &already))
+// markParked records where the command was parked (waiting: under its
+// meeting, which publishes its waiting event once), and reports whether its
+// waiting event was published already; it fails with errCancelled (rec says
+// how) when a cancel came first.
+func (s *idempotency) markParked(ctx context.Context, ref commandRef, token string, seq uint64, waiting bool) (already bool, rec commandRecord, err error) {
+	rec, _, err = s.apply(ctx, ref, nil, 0, parkedT(token, seq, waiting, &already))
 	return already, rec, err
 }
 

@@ -180,33 +180,39 @@ type parker struct {
 // the first backoff). It returns the meeting's next probe time.
 // toMeeting turns a held command's 66620 into parking under its meeting.
 func (p *parker) toMeeting(v verdict) verdict {
-	v.park, v.hold, v.parkFirst, v.retry = true, false, p.now().Add(p.backoff.Delay(1)), 0
-	return v
+	return parkUnder(p.now().Add(p.backoff.Delay(1)), v.attempts, v.deadline).learned(v)
 }
 
-func (p *parker) park(ctx context.Context, d *Decoded, del *delivery, deadline, first time.Time) (time.Time, error) {
+// parkedAt is where a command was parked: its token's subject, its place in
+// the parked stream, and (under a meeting or hold) the next probe.
+type parkedAt struct {
+	token string
+	seq   uint64
+	next  time.Time
+}
+
+func (p *parker) park(ctx context.Context, d *Decoded, del *delivery, deadline, first time.Time) (parkedAt, error) {
 	return p.storeFor(ctx, meetingToken(d.EnterpriseID, d.Cmd.MeetingRoomNumber), kindMeeting, d, del, deadline, first, false)
 }
 
 // parkAhead parks a command until its notBefore, under its meeting, without
 // making the meeting wait for its other commands.
-func (p *parker) parkAhead(ctx context.Context, d *Decoded, del *delivery, deadline, notBefore time.Time) (time.Time, error) {
+func (p *parker) parkAhead(ctx context.Context, d *Decoded, del *delivery, deadline, notBefore time.Time) (parkedAt, error) {
 	return p.storeFor(ctx, meetingToken(d.EnterpriseID, d.Cmd.MeetingRoomNumber), kindMeeting, d, del, deadline, notBefore, true)
 }
 
 // hold stores a command of a tenant whose breaker is open; the tenant's hold
 // record schedules the half-open probe at the breaker's openUntil.
-func (p *parker) hold(ctx context.Context, d *Decoded, del *delivery, deadline, openUntil time.Time) error {
-	_, err := p.store(ctx, holdToken(d.EnterpriseID), kindHold, d, del, deadline, openUntil)
-	return err
+func (p *parker) hold(ctx context.Context, d *Decoded, del *delivery, deadline, openUntil time.Time) (parkedAt, error) {
+	return p.store(ctx, holdToken(d.EnterpriseID), kindHold, d, del, deadline, openUntil)
 }
 
-func (p *parker) store(ctx context.Context, token, kind string, d *Decoded, del *delivery, deadline, first time.Time) (time.Time, error) {
+func (p *parker) store(ctx context.Context, token, kind string, d *Decoded, del *delivery, deadline, first time.Time) (parkedAt, error) {
 	return p.storeFor(ctx, token, kind, d, del, deadline, first, false)
 }
 
 // storeFor is store; ahead: the command waits only for its notBefore.
-func (p *parker) storeFor(ctx context.Context, token, kind string, d *Decoded, del *delivery, deadline, first time.Time, ahead bool) (time.Time, error) {
+func (p *parker) storeFor(ctx context.Context, token, kind string, d *Decoded, del *delivery, deadline, first time.Time, ahead bool) (parkedAt, error) {
 	m := nats.NewMsg(parkedSubject(token))
 	m.Data = del.data
 	for k, v := range del.header {
@@ -226,13 +232,16 @@ func (p *parker) storeFor(ctx context.Context, token, kind string, d *Decoded, d
 	if del.kind == fromShared {
 		m.Header.Set(nats.MsgIdHdr, "xygroup."+kindName(kind)+"."+del.stream+"."+strconv.FormatUint(del.seq, 10))
 	}
-	if _, err := p.js.PublishMsg(ctx, m); err != nil {
-		return time.Time{}, fmt.Errorf("park: %w", err)
+	ack, err := p.js.PublishMsg(ctx, m)
+	if err != nil {
+		return parkedAt{}, fmt.Errorf("park: %w", err)
 	}
+	at := parkedAt{token: token, seq: ack.Sequence} // a duplicate's: the copy stored first
 	if kind == kindLane {
-		return time.Time{}, p.openLane(ctx, token, d)
+		return at, p.openLane(ctx, token, d)
 	}
-	return p.schedule(ctx, token, kind, d, deadline, first, ahead)
+	at.next, err = p.schedule(ctx, token, kind, d, deadline, first, ahead)
+	return at, err
 }
 
 func kindName(kind string) string {

@@ -124,9 +124,9 @@ func (pr *prober) runProbe(ctx context.Context, token string, log *zerolog.Logge
 	pr.apply(ctx, v, d, del, settle, *log)
 	pr.opts.metrics.Probes.WithLabelValues(probeResult(v)).Inc()
 	switch {
-	case v.meetingAnswer || (rec.Kind == kindHold && (v.park || (v.event != nil && !isCancelled(v.event)))):
+	case v.meetingAnswer || (rec.Kind == kindHold && (v.parks() || (v.ends() && !isCancelled(v.event)))):
 		return probeOutcome{release: true}
-	case v.giveBack:
+	case v.kind == doGiveBack:
 		return probeOutcome{next: now} // given up (stopping): another replica probes at once
 	case rec.Kind == kindHold:
 		next := now.Add(max(v.retry, time.Second))
@@ -136,7 +136,7 @@ func (pr *prober) runProbe(ctx context.Context, token string, log *zerolog.Logge
 		return probeOutcome{next: next, countProbe: true}
 	case v.waiting:
 		return probeOutcome{next: now.Add(pr.probeDelay(rec)), countProbe: true}
-	case v.event != nil:
+	case v.ends():
 		return probeOutcome{next: now} // that one is done; probe another at once
 	default:
 		return probeOutcome{next: now.Add(max(v.retry, time.Second))}
@@ -149,7 +149,7 @@ func probeResult(v verdict) string {
 		return "answered"
 	case v.waiting:
 		return "not_started"
-	case v.event != nil:
+	case v.ends():
 		return "ended"
 	}
 	return "no_news"
@@ -353,9 +353,9 @@ func (pr *prober) expireParked(ctx context.Context, token string, rec meetingRec
 		var v verdict
 		switch {
 		case errors.Is(err, errDone):
-			v = verdict{event: cr.Terminal.repeatFor(d), repeat: true}
+			v = repeatEvent(cr.Terminal.repeatFor(d))
 		case errors.Is(err, errCancelled):
-			v = verdict{event: cancelledEvent(d, cr.Cancelled, cr.Attempts, now)}
+			v = endWith(cancelledEvent(d, cr.Cancelled, cr.Attempts, now))
 		case err != nil:
 			if !isBusy(err) {
 				log.Warn().Err(err).Msg("expiry: command record not claimed; trying at the next probe")
@@ -366,16 +366,16 @@ func (pr *prober) expireParked(ctx context.Context, token string, rec meetingRec
 			f := failureOf(xylink.ClassUnavailable, cr.lastError(ErrBreakerOpen))
 			f.developerMessage = fmt.Sprintf("deadline %s passed while the enterprise's commands were held (its API kept failing, or it refused the credentials): %s",
 				deadline.UTC().Format(time.RFC3339), f.developerMessage)
-			v = verdict{event: failedEvent(d, f, cr.Attempts, now)}
+			v = endWith(failedEvent(d, f, cr.Attempts, now))
 		default:
 			status := 0
 			if cr.Last != nil && cr.Last.ErrorCode == xylink.CodeNoMeeting {
 				status = cr.Last.HTTPStatus
 			}
-			v = verdict{event: failedEvent(d, failure{class: xylink.ClassMeetingNotStarted, errorCode: xylink.CodeNoMeeting,
+			v = endWith(failedEvent(d, failure{class: xylink.ClassMeetingNotStarted, errorCode: xylink.CodeNoMeeting,
 				httpStatus: status, userMessage: "error.no.meeting",
 				developerMessage: fmt.Sprintf("the meeting had not started by the deadline %s (%d probes of the meeting, %d calls for this command)%s",
-					deadline.UTC().Format(time.RFC3339), rec.Probes, cr.Attempts, unknownNote(cr))}, cr.Attempts, now)}
+					deadline.UTC().Format(time.RFC3339), rec.Probes, cr.Attempts, unknownNote(cr))}, cr.Attempts, now))
 		}
 		settle(v, d, log)
 	}

@@ -124,7 +124,7 @@ func (w *Worker) handleReleased(msg jetstream.Msg, token string) {
 		if v.waiting && msg.Subject() != parkedSubject(meetingTok) {
 			v = w.parker.toMeeting(v) // released from a tenant's hold: now it waits for its meeting
 		}
-		if v.event != nil {
+		if v.ends() {
 			if e, ok := w.view.get(meetingTok); ok && !e.rec.ReleasedAt.IsZero() {
 				w.opts.metrics.ReleaseLatency.Observe(w.opts.now().Sub(e.rec.ReleasedAt).Seconds())
 			}

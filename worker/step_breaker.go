@@ -54,9 +54,9 @@ func (p *pipeline) allow(ctx context.Context, d *Decoded, del *delivery, rec com
 func (p *pipeline) held(d *Decoded, del *delivery, rec commandRecord, deadline, now time.Time) verdict {
 	if until, open := p.breaker.Open(d.EnterpriseID); open {
 		if del.intake() {
-			return verdict{park: true, hold: true, parkFirst: until, attempts: rec.Attempts, deadline: deadline}
+			return holdUntil(until, rec.Attempts, deadline)
 		}
-		return verdict{retry: max(until.Sub(now), time.Second)}
+		return retryIn(max(until.Sub(now), time.Second))
 	}
 	return decide(d, xylink.Outcome{Class: xylink.ClassUnavailable, Disposition: xylink.Retry}, rec.lastError(ErrBreakerOpen), nil,
 		rec.Attempts, deadline, p.backoff, now)

@@ -42,7 +42,7 @@ func (p *pipeline) stepCall(ctx context.Context, a *attempt) (verdict, bool) {
 			if !open {
 				until = p.now().Add(p.breaker.credentialsRetry)
 			}
-			return verdict{park: true, hold: true, parkFirst: until, attempts: a.attempts, deadline: a.deadline}, true
+			return holdUntil(until, a.attempts, a.deadline), true
 		}
 	}
 	if outcome.Disposition == xylink.RateLimited {
@@ -51,7 +51,9 @@ func (p *pipeline) stepCall(ctx context.Context, a *attempt) (verdict, bool) {
 	// An earlier call may have created the groups: this 66684 is its success.
 	if outcome.Class == xylink.ClassAlreadyOpen && a.before.MaybeCreated {
 		log.Info().Int("attempts", a.attempts).Msg("66684 after a call with an unknown outcome: reconciled as created")
-		return verdict{event: createdEvent(d, nil, true, a.attempts, p.now()), meetingAnswer: true, record: &a.claimed}, true
+		v := endAfterCall(createdEvent(d, nil, true, a.attempts, p.now()), &a.claimed)
+		v.meetingAnswer = true
+		return v, true
 	}
 	terminal := outcome.Disposition == xylink.Done || outcome.Disposition == xylink.Terminal
 	if !terminal {
@@ -62,7 +64,7 @@ func (p *pipeline) stepCall(ctx context.Context, a *attempt) (verdict, bool) {
 		}
 		cancel()
 		if ctx.Err() != nil {
-			return verdict{giveBack: true}, true // shutting down: another replica retries at once
+			return giveBack(), true // shutting down: another replica retries at once
 		}
 	}
 	a.groups, a.callErr, a.outcome, a.terminal = groups, callErr, outcome, terminal
@@ -101,7 +103,7 @@ func (p *pipeline) notSent(ctx context.Context, a *attempt, held *xylink.GateErr
 	}
 	switch {
 	case ctx.Err() != nil:
-		return verdict{giveBack: true} // shutting down: another replica takes it at once
+		return giveBack() // shutting down: another replica takes it at once
 	case errors.Is(callErr, errCancelled):
 		return p.cancelledVerdict(ctx, a)
 	case errors.Is(callErr, ErrBreakerOpen):
@@ -109,17 +111,17 @@ func (p *pipeline) notSent(ctx context.Context, a *attempt, held *xylink.GateErr
 		return p.held(d, del, a.rec, a.deadline, p.now())
 	case errors.Is(callErr, errStaleGrant):
 		p.metrics.Retries.WithLabelValues("stale_grant").Inc()
-		return verdict{retry: 50 * time.Millisecond}
+		return retryIn(50 * time.Millisecond)
 	case errors.Is(callErr, errMeetingWaiting):
 		p.metrics.Retries.WithLabelValues("meeting_waiting").Inc()
 		if v, parked := p.parkIfWaiting(d, a.rec, a.deadline, p.now()); parked {
 			return v
 		}
-		return verdict{retry: 100 * time.Millisecond}
+		return retryIn(100 * time.Millisecond)
 	}
 	// No grant within the bound: the limiter is saturated; try again soon.
 	p.metrics.Retries.WithLabelValues("limiter_wait").Inc()
-	return verdict{retry: 100 * time.Millisecond}
+	return retryIn(100 * time.Millisecond)
 }
 
 // noteTenant tracks tenants whose credentials were refused, for readiness.

@@ -35,16 +35,16 @@ func (p *pipeline) stepDecode(ctx context.Context, a *attempt) (verdict, bool) {
 		rec, _, err := p.idem.get(ctx, d.ref())
 		if err != nil {
 			log.Warn().Err(err).Msg("idempotency record unreadable; retrying")
-			return verdict{retry: time.Second}, true
+			return retryIn(time.Second), true
 		}
 		switch {
 		case rec.Terminal != nil && d.ReplayID == "":
-			return verdict{event: rec.Terminal.repeatFor(d), repeat: true}, true
+			return repeatEvent(rec.Terminal.repeatFor(d)), true
 		case rec.state(now) == stateClaimed || rec.state(now) == stateSent:
-			return verdict{retry: min(max(rec.PendingUntil.Sub(now), 100*time.Millisecond), time.Second)}, true // its call ends well before
+			return retryIn(min(max(rec.PendingUntil.Sub(now), 100*time.Millisecond), time.Second)), true // its call ends well before
 		}
-		return verdict{event: failedEvent(d, failure{class: xylink.ClassInvalidCommand,
-			userMessage: d.Invalid.UserMessage, developerMessage: d.Invalid.DeveloperMessage}, 0, now)}, true
+		return endWith(failedEvent(d, failure{class: xylink.ClassInvalidCommand,
+			userMessage: d.Invalid.UserMessage, developerMessage: d.Invalid.DeveloperMessage}, 0, now)), true
 	}
 	a.deadline = p.deadlineOf(d, del)
 	return verdict{}, false

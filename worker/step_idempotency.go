@@ -21,7 +21,7 @@ func (p *pipeline) stepIdempotency(ctx context.Context, a *attempt) (v verdict, 
 	if err != nil {
 		said = "unreadable"
 		log.Warn().Err(err).Msg("idempotency record unreadable; retrying")
-		return verdict{retry: time.Second}, true
+		return retryIn(time.Second), true
 	}
 	if rec.Attempts > 0 {
 		said = "tried"
@@ -30,7 +30,7 @@ func (p *pipeline) stepIdempotency(ctx context.Context, a *attempt) (v verdict, 
 		if rec.Terminal != nil {
 			again, err := p.idem.retryForReplay(ctx, d.ref(), rid)
 			if err != nil {
-				return verdict{retry: time.Second}, true
+				return retryIn(time.Second), true
 			}
 			if again {
 				log.Info().Str("replayId", rid).Msg("replay of a failed command: trying again")
@@ -41,10 +41,10 @@ func (p *pipeline) stepIdempotency(ctx context.Context, a *attempt) (v verdict, 
 	if rec.Terminal != nil {
 		said = "done"
 		log.Info().Str("outcome", rec.Terminal.Subject).Msg("already done; publishing its terminal event again")
-		return verdict{event: rec.Terminal.repeatFor(d), repeat: true}, true
+		return repeatEvent(rec.Terminal.repeatFor(d)), true
 	}
 	if rec.Cancelled != nil {
-		return verdict{event: cancelledEvent(d, rec.Cancelled, rec.Attempts, p.now())}, true
+		return endWith(cancelledEvent(d, rec.Cancelled, rec.Attempts, p.now())), true
 	}
 	a.rec, a.recRev = rec, recRev
 	return verdict{}, false

@@ -18,14 +18,14 @@ func (p *pipeline) stepInFlight(ctx context.Context, a *attempt) (verdict, bool)
 		var busy errBusy
 		switch {
 		case errors.Is(err, errDone):
-			return verdict{event: before.Terminal.repeatFor(d), repeat: true}, true
+			return repeatEvent(before.Terminal.repeatFor(d)), true
 		case errors.Is(err, errCancelled):
-			return verdict{event: cancelledEvent(d, before.Cancelled, before.Attempts, p.now())}, true
+			return endWith(cancelledEvent(d, before.Cancelled, before.Attempts, p.now())), true
 		case errors.As(err, &busy):
-			return verdict{retry: max(busy.until.Sub(p.now()), 100*time.Millisecond)}, true
+			return retryIn(max(busy.until.Sub(p.now()), 100*time.Millisecond)), true
 		}
 		log.Warn().Err(err).Msg("idempotency record not written; retrying")
-		return verdict{retry: time.Second}, true
+		return retryIn(time.Second), true
 	}
 	a.before, a.claimed, a.attempts = before, claimed, before.Attempts+1
 	return verdict{}, false

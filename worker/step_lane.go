@@ -14,7 +14,7 @@ func (p *pipeline) stepLane(ctx context.Context, a *attempt) (verdict, bool) {
 	}
 	leave, turn, lane := p.lanes.admit(d.EnterpriseID)
 	if lane {
-		return verdict{park: true, lane: true, attempts: a.rec.Attempts, deadline: a.deadline}, true
+		return toLane(a.rec.Attempts, a.deadline), true
 	}
 	a.onDone(leave)
 	a.onDone(turn.done)

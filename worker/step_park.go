@@ -22,7 +22,7 @@ func (p *pipeline) stepPark(ctx context.Context, a *attempt) (verdict, bool) {
 	// parking: not before notBefore, and not while the meeting is known to wait
 	if del.intake() {
 		if nb := d.Cmd.NotBefore; nb != nil && now.Before(*nb) {
-			return verdict{park: true, ahead: true, parkFirst: *nb, attempts: rec.Attempts, deadline: deadline}, true
+			return parkUntilNotBefore(*nb, rec.Attempts, deadline), true
 		}
 		if v, parked := p.parkIfWaiting(d, rec, deadline, now); parked {
 			return v, true
@@ -61,7 +61,7 @@ func (p *pipeline) stepPark(ctx context.Context, a *attempt) (verdict, bool) {
 		}
 	}
 	if nb := d.Cmd.NotBefore; nb != nil && now.Before(*nb) {
-		return verdict{retry: nb.Sub(now)}, true
+		return retryIn(nb.Sub(now)), true
 	}
 
 	// breaker at intake (checked again after the grant, in the gate: step_grant.go)
@@ -72,7 +72,7 @@ func (p *pipeline) stepPark(ctx context.Context, a *attempt) (verdict, bool) {
 		if u, open := p.breaker.Open(d.EnterpriseID); open {
 			until = u
 		}
-		return verdict{park: true, hold: true, parkFirst: until, attempts: rec.Attempts, deadline: deadline}, true
+		return holdUntil(until, rec.Attempts, deadline), true
 	}
 	return verdict{}, false
 }
@@ -88,5 +88,5 @@ func (p *pipeline) parkIfWaiting(d *Decoded, rec commandRecord, deadline, now ti
 	if first.IsZero() {
 		first = now.Add(p.parker.backoff.Delay(1))
 	}
-	return verdict{park: true, parkFirst: first, attempts: rec.Attempts, deadline: deadline}, true
+	return parkUnder(first, rec.Attempts, deadline), true
 }

@@ -115,21 +115,21 @@ func noteVerdict(span trace.Span, v verdict, d *Decoded) {
 	}
 	outcome := "retry"
 	attempts := v.attempts
-	switch {
-	case v.giveBack:
+	switch v.kind {
+	case doGiveBack:
 		outcome = "given_back"
-	case v.event != nil:
+	case doEnd:
 		var class string
 		outcome, class, attempts = eventOutcome(v.event)
 		if class != "" {
 			span.SetAttributes(attrClass.String(class))
 			span.SetStatus(codes.Error, class)
 		}
-	case v.park && v.lane:
+	case doLane:
 		outcome = "lane"
-	case v.park && v.hold:
+	case doHold:
 		outcome = "held"
-	case v.park:
+	case doPark, doParkAhead:
 		outcome = "waiting"
 	}
 	span.SetAttributes(attrOutcome.String(outcome), attrAttempts.Int(attempts))

@@ -491,10 +491,10 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, turn *laneTurn) 
 // ctx carries the delivery's command span (startCommand), which the events name.
 func (w *Worker) apply(ctx context.Context, v verdict, d *Decoded, del *delivery, s settler, log zerolog.Logger) {
 	noteVerdict(trace.SpanFromContext(ctx), v, d)
-	switch {
-	case v.giveBack:
+	switch v.kind {
+	case doGiveBack:
 		_ = s.nak(0)
-	case v.event != nil:
+	case doEnd:
 		body, err := w.publish(ctx, v.event, w.eventTraceparent(ctx, del))
 		if err != nil {
 			log.Error().Err(err).Msg("could not store the event; the command stays queued")
@@ -520,7 +520,7 @@ func (w *Worker) apply(ctx context.Context, v verdict, d *Decoded, del *delivery
 			w.count(v.event, d, log)
 		}
 		w.ack(ctx, s, log) // unconfirmed, a redelivery republishes the recorded event under the same Nats-Msg-Id
-	case v.park && v.lane:
+	case doLane:
 		if _, err := w.parker.store(ctx, laneToken(d.EnterpriseID), kindLane, d, del, v.deadline, time.Time{}); err != nil {
 			log.Error().Err(err).Msg("could not move the command to its tenant's lane; it stays queued")
 			_ = s.nak(time.Second)
@@ -528,47 +528,69 @@ func (w *Worker) apply(ctx context.Context, v verdict, d *Decoded, del *delivery
 		}
 		w.opts.metrics.LaneMoves.WithLabelValues(d.EnterpriseID).Inc()
 		w.ack(ctx, s, log)
-	case v.park && v.hold:
-		if err := w.parker.hold(ctx, d, del, v.deadline, v.parkFirst); err != nil {
+	case doHold:
+		at, err := w.parker.hold(ctx, d, del, v.deadline, v.parkFirst)
+		if err != nil {
 			log.Error().Err(err).Msg("could not hold the command; it stays queued")
 			_ = s.nak(time.Second)
 			return
 		}
+		if _, ended := w.recordParked(ctx, at, false, d, del, s, log); ended {
+			return
+		}
 		w.ack(ctx, s, log)
-	case v.park:
+	case doPark, doParkAhead:
 		park := w.parker.park
-		if v.ahead {
+		if v.kind == doParkAhead {
 			park = w.parker.parkAhead
 		}
-		next, err := park(ctx, d, del, v.deadline, v.parkFirst)
+		at, err := park(ctx, d, del, v.deadline, v.parkFirst)
 		if err != nil {
 			log.Error().Err(err).Msg("could not park the command; it stays queued")
 			_ = s.nak(time.Second)
 			return
 		}
+		next := at.next
 		if nb := d.Cmd.NotBefore; nb != nil && nb.After(next) {
 			next = *nb // the meeting's probe comes earlier, but this command waits for its notBefore
 		}
-		already, rec, err := w.p.idem.markParked(ctx, d.ref(), meetingToken(d.EnterpriseID, d.Cmd.MeetingRoomNumber))
-		switch {
-		case errors.Is(err, errCancelled):
-			// Cancelled while it was parked: the cancel may have looked for
-			// its copy before it was stored, so it ends here (its copy ends
-			// when taken, on its terminal event).
-			w.apply(ctx, verdict{event: cancelledEvent(d, rec.Cancelled, rec.Attempts, w.opts.now())}, d, del, s, log)
+		already, ended := w.recordParked(ctx, at, true, d, del, s, log)
+		if ended {
 			return
-		case err == nil && !already:
+		}
+		if !already {
 			if _, err := w.publish(ctx, waitingEvent(d, v.deadline, next, v.attempts, w.opts.now()), w.eventTraceparent(ctx, del)); err != nil {
 				log.Warn().Err(err).Msg("waiting event not published")
 			}
 		}
 		w.ack(ctx, s, log)
 		log.Debug().Time("nextProbeAt", next).Msg("parked until the meeting starts")
-	default:
+	case doRetry:
 		if err := s.nak(v.retry); err != nil {
 			log.Warn().Err(err).Msg("nak")
 		}
 	}
+}
+
+// recordParked writes in the command's record where it was parked (under a
+// waiting meeting, or its tenant's hold), so that a cancel by its id finds the
+// copy, and reports whether its waiting event was published already. A cancel
+// written first may have looked for the copy before it was stored: the
+// command then ends here, cancelled (ended; its copy ends when taken, on its
+// terminal event).
+func (w *Worker) recordParked(ctx context.Context, at parkedAt, waiting bool, d *Decoded, del *delivery, s settler, log zerolog.Logger) (already, ended bool) {
+	already, rec, err := w.p.idem.markParked(ctx, d.ref(), at.token, at.seq, waiting)
+	switch {
+	case errors.Is(err, errCancelled):
+		w.apply(ctx, endWith(cancelledEvent(d, rec.Cancelled, rec.Attempts, w.opts.now())), d, del, s, log)
+		return true, true
+	case err != nil:
+		// Unrecorded, a cancel by id ends this copy when it is taken, not
+		// at once; and the waiting event is not published twice.
+		log.Warn().Err(err).Msg("idempotency record: where the command is parked not recorded")
+		return true, false
+	}
+	return already, false
 }
 
 // ack acknowledges a settled delivery, asking again while the consumer's
