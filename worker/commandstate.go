@@ -33,8 +33,10 @@ import (
 // not the record's (its request must not leave); out / inflt: a request may
 // have taken effect (a cancel is answered already_sent / in_flight); cncl:
 // cancelled; done: the command has its terminal event. "sent", "abort" and
-// "end" act for the call that began attempt n; "replay" needs a failed (or
-// cancelled) terminal event not tried by this replay yet.
+// "end" act for the claim begin wrote (its attempt n and the end of its
+// lease: a lapsed unsent attempt is given back, so the claim that follows it
+// has the same n); "replay" needs a failed (or cancelled) terminal event not
+// tried by this replay yet.
 // TestCommandTransitionTable checks every cell.
 
 // commandState is what a command's record says of it at a moment.
@@ -165,16 +167,22 @@ func beginCall(l leases, before *commandRecord) transition {
 	}}
 }
 
+// ownClaim: the record's claim is the one begin wrote for attempt, with its
+// lease until then.
+func ownClaim(r *commandRecord, attempt int, until time.Time) bool {
+	return r.Attempts == attempt && r.PendingUntil.Equal(until)
+}
+
 // markSentT: the claim's request is about to leave. Only the claim's holder
 // may say so, while the claim is the record's.
-func markSentT(attempt int) transition {
+func markSentT(attempt int, until time.Time) transition {
 	return transition{"sent", func(r *commandRecord, now time.Time) (bool, error) {
 		switch s := r.state(now); {
 		case s == stateCancelled:
 			return false, errCancelled // the cancel's write came first: no request
 		case s == stateTerminal:
 			return false, errDone
-		case s != stateClaimed && s != stateSent, r.Attempts != attempt:
+		case s != stateClaimed && s != stateSent, !ownClaim(r, attempt, until):
 			return false, errLostClaim
 		}
 		r.Sent = max(r.Sent, attempt)
@@ -186,9 +194,9 @@ func markSentT(attempt int) transition {
 // flight, and the attempt given back unless keepAttempt (with its sent mark:
 // a mark written before a gate that then refused must not make the next
 // call of the same number look sent if its replica dies while it waits).
-func abortCall(attempt int, keepAttempt bool) transition {
+func abortCall(attempt int, until time.Time, keepAttempt bool) transition {
 	return transition{"abort", func(r *commandRecord, now time.Time) (bool, error) {
-		if r.PendingUntil.IsZero() || r.Attempts != attempt {
+		if r.PendingUntil.IsZero() || !ownClaim(r, attempt, until) {
 			return false, nil // not this call's claim any more
 		}
 		r.PendingUntil = time.Time{}
@@ -203,12 +211,12 @@ func abortCall(attempt int, keepAttempt bool) transition {
 // endCall records a call's answer when it is not terminal: no call in flight
 // (if the claim is still this call's), whether its outcome is unknown, and
 // the answer.
-func endCall(attempt int, unknown bool, last failure) transition {
+func endCall(attempt int, until time.Time, unknown bool, last failure) transition {
 	return transition{"end", func(r *commandRecord, now time.Time) (bool, error) {
 		if r.state(now) == stateTerminal {
 			return false, nil
 		}
-		if r.Attempts == attempt {
+		if ownClaim(r, attempt, until) {
 			r.PendingUntil = time.Time{}
 		}
 		r.MaybeCreated = r.MaybeCreated || unknown

@@ -74,17 +74,17 @@ func TestCommandTransitionTable(t *testing.T) {
 	var before commandRecord
 	transitions := []struct {
 		col  string
-		make func() transition
+		make func(until time.Time) transition // until: the caller's claim's lease (attempt 2's)
 	}{
-		{"begin", func() transition { return beginCall(l, &before) }},
-		{"sent", func() transition { return markSentT(2) }},
-		{"abort", func() transition { return abortCall(2, false) }},
-		{"end", func() transition { return endCall(2, false, failure{}) }},
-		{"finish", func() transition { return finishT(failedTerminal) }},
-		{"cancel", func() transition { return cancelT(cancelMark{CancelID: "c2"}, &refused) }},
-		{"expire", func() transition { return expireT(l, &before) }},
-		{"replay", func() transition { return replayT("r1", &again) }},
-		{"park", func() transition { return parkedT("tok", 7, true, &already) }},
+		{"begin", func(time.Time) transition { return beginCall(l, &before) }},
+		{"sent", func(until time.Time) transition { return markSentT(2, until) }},
+		{"abort", func(until time.Time) transition { return abortCall(2, until, false) }},
+		{"end", func(until time.Time) transition { return endCall(2, until, false, failure{}) }},
+		{"finish", func(time.Time) transition { return finishT(failedTerminal) }},
+		{"cancel", func(time.Time) transition { return cancelT(cancelMark{CancelID: "c2"}, &refused) }},
+		{"expire", func(time.Time) transition { return expireT(l, &before) }},
+		{"replay", func(time.Time) transition { return replayT("r1", &again) }},
+		{"park", func(time.Time) transition { return parkedT("tok", 7, true, &already) }},
 	}
 	want := map[commandState]string{
 		stateQueued:     "ok    lost  -     ok    ok    ok    ok    -     ok",
@@ -105,7 +105,7 @@ func TestCommandTransitionTable(t *testing.T) {
 		for _, tr := range transitions {
 			r := recordIn(s, now)
 			refused, already, again = "", false, false
-			write, err := tr.make().change(&r, now)
+			write, err := tr.make(r.PendingUntil).change(&r, now)
 			got = append(got, outcomeOf(write, err, refused))
 		}
 		if w := strings.Fields(want[s]); fmt.Sprint(w) != fmt.Sprint(got) {
@@ -120,6 +120,7 @@ func TestCommandTransitionsSetWhatTheyClaim(t *testing.T) {
 	now := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
 	l := leases{call: time.Minute, ending: 30 * time.Second}
 	var before commandRecord
+	claimed := now.Add(time.Minute) // recordIn's claim of attempt 2
 	cases := []struct {
 		name string
 		from commandState
@@ -145,15 +146,17 @@ func TestCommandTransitionsSetWhatTheyClaim(t *testing.T) {
 			}
 			return ""
 		}},
-		{"sent", stateClaimed, markSentT(2), stateSent, nil},
-		{"abort gives back the attempt and its mark", stateSent, abortCall(2, false), stateQueued, func(r commandRecord) string {
+		{"sent", stateClaimed, markSentT(2, claimed), stateSent, nil},
+		{"abort gives back the attempt and its mark", stateSent, abortCall(2, claimed, false), stateQueued, func(r commandRecord) string {
 			if r.Attempts != 1 || r.Sent != 1 {
 				return fmt.Sprintf("attempts %d sent %d", r.Attempts, r.Sent)
 			}
 			return ""
 		}},
-		{"end unknown", stateSent, endCall(2, true, failure{}), stateUnknown, nil},
-		{"end of a call whose claim another took leaves that claim", stateSent, endCall(1, false, failure{}), stateSent, nil},
+		{"end unknown", stateSent, endCall(2, claimed, true, failure{}), stateUnknown, nil},
+		{"end of a call whose claim another took leaves that claim", stateSent, endCall(1, claimed, false, failure{}), stateSent, nil},
+		{"end of a lapsed claim of the same attempt leaves the claim that followed it", stateSent,
+			endCall(2, claimed.Add(-time.Minute), false, failure{}), stateSent, nil},
 		{"expire holds the record", stateQueued, expireT(l, &before), stateEnding, nil},
 		{"expire after a lost sent call keeps the unknown outcome", stateLostSent, expireT(l, &before), stateEnding, func(r commandRecord) string {
 			if !r.MaybeCreated || !before.MaybeCreated {

@@ -272,7 +272,7 @@ func (s *idempotency) begin(ctx context.Context, ref commandRef, known commandRe
 // with a read-and-retry only if something else wrote it; a claim that is no
 // longer the record's (errLostClaim) or a cancel (errCancelled) refuse it.
 func (s *idempotency) markSent(ctx context.Context, ref commandRef, c *claim) error {
-	r, rev, err := s.apply(ctx, ref, &c.record, c.rev, markSentT(c.attempt))
+	r, rev, err := s.apply(ctx, ref, &c.record, c.rev, markSentT(c.attempt, c.until))
 	if err != nil {
 		return err
 	}
@@ -280,18 +280,20 @@ func (s *idempotency) markSent(ctx context.Context, ref commandRef, c *claim) er
 	return nil
 }
 
-// abort undoes begin for a call that was not sent (its gate refused it).
-func (s *idempotency) abort(ctx context.Context, ref commandRef, attempt int, keepAttempt bool) error {
-	_, _, err := s.apply(ctx, ref, nil, 0, abortCall(attempt, keepAttempt))
+// abort undoes begin for a call that was not sent (its gate refused it), if
+// its claim c is still the record's.
+func (s *idempotency) abort(ctx context.Context, ref commandRef, c claim, keepAttempt bool) error {
+	_, _, err := s.apply(ctx, ref, nil, 0, abortCall(c.attempt, c.until, keepAttempt))
 	return err
 }
 
 var errDone = errors.New("command already has its terminal event")
 
 // end records a call's result: no call in flight any more, and whether its
-// outcome is unknown.
-func (s *idempotency) end(ctx context.Context, ref commandRef, attempt int, unknown bool, last failure) error {
-	_, _, err := s.apply(ctx, ref, nil, 0, endCall(attempt, unknown, last))
+// outcome is unknown. The call's claim c is given up only if it is still the
+// record's.
+func (s *idempotency) end(ctx context.Context, ref commandRef, c claim, unknown bool, last failure) error {
+	_, _, err := s.apply(ctx, ref, nil, 0, endCall(c.attempt, c.until, unknown, last))
 	return err
 }
 

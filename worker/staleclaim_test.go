@@ -77,10 +77,10 @@ func lapsedThenTaken(t *testing.T, s *idempotency, clk *clock, ref commandRef) (
 func TestLapsedClaimLeavesTheNewClaimAlone(t *testing.T) {
 	for name, late := range map[string]func(s *idempotency, ref commandRef, a claim) error{
 		"abort": func(s *idempotency, ref commandRef, a claim) error {
-			return s.abort(context.Background(), ref, a.attempt, false)
+			return s.abort(context.Background(), ref, a, false)
 		},
 		"end": func(s *idempotency, ref commandRef, a claim) error {
-			return s.end(context.Background(), ref, a.attempt, false, failure{})
+			return s.end(context.Background(), ref, a, false, failure{})
 		},
 	} {
 		t.Run(name, func(t *testing.T) {

@@ -37,7 +37,7 @@ func (p *pipeline) stepCall(ctx context.Context, a *attempt) (verdict, bool) {
 		p.breaker.HoldForCredentials(hctx, d.EnterpriseID)
 		if del.intake() {
 			// Not the command's fault: it waits in the tenant's hold, queued.
-			_ = p.idem.end(hctx, d.ref(), a.claimed.attempt, false, failureOf(xylink.ClassNone, callErr))
+			_ = p.idem.end(hctx, d.ref(), a.claimed, false, failureOf(xylink.ClassNone, callErr))
 			until, open := p.breaker.Open(d.EnterpriseID)
 			if !open {
 				until = p.now().Add(p.breaker.credentialsRetry)
@@ -59,7 +59,7 @@ func (p *pipeline) stepCall(ctx context.Context, a *attempt) (verdict, bool) {
 	if !terminal {
 		// Record that no call is in flight, and whether this one may have taken effect.
 		ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		if err := p.idem.end(ectx, d.ref(), a.claimed.attempt, outcome.Unknown, failureOf(outcome.Class, callErr)); err != nil {
+		if err := p.idem.end(ectx, d.ref(), a.claimed, outcome.Unknown, failureOf(outcome.Class, callErr)); err != nil {
 			log.Warn().Err(err).Msg("idempotency record not updated")
 		}
 		cancel()
@@ -98,7 +98,7 @@ func (p *pipeline) notSent(ctx context.Context, a *attempt, held *xylink.GateErr
 	a.done(xylink.Outcome{BreakerExcluded: true})
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	if err := p.idem.abort(actx, d.ref(), a.claimed.attempt, held.Requests > 0); err != nil {
+	if err := p.idem.abort(actx, d.ref(), a.claimed, held.Requests > 0); err != nil {
 		log.Warn().Err(err).Msg("idempotency record not updated")
 	}
 	switch {
