@@ -95,32 +95,38 @@ func TestClusterHoldsTheLimitAcrossReplicas(t *testing.T) {
 }
 
 // With a replay backlog saturating the budget, live requests still get their
-// grants within a second.
+// grants first: while a live request waits, the replays get no more than the
+// grants already on their way (FIFO would give them one per replay waiting,
+// 30 here). Counted in grants, not timed: the waits are printed.
 func TestLiveBeforeReplay(t *testing.T) {
 	reps := startReplicas(t, 3, ratelimit.Options{})
 	ctx, stop := context.WithTimeout(context.Background(), 6*time.Second)
 	defer stop()
+	var replays atomic.Int64
 	var wg sync.WaitGroup
 	for _, r := range reps {
 		for range 10 {
 			wg.Go(func() {
 				for r.lim.Wait(ctx, "e", ratelimit.Replay) == nil {
+					replays.Add(1)
 				}
 			})
 		}
 	}
 	var waits []time.Duration
+	var passed []int64 // replay grants while each live request waited
 	var mu sync.Mutex
 	for i, r := range reps {
 		wg.Go(func() {
 			time.Sleep(time.Duration(i) * 100 * time.Millisecond) // spread the live callers
 			for ctx.Err() == nil {
-				start := time.Now()
+				start, before := time.Now(), replays.Load()
 				if r.lim.Wait(ctx, "e", ratelimit.Live) != nil {
 					return
 				}
 				mu.Lock()
 				waits = append(waits, time.Since(start))
+				passed = append(passed, replays.Load()-before)
 				mu.Unlock()
 				time.Sleep(250 * time.Millisecond)
 			}
@@ -128,13 +134,15 @@ func TestLiveBeforeReplay(t *testing.T) {
 	}
 	wg.Wait()
 	slices.Sort(waits)
+	slices.Sort(passed)
 	if len(waits) < 20 {
 		t.Fatalf("only %d live grants", len(waits))
 	}
 	p50, p99 := waits[len(waits)/2], waits[len(waits)*99/100]
-	t.Logf("live grant wait under a saturating replay: p50 %v, p99 %v (%d grants)", p50, p99, len(waits))
-	if p99 > time.Second {
-		t.Fatalf("live p99 wait %v with a replay backlog", p99)
+	t.Logf("live grant wait under a saturating replay: p50 %v, p99 %v (%d grants); replay grants during a live wait: median %d, most %d; %d replay grants",
+		p50, p99, len(waits), passed[len(passed)/2], passed[len(passed)-1], replays.Load())
+	if most := passed[len(passed)-1]; most > 5 {
+		t.Fatalf("%d replay grants while a live request waited (%v)", most, passed)
 	}
 }
 
