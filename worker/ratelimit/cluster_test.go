@@ -46,7 +46,11 @@ func startReplicas(t *testing.T, n int, opts ratelimit.Options) []*replica {
 func TestClusterHoldsTheLimitAcrossReplicas(t *testing.T) {
 	sb := wt.StartSandbox(t, sandbox.Config{Rate: 20})
 	client := wt.Client(t, sb)
-	reps := startReplicas(t, 3, ratelimit.Options{})
+	// The sandbox shares the process and the machine's cores with the
+	// callers: its arrival times carry the host's scheduling delay, which the
+	// guard allows for (21 in a second were seen with the 25 ms floor on a
+	// loaded machine). 40 ms, as the e2e suite's workers run with.
+	reps := startReplicas(t, 3, ratelimit.Options{Guard: 40 * time.Millisecond})
 	ctx, stop := context.WithTimeout(context.Background(), 9*time.Second)
 	defer stop()
 	var wg sync.WaitGroup
@@ -92,7 +96,7 @@ func TestClusterHoldsTheLimitAcrossReplicas(t *testing.T) {
 		t.Fatalf("the limit broke: %d requests in one sliding second, %d answers 429", e.MaxInWindow, st.ByAnswer["429"])
 	}
 	// 9 s less the failover (the dead dispenser's lease runs out, at most
-	// LeaseTTL + RenewEvery, then an election tick) at 19.5 a second: about 97
+	// LeaseTTL + RenewEvery, then an election tick) at 19.2 a second: about 96
 	// at the least; 80 leaves room for a loaded machine.
 	if calls.Load() < 80 {
 		t.Fatalf("only %d calls in 9 s: the budget is mostly unused", calls.Load())
