@@ -161,8 +161,10 @@ func TestRefusedCredentialsHoldTheTenant(t *testing.T) {
 	wt.Eventually(t, 10*time.Second, func() bool { return w.Checks()["breakers"]() != nil }, "readiness reporting the held tenant")
 	t.Logf("readiness: %v", w.Checks()["breakers"]())
 	burst := sb.Stats().ByAnswer["401"] // calls in flight when the first refusal came back
-	time.Sleep(3 * time.Second)         // a window to count calls in: the hold probes once a second
+	from := time.Now()
+	time.Sleep(3 * time.Second) // a window to count calls in: the hold probes once a second
 	held := sb.Stats().ByAnswer["401"] - burst
+	window := time.Since(from) // longer than 3 s on a loaded machine
 	if err := c.AddTenant(xylink.Credentials{EnterpriseID: wt.Enterprise, Token: wt.Token}); err != nil {
 		t.Fatal(err)
 	}
@@ -173,10 +175,11 @@ func TestRefusedCredentialsHoldTheTenant(t *testing.T) {
 		}
 	}
 	st := sb.Stats()
-	t.Logf("%d commands; 401 answers: %d in the first burst, %d in 3 s while held (one probe a second), %d in all",
-		n, burst, held, st.ByAnswer["401"])
-	if held > 4 {
-		t.Fatalf("%d calls in 3 s with refused credentials: the tenant was not held", held)
+	t.Logf("%d commands; 401 answers: %d in the first burst, %d in %v while held (one probe a second), %d in all",
+		n, burst, held, window.Round(time.Millisecond), st.ByAnswer["401"])
+	// One probe a second, and one more for a probe on the wire at the start.
+	if most := int(window/time.Second) + 1; held > most {
+		t.Fatalf("%d calls in %v with refused credentials, more than %d: the tenant was not held", held, window.Round(time.Millisecond), most)
 	}
 }
 

@@ -207,7 +207,7 @@ func TestStoppedBreakerProbeGivesItsClaimBack(t *testing.T) {
 	sb.ClearOutages()
 	sb.SetFaults(sandbox.Faults{Latency: sandbox.Duration(4 * time.Second)})
 	wt.Eventually(t, time.Minute, func() bool { return breakerRecordOf(t, js).ProbingUntil.After(time.Now()) }, "a half-open probe claimed")
-	time.Sleep(time.Second) // the probe's call is at the sandbox, in its latency
+	awaitCallAtSandbox(t, sb) // the probe's call is at the sandbox, in its latency
 	second := wt.StartWorker(t, srv, c, opts...)
 	if err := first.Stop(); err != nil {
 		t.Fatal(err)

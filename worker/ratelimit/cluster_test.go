@@ -46,7 +46,11 @@ func startReplicas(t *testing.T, n int, opts ratelimit.Options) []*replica {
 func TestClusterHoldsTheLimitAcrossReplicas(t *testing.T) {
 	sb := wt.StartSandbox(t, sandbox.Config{Rate: 20})
 	client := wt.Client(t, sb)
-	reps := startReplicas(t, 3, ratelimit.Options{})
+	// The sandbox shares the process and the machine's cores with the
+	// callers: its arrival times carry the host's scheduling delay, which the
+	// guard allows for (21 in a second were seen with the 25 ms floor on a
+	// loaded machine). 40 ms, as the e2e suite's workers run with.
+	reps := startReplicas(t, 3, ratelimit.Options{Guard: 40 * time.Millisecond})
 	ctx, stop := context.WithTimeout(context.Background(), 9*time.Second)
 	defer stop()
 	var wg sync.WaitGroup
@@ -68,12 +72,17 @@ func TestClusterHoldsTheLimitAcrossReplicas(t *testing.T) {
 	// Kill whichever replica is the dispenser, half-way: its lease must expire
 	// before another one grants.
 	time.Sleep(4 * time.Second) // a point in the run, not a condition
+	// The dispenser of the moment; between two (a renewal late on a loaded
+	// machine), the next one, before the run's last second.
 	killed := -1
-	for i, r := range reps {
-		if r.lim.Stats().Dispensing {
-			r.cancel()
-			killed = i
+	for end, _ := ctx.Deadline(); killed < 0 && time.Until(end) > time.Second; {
+		for i, r := range reps {
+			if killed < 0 && r.lim.Stats().Dispensing {
+				r.cancel()
+				killed = i
+			}
 		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	wg.Wait()
 	st := sb.Stats()
@@ -87,7 +96,7 @@ func TestClusterHoldsTheLimitAcrossReplicas(t *testing.T) {
 		t.Fatalf("the limit broke: %d requests in one sliding second, %d answers 429", e.MaxInWindow, st.ByAnswer["429"])
 	}
 	// 9 s less the failover (the dead dispenser's lease runs out, at most
-	// LeaseTTL + RenewEvery, then an election tick) at 19.5 a second: about 97
+	// LeaseTTL + RenewEvery, then an election tick) at 19.2 a second: about 96
 	// at the least; 80 leaves room for a loaded machine.
 	if calls.Load() < 80 {
 		t.Fatalf("only %d calls in 9 s: the budget is mostly unused", calls.Load())
@@ -95,32 +104,38 @@ func TestClusterHoldsTheLimitAcrossReplicas(t *testing.T) {
 }
 
 // With a replay backlog saturating the budget, live requests still get their
-// grants within a second.
+// grants first: while a live request waits, the replays get no more than the
+// grants already on their way (FIFO would give them one per replay waiting,
+// 30 here). Counted in grants, not timed: the waits are printed.
 func TestLiveBeforeReplay(t *testing.T) {
 	reps := startReplicas(t, 3, ratelimit.Options{})
 	ctx, stop := context.WithTimeout(context.Background(), 6*time.Second)
 	defer stop()
+	var replays atomic.Int64
 	var wg sync.WaitGroup
 	for _, r := range reps {
 		for range 10 {
 			wg.Go(func() {
 				for r.lim.Wait(ctx, "e", ratelimit.Replay) == nil {
+					replays.Add(1)
 				}
 			})
 		}
 	}
 	var waits []time.Duration
+	var passed []int64 // replay grants while each live request waited
 	var mu sync.Mutex
 	for i, r := range reps {
 		wg.Go(func() {
 			time.Sleep(time.Duration(i) * 100 * time.Millisecond) // spread the live callers
 			for ctx.Err() == nil {
-				start := time.Now()
+				start, before := time.Now(), replays.Load()
 				if r.lim.Wait(ctx, "e", ratelimit.Live) != nil {
 					return
 				}
 				mu.Lock()
 				waits = append(waits, time.Since(start))
+				passed = append(passed, replays.Load()-before)
 				mu.Unlock()
 				time.Sleep(250 * time.Millisecond)
 			}
@@ -128,13 +143,15 @@ func TestLiveBeforeReplay(t *testing.T) {
 	}
 	wg.Wait()
 	slices.Sort(waits)
+	slices.Sort(passed)
 	if len(waits) < 20 {
 		t.Fatalf("only %d live grants", len(waits))
 	}
 	p50, p99 := waits[len(waits)/2], waits[len(waits)*99/100]
-	t.Logf("live grant wait under a saturating replay: p50 %v, p99 %v (%d grants)", p50, p99, len(waits))
-	if p99 > time.Second {
-		t.Fatalf("live p99 wait %v with a replay backlog", p99)
+	t.Logf("live grant wait under a saturating replay: p50 %v, p99 %v (%d grants); replay grants during a live wait: median %d, most %d; %d replay grants",
+		p50, p99, len(waits), passed[len(passed)/2], passed[len(passed)-1], replays.Load())
+	if most := passed[len(passed)-1]; most > 5 {
+		t.Fatalf("%d replay grants while a live request waited (%v)", most, passed)
 	}
 }
 
@@ -142,9 +159,10 @@ func TestLiveBeforeReplay(t *testing.T) {
 // for every replica; the answers of one crowded second count once; quiet time
 // narrows it back to its floor.
 func TestThrottledWidensTheGuardForTheCluster(t *testing.T) {
-	reps := startReplicas(t, 2, ratelimit.Options{GuardStep: time.Second, GuardMax: 10 * time.Second,
-		GuardCooldown: time.Minute, GuardQuiet: 300 * time.Millisecond})
-	count := func(d time.Duration) int {
+	const rate, floor, step = 20, 25 * time.Millisecond, time.Second
+	// Grants of both replicas' callers in d: at most d/spacing + 1 are
+	// dispensed; a loaded machine only makes fewer.
+	count := func(reps []*replica, d time.Duration) int {
 		ctx, stop := context.WithTimeout(context.Background(), d)
 		defer stop()
 		var n atomic.Int64
@@ -161,33 +179,69 @@ func TestThrottledWidensTheGuardForTheCluster(t *testing.T) {
 		wg.Wait()
 		return int(n.Load())
 	}
-	normal := count(2 * time.Second)
-	for range 5 { // one crowded second's answers
-		reps[1].lim.Throttled("e")
-	}
-	time.Sleep(100 * time.Millisecond) // the reports travel over NATS
-	guard := time.Duration(0)
-	for _, r := range reps {
-		if g, ok := r.lim.Guards()["e"]; ok {
-			guard = g
+	// report sends five answers at once from the second replica, and waits
+	// until the dispenser has them: one connection's messages arrive in order,
+	// so once a later report for another enterprise is in, so are these. A
+	// batch sent before the dispenser subscribed is lost: it is sent again
+	// (within GuardCooldown, which counts it once with the first).
+	report := func(reps []*replica) {
+		waitForDispenser(t, reps)
+		in := func() bool {
+			for _, r := range reps {
+				if _, ok := r.lim.Guards()["marker"]; ok {
+					return true
+				}
+			}
+			return false
+		}
+		for deadline := time.Now().Add(30 * time.Second); !in(); {
+			if time.Now().After(deadline) {
+				t.Fatal("the reports never reached the dispenser")
+			}
+			for range 5 {
+				reps[1].lim.Throttled("e")
+			}
+			reps[1].lim.Throttled("marker")
+			for sent := time.Now(); !in() && time.Since(sent) < time.Second; {
+				time.Sleep(10 * time.Millisecond)
+			}
 		}
 	}
-	if guard != 25*time.Millisecond+time.Second {
-		t.Errorf("the dispenser reports a guard of %v after five answers at once, want 1.025s", guard)
+	guard := func(reps []*replica) (g time.Duration) {
+		for _, r := range reps {
+			if v, ok := r.lim.Guards()["e"]; ok {
+				g = v
+			}
+		}
+		return g
 	}
-	widened := count(2 * time.Second)
-	time.Sleep(2 * time.Second) // quiet: 1 s narrows in 5 steps of 300 ms
-	narrowed := count(2 * time.Second)
-	t.Logf("grants in 2 s: %d at the floor, %d after five answers at once (one step of 1 s), %d after 2 s of quiet",
-		normal, widened, narrowed)
-	// At 20/s: (1 s + 25 ms)/20 apart at the floor, (2 s + 25 ms)/20 one step
-	// wider, (6 s + 25 ms)/20 had each answer counted.
-	if widened > normal*2/3 || widened < normal/3 {
-		t.Errorf("after five answers at once: %d grants, %d at the floor; want about half (one step)", widened, normal)
+
+	// Without quiet narrowing (GuardQuiet an hour), the guard after five
+	// answers at once is one step wide, and spaces every replica's grants.
+	reps := startReplicas(t, 2, ratelimit.Options{GuardStep: step, GuardMax: 10 * time.Second,
+		GuardCooldown: time.Minute, GuardQuiet: time.Hour})
+	normal := count(reps, 2*time.Second)
+	report(reps)
+	if g := guard(reps); g != floor+step {
+		t.Errorf("the dispenser reports a guard of %v after five answers at once, want %v (one step)", g, floor+step)
 	}
-	if narrowed < normal*9/10 {
-		t.Errorf("after quiet: %d grants, %d at the floor", narrowed, normal)
+	widened := count(reps, 2*time.Second)
+	// (1 s + guard)/rate apart: 2 s hold about 40 grants at the floor, about
+	// 20 one step wider, about 7 had each answer counted. Grants asked for
+	// before the window's end may come just after it (one per caller, 8).
+	most := int(2*time.Second*rate/(time.Second+floor+step)) + 8
+	t.Logf("grants in 2 s: %d at the floor, %d after five answers at once (one step of 1 s, %d at most)", normal, widened, most)
+	if widened > most {
+		t.Errorf("after five answers at once: %d grants in 2 s, more than %d at one step wider", widened, most)
 	}
+
+	// Quiet narrows it: a step every 300 ms of quiet, 1 s in 1.5 s.
+	reps = startReplicas(t, 2, ratelimit.Options{GuardStep: step, GuardMax: 10 * time.Second,
+		GuardCooldown: time.Minute, GuardQuiet: 300 * time.Millisecond})
+	report(reps)
+	quiet := await(t, 30*time.Second, "the guard back at its floor", func() bool { return guard(reps) == floor })
+	t.Logf("the guard was back at its floor %v after the reports were in; grants in 2 s then: %d",
+		quiet.Round(time.Millisecond), count(reps, 2*time.Second))
 }
 
 // Probes of waiting meetings take the probe share (half by default) of an

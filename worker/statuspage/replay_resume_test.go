@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/xygroup/xygroup/worker"
 	"github.com/xygroup/xygroup/worker/commands"
 	"github.com/xygroup/xygroup/worker/contract"
 	"github.com/xygroup/xygroup/worker/statuspage"
@@ -57,11 +58,18 @@ func TestReplayFromThePageResumesWithoutLosingAny(t *testing.T) {
 	confirm := url.Values{"step": {"confirm"}, "selection": {field("selection")}, "deadline": {field("deadline")}, "expires": {field("expires")}, "mac": {field("mac")}}
 	id := regexp.MustCompile(`Dry run of replay (r[0-9a-f]+)`).FindStringSubmatch(dry)[1]
 
-	// The first confirmation; the browser leaves once some were published.
+	// The first confirmation; the browser leaves once some were published: the
+	// commands stream holds a replayed command. (Leaving once the checkpoint
+	// exists could leave before the first one: the run saves its checkpoint,
+	// at 0 done, before it publishes.)
 	ctx, cancel := context.WithCancel(context.Background())
+	commandsStream, err := js.Stream(ctx, worker.StreamCommands)
+	if err != nil {
+		t.Fatal(err)
+	}
 	go func() {
 		for ctx.Err() == nil {
-			if cp, err := commands.LoadCheckpoint(ctx, js, id); err == nil && cp != nil {
+			if info, err := commandsStream.Info(ctx); err == nil && info.State.Msgs > n {
 				cancel()
 				return
 			}

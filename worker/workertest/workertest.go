@@ -274,6 +274,9 @@ func eventOf(t testing.TB, msg contract.Msg) Event {
 func TerminalCount(t testing.TB, js jetstream.JetStream) int {
 	t.Helper()
 	s, err := js.Stream(context.Background(), worker.StreamEvents)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return 0 // a worker creates it on start, after the commands stream
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
