@@ -309,7 +309,7 @@ func (x *explorer) cancel(id, commandID, meeting, enterprise string) {
 }
 
 // replayWait is how long a replay waits for its commands' outcomes.
-const replayWait = 90 * time.Second
+const replayWait = 40 * time.Second
 
 // replay runs `xygroup replay` for a class, as an operator would.
 func (x *explorer) replay(id, class string) {

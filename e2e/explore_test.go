@@ -130,3 +130,23 @@ func ruleCounts(m map[int]int) string {
 	}
 	return "{" + strings.Join(parts, " ") + "}"
 }
+
+// A seed's schedule is the same from draw to draw, and seeds differ.
+func TestExploreScheduleIsTheSeeds(t *testing.T) {
+	for _, p := range []exploreProfile{shortProfile, longProfile} {
+		for _, seed := range append(shortSeeds, 12345) {
+			a, b := generate(seed, p).Describe(), generate(seed, p).Describe()
+			if a != b {
+				t.Errorf("seed %d drew two schedules:\n%s\n%s", seed, a, b)
+			}
+			if c := generate(seed+1, p).Describe(); c == a {
+				t.Errorf("seeds %d and %d drew the same schedule", seed, seed+1)
+			}
+		}
+	}
+	if testing.Verbose() {
+		for _, seed := range shortSeeds {
+			t.Log(generate(seed, shortProfile).Describe())
+		}
+	}
+}
