@@ -419,6 +419,9 @@ func (c *checker) replays() {
 
 func clipS(s string, n int) string {
 	s = strings.TrimSpace(s)
+	if i := strings.Index(s, "panic:"); i >= 0 {
+		s, n = s[i:], max(n, 2500) // the panic and its stack
+	}
 	if len(s) > n {
 		return s[:n] + "…"
 	}

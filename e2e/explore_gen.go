@@ -214,7 +214,7 @@ func generate(seed uint64, p exploreProfile) *exploreSchedule {
 	}
 	s.V2 = r.IntN(3) == 0
 	s.SmallStream = r.IntN(4) == 0
-	dur := func(lo, hi time.Duration) time.Duration { return (lo + time.Duration(r.Int64N(int64(hi-lo)+1))).Round(time.Millisecond) }
+	dur := g.dur
 	at := func() time.Duration { return dur(0, p.Span) }
 
 	// Bursts of valid commands for many meetings and the tenants.
