@@ -295,22 +295,40 @@ func generate(seed uint64, p exploreProfile) *exploreSchedule {
 		i := r.IntN(len(all))
 		s.Ops = append(s.Ops, exploreOp{At: offset(i), Kind: opCancelMeeting, Meeting: all[i].Meeting, Enterprise: all[i].Enterprise})
 	}
-	for range 1 + r.IntN(3) {
-		i := r.IntN(len(all))
-		o := exploreOp{At: offset(i), Kind: opNewPlan, Meeting: all[i].Meeting, Enterprise: all[i].Enterprise}
+	newPlan := func(i int, at time.Duration) exploreOp {
+		o := exploreOp{At: at, Kind: opNewPlan, Meeting: all[i].Meeting, Enterprise: all[i].Enterprise}
 		for k := range 1 + r.IntN(2) {
 			c := g.command(o.At, "")
 			c.ID = fmt.Sprintf("%s-plan%d", all[i].ID, k)
 			c.Meeting, c.Enterprise, c.Raw = all[i].Meeting, all[i].Enterprise, nil
 			o.Cmds = append(o.Cmds, c)
 		}
-		s.Ops = append(s.Ops, o)
+		return o
+	}
+	for range 1 + r.IntN(3) + p.Bursts/4 {
+		i := r.IntN(len(all))
+		s.Ops = append(s.Ops, newPlan(i, offset(i)))
 	}
 
 	// The nemesis.
 	for range p.Faults {
 		o := exploreOp{At: at()}
-		switch x := r.IntN(10); {
+		switch x := r.IntN(11); {
+		case x == 10:
+			// Every worker down while cancels arrive for commands published
+			// before: by meeting, and by meeting with a new plan.
+			o.Kind, o.Pause = opAllDown, dur(3*time.Second, 8*time.Second)
+			for _, kind := range []opKind{opCancelMeeting, opNewPlan} {
+				i := r.IntN(len(all))
+				if when[i] > o.At {
+					continue
+				}
+				k := exploreOp{At: o.At + dur(0, o.Pause), Kind: kind, Meeting: all[i].Meeting, Enterprise: all[i].Enterprise}
+				if kind == opNewPlan {
+					k = newPlan(i, k.At)
+				}
+				s.Ops = append(s.Ops, k)
+			}
 		case x < 2:
 			o.Kind, o.Worker, o.Pause = opKill, r.IntN(s.Workers), dur(500*time.Millisecond, 5*time.Second)
 		case x < 4:
