@@ -25,6 +25,7 @@ var exploreRules = []string{
 
 type violation struct {
 	Rule    int
+	Kind    string // what of the rule broke, short
 	Command string
 	What    string
 }
@@ -33,7 +34,8 @@ type violation struct {
 type checked struct {
 	Violations []violation
 	ByRule     map[int]int
-	Commands   int // stored
+	ByKind     map[string]int // "<rule>:<kind>"
+	Commands   int            // stored
 	Refused    int
 	Report     *Report
 	// History lists what was recorded about a command.
@@ -56,7 +58,7 @@ type checker struct {
 func (x *explorer) check() *checked {
 	c := &checker{x: x, hs: x.hist, events: x.h.Events.Events(), first: map[string]*pubRecord{}, spec: map[string]exploreCmd{},
 		gen0: map[string][]Event{}, byReplay: map[string]map[string][]Event{}, arrivals: map[string][]Arrival{},
-		out: &checked{ByRule: map[int]int{}}}
+		out: &checked{ByRule: map[int]int{}, ByKind: map[string]int{}}}
 	refused := map[string]bool{}
 	for i := range c.hs.Pubs {
 		p := &c.hs.Pubs[i]
@@ -106,9 +108,10 @@ func (x *explorer) check() *checked {
 	return c.out
 }
 
-func (c *checker) add(rule int, cmd, format string, args ...any) {
-	c.out.Violations = append(c.out.Violations, violation{Rule: rule, Command: cmd, What: fmt.Sprintf(format, args...)})
+func (c *checker) add(rule int, kind, cmd, format string, args ...any) {
+	c.out.Violations = append(c.out.Violations, violation{Rule: rule, Kind: kind, Command: cmd, What: fmt.Sprintf(format, args...)})
 	c.out.ByRule[rule]++
+	c.out.ByKind[fmt.Sprintf("%d:%s", rule, kind)]++
 }
 
 // at is a time as an offset from the run's start.
@@ -119,12 +122,12 @@ func (c *checker) at(t time.Time) string {
 func (c *checker) processes() {
 	for _, w := range c.x.h.Workers {
 		for _, s := range w.UnexpectedExits() {
-			c.add(0, "", "%s", s)
+			c.add(0, "exit", "", "%s", s)
 		}
 	}
 	if c.x.h.NATS != nil {
 		for _, s := range c.x.h.NATS.UnexpectedExits() {
-			c.add(0, "", "%s", s)
+			c.add(0, "exit", "", "%s", s)
 		}
 	}
 }
@@ -136,14 +139,14 @@ func (c *checker) oneTerminal() {
 	for id := range c.first {
 		switch n := len(c.gen0[id]); {
 		case n == 0:
-			c.add(1, id, "stored (sequence %d), no terminal event", c.first[id].Seq)
+			c.add(1, "no-terminal", id, "stored (sequence %d), no terminal event", c.first[id].Seq)
 		case n > 1:
-			c.add(1, id, "%d terminal events", n)
+			c.add(1, "terminals", id, "%d terminal events", n)
 		}
 	}
 	for id := range c.gen0 {
 		if c.first[id] == nil {
-			c.add(1, id, "a terminal event for a command never stored")
+			c.add(1, "unknown", id, "a terminal event for a command never stored")
 		}
 	}
 }
@@ -196,7 +199,8 @@ func (c *checker) noResend() {
 			continue
 		}
 		for i, a := range as {
-			if !a.Forwarded || a.Answer != 200 {
+			// A success the worker read: answered 200 within its timeout.
+			if !a.Forwarded || a.Answer != 200 || a.Answered.Sub(a.Sent) > exploreAPITimeout-250*time.Millisecond {
 				continue
 			}
 			for _, b := range as[i+1:] {
@@ -210,9 +214,9 @@ func (c *checker) noResend() {
 					if f := c.natsFaultBetween(a.At, b.Sent); f != "" {
 						extra = " (" + f + " meanwhile)"
 					}
-					c.add(2, id, "a request at %s after a 200 at %s, no worker killed between%s", c.at(b.Sent), c.at(a.At), extra)
+					c.add(2, "resent", id, "a request at %s after a 200 at %s, no worker killed between%s", c.at(b.Sent), c.at(a.At), extra)
 				case ok && e.Outcome() != "created":
-					c.add(2, id, "sent again at %s after a 200 at %s (a worker was killed), but ended %s", c.at(b.Sent), c.at(a.At), e.Outcome())
+					c.add(2, "resent-not-created", id, "sent again at %s after a 200 at %s (a worker was killed), but ended %s", c.at(b.Sent), c.at(a.At), e.Outcome())
 				default:
 					continue
 				}
@@ -234,7 +238,7 @@ func (c *checker) classes() {
 		}
 		for _, a := range as {
 			if p.Cmd.NotBefore != nil && a.Sent.Before(p.At.Add(*p.Cmd.NotBefore)) {
-				c.add(3, id, "a request at %s, before its notBefore %s", c.at(a.Sent), c.at(p.At.Add(*p.Cmd.NotBefore)))
+				c.add(3, "before-notBefore", id, "a request at %s, before its notBefore %s", c.at(a.Sent), c.at(p.At.Add(*p.Cmd.NotBefore)))
 				break
 			}
 		}
@@ -244,7 +248,7 @@ func (c *checker) classes() {
 			}
 			e, ok := c.terminalAt(id, a.At)
 			if ok && strings.HasPrefix(e.Outcome(), "failed.") && e.Outcome() != "failed.cancelled" {
-				c.add(3, id, "created at the API at %s, reported %s at %s", c.at(a.At), e.Outcome(), c.at(e.Stored))
+				c.add(3, "created-failed", id, "created at the API at %s, reported %s at %s", c.at(a.At), e.Outcome(), c.at(e.Stored))
 				break
 			}
 		}
@@ -263,7 +267,7 @@ func (c *checker) classes() {
 			bound, why = p.At.Add(*p.Cmd.Deadline), "its deadline"
 		}
 		if evs[0].Stored.Before(bound) {
-			c.add(3, id, "failed.meeting_not_started at %s, before %s (%s), after %d calls", c.at(evs[0].Stored), c.at(bound), why,
+			c.add(3, "expired-early", id, "failed.meeting_not_started at %s, before %s (%s), after %d calls", c.at(evs[0].Stored), c.at(bound), why,
 				len(c.arrivals[id]))
 		}
 	}
@@ -282,14 +286,14 @@ func (c *checker) cancels() {
 				if e2, ok := c.terminalAt(id, a.Sent); ok && e2.Seq != e.Seq {
 					continue // a replay's
 				}
-				c.add(4, id, "a request at %s after its cancelled event at %s", c.at(a.Sent), c.at(e.Stored))
+				c.add(4, "sent-after-cancel", id, "a request at %s after its cancelled event at %s", c.at(a.Sent), c.at(e.Stored))
 				break
 			}
 		}
 		for _, a := range c.arrivals[id] {
 			if a.Forwarded && a.Upstream == 200 {
 				if e2, ok := c.terminalAt(id, a.At); ok && e2.Seq == e.Seq {
-					c.add(4, id, "reported cancelled at %s, yet created at the API at %s", c.at(e.Stored), c.at(a.At))
+					c.add(4, "cancelled-created", id, "reported cancelled at %s, yet created at the API at %s", c.at(e.Stored), c.at(a.At))
 					break
 				}
 			}
@@ -327,7 +331,7 @@ func (c *checker) cancels() {
 			}
 			if p.Seq > k.Seq {
 				if cancelledBy[id] == k.ID {
-					c.add(5, id, "published at sequence %d, after the cancel by meeting %s (sequence %d), and cancelled by it", p.Seq, k.ID, k.Seq)
+					c.add(5, "cancelled-later", id, "published at sequence %d, after the cancel by meeting %s (sequence %d), and cancelled by it", p.Seq, k.ID, k.Seq)
 				}
 				continue
 			}
@@ -352,7 +356,7 @@ func (c *checker) cancels() {
 			if known {
 				when = "the cancel's last answer at " + c.at(h)
 			}
-			c.add(5, id, "published at sequence %d before the cancel by meeting %s (sequence %d), never sent (%s), ended %s at %s, not cancelled nor named by a cancel_rejected answer",
+			c.add(5, "missed-earlier", id, "published at sequence %d before the cancel by meeting %s (sequence %d), never sent (%s), ended %s at %s, not cancelled nor named by a cancel_rejected answer",
 				p.Seq, k.ID, k.Seq, when, evs[0].Outcome(), c.at(evs[0].Stored))
 		}
 	}
@@ -375,13 +379,13 @@ func (c *checker) rate() {
 	}
 	for ent, n := range r.SentWindow {
 		if l := h.limit(ent); float64(n) > l {
-			c.add(6, "", "enterprise %s: %d calls sent in one sliding second, limit %g", ent, n, l)
+			c.add(6, "rate-sent", "", "enterprise %s: %d calls sent in one sliding second, limit %g", ent, n, l)
 		}
 	}
 	if !delayed {
 		for ent, n := range r.MaxWindow {
 			if l := h.limit(ent); float64(n) > l {
-				c.add(6, "", "enterprise %s: %d calls at the API in one sliding second, limit %g", ent, n, l)
+				c.add(6, "rate-api", "", "enterprise %s: %d calls at the API in one sliding second, limit %g", ent, n, l)
 			}
 		}
 	}
@@ -395,24 +399,24 @@ func (c *checker) replays() {
 		s := r.Summary
 		switch {
 		case r.Code == -1:
-			c.add(7, "", "replay %s (class %s) did not end within %v: %s", r.ID, r.Class, replayWait+30*time.Second, clipS(r.Stderr, 300))
+			c.add(7, "hung", "", "replay %s (class %s) did not end within %v: %s", r.ID, r.Class, replayWait+30*time.Second, clipS(r.Stderr, 300))
 			continue
 		case s == nil:
-			c.add(7, "", "replay %s (class %s) exited %d without a summary: %s", r.ID, r.Class, r.Code, clipS(r.Stderr, 300))
+			c.add(7, "error", "", "replay %s (class %s) exited %d without a summary: %s", r.ID, r.Class, r.Code, clipS(r.Stderr, 300))
 			continue
 		case s.Pending > 0:
-			c.add(7, "", "replay %s (class %s): %d pending after its wait: %v", r.ID, r.Class, s.Pending, first(s.PendingIDs, 5))
+			c.add(7, "pending", "", "replay %s (class %s): %d pending after its wait: %v", r.ID, r.Class, s.Pending, first(s.PendingIDs, 5))
 		case r.Code != 0 && !(r.Code == 1 && len(s.Failed) > 0):
-			c.add(7, "", "replay %s (class %s) exited %d: %s", r.ID, r.Class, r.Code, clipS(r.Stderr, 300))
+			c.add(7, "exit", "", "replay %s (class %s) exited %d: %s", r.ID, r.Class, r.Code, clipS(r.Stderr, 300))
 		}
 		got := c.byReplay[r.ID]
 		for id, evs := range got {
 			if len(evs) > 1 {
-				c.add(7, id, "%d terminal events in replay %s", len(evs), r.ID)
+				c.add(7, "terminals", id, "%d terminal events in replay %s", len(evs), r.ID)
 			}
 		}
 		if len(got) < s.Published {
-			c.add(7, "", "replay %s (class %s) published %d commands, %d have a terminal event of it", r.ID, r.Class, s.Published, len(got))
+			c.add(7, "no-terminal", "", "replay %s (class %s) published %d commands, %d have a terminal event of it", r.ID, r.Class, s.Published, len(got))
 		}
 	}
 }
@@ -456,7 +460,8 @@ func (c *checker) historyOf(id string) []string {
 		}
 	}
 	for _, a := range c.arrivals[id] {
-		add(a.Sent, "API request sent; at the API %s, forwarded %v, sandbox %d, worker got %d", c.at(a.At), a.Forwarded, a.Upstream, a.Answer)
+		add(a.Sent, "API request sent; at the API %s, forwarded %v, sandbox %d, answered %d at %s", c.at(a.At), a.Forwarded, a.Upstream,
+			a.Answer, c.at(a.Answered))
 	}
 	for _, e := range c.events {
 		if e.CommandID() == id {

@@ -22,8 +22,9 @@ const (
 	exploreAckWait       = 10 * time.Second
 	exploreAPITimeout    = 3 * time.Second
 	// exploreSmallStream is the commands stream's MaxBytes in a run that
-	// shrinks it (about 250 commands): with the workers down, a burst fills it.
-	exploreSmallStream = 64 << 10
+	// shrinks it (about 150 commands): with the workers down, a burst of 300
+	// overfills it.
+	exploreSmallStream = 32 << 10
 )
 
 // exploreTenants are the enterprises besides the default one: one with a small

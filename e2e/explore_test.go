@@ -30,6 +30,7 @@ func TestExplore(t *testing.T) {
 		seed                    uint64
 		ops, faults, cmds, viol int
 		byRule                  map[int]int
+		byKind                  map[string]int
 		took                    time.Duration
 	}
 	var lines []line
@@ -39,10 +40,10 @@ func TestExplore(t *testing.T) {
 			ops, faults, cmds := s.counts()
 			from := time.Now()
 			c := exploreSeedRun(t, s)
-			l := line{seed: seed, ops: ops, faults: faults, cmds: cmds, viol: len(c.Violations), byRule: c.ByRule, took: time.Since(from)}
+			l := line{seed: seed, ops: ops, faults: faults, cmds: cmds, viol: len(c.Violations), byRule: c.ByRule, byKind: c.ByKind, took: time.Since(from)}
 			lines = append(lines, l)
-			t.Logf("EXPLORE seed %d: operations %d, faults %d, commands %d (stored %d, refused %d), violations %d %s, %v",
-				seed, ops, faults, cmds, c.Commands, c.Refused, l.viol, ruleCounts(c.ByRule), l.took.Round(time.Second))
+			t.Logf("EXPLORE seed %d: operations %d, faults %d, commands %d (stored %d, refused %d), violations %d %s %s, %v",
+				seed, ops, faults, cmds, c.Commands, c.Refused, l.viol, ruleCounts(c.ByRule), kv(c.ByKind), l.took.Round(time.Second))
 		})
 	}
 	switch {
@@ -61,16 +62,20 @@ func TestExplore(t *testing.T) {
 			runSeed(seed, shortProfile)
 		}
 	}
-	total := line{byRule: map[int]int{}}
+	total := line{byRule: map[int]int{}, byKind: map[string]int{}}
 	for _, l := range lines {
-		t.Logf("EXPLORE seed %-7d operations %3d faults %2d commands %4d violations %3d %s", l.seed, l.ops, l.faults, l.cmds, l.viol, ruleCounts(l.byRule))
+		t.Logf("EXPLORE seed %-7d operations %3d faults %2d commands %4d violations %3d %s %s", l.seed, l.ops, l.faults, l.cmds, l.viol,
+			ruleCounts(l.byRule), kv(l.byKind))
 		total.ops, total.faults, total.cmds, total.viol = total.ops+l.ops, total.faults+l.faults, total.cmds+l.cmds, total.viol+l.viol
 		for r, n := range l.byRule {
 			total.byRule[r] += n
 		}
+		for k, n := range l.byKind {
+			total.byKind[k] += n
+		}
 	}
-	t.Logf("EXPLORE total: %d seeds, operations %d, faults %d, commands %d, violations %d %s, in %v",
-		len(lines), total.ops, total.faults, total.cmds, total.viol, ruleCounts(total.byRule), time.Since(start).Round(time.Second))
+	t.Logf("EXPLORE total: %d seeds, operations %d, faults %d, commands %d, violations %d %s %s, in %v",
+		len(lines), total.ops, total.faults, total.cmds, total.viol, ruleCounts(total.byRule), kv(total.byKind), time.Since(start).Round(time.Second))
 }
 
 // exploreSeedRun runs one schedule and reports its violations as test errors.
@@ -93,7 +98,7 @@ func exploreSeedRun(t *testing.T, s *exploreSchedule) *checked {
 			continue
 		}
 		var b strings.Builder
-		fmt.Fprintf(&b, "seed %d, rule %d (%s): %s: %s", s.Seed, v.Rule, exploreRules[v.Rule], orDash(v.Command), v.What)
+		fmt.Fprintf(&b, "seed %d, rule %d (%s) [%s]: %s: %s", s.Seed, v.Rule, exploreRules[v.Rule], v.Kind, orDash(v.Command), v.What)
 		if v.Command != "" {
 			for _, l := range c.History(v.Command) {
 				b.WriteString("\n      " + l)

@@ -58,6 +58,9 @@ type Arrival struct {
 	// Upstream is the sandbox's status when the request was forwarded, whatever
 	// the worker got instead (200: the create took effect).
 	Upstream int
+	// Answered is when the answer was written (or the connection closed): a
+	// client whose timeout passed before it never read the answer.
+	Answered time.Time
 }
 
 // OutageWindow is an outage the proxy answered 503 for, without forwarding,
@@ -272,6 +275,7 @@ func (p *FaultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	a := Arrival{Sent: sent, At: time.Now(), EnterpriseID: r.URL.Query().Get("enterpriseId"), Meeting: meeting.MeetingRoomNumber,
 		GroupName: meeting.GroupName}
 	defer func() {
+		a.Answered = time.Now()
 		p.mu.Lock()
 		p.arrivals = append(p.arrivals, a)
 		p.mu.Unlock()
