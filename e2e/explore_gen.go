@@ -115,6 +115,8 @@ type exploreOp struct {
 	Faults     Faults
 	FaultName  string
 	Class      string // replay
+	// Gaps: a new plan's pause before each of its commands.
+	Gaps []time.Duration
 }
 
 func (o exploreOp) String() string {
@@ -298,7 +300,10 @@ func generate(seed uint64, p exploreProfile) *exploreSchedule {
 	}
 	newPlan := func(i int, at time.Duration) exploreOp {
 		o := exploreOp{At: at, Kind: opNewPlan, Meeting: all[i].Meeting, Enterprise: all[i].Enterprise}
-		for k := range 1 + r.IntN(2) {
+		for k := range 1 + r.IntN(3) {
+			// Spread over a probe interval: one may park as the meeting's
+			// last command ends and the meeting is forgotten.
+			o.Gaps = append(o.Gaps, g.dur(0, exploreProbeInterval+time.Second/2))
 			c := g.command(o.At, "")
 			c.ID = fmt.Sprintf("%s-plan%d", all[i].ID, k)
 			c.Meeting, c.Enterprise, c.Raw = all[i].Meeting, all[i].Enterprise, nil
@@ -388,6 +393,13 @@ func (g *gen) command(at time.Duration, kind string) exploreCmd {
 		g.s.Meetings = append(g.s.Meetings, exploreMeeting{Number: c.Meeting, Enterprise: c.Enterprise})
 		return c
 	}
+	if len(g.s.Meetings) > 0 && r.IntN(5) == 0 {
+		// A meeting with several commands: they park together, the meeting's
+		// release lets them out, and some expire meanwhile.
+		m := g.s.Meetings[r.IntN(len(g.s.Meetings))]
+		c.Meeting, c.Enterprise = m.Number, m.Enterprise
+		return c
+	}
 	m := exploreMeeting{Number: c.Meeting, Enterprise: c.Enterprise}
 	switch x := r.IntN(10); {
 	case x < 3: // started
@@ -426,7 +438,9 @@ func (g *gen) command(at time.Duration, kind string) exploreCmd {
 func (g *gen) apiFaults() (string, Faults) {
 	r := g.r
 	p := 0.2 + 0.4*r.Float64()
-	switch r.IntN(8) {
+	switch r.IntN(9) {
+	case 7:
+		return "slow answers (after acting)", Faults{OutLatency: exploreAPITimeout / 3, OutJitter: exploreAPITimeout / 3}
 	case 0:
 		st := []int{500, 502, 503}[r.IntN(3)]
 		return fmt.Sprintf("%d before acting (%.0f%%)", st, 100*p), Faults{ErrorBefore: p, ErrorBeforeStatus: st}

@@ -181,7 +181,8 @@ func (x *explorer) do(i int, o exploreOp) {
 		x.cancel(fmt.Sprintf("x%d-k%02d", x.s.Seed%1000, i), "", o.Meeting, o.Enterprise)
 	case opNewPlan:
 		x.cancel(fmt.Sprintf("x%d-k%02d", x.s.Seed%1000, i), "", o.Meeting, o.Enterprise)
-		for _, c := range o.Cmds {
+		for k, c := range o.Cmds {
+			time.Sleep(o.Gaps[k]) // the schedule's own pace
 			x.publish(c, false)
 		}
 	case opReplay:
