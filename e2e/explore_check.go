@@ -248,7 +248,7 @@ func (c *checker) classes() {
 			}
 			e, ok := c.terminalAt(id, a.At)
 			if ok && strings.HasPrefix(e.Outcome(), "failed.") && e.Outcome() != "failed.cancelled" {
-				c.add(3, "created-failed", id, "created at the API at %s, reported %s at %s", c.at(a.At), e.Outcome(), c.at(e.Stored))
+				c.add(3, "created-"+e.Outcome(), id, "created at the API at %s, reported %s at %s", c.at(a.At), e.Outcome(), c.at(e.Stored))
 				break
 			}
 		}
