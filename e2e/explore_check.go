@@ -340,26 +340,40 @@ func (c *checker) cancels() {
 				continue // no end (rule 1), or ended before the cancel
 			}
 			h, known := handled[k.ID]
-			if known && !evs[0].Stored.After(h) {
+			when := "the cancel's last answer at " + c.at(h)
+			if !known {
+				// No answer at all: it was handled once a worker ran after
+				// its publish, within seconds.
+				h = c.workersUpAfter(k.At).Add(5 * time.Second)
+				when = "no answer to the cancel; it was handled by " + c.at(h) + " at the latest"
+			}
+			if !evs[0].Stored.After(h) {
 				continue
 			}
 			sent := false
 			for _, a := range c.arrivals[id] {
-				if !known || a.Sent.Before(h) {
+				if a.Sent.Before(h) {
 					sent = true
 				}
 			}
 			if sent || evs[0].Outcome() == "failed.cancelled" || rejected[k.ID][id] {
 				continue
 			}
-			when := "no answer to the cancel at all"
-			if known {
-				when = "the cancel's last answer at " + c.at(h)
-			}
 			c.add(5, "missed-earlier", id, "published at sequence %d before the cancel by meeting %s (sequence %d), never sent (%s), ended %s at %s, not cancelled nor named by a cancel_rejected answer",
 				p.Seq, k.ID, k.Seq, when, evs[0].Outcome(), c.at(evs[0].Stored))
 		}
 	}
+}
+
+// workersUpAfter is the first moment at or after t when not every worker was
+// down.
+func (c *checker) workersUpAfter(t time.Time) time.Time {
+	for _, f := range c.hs.Faults {
+		if f.Kind == opAllDown && !t.Before(f.From) && t.Before(f.Till) {
+			t = f.Till
+		}
+	}
+	return t
 }
 
 // Rule 6: per enterprise, at most its rate in any sliding second: at the API,
