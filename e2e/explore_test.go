@@ -10,7 +10,7 @@ import (
 )
 
 var (
-	exploreSeed = flag.Uint64("seed", 0, "TestExplore: run this one seed (its schedule exactly)")
+	exploreSeed = flag.Uint64("seed", 0, "TestExplore: run this one seed (its schedule exactly; with -long, a seed that -explore drew)")
 	exploreFor  = flag.Duration("explore", 0, "TestExplore: run fresh seeds for this long, with a summary line per seed")
 )
 
@@ -35,11 +35,15 @@ func TestExplore(t *testing.T) {
 	}
 	var lines []line
 	runSeed := func(seed uint64, p exploreProfile) {
+		repro := fmt.Sprintf("go test ./e2e -run 'TestExplore$' -seed %d -v", seed)
+		if p == longProfile {
+			repro += " -long"
+		}
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
 			s := generate(seed, p)
 			ops, faults, cmds := s.counts()
 			from := time.Now()
-			c := exploreSeedRun(t, s)
+			c := exploreSeedRun(t, s, repro)
 			l := line{seed: seed, ops: ops, faults: faults, cmds: cmds, viol: len(c.Violations), byRule: c.ByRule, byKind: c.ByKind, took: time.Since(from)}
 			lines = append(lines, l)
 			t.Logf("EXPLORE seed %d: operations %d, faults %d, commands %d (stored %d, refused %d), violations %d %s %s, %v",
@@ -79,7 +83,7 @@ func TestExplore(t *testing.T) {
 }
 
 // exploreSeedRun runs one schedule and reports its violations as test errors.
-func exploreSeedRun(t *testing.T, s *exploreSchedule) *checked {
+func exploreSeedRun(t *testing.T, s *exploreSchedule, repro string) *checked {
 	t.Log(s.Describe())
 	h := New(t, exploreOptions(s))
 	x := &explorer{t: t, h: h, s: s, hist: &history{}}
@@ -111,8 +115,7 @@ func exploreSeedRun(t *testing.T, s *exploreSchedule) *checked {
 			t.Errorf("seed %d, rule %d: %d more violations", s.Seed, r, n-shown)
 		}
 	}
-	t.Errorf("seed %d: %d violations %s; reproduce with: go test ./e2e -run Explore -seed %d -v", s.Seed, len(c.Violations),
-		ruleCounts(c.ByRule), s.Seed)
+	t.Errorf("seed %d: %d violations %s; reproduce with: %s", s.Seed, len(c.Violations), ruleCounts(c.ByRule), repro)
 	return c
 }
 
