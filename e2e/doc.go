@@ -18,9 +18,10 @@
 //	go test ./e2e -v -run 'TestExplore$' -seed 42       # the explorer: one seed
 //	go test ./e2e -v -run 'TestExplore$' -explore 20m   # fresh seeds for 20 minutes
 //
-// The short profile takes about seven minutes on a two-core machine; the
-// README's test command (`go test -p 1 -timeout 20m ./...`, which runs it
-// alone) gives it room on a slower one. Give -long a -timeout of an hour.
+// The short profile takes about seven minutes on a two-core machine (and
+// TestExplore three to four more); the README's test command
+// (`go test -p 1 -timeout 20m ./...`, which runs it alone) gives it room on a
+// slower one. Give -long a -timeout of an hour.
 //
 // TestExplore (explore_*.go) draws a schedule of commands, cancels, replays and
 // faults from a seed, runs it, and checks the contract over the recorded
