@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"sort"
 	"strings"
@@ -136,8 +137,21 @@ func (c *checker) processes() {
 // are counted by rule 7); a refused one needs none; no terminal event for a
 // command never published.
 func (c *checker) oneTerminal() {
+	// The commands stream's first sequence: a command below it was discarded
+	// by the stream's limits.
+	var firstSeq uint64
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if st, err := c.x.h.JS.Stream(ctx, StreamCommands); err == nil {
+		if info, err := st.Info(ctx); err == nil {
+			firstSeq = info.State.FirstSeq
+		}
+	}
 	for id := range c.first {
 		switch n := len(c.gen0[id]); {
+		case n == 0 && c.first[id].Seq < firstSeq:
+			c.add(1, "discarded", id, "stored (sequence %d), discarded by the commands stream's limits (its first sequence is %d) before it ended: no terminal event",
+				c.first[id].Seq, firstSeq)
 		case n == 0:
 			c.add(1, "no-terminal", id, "stored (sequence %d), no terminal event", c.first[id].Seq)
 		case n > 1:
