@@ -31,10 +31,12 @@ const (
 
 // Event is one message of the events stream.
 type Event struct {
-	Subject  string
-	Seq      uint64
-	Stored   time.Time // the stream's timestamp
-	Data     []byte
+	Subject string
+	Seq     uint64
+	Stored  time.Time // the stream's timestamp
+	Data    []byte
+	// MsgID is the event's Nats-Msg-Id (a replay's terminal events name it).
+	MsgID    string
 	Fields   map[string]any
 	ParseErr error
 }
@@ -131,7 +133,8 @@ func (l *EventLog) read(ctx context.Context, js jetstream.JetStream) error {
 		if err != nil {
 			continue
 		}
-		ev := Event{Subject: msg.Subject(), Seq: meta.Sequence.Stream, Stored: meta.Timestamp, Data: append([]byte(nil), msg.Data()...)}
+		ev := Event{Subject: msg.Subject(), Seq: meta.Sequence.Stream, Stored: meta.Timestamp, Data: append([]byte(nil), msg.Data()...),
+			MsgID: msg.Headers().Get(nats.MsgIdHdr)}
 		ev.ParseErr = json.Unmarshal(ev.Data, &ev.Fields)
 		l.mu.Lock()
 		if ev.Seq > l.last {

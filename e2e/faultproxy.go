@@ -50,8 +50,17 @@ type Arrival struct {
 	At           time.Time
 	EnterpriseID string
 	Meeting      string
-	Forwarded    bool
-	Answer       int // HTTP status the worker got (0: connection reset)
+	// GroupName is the request's groupName (a scenario can name the command
+	// there, to tell several commands of one meeting apart).
+	GroupName string
+	Forwarded bool
+	Answer    int // HTTP status the worker got (0: connection reset)
+	// Upstream is the sandbox's status when the request was forwarded, whatever
+	// the worker got instead (200: the create took effect).
+	Upstream int
+	// Answered is when the answer was written (or the connection closed): a
+	// client whose timeout passed before it never read the answer.
+	Answered time.Time
 }
 
 // OutageWindow is an outage the proxy answered 503 for, without forwarding,
@@ -245,6 +254,7 @@ func (p *FaultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	var meeting struct {
 		MeetingRoomNumber string `json:"meetingRoomNumber"`
+		GroupName         string `json:"groupName"`
 	}
 	if isGroup {
 		_ = json.Unmarshal(body, &meeting)
@@ -262,8 +272,10 @@ func (p *FaultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		time.Sleep(p.jitter(f.OutLatency, f.OutJitter))
 		return
 	}
-	a := Arrival{Sent: sent, At: time.Now(), EnterpriseID: r.URL.Query().Get("enterpriseId"), Meeting: meeting.MeetingRoomNumber}
+	a := Arrival{Sent: sent, At: time.Now(), EnterpriseID: r.URL.Query().Get("enterpriseId"), Meeting: meeting.MeetingRoomNumber,
+		GroupName: meeting.GroupName}
 	defer func() {
+		a.Answered = time.Now()
 		p.mu.Lock()
 		p.arrivals = append(p.arrivals, a)
 		p.mu.Unlock()
@@ -291,6 +303,7 @@ func (p *FaultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	a.Forwarded = true
 	rec := &recorder{header: http.Header{}}
 	p.forward(rec, r, nil)
+	a.Upstream = rec.status
 	switch x := p.draw(); {
 	case x < f.ResetAfter:
 		p.count("resetAfter")
