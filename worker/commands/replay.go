@@ -600,12 +600,12 @@ func hasCommandID(raw []byte) bool {
 // isObject reports whether raw is a JSON object, which can carry a commandId.
 func isObject(raw []byte) bool {
 	var m map[string]json.RawMessage
-	return json.Unmarshal(raw, &m) == nil
+	return json.Unmarshal(raw, &m) == nil && m != nil // null decodes into a nil map
 }
 
 func withCommandID(raw []byte, id string) ([]byte, error) {
 	var m map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &m); err != nil {
+	if err := json.Unmarshal(raw, &m); err != nil || m == nil {
 		return nil, errors.New("not a JSON object: a new commandId cannot be set")
 	}
 	b, _ := json.Marshal(id)

@@ -25,9 +25,10 @@ func TestReplayOfANonObjectCommandEnds(t *testing.T) {
 			js, _ := startTenants(t)
 			wt.Publish(t, js, "not-an-object", []byte(`[1,2,3]`))
 			wt.Publish(t, js, "", []byte(`"a string"`))
-			evs := wt.AwaitTerminal(t, js, 2, time.Minute)
+			wt.Publish(t, js, "json-null", []byte(`null`))
+			evs := wt.AwaitTerminal(t, js, 3, time.Minute)
 			unnamed := worker.StreamCommands + ":2" // no Nats-Msg-Id: named by its place in the stream
-			for _, id := range []string{"not-an-object", unnamed} {
+			for _, id := range []string{"not-an-object", unnamed, "json-null"} {
 				if e := evs[id]; len(e) != 1 || e[0].Subject != worker.SubjectFailed+".invalid_command" {
 					t.Fatalf("%s before the replay: %v (events of %v)", id, e, keysOf(evs))
 				}
@@ -36,7 +37,7 @@ func TestReplayOfANonObjectCommandEnds(t *testing.T) {
 			ctx := context.Background()
 			sel := commands.Selection{Source: tc.source, Classes: []string{"invalid_command"}}
 			items, err := commands.Select(ctx, js, sel)
-			if err != nil || len(items) != 2 {
+			if err != nil || len(items) != 3 {
 				t.Fatalf("selected %d (%v)", len(items), err)
 			}
 			r := &commands.Replayer{JS: js, DefaultEnterprise: wt.Enterprise, NewIDs: tc.newIDs}
@@ -46,14 +47,14 @@ func TestReplayOfANonObjectCommandEnds(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if sum.Published != 2 || sum.FailedAgain["invalid_command"] != 2 || sum.Pending != 0 {
-				t.Fatalf("replay of two non-object commands: %+v", sum)
+			if sum.Published != 3 || sum.FailedAgain["invalid_command"] != 3 || sum.Pending != 0 {
+				t.Fatalf("replay of three non-object commands: %+v", sum)
 			}
-			want := map[string]bool{"not-an-object": true, unnamed: true}
+			want := map[string]bool{"not-an-object": true, unnamed: true, "json-null": true}
 			if tc.newIDs { // commands of their own beside the originals
-				want = map[string]bool{"not-an-object~" + sel.ID(): true, unnamed + "~" + sel.ID(): true}
+				want = map[string]bool{"not-an-object~" + sel.ID(): true, unnamed + "~" + sel.ID(): true, "json-null~" + sel.ID(): true}
 			}
-			after := wt.AwaitTerminal(t, js, map[bool]int{false: 2, true: 4}[tc.newIDs], 30*time.Second)
+			after := wt.AwaitTerminal(t, js, map[bool]int{false: 3, true: 6}[tc.newIDs], 30*time.Second)
 			for id := range want {
 				if len(after[id]) == 0 {
 					t.Errorf("no event names %s after the replay (events of %v)", id, keysOf(after))
