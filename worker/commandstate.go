@@ -37,7 +37,9 @@ import (
 // lease: a lapsed unsent attempt is given back, so the claim that follows it
 // has the same n); "replay" needs a failed (or cancelled) terminal event not
 // tried by this replay yet.
-// TestCommandTransitionTable checks every cell.
+// TestCommandTransitionTable checks every cell. An expire from unknown or
+// lost-sent is also busy until the command's reconciling time (its deadline
+// plus reconcileGrace): a call may still meet 66684 and reconcile it.
 
 // commandState is what a command's record says of it at a moment.
 type commandState int
@@ -268,9 +270,15 @@ func cancelT(m cancelMark, refused *string) transition {
 // passed while it was parked), the way begin claims it for a call: refused
 // while a call is in flight, whose answer decides. before receives the
 // record as it was.
-func expireT(l leases, before *commandRecord) transition {
+//
+// A command whose earlier request's outcome is unknown is left to a call
+// until reconcileUntil: one that meets 66684 reconciles it as created.
+func expireT(l leases, reconcileUntil time.Time, before *commandRecord) transition {
 	return transition{"expire", func(r *commandRecord, now time.Time) (bool, error) {
 		s := r.state(now)
+		if (s == stateUnknown || s == stateLostSent) && now.Before(reconcileUntil) {
+			return false, errBusy{until: reconcileUntil}
+		}
 		switch s {
 		case stateTerminal:
 			*before = *r

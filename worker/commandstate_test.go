@@ -82,7 +82,7 @@ func TestCommandTransitionTable(t *testing.T) {
 		{"end", func(until time.Time) transition { return endCall(2, until, false, failure{}) }},
 		{"finish", func(time.Time) transition { return finishT(failedTerminal) }},
 		{"cancel", func(time.Time) transition { return cancelT(cancelMark{CancelID: "c2"}, &refused) }},
-		{"expire", func(time.Time) transition { return expireT(l, &before) }},
+		{"expire", func(time.Time) transition { return expireT(l, time.Time{}, &before) }},
 		{"replay", func(time.Time) transition { return replayT("r1", &again) }},
 		{"park", func(time.Time) transition { return parkedT("tok", 7, true, &already) }},
 	}
@@ -157,8 +157,8 @@ func TestCommandTransitionsSetWhatTheyClaim(t *testing.T) {
 		{"end of a call whose claim another took leaves that claim", stateSent, endCall(1, claimed, false, failure{}), stateSent, nil},
 		{"end of a lapsed claim of the same attempt leaves the claim that followed it", stateSent,
 			endCall(2, claimed.Add(-time.Minute), false, failure{}), stateSent, nil},
-		{"expire holds the record", stateQueued, expireT(l, &before), stateEnding, nil},
-		{"expire after a lost sent call keeps the unknown outcome", stateLostSent, expireT(l, &before), stateEnding, func(r commandRecord) string {
+		{"expire holds the record", stateQueued, expireT(l, time.Time{}, &before), stateEnding, nil},
+		{"expire after a lost sent call keeps the unknown outcome", stateLostSent, expireT(l, time.Time{}, &before), stateEnding, func(r commandRecord) string {
 			if !r.MaybeCreated || !before.MaybeCreated {
 				return "MaybeCreated lost"
 			}
@@ -182,5 +182,27 @@ func TestCommandTransitionsSetWhatTheyClaim(t *testing.T) {
 				t.Errorf("%s: %s", c.name, msg)
 			}
 		}
+	}
+}
+
+// An expiry leaves a command whose earlier request's outcome is unknown to a
+// call until its reconciling time passes (a 66684 then says it was created).
+func TestExpiryWaitsToReconcileAnUnknownOutcome(t *testing.T) {
+	now := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	l := leases{call: time.Minute, ending: 30 * time.Second}
+	var before commandRecord
+	for _, s := range []commandState{stateUnknown, stateLostSent} {
+		r := recordIn(s, now)
+		if _, err := expireT(l, now.Add(time.Minute), &before).change(&r, now); !isBusy(err) {
+			t.Errorf("from %s before the reconciling time: %v, want busy", s, err)
+		}
+		r = recordIn(s, now)
+		if write, err := expireT(l, now.Add(-time.Second), &before).change(&r, now); !write || err != nil {
+			t.Errorf("from %s after the reconciling time: write %v, %v", s, write, err)
+		}
+	}
+	r := recordIn(stateQueued, now)
+	if write, err := expireT(l, now.Add(time.Minute), &before).change(&r, now); !write || err != nil {
+		t.Errorf("a queued command waits for nothing: write %v, %v", write, err)
 	}
 }

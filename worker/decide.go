@@ -33,6 +33,11 @@ func (b Backoff) Delay(n int) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
+// reconcileGrace is how long past its deadline a command whose earlier
+// request's outcome is unknown is still tried, so that a 66684 reconciles it
+// as created instead of its deadline reporting a failure.
+const reconcileGrace = time.Minute
+
 // stepDecide turns the call's outcome into the command's verdict: parked (or
 // retried, for a probe) while its meeting waits, else as decide says.
 func (p *pipeline) stepDecide(a *attempt) verdict {
@@ -49,6 +54,11 @@ func (p *pipeline) stepDecide(a *attempt) verdict {
 			v.waiting, v.attempts, v.deadline = true, attempts, deadline
 			return v
 		}
+	}
+	if a.before.MaybeCreated || outcome.Unknown {
+		// A request may have created the groups: a retry past the deadline
+		// reconciles it (66684) rather than report a failure it may not be.
+		deadline = deadline.Add(reconcileGrace)
 	}
 	v := decide(d, outcome, callErr, a.groups, attempts, deadline, p.backoff, now)
 	if a.terminal && v.ends() {

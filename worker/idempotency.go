@@ -314,8 +314,8 @@ func (s *idempotency) finish(ctx context.Context, ref commandRef, ev *outEvent, 
 // call; it fails with errBusy while a call is in flight (its answer decides),
 // errDone or errCancelled when the command has ended or was cancelled (before
 // says how).
-func (s *idempotency) expire(ctx context.Context, ref commandRef) (before commandRecord, err error) {
-	_, _, err = s.apply(ctx, ref, nil, 0, expireT(leases{ending: endingLease}, &before))
+func (s *idempotency) expire(ctx context.Context, ref commandRef, deadline time.Time) (before commandRecord, err error) {
+	_, _, err = s.apply(ctx, ref, nil, 0, expireT(leases{ending: endingLease}, deadline.Add(reconcileGrace), &before))
 	return before, err
 }
 

@@ -349,7 +349,7 @@ func (pr *prober) expireParked(ctx context.Context, token string, rec meetingRec
 		// The expiry claims the record as a call does: a command whose call
 		// is in flight (a release or a probe let it out meanwhile) is left to
 		// its call's answer, and no call begins while its event is stored.
-		cr, err := pr.p.idem.expire(ctx, d.ref())
+		cr, err := pr.p.idem.expire(ctx, d.ref(), deadline)
 		var v verdict
 		switch {
 		case errors.Is(err, errDone):
@@ -357,10 +357,15 @@ func (pr *prober) expireParked(ctx context.Context, token string, rec meetingRec
 		case errors.Is(err, errCancelled):
 			v = endWith(cancelledEvent(d, cr.Cancelled, cr.Attempts, now))
 		case err != nil:
-			if !isBusy(err) {
+			var busy errBusy
+			if !errors.As(err, &busy) {
 				log.Warn().Err(err).Msg("expiry: command record not claimed; trying at the next probe")
 			}
-			earliest = minTime(earliest, deadline) // passed: the next probe tries again
+			next := deadline // passed: the next probe tries again
+			if busy.until.After(next) {
+				next = busy.until // after the call in flight, or the time left to reconcile
+			}
+			earliest = minTime(earliest, next)
 			continue
 		case rec.Kind == kindHold:
 			f := failureOf(xylink.ClassUnavailable, cr.lastError(ErrBreakerOpen))
