@@ -143,22 +143,32 @@ func resolveLost(r *commandRecord, s commandState) {
 	r.PendingUntil = time.Time{}
 }
 
+// claimable says why the record cannot be claimed from s (for a call or an
+// ending), or nil: it has ended (before receives it), or another's call or
+// ending is in progress.
+func claimable(r *commandRecord, s commandState, before *commandRecord) error {
+	switch s {
+	case stateTerminal:
+		*before = *r
+		return errDone
+	case stateCancelled:
+		*before = *r
+		return errCancelled
+	case stateClaimed, stateSent:
+		return errBusy{until: r.PendingUntil}
+	case stateEnding:
+		return errBusy{until: r.EndingUntil}
+	}
+	return nil
+}
+
 // beginCall claims the record for a call: attempts+1, in flight for the lease.
 // before receives the record as it was (resolved, for a lost claim).
 func beginCall(l leases, before *commandRecord) transition {
 	return transition{"begin", func(r *commandRecord, now time.Time) (bool, error) {
 		s := r.state(now)
-		switch s {
-		case stateTerminal:
-			*before = *r
-			return false, errDone
-		case stateCancelled:
-			*before = *r
-			return false, errCancelled
-		case stateClaimed, stateSent:
-			return false, errBusy{until: r.PendingUntil}
-		case stateEnding:
-			return false, errBusy{until: r.EndingUntil}
+		if err := claimable(r, s, before); err != nil {
+			return false, err
 		}
 		resolveLost(r, s)
 		r.EndingUntil = time.Time{}
@@ -279,17 +289,8 @@ func expireT(l leases, reconcileUntil time.Time, before *commandRecord) transiti
 		if (s == stateUnknown || s == stateLostSent) && now.Before(reconcileUntil) {
 			return false, errBusy{until: reconcileUntil}
 		}
-		switch s {
-		case stateTerminal:
-			*before = *r
-			return false, errDone
-		case stateCancelled:
-			*before = *r
-			return false, errCancelled
-		case stateClaimed, stateSent:
-			return false, errBusy{until: r.PendingUntil}
-		case stateEnding:
-			return false, errBusy{until: r.EndingUntil}
+		if err := claimable(r, s, before); err != nil {
+			return false, err
 		}
 		resolveLost(r, s)
 		*before = *r

@@ -10,7 +10,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"github.com/xygroup/xygroup/worker/embedded"
 	"github.com/xygroup/xygroup/xylink"
 )
 
@@ -24,20 +23,7 @@ type parkingParts struct {
 
 func startParkingParts(t *testing.T) *parkingParts {
 	t.Helper()
-	srv, err := embedded.Start(embedded.Config{Listen: "127.0.0.1:0", StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
-	nc, err := srv.Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := embeddedJS(t)
 	ctx := context.Background()
 	parked, err := js.CreateStream(ctx, StreamSettings{}.ParkedStream())
 	if err != nil {

@@ -8,8 +8,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
-
-	"github.com/xygroup/xygroup/worker/embedded"
 )
 
 // The trim of a full commands stream purges only below the shared consumer's
@@ -18,20 +16,7 @@ import (
 // ones acknowledged within the lag (a cancel that read an older floor may
 // still look for them above it).
 func TestTrimStaysBelowTheLaggedAckFloor(t *testing.T) {
-	srv, err := embedded.Start(embedded.Config{Listen: "127.0.0.1:0", StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
-	nc, err := srv.Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := embeddedJS(t)
 	ctx := context.Background()
 	cons, err := Setup(ctx, js, StreamSettings{CommandsMaxBytes: 16 << 10}, zerolog.Nop())
 	if err != nil {
