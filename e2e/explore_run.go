@@ -312,8 +312,11 @@ func (x *explorer) cancel(id, commandID, meeting, enterprise string) {
 	x.hist.add(func() { x.hist.Cancels = append(x.hist.Cancels, rec) })
 }
 
-// replayWait is how long a replay waits for its commands' outcomes.
-const replayWait = 40 * time.Second
+// replayWait is how long a replay waits for its commands' outcomes: a
+// replayed command may wait the maximum wait for its meeting, then a minute
+// more to reconcile an unknown outcome, and a slow tenant's probes are spread
+// over its probe share.
+const replayWait = 2 * time.Minute
 
 // replay runs `xygroup replay` for a class, as an operator would.
 func (x *explorer) replay(id, class string) {

@@ -361,11 +361,10 @@ func (pr *prober) expireParked(ctx context.Context, token string, rec meetingRec
 			if !errors.As(err, &busy) {
 				log.Warn().Err(err).Msg("expiry: command record not claimed; trying at the next probe")
 			}
-			next := deadline // passed: the next probe tries again
-			if busy.until.After(next) {
-				next = busy.until // after the call in flight, or the time left to reconcile
-			}
-			earliest = minTime(earliest, next)
+			// Looked at again once the call in flight has ended or the time
+			// to reconcile has passed, and at least every expiryRecheck: the
+			// call may end well before its lease.
+			earliest = minTime(earliest, minTime(now.Add(expiryRecheck), maxTime(deadline, busy.until)))
 			continue
 		case rec.Kind == kindHold:
 			f := failureOf(xylink.ClassUnavailable, cr.lastError(ErrBreakerOpen))
@@ -395,6 +394,18 @@ func unknownNote(r commandRecord) string {
 		return "; an earlier request's outcome is unknown (it timed out or its connection was lost)"
 	}
 	return ""
+}
+
+// expiryRecheck bounds how long an expiry waits before it looks again at a
+// passed deadline it could not act on (a call in flight, an outcome being
+// reconciled).
+const expiryRecheck = 5 * time.Second
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 func minTime(a, b time.Time) time.Time {
