@@ -46,7 +46,14 @@ func (p *pipeline) stepDecide(a *attempt) verdict {
 	now := p.now()
 	if outcome.Disposition == xylink.Park {
 		p.gate.hint(meetingToken(d.EnterpriseID, d.Cmd.MeetingRoomNumber), now)
-		if now.Before(deadline) {
+		waitUntil := deadline
+		if a.before.MaybeCreated {
+			// Within the reconcile grace it waits for its meeting as before
+			// its deadline (the meeting's probes, then its expiry, end it):
+			// the API answered, and a hold that probed with it is released.
+			waitUntil = deadline.Add(reconcileGrace)
+		}
+		if now.Before(waitUntil) {
 			v := retryIn(p.parker.backoff.Delay(attempts))
 			if del.intake() {
 				v = parkUnder(now.Add(p.parker.backoff.Delay(1)), attempts, deadline)

@@ -58,6 +58,11 @@ func (p *pipeline) held(d *Decoded, del *delivery, rec commandRecord, deadline, 
 		}
 		return retryIn(max(until.Sub(now), time.Second))
 	}
+	if rec.state(now).mayHaveTakenEffect() {
+		// An earlier request may have created the groups: tried within the
+		// reconcile grace, as decide's other callers do (stepDecide).
+		deadline = deadline.Add(reconcileGrace)
+	}
 	return decide(d, xylink.Outcome{Class: xylink.ClassUnavailable, Disposition: xylink.Retry}, rec.lastError(ErrBreakerOpen), nil,
 		rec.Attempts, deadline, p.backoff, now)
 }
