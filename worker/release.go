@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 // handling of a parked message (handle).
 type releaser struct {
 	js       jetstream.JetStream
+	parked   jetstream.Stream
 	meetings jetstream.KeyValue
 	view     *meetingView
 	slots    *slots
@@ -102,15 +104,40 @@ func (r *releaser) letOut(ctx context.Context, token string) {
 			return
 		}
 		if info.NumPending == 0 && info.NumAckPending == 0 {
-			// At the revision seen: a command parked since made the meeting
-			// wait again (a write), and keeps its record.
-			if e, ok := r.view.get(token); ok {
-				_, _ = applyMeetingAt(ctx, r.meetings, token, &e.rec, e.rev, meetingChange{event: evLetOutDone, now: time.Now()})
+			// The consumer's word alone does not say its commands are out: a
+			// clustered consumer without a leader yet (just created, or while
+			// a node rejoins) is answered for by a replica with an empty
+			// state. Only the stream says it: a command leaves it when it is
+			// settled. While it still holds some, the consumer is created
+			// anew (runBackground starts letting out again) and reads them all.
+			left, err := r.parkedLeft(ctx, token)
+			if err != nil {
+				return
+			}
+			if !left {
+				// At the revision seen: a command parked since made the
+				// meeting wait again (a write), and keeps its record.
+				if e, ok := r.view.get(token); ok {
+					_, _ = applyMeetingAt(ctx, r.meetings, token, &e.rec, e.rev, meetingChange{event: evLetOutDone, now: time.Now()})
+				}
 			}
 			_ = r.js.DeleteConsumer(ctx, StreamParked, cfg.Durable)
 			return
 		}
 	}
+}
+
+// parkedLeft reports whether the parked stream still holds a command of the
+// meeting, as its leader knows it.
+func (r *releaser) parkedLeft(ctx context.Context, token string) (bool, error) {
+	_, err := r.parked.GetLastMsgForSubject(ctx, parkedSubject(token))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("parked commands of %s: %w", token, err)
+	}
+	return true, nil
 }
 
 // handleReleased runs one parked command of a released meeting or hold (token)

@@ -426,7 +426,7 @@ func (w *Worker) setupParking(ctx, runCtx context.Context) error {
 		w.p.breaker = sb
 	}
 	w.parked, w.meetings = parked, meetings
-	w.releaser.meetings = meetings
+	w.releaser.parked, w.releaser.meetings = parked, meetings
 	w.parker.parked, w.parker.meetings = parked, meetings
 	w.p.idem.kv, w.p.idem.legacy = commands, legacy
 	return w.view.watch(runCtx, meetings, w.log)
