@@ -79,7 +79,10 @@ func TestEveryTerminalClass(t *testing.T) {
 	mustMeeting(sandbox.MeetingSpec{Number: "m-small", MaxGroups: 1})
 	mustMeeting(sandbox.MeetingSpec{Number: "m-later", StartsIn: sandbox.Duration(time.Hour)})
 	mustMeeting(sandbox.MeetingSpec{Number: "m-reject", Fail: &sandbox.FixedAnswer{Status: 404, ErrorCode: 60404, UserMessage: "error.meeting.unknown"}})
-	mustMeeting(sandbox.MeetingSpec{Number: "m-down", Fail: &sandbox.FixedAnswer{Status: 502}})
+	// 503 with the platform's body: it answered, and did nothing (a 502,
+	// whose create may have taken effect, is tried for a minute past the
+	// deadline first, to reconcile it).
+	mustMeeting(sandbox.MeetingSpec{Number: "m-down", Fail: &sandbox.FixedAnswer{Status: 503, ErrorCode: sandbox.CodeUnavailable}})
 	soon := fmt.Sprintf("%q", time.Now().Add(1500*time.Millisecond).UTC().Format(time.RFC3339Nano))
 	two := `[{"groupName":"a","memberList":[{"id":1,"type":5}]},{"groupName":"b","memberList":[{"id":2,"type":5}]}]`
 
@@ -95,7 +98,7 @@ func TestEveryTerminalClass(t *testing.T) {
 		{"c-many", "too_many_groups", []byte(`{"commandId":"c-many","meetingRoomNumber":"m-small","mode":"manual","groupList":` + two + `}`), 66685, 400},
 		{"c-later", "meeting_not_started", wt.Command("c-later", "m-later", "deadline", soon), 66620, 400},
 		{"c-reject", "rejected", wt.Command("c-reject", "m-reject"), 60404, 404},
-		{"c-down", "unavailable", wt.Command("c-down", "m-down", "deadline", soon), 0, 502},
+		{"c-down", "unavailable", wt.Command("c-down", "m-down", "deadline", soon), sandbox.CodeUnavailable, 503},
 	}
 	const trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 	for i := range cases {
