@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/xygroup/xygroup/worker/contract"
+	"github.com/xygroup/xygroup/xylink"
 )
 
 // The command record's lifecycle, in one place. Every write of a command's
@@ -231,7 +232,14 @@ func endCall(attempt int, until time.Time, unknown bool, last failure) transitio
 		if ownClaim(r, attempt, until) {
 			r.PendingUntil = time.Time{}
 		}
-		r.MaybeCreated = r.MaybeCreated || unknown
+		switch {
+		case last.errorCode == xylink.CodeNoMeeting && !unknown:
+			// The meeting has not started: no earlier request created its
+			// groups, so there is nothing left to reconcile.
+			r.MaybeCreated = false
+		case unknown:
+			r.MaybeCreated = true
+		}
 		r.Last = &lastAnswer{HTTPStatus: last.httpStatus, ErrorCode: last.errorCode,
 			UserMessage: last.userMessage, DeveloperMessage: last.developerMessage}
 		return true, nil

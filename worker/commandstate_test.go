@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/xygroup/xygroup/worker/contract"
+	"github.com/xygroup/xygroup/xylink"
 )
 
 // recordIn builds a record in state s at now, with its current call (if any)
@@ -154,6 +155,8 @@ func TestCommandTransitionsSetWhatTheyClaim(t *testing.T) {
 			return ""
 		}},
 		{"end unknown", stateSent, endCall(2, claimed, true, failure{}), stateUnknown, nil},
+		{"66620 settles an unknown outcome: the meeting has no groups", stateUnknown,
+			endCall(2, claimed, false, failure{errorCode: xylink.CodeNoMeeting}), stateQueued, nil},
 		{"end of a call whose claim another took leaves that claim", stateSent, endCall(1, claimed, false, failure{}), stateSent, nil},
 		{"end of a lapsed claim of the same attempt leaves the claim that followed it", stateSent,
 			endCall(2, claimed.Add(-time.Minute), false, failure{}), stateSent, nil},

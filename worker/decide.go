@@ -46,14 +46,10 @@ func (p *pipeline) stepDecide(a *attempt) verdict {
 	now := p.now()
 	if outcome.Disposition == xylink.Park {
 		p.gate.hint(meetingToken(d.EnterpriseID, d.Cmd.MeetingRoomNumber), now)
-		waitUntil := deadline
-		if a.before.MaybeCreated {
-			// Within the reconcile grace it waits for its meeting as before
-			// its deadline (the meeting's probes, then its expiry, end it):
-			// the API answered, and a hold that probed with it is released.
-			waitUntil = deadline.Add(reconcileGrace)
-		}
-		if now.Before(waitUntil) {
+		// 66620 also settles an earlier request of unknown outcome: a
+		// meeting that has not started has no groups (idempotency.end
+		// clears the doubt), so its deadline is the command's own.
+		if now.Before(deadline) {
 			v := retryIn(p.parker.backoff.Delay(attempts))
 			if del.intake() {
 				v = parkUnder(now.Add(p.parker.backoff.Delay(1)), attempts, deadline)
@@ -62,7 +58,7 @@ func (p *pipeline) stepDecide(a *attempt) verdict {
 			return v
 		}
 	}
-	if a.before.MaybeCreated || outcome.Unknown {
+	if (a.before.MaybeCreated || outcome.Unknown) && outcome.Disposition != xylink.Park {
 		// A request may have created the groups: a retry past the deadline
 		// reconciles it (66684) rather than report a failure it may not be.
 		deadline = deadline.Add(reconcileGrace)
