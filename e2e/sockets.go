@@ -23,22 +23,22 @@ func socketOwner(addr string, pids []int) (int, error) {
 		return 0, err
 	}
 	local := fmt.Sprintf("0100007F:%04X", port)
-	inode := ""
+	// The same local port may also stand in lines of closed connections
+	// (TIME_WAIT, inode 0) that used it before: every live one is looked for.
+	want := map[string]bool{}
 	for _, line := range strings.Split(string(b), "\n")[1:] {
 		f := strings.Fields(line)
-		if len(f) >= 10 && f[1] == local {
-			inode = f[9]
-			break
+		if len(f) >= 10 && f[1] == local && f[9] != "0" {
+			want["socket:["+f[9]+"]"] = true
 		}
 	}
-	if inode == "" || inode == "0" {
+	if len(want) == 0 {
 		return 0, fmt.Errorf("no socket with local address %s", addr)
 	}
-	want := "socket:[" + inode + "]"
 	for _, pid := range pids {
 		fds, _ := filepath.Glob(fmt.Sprintf("/proc/%d/fd/*", pid))
 		for _, fd := range fds {
-			if l, err := os.Readlink(fd); err == nil && l == want {
+			if l, err := os.Readlink(fd); err == nil && want[l] {
 				return pid, nil
 			}
 		}

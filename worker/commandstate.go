@@ -40,7 +40,9 @@ import (
 // tried by this replay yet.
 // TestCommandTransitionTable checks every cell. An expire from unknown or
 // lost-sent is also busy until the command's reconciling time (its deadline
-// plus reconcileGrace): a call may still meet 66684 and reconcile it.
+// plus reconcileGrace): a call may still meet 66684 and reconcile it. An end
+// with 66620 settles an unknown outcome (a meeting that has not started has
+// no groups): unknown becomes queued.
 
 // commandState is what a command's record says of it at a moment.
 type commandState int
