@@ -55,7 +55,7 @@ func TestDashboardMetricsExist(t *testing.T) {
 	if _, err := sb.AddMeeting(sandbox.MeetingSpec{Number: "m-later", StartsIn: sandbox.Duration(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := sb.AddMeeting(sandbox.MeetingSpec{Number: "m-down", Fail: &sandbox.FixedAnswer{Status: 503}}); err != nil {
+	if _, err := sb.AddMeeting(sandbox.MeetingSpec{Number: "m-down", Fail: &sandbox.FixedAnswer{Status: 503, ErrorCode: sandbox.CodeUnavailable}}); err != nil {
 		t.Fatal(err)
 	}
 	w := wt.StartWorker(t, srv, wt.Client(t, sb), worker.WithProbeBackoff(worker.Backoff{Initial: 100 * time.Millisecond, Max: 200 * time.Millisecond}))
