@@ -205,6 +205,25 @@ func markSentT(attempt int, until time.Time) transition {
 	}}
 }
 
+// unmarkSentT takes back the claim's sent mark when no request left on it
+// (its grant's departure window passed first): the record says what it said
+// before the mark, sentBefore, while a fresh grant is awaited, so that a
+// replica dying meanwhile does not look as if it had sent.
+func unmarkSentT(attempt int, until time.Time, sentBefore int) transition {
+	return transition{"unmark", func(r *commandRecord, now time.Time) (bool, error) {
+		switch s := r.state(now); {
+		case s == stateCancelled:
+			return false, errCancelled
+		case s == stateTerminal:
+			return false, errDone
+		case s != stateSent, !ownClaim(r, attempt, until), r.Sent != attempt:
+			return false, errLostClaim
+		}
+		r.Sent = min(sentBefore, attempt-1)
+		return true, nil
+	}}
+}
+
 // abortCall undoes begin for a call whose request was held back: no call in
 // flight, and the attempt given back unless keepAttempt (with its sent mark:
 // a mark written before a gate that then refused must not make the next

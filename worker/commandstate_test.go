@@ -79,6 +79,7 @@ func TestCommandTransitionTable(t *testing.T) {
 	}{
 		{"begin", func(time.Time) transition { return beginCall(l, &before) }},
 		{"sent", func(until time.Time) transition { return markSentT(2, until) }},
+		{"unmark", func(until time.Time) transition { return unmarkSentT(2, until, 1) }},
 		{"abort", func(until time.Time) transition { return abortCall(2, until, false) }},
 		{"end", func(until time.Time) transition { return endCall(2, until, false, failure{}) }},
 		{"finish", func(time.Time) transition { return finishT(failedTerminal) }},
@@ -88,15 +89,15 @@ func TestCommandTransitionTable(t *testing.T) {
 		{"park", func(time.Time) transition { return parkedT("tok", 7, true, &already) }},
 	}
 	want := map[commandState]string{
-		stateQueued:     "ok    lost  -     ok    ok    ok    ok    -     ok",
-		stateUnknown:    "ok    lost  -     ok    ok    out   ok    -     ok",
-		stateClaimed:    "busy  ok    ok    ok    ok    ok    busy  -     ok",
-		stateSent:       "busy  ok    ok    ok    ok    inflt busy  -     ok",
-		stateLostSent:   "ok    lost  ok    ok    ok    out   ok    -     ok",
-		stateLostUnsent: "ok    lost  ok    ok    ok    ok    ok    -     ok",
-		stateEnding:     "busy  lost  -     ok    ok    busy  busy  -     ok",
-		stateCancelled:  "cncl  cncl  -     ok    ok    -     cncl  -     cncl",
-		stateTerminal:   "done  done  -     -     -     done  done  ok    -",
+		stateQueued:     "ok    lost  lost  -     ok    ok    ok    ok    -     ok",
+		stateUnknown:    "ok    lost  lost  -     ok    ok    out   ok    -     ok",
+		stateClaimed:    "busy  ok    lost  ok    ok    ok    ok    busy  -     ok",
+		stateSent:       "busy  ok    ok    ok    ok    ok    inflt busy  -     ok",
+		stateLostSent:   "ok    lost  lost  ok    ok    ok    out   ok    -     ok",
+		stateLostUnsent: "ok    lost  lost  ok    ok    ok    ok    ok    -     ok",
+		stateEnding:     "busy  lost  lost  -     ok    ok    busy  busy  -     ok",
+		stateCancelled:  "cncl  cncl  cncl  -     ok    ok    -     cncl  -     cncl",
+		stateTerminal:   "done  done  done  -     -     -     done  done  ok    -",
 	}
 	for s := commandState(0); s < numCommandStates; s++ {
 		if got := recordIn(s, now); got.state(now) != s {
@@ -148,6 +149,12 @@ func TestCommandTransitionsSetWhatTheyClaim(t *testing.T) {
 			return ""
 		}},
 		{"sent", stateClaimed, markSentT(2, claimed), stateSent, nil},
+		{"unmark takes the mark back, not the claim", stateSent, unmarkSentT(2, claimed, 1), stateClaimed, func(r commandRecord) string {
+			if r.Attempts != 2 || r.Sent != 1 {
+				return fmt.Sprintf("attempts %d sent %d", r.Attempts, r.Sent)
+			}
+			return ""
+		}},
 		{"abort gives back the attempt and its mark", stateSent, abortCall(2, claimed, false), stateQueued, func(r commandRecord) string {
 			if r.Attempts != 1 || r.Sent != 1 {
 				return fmt.Sprintf("attempts %d sent %d", r.Attempts, r.Sent)

@@ -280,6 +280,17 @@ func (s *idempotency) markSent(ctx context.Context, ref commandRef, c *claim) er
 	return nil
 }
 
+// unmarkSent takes back markSent while no request left on the claim c;
+// sentBefore is the record's Sent before the mark.
+func (s *idempotency) unmarkSent(ctx context.Context, ref commandRef, c *claim, sentBefore int) error {
+	r, rev, err := s.apply(ctx, ref, &c.record, c.rev, unmarkSentT(c.attempt, c.until, sentBefore))
+	if err != nil {
+		return err
+	}
+	c.record, c.rev = r, rev
+	return nil
+}
+
 // abort undoes begin for a call that was not sent (its gate refused it), if
 // its claim c is still the record's.
 func (s *idempotency) abort(ctx context.Context, ref commandRef, c claim, keepAttempt bool) error {

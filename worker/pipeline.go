@@ -9,6 +9,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/xygroup/xygroup/worker/contract"
+	"github.com/xygroup/xygroup/worker/ratelimit"
 	"github.com/xygroup/xygroup/xylink"
 )
 
@@ -93,8 +94,11 @@ type attempt struct {
 	claimed  claim         // the call's claim on the record, as last written
 	attempts int           // calls for the command, this one included
 
-	gate   func(context.Context) error // run by the client immediately before each request
-	sentAt time.Time                   // when the last request was let go
+	gate      func(context.Context) error // run by the client immediately before each request
+	departure ratelimit.Departure         // the last grant's departure window (see stepGrant)
+	atWrite   func() error                // run by the client right before a request's first byte
+	letGo     int                         // requests the gate let go, less those refused at their write
+	sentAt    time.Time                   // when the last request was let go
 
 	groups   []xylink.Group
 	callErr  error

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/xygroup/xygroup/worker"
+	"github.com/xygroup/xygroup/worker/ratelimit"
 	wt "github.com/xygroup/xygroup/worker/workertest"
 	"github.com/xygroup/xygroup/xylink"
 	"github.com/xygroup/xygroup/xylink/sandbox"
@@ -28,11 +29,15 @@ type markSlowingLimiter struct {
 	stuck      chan struct{}
 }
 
-func (l *markSlowingLimiter) Wait(ctx context.Context, _ string, _ worker.Priority, _ ...worker.WaitOption) error {
+func (l *markSlowingLimiter) Wait(ctx context.Context, _ string, _ worker.Priority, opts ...worker.WaitOption) error {
 	n := l.calls.Add(1)
 	switch {
 	case n == 1:
 		l.pipe.SetLatency(80*time.Millisecond, 0)
+		if d := ratelimit.DepartureFor(opts); d != nil { // a window of 25 ms
+			now := time.Now()
+			*d = ratelimit.Departure{From: now, By: now.Add(25 * time.Millisecond)}
+		}
 		return nil
 	case n == 2:
 		l.pipe.SetLatency(0, 0)

@@ -76,7 +76,7 @@ func (p *pipeline) stepCall(ctx context.Context, a *attempt) (verdict, bool) {
 func (p *pipeline) call(ctx context.Context, a *attempt) ([]xylink.Group, error) {
 	d := a.d
 	ctx, span := p.tracer.Start(ctx, spanAPICall, trace.WithAttributes(attrAttempts.Int(a.attempts)))
-	groups, err := p.caller.CreateGroups(ctx, d.EnterpriseID, &d.Cmd.CreateGroupsRequest, xylink.BeforeEachRequest(a.gate))
+	groups, err := p.caller.CreateGroups(ctx, d.EnterpriseID, &d.Cmd.CreateGroupsRequest, xylink.BeforeEachRequest(a.gate), xylink.CheckAtWrite(a.atWrite))
 	answer := answerLabel(err)
 	var held *xylink.GateError
 	if errors.As(err, &held) {

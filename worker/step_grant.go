@@ -15,14 +15,10 @@ import (
 // within the command's in-flight record.
 var errNoGrantInTime = errors.New("no rate-limit grant in time")
 
-// staleGrant: a grant older than this when its request could leave is not
-// used (the request takes a fresh one), so that arrivals at the API keep the
-// dispenser's spacing whatever the time the "sent" mark took to write.
-const staleGrant = 25 * time.Millisecond
-
-// errStaleGrant: the "sent" mark took longer than staleGrant; the request
-// did not go.
-var errStaleGrant = errors.New("rate-limit grant stale after a slow write")
+// errStaleGrant: the grants taken before the request's own time ran out
+// all passed their departure windows before the request could leave (the
+// "sent" mark kept being slow): the request did not go.
+var errStaleGrant = errors.New("rate-limit grants stale before the request could leave")
 
 // errMeetingWaiting: while the command waited for its turn or its grant, its
 // meeting's first answer (66620, on any replica) came: it parks without a call.
@@ -47,49 +43,89 @@ func (p *pipeline) stepGrant(ctx context.Context, a *attempt) (verdict, bool) {
 	d, del, log := a.d, a.del, a.log
 	prio := priorityOf(d, del)
 	sendBy := time.Now().Add(a.claimed.until.Sub(p.now()) - p.idem.lease)
-	marked := false
+	marked, sentBefore := false, 0
 	a.gate = func(gctx context.Context) error {
 		wctx, cancel := context.WithDeadline(gctx, sendBy)
 		defer cancel()
-		if err := p.awaitGrant(wctx, gctx, d, del, prio); err != nil {
+		// A grant whose departure window passes before the request is ready
+		// (a slow mark, a pause) is not used: another is taken at once, at
+		// the same priority, with the command still in hand.
+		for fresh := false; ; fresh = true {
+			if marked && a.letGo == 0 {
+				// Marked, but no request left on the mark (its grant's window
+				// passed, at Leave or at the write): the mark is taken back
+				// while the next grant is awaited, so that a replica dying
+				// meanwhile does not look as if it had sent.
+				if err := p.idem.unmarkSent(wctx, d.ref(), &a.claimed, sentBefore); err != nil {
+					if gctx.Err() != nil {
+						return gctx.Err()
+					}
+					log.Warn().Err(err).Msg("idempotency record: sent mark not taken back; the call is given back")
+					return errNotMarked
+				}
+				marked = false
+			}
+			a.departure = ratelimit.Departure{}
+			if err := p.awaitGrant(wctx, gctx, d, del, prio, &a.departure); err != nil {
+				if fresh && errors.Is(err, errNoGrantInTime) {
+					return errStaleGrant
+				}
+				return err
+			}
+			if !a.halfOpenProbe && p.breaker.State(d.EnterpriseID) == "open" {
+				return ErrBreakerOpen
+			}
+			if !marked {
+				if p.meetingFoundWaiting(d, del) {
+					// The grant is spent, but not on a second 66620: with a long grant
+					// queue, the meeting's first call on another replica has answered
+					// by now, and a burst costs one first call per meeting.
+					return errMeetingWaiting
+				}
+				// The mark is written before the request leaves, never after: a
+				// replica killed once its request is out must leave it, or the next
+				// call would take a 66684 for a failure. No mark, no request.
+				sentBefore = a.claimed.record.Sent
+				if err := p.markSent(wctx, d, &a.claimed); err != nil {
+					if gctx.Err() != nil {
+						return gctx.Err()
+					}
+					if errors.Is(err, errCancelled) {
+						return errCancelled
+					}
+					log.Warn().Err(err).Msg("idempotency record: request not marked as sent; not sent")
+					return errNotMarked
+				}
+				// One mark covers every request of the attempt that leaves
+				// (the repeat after a refused app token).
+				marked = true
+			}
+			err := a.departure.Leave(wctx)
+			switch {
+			case err == nil:
+				a.letGo++
+				a.sentAt = time.Now()
+				return nil
+			case errors.Is(err, ratelimit.ErrLate):
+				p.metrics.Retries.WithLabelValues("stale_grant").Inc()
+				continue
+			case gctx.Err() != nil:
+				return gctx.Err()
+			default:
+				return errNoGrantInTime
+			}
+		}
+	}
+	// The last check, right before the request's first byte is written: the
+	// time between Leave and the write (signing, a fresh TLS dial, a pause)
+	// spends the same budget. A request refused there is not sent; the
+	// client asks the gate again, for a fresh grant.
+	a.atWrite = func() error {
+		if err := a.departure.Check(); err != nil {
+			a.letGo--
+			p.metrics.Retries.WithLabelValues("stale_grant").Inc()
 			return err
 		}
-		if !a.halfOpenProbe && p.breaker.State(d.EnterpriseID) == "open" {
-			return ErrBreakerOpen
-		}
-		if marked { // a repeat after a refused app token: marked before the first request
-			a.sentAt = time.Now()
-			return nil
-		}
-		if p.meetingFoundWaiting(d, del) {
-			// The grant is spent, but not on a second 66620: with a long grant
-			// queue, the meeting's first call on another replica has answered
-			// by now, and a burst costs one first call per meeting.
-			return errMeetingWaiting
-		}
-		// The mark is written before the request leaves, never after: a
-		// replica killed once its request is out must leave it, or the next
-		// call would take a 66684 for a failure. No mark, no request.
-		markStart := time.Now()
-		if err := p.markSent(wctx, d, &a.claimed); err != nil {
-			if gctx.Err() != nil {
-				return gctx.Err()
-			}
-			if errors.Is(err, errCancelled) {
-				return errCancelled
-			}
-			log.Warn().Err(err).Msg("idempotency record: request not marked as sent; not sent")
-			return errNotMarked
-		}
-		marked = true
-		if time.Since(markStart) > staleGrant {
-			// The write was slow (NATS busy or away): the grant is stale, and
-			// a request sent on it now would leave together with later grants
-			// (after an outage, all at once). The call is given back, its mark
-			// with it, and the command tries again at once with a fresh grant.
-			return errStaleGrant
-		}
-		a.sentAt = time.Now()
 		return nil
 	}
 	return verdict{}, false
@@ -97,7 +133,7 @@ func (p *pipeline) stepGrant(ctx context.Context, a *attempt) (verdict, bool) {
 
 // awaitGrant waits for the lane's turn (lane commands) and for a rate-limit
 // grant, within wctx; gctx is the call's own context.
-func (p *pipeline) awaitGrant(wctx, gctx context.Context, d *Decoded, del *delivery, prio Priority) (err error) {
+func (p *pipeline) awaitGrant(wctx, gctx context.Context, d *Decoded, del *delivery, prio Priority, dep *ratelimit.Departure) (err error) {
 	wctx, span := p.tracer.Start(wctx, spanGrantWait, trace.WithAttributes(attrPriority.String(prio.String())))
 	defer func() {
 		if err != nil {
@@ -130,7 +166,7 @@ func (p *pipeline) awaitGrant(wctx, gctx context.Context, d *Decoded, del *deliv
 	if t := del.turn; t != nil {
 		queued = t.done
 	}
-	err = p.limiter.Wait(wctx, d.EnterpriseID, prio, ratelimit.Queued(queued))
+	err = p.limiter.Wait(wctx, d.EnterpriseID, prio, ratelimit.Queued(queued), ratelimit.TakeDeparture(dep))
 	queued()
 	if err != nil {
 		if gctx.Err() == nil {

@@ -3,8 +3,9 @@ package worker_test
 import (
 	"testing"
 
-	"github.com/rs/zerolog"
 	"time"
+
+	"github.com/rs/zerolog"
 
 	"github.com/xygroup/xygroup/worker"
 	wt "github.com/xygroup/xygroup/worker/workertest"

@@ -134,9 +134,13 @@ func NewClient(baseURL string, opts ...Option) (*Client, error) {
 // handshake per call would cost more than the call.
 func newTransport() *http.Transport {
 	return &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		ForceAttemptHTTP2:     true,
+		Proxy:       http.ProxyFromEnvironment,
+		DialContext: checkedDial((&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext),
+		// HTTP/1.1: one request per connection at a time, so that the
+		// check right before a request's first byte (CheckAtWrite) sees that
+		// request's write and no other's. At 20 calls a second per tenant a
+		// few kept-alive connections do.
+		ForceAttemptHTTP2:     false,
 		MaxIdleConns:          100,
 		MaxIdleConnsPerHost:   64,
 		IdleConnTimeout:       90 * time.Second,
@@ -214,7 +218,8 @@ func (c *Client) tenant(enterpriseID string) (*tenant, error) {
 type CallOption func(*callOptions)
 
 type callOptions struct {
-	gate func(ctx context.Context) error
+	gate    func(ctx context.Context) error
+	atWrite func() error
 }
 
 // BeforeEachRequest has gate called immediately before each dynamicGroup request
@@ -225,6 +230,17 @@ type callOptions struct {
 // When gate fails, the request is not sent and CreateGroups returns a *GateError.
 func BeforeEachRequest(gate func(ctx context.Context) error) CallOption {
 	return func(o *callOptions) { o.gate = gate }
+}
+
+// CheckAtWrite has check called right before each request's first byte is
+// written, once the connection is in hand (a fresh TLS dial included), with
+// the client's own transport (see NewClient; a client given its own
+// http.Client calls it right before handing the request over). When check
+// fails, nothing is written: the gate is asked again (a fresh rate-limit
+// grant) and the request sent then, or, without a gate, CreateGroups returns
+// a *GateError.
+func CheckAtWrite(check func() error) CallOption {
+	return func(o *callOptions) { o.atWrite = check }
 }
 
 // CreateGroups creates breakout groups in a meeting. The request is validated
@@ -250,7 +266,7 @@ func (c *Client) CreateGroups(ctx context.Context, enterpriseID string, req *Cre
 		opt(&o)
 	}
 	var groups []Group
-	err = c.call(ctx, t, http.MethodPost, DynamicGroupPath, body, &groups, o.gate)
+	err = c.call(ctx, t, http.MethodPost, DynamicGroupPath, body, &groups, o)
 	return groups, err
 }
 
@@ -270,8 +286,9 @@ func EncodeRequest(req *CreateGroupsRequest) ([]byte, error) {
 // again and the call repeated once (a 401 means the platform did not process it).
 // The token is obtained before gate is called, and the request is signed after it
 // returns, so that a request leaves right after its gate.
-func (c *Client) call(ctx context.Context, t *tenant, method, path string, body []byte, out any, gate func(context.Context) error) error {
-	for try := 0; ; try++ {
+func (c *Client) call(ctx context.Context, t *tenant, method, path string, body []byte, out any, o callOptions) error {
+	sent := 0 // requests of this call written
+	for {
 		var tok *appToken
 		if t.tokens != nil {
 			var err error
@@ -279,17 +296,25 @@ func (c *Client) call(ctx context.Context, t *tenant, method, path string, body 
 				return c.tokenError(t, err)
 			}
 		}
-		if gate != nil {
-			if err := gate(ctx); err != nil {
-				return &GateError{Requests: try, Err: err}
+		if o.gate != nil {
+			if err := o.gate(ctx); err != nil {
+				return &GateError{Requests: sent, Err: err}
 			}
 			if tok != nil {
 				tok = t.tokens.newest(tok) // renewed while the gate waited: no I/O
 			}
 		}
-		err := c.do(ctx, t, tok, method, path, body, out)
+		err := c.do(ctx, t, tok, method, path, body, out, o.atWrite)
+		var held *heldAtWrite
+		if errors.As(err, &held) {
+			if o.gate != nil {
+				continue // nothing written: the gate gives a fresh grant
+			}
+			return &GateError{Requests: sent, Err: held.err}
+		}
+		sent++
 		var aerr *APIError
-		if tok != nil && try == 0 && errors.As(err, &aerr) && aerr.HTTPStatus == http.StatusUnauthorized {
+		if tok != nil && sent == 1 && errors.As(err, &aerr) && aerr.HTTPStatus == http.StatusUnauthorized {
 			c.log.Info().Str("enterpriseId", t.creds.EnterpriseID).Msg("app token rejected; fetching a new one")
 			t.tokens.invalidate(tok)
 			continue
@@ -314,12 +339,17 @@ func (c *Client) tokenError(t *tenant, err error) error {
 }
 
 // do sends one signed request, bounded by the client's timeout.
-func (c *Client) do(ctx context.Context, t *tenant, tok *appToken, method, path string, body []byte, out any) error {
+func (c *Client) do(ctx context.Context, t *tenant, tok *appToken, method, path string, body []byte, out any, atWrite func() error) error {
 	if c.timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.timeout)
 		defer cancel()
 	}
+	// A request refused at its write is cancelled, so that the transport
+	// does not try it again on another connection.
+	ctx, cancelRequest := context.WithCancel(ctx)
+	defer cancelRequest()
+	check := newWriteCheck(atWrite, cancelRequest)
 	reqURL, headers := c.sign(t, tok, method, path, body)
 	req, err := http.NewRequestWithContext(ctx, method, reqURL, bytes.NewReader(body))
 	if err != nil {
@@ -332,7 +362,11 @@ func (c *Client) do(ctx context.Context, t *tenant, tok *appToken, method, path 
 	}
 	var wrote bool
 	var wroteMu sync.Mutex
+	if err := check.now(); err != nil {
+		return err // the connection is not even asked for: already too late
+	}
 	req = req.WithContext(httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		GotConn: check.arm,
 		WroteRequest: func(info httptrace.WroteRequestInfo) {
 			wroteMu.Lock()
 			wrote = wrote || info.Err == nil
@@ -345,6 +379,9 @@ func (c *Client) do(ctx context.Context, t *tenant, tok *appToken, method, path 
 		wroteMu.Lock()
 		sent := wrote
 		wroteMu.Unlock()
+		if held := check.refused(); held != nil {
+			return held // refused at its first write: nothing of it left
+		}
 		c.log.Debug().Str("enterpriseId", t.creds.EnterpriseID).Bool("sent", sent).Dur("took", c.now().Sub(start)).
 			Err(redactURLError(err)).Msg("xylink call failed")
 		return &TransportError{Op: "send", Sent: sent, Err: redactURLError(err)}

@@ -38,9 +38,6 @@ type Cluster struct {
 	// lastSeen: when this replica last saw a dispenser (its own lease written,
 	// another's lease present, or a grant received).
 	lastSeen time.Time
-	// nextSend: per enterprise, the earliest time this replica lets its next
-	// granted call go (see spaceLocally).
-	nextSend map[string]time.Time
 	replies  replies
 	transit  transitTimes
 

@@ -192,6 +192,15 @@ func (d *dispenser) guard(q *enterpriseQueue, now time.Time) time.Duration {
 	return d.opts.Guard + q.extra
 }
 
+// budget is how late a grant's request may leave after the departure the
+// dispenser spaced: half of what the guard leaves once maxCatchUp is taken.
+// The other half absorbs what no replica measures: the variation of the way
+// from a replica to the API, and any difference between a network's two ways.
+// The guard widens on rate-limit answers, and the budget with it.
+func (d *dispenser) budget(q *enterpriseQueue, now time.Time) time.Duration {
+	return (d.guard(q, now) - maxCatchUp) / 2
+}
+
 func (d *dispenser) spacing(q *enterpriseQueue, now time.Time) time.Duration {
 	return time.Duration(float64(time.Second+d.guard(q, now)) / q.rateOr(d.opts.Rate("")))
 }
@@ -267,7 +276,7 @@ func (d *dispenser) serve(q *enterpriseQueue, active func() bool) bool {
 		head := q.waiting[0]
 		if now.Sub(head.arrived) > d.opts.MaxQueueWait {
 			heap.Pop(&q.waiting)
-			_ = head.msg.Respond(d.reply(false, head, 0)) // the requester asks again, at its place
+			_ = head.msg.Respond(d.reply(false, head, 0, 0)) // the requester asks again, at its place
 			continue
 		}
 		rate := q.rateOr(d.opts.Rate(""))
@@ -279,7 +288,7 @@ func (d *dispenser) serve(q *enterpriseQueue, active func() bool) bool {
 			return false
 		}
 		head = heap.Remove(&q.waiting, i).(*pending)
-		if err := head.msg.Respond(d.reply(true, head, now.Sub(head.arrived))); err != nil {
+		if err := head.msg.Respond(d.reply(true, head, now.Sub(head.arrived), d.budget(q, now))); err != nil {
 			continue // not sent at all: its grant is not spent
 		}
 		if head.priority == Probe {

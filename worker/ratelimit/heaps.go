@@ -41,9 +41,6 @@ type pending struct {
 	lead     time.Duration // from dispatch to departure at the requester (grantRequest.Lead)
 }
 
-// maxLead bounds the lead a requester may claim.
-const maxLead = 100 * time.Millisecond
-
 type requestHeap []*pending
 
 func (h requestHeap) Len() int { return len(h) }

@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"time"
 )
 
@@ -10,10 +11,10 @@ type grantRequest struct {
 	Enterprise string   `json:"e"`
 	Priority   Priority `json:"p"`
 	Rate       float64  `json:"r"`
-	// Lead: microseconds this replica usually takes from a grant's dispatch
-	// to its request's departure (see Cluster.lead). The dispenser spaces the
-	// departures, not the grants: a replica farther from NATS gets its grants
-	// that much earlier.
+	// Lead: microseconds this replica usually takes from a grant's decision
+	// to its request being ready to leave (see transitTimes). The dispenser
+	// spaces the departures, not the grants: a replica farther from NATS gets
+	// its grants that much earlier, and holds them until then.
 	Lead int64 `json:"l,omitempty"`
 	// Place asks again at the place a reply gave (see grantReply).
 	Place
@@ -35,10 +36,23 @@ type grantReply struct {
 	// rest of the time between the request and its answer is spent on the
 	// way (see transit).
 	Queued int64 `json:"q,omitempty"`
+	// Budget: microseconds the request may leave after the departure the
+	// dispenser spaced (see Departure).
+	Budget int64 `json:"b,omitempty"`
 }
+
+// defaultBudget is the departure budget when a reply names none (a
+// dispenser of an earlier version): what the default guard gives.
+const defaultBudget = (25*time.Millisecond - maxCatchUp) / 2
 
 // Wait implements Limiter: it asks the dispenser and waits for its grant. With no
 // dispenser it keeps asking until ctx ends (fail closed).
+//
+// A grant is used only within its departure window (see Departure): a grant
+// whose window is empty on arrival (held on its way longer than the budget
+// allows) is not used, and Wait asks again at its place. With TakeDeparture
+// the caller gets the window and leaves within it; otherwise Wait itself
+// waits for the window's start and returns within it.
 //
 // Core NATS delivers a reply at most once: a reply can be lost (the requester's
 // or the dispenser's connection breaks, a client drops it as a slow consumer).
@@ -53,29 +67,47 @@ func (c *Cluster) Wait(ctx context.Context, enterpriseID string, p Priority, opt
 	defer o.queued() // not sent at all (ctx ended first): the next may ask
 	req := grantRequest{Enterprise: enterpriseID, Priority: p, Rate: c.opts.Rate(enterpriseID)}
 	for {
-		req.Lead = c.transit.lead().Microseconds()
+		lead := c.transit.currentLead()
+		req.Lead = lead.Microseconds()
 		body, _ := json.Marshal(req)
 		rctx, cancel := context.WithTimeout(ctx, c.opts.MaxQueueWait+2*time.Second)
 		c.requests.Add(1)
 		msg, sentAt, err := c.replies.request(rctx, c.nc, SubjectGrant, body, o.queued)
 		cancel()
 		if err == nil {
+			recv := time.Now()
 			var r grantReply
 			ok := json.Unmarshal(msg.Data, &r) == nil
 			req.Place = r.Place // asked again, it keeps its place
-			if ok && r.OK {
-				c.grantsSeen.Add(1)
-				c.seen()
-				if c.transit.late(time.Since(sentAt) - time.Duration(r.Queued)*time.Microsecond) {
-					// Held on its way (a pause of this process or of NATS):
-					// later grants of the enterprise may be arriving with it.
-					// It is not used; the dispenser counted it already.
-					c.staleGrants.Add(1)
-					continue
-				}
-				return c.spaceLocally(ctx, enterpriseID)
+			if !ok || !r.OK {
+				continue // "ask again": waited too long in the queue, or the dispenser stepped down
 			}
-			continue // "ask again": waited too long in the queue, or the dispenser stepped down
+			c.grantsSeen.Add(1)
+			c.seen()
+			budget := defaultBudget
+			if r.Budget > 0 {
+				budget = time.Duration(r.Budget) * time.Microsecond
+			}
+			dep, usable := c.transit.window(&c.staleGrants, sentAt, recv, time.Duration(r.Queued)*time.Microsecond, lead, budget)
+			if !usable {
+				// Held on its way (a pause of this process or of NATS):
+				// later grants of the enterprise may be arriving with it.
+				// It is not used; the dispenser counted it already.
+				c.staleGrants.Add(1)
+				continue
+			}
+			if o.departure != nil {
+				*o.departure = dep
+				return nil
+			}
+			switch err := dep.Leave(ctx); {
+			case err == nil:
+				return nil
+			case errors.Is(err, ErrLate):
+				continue // counted in Stats.Stale
+			default:
+				return err
+			}
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -86,44 +118,6 @@ func (c *Cluster) Wait(ctx context.Context, enterpriseID string, p Priority, opt
 			return ctx.Err()
 		case <-time.After(50 * time.Millisecond):
 		}
-	}
-}
-
-// localSpacing is the least time between two of this replica's calls for one
-// enterprise: a little over a second divided by the rate, so that no second
-// holds more than the rate of them, and a little under the dispenser's
-// spacing, so that a grant delayed on its way here is made up within a few
-// grants.
-func (c *Cluster) localSpacing(enterpriseID string) time.Duration {
-	return time.Duration(1.01 * float64(time.Second) / c.opts.Rate(enterpriseID))
-}
-
-// spaceLocally holds a grant until the replica's previous call for the
-// enterprise is localSpacing behind. The dispenser spaces grants, but a busy
-// replica (a garbage collection, a starved core) can receive one late and the
-// next on time; sent as they come, two calls would leave too close together.
-func (c *Cluster) spaceLocally(ctx context.Context, enterpriseID string) error {
-	c.mu.Lock()
-	if c.nextSend == nil {
-		c.nextSend = map[string]time.Time{}
-	}
-	at := time.Now()
-	if next := c.nextSend[enterpriseID]; next.After(at) {
-		at = next
-	}
-	c.nextSend[enterpriseID] = at.Add(c.localSpacing(enterpriseID))
-	c.mu.Unlock()
-	wait := time.Until(at)
-	if wait <= 0 {
-		return nil
-	}
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }
 

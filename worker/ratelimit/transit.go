@@ -1,98 +1,142 @@
 package ratelimit
 
 import (
+	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
-// lateTransit: how much longer than usual a grant may take on its way (the
-// round trip less its time in the dispenser's queue) and still be used. The
-// dispenser's spacing absorbs Guard - maxCatchUp of variation between a grant
-// and its call's arrival at the API; a grant held on its way longer than this
-// (a pause of the requesting process or of NATS) may arrive together with the
-// enterprise's next grants, elsewhere, and is not used.
-const lateTransit = 15 * time.Millisecond
-
-// transitTimes keeps the shortest transit of the last 10 to 20 seconds: the
-// usual time of a round trip on this network, against which a late grant is
-// told apart. A network that is slow throughout raises it, so only variation
-// counts.
+// transitTimes learns, from this replica's own grants, the two figures its
+// departure windows need (see Departure and the package documentation):
+//
+//   - base: the shortest transit (a grant's round trip less its time in the
+//     dispenser's queue) of the last 10 to 20 seconds. Each way takes at
+//     least base/2: the two ways' shortest times are taken to be equal, as
+//     NTP takes them. A grant's decision then lies between its request's
+//     sending plus its queue time plus base/2, and its arrival less base/2:
+//     an interval as wide as the grant's transit beyond base.
+//   - lead: the usual time from the latest the dispenser can have decided a
+//     grant to its request being ready to leave (the grant's way here, the
+//     "sent" mark, this process's scheduling): the 90th percentile of the
+//     last 64. A replica farther from NATS, or whose mark takes longer, has
+//     a longer one; requests carry it and the dispenser grants that much
+//     before the departure it spaces.
 type transitTimes struct {
 	mu        sync.Mutex
 	since     time.Time
 	cur, prev time.Duration // shortest in the current and the previous period (0: none)
-	lateSince time.Time     // the first of the grants late in a row (zero: the last was not)
+	// A run of grants whose windows were empty: when it began, how many, and
+	// the shortest transit among them.
+	lateSince time.Time
+	lateN     int
+	lateMin   time.Duration
+
+	samples [leadSamples]time.Duration // readiness of the last grants, a ring
+	n       int                        // samples taken
+	lead    time.Duration              // the 90th percentile of samples, or seed before any
 }
 
-const transitPeriod = 10 * time.Second
+const (
+	transitPeriod = 10 * time.Second
+	// lateShift: grants with empty windows in a row for this long (and at
+	// least lateRun of them) are no pause of this process or of NATS, but a
+	// network that got slower: the shortest of them becomes the base. The
+	// grant being judged is judged against it too, so a grant held on its way
+	// longer than the others of the run is still not used.
+	lateShift = 250 * time.Millisecond
+	lateRun   = 3
 
-// lateShift: grants late in a row for this long are no pause (a garbage
-// collection, a blip), but a network that got slower: its transit becomes
-// the usual one, rather than every grant be spent unused for a period.
-const lateShift = 250 * time.Millisecond
+	leadSamples = 64
+	// maxLead bounds the lead a requester may claim (and the dispenser
+	// accepts): a replica 200 ms from its dispenser still sends on time.
+	maxLead = 500 * time.Millisecond
+)
 
-// late records a grant's transit and reports whether it took longer than
-// usual by more than lateTransit.
-func (t *transitTimes) late(transit time.Duration) bool {
+// window is the departure window of a grant requested at sent, answered at
+// recv after queued in the dispenser's queue, whose request carried lead and
+// whose reply gave budget. ok is false when the window is empty: the grant
+// spent more of the budget on its way than the budget holds.
+func (t *transitTimes) window(stale *atomic.Int64, sent, recv time.Time, queued, lead, budget time.Duration) (d Departure, ok bool) {
+	transit := max(recv.Sub(sent)-queued, 0)
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	now := time.Now()
-	if now.Sub(t.since) >= transitPeriod {
-		t.prev, t.cur, t.since = t.cur, 0, now
+	if recv.Sub(t.since) >= transitPeriod {
+		t.prev, t.cur, t.since = t.cur, 0, recv
 	}
 	if t.cur == 0 || transit < t.cur {
 		t.cur = max(transit, 1)
 	}
-	usual := t.cur
-	if t.prev != 0 && t.prev < usual {
-		usual = t.prev
+	base := t.cur
+	if t.prev != 0 && t.prev < base {
+		base = t.prev
 	}
-	if transit <= usual+lateTransit {
+	if transit-base > budget {
+		if t.lateSince.IsZero() {
+			t.lateSince, t.lateN, t.lateMin = recv, 0, transit
+		}
+		t.lateN++
+		t.lateMin = min(t.lateMin, transit)
+		if recv.Sub(t.lateSince) >= lateShift && t.lateN >= lateRun {
+			t.cur, t.prev, t.since = t.lateMin, 0, recv
+			base = t.lateMin
+			t.lateSince = time.Time{}
+		}
+	} else {
 		t.lateSince = time.Time{}
-		return false
 	}
-	if t.lateSince.IsZero() {
-		t.lateSince = now
-	}
-	if now.Sub(t.lateSince) >= lateShift {
-		t.cur, t.prev, t.since, t.lateSince = transit, 0, now, time.Time{}
-		return false
-	}
-	return true
+	decidedFrom := sent.Add(queued + base/2)
+	decidedBy := recv.Add(-base / 2)
+	d = Departure{From: decidedBy.Add(lead), By: decidedFrom.Add(lead + budget), decided: decidedBy, t: t, stale: stale}
+	return d, transit-base <= budget
 }
 
-// seed takes a first round trip, measured before any grant came.
+// ready records how long after decided a request was ready to leave.
+func (t *transitTimes) ready(took time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.samples[t.n%leadSamples] = max(took, 0)
+	t.n++
+	// The percentile is taken again every few samples: cheap at thousands
+	// of grants a second.
+	if t.n <= 8 || t.n%8 == 0 {
+		s := slices.Clone(t.samples[:min(t.n, leadSamples)])
+		slices.Sort(s)
+		t.lead = min(s[len(s)*9/10], maxLead)
+	}
+}
+
+// seed takes a first round trip, measured before any grant came: until its
+// first samples, a replica's lead is half of it for the grant's way and one
+// round trip for the mark.
 func (t *transitTimes) seed(rtt time.Duration) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.cur == 0 {
 		t.cur, t.since = max(rtt, 1), time.Now()
 	}
+	if t.n == 0 {
+		t.lead = min(rtt*3/2, maxLead)
+	}
 }
 
-// lead is the time this replica usually takes from a grant's dispatch to its
-// request's departure: half the usual round trip to the dispenser (the
-// grant's way here), and one round trip for the write that marks the call
-// as sent before it leaves. A replica farther from NATS has a longer one;
-// the dispenser spaces departures, so it grants that much earlier.
-func (t *transitTimes) lead() time.Duration {
+// currentLead is the lead the next request carries.
+func (t *transitTimes) currentLead() time.Duration {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	usual := t.cur
-	if t.prev != 0 && (usual == 0 || t.prev < usual) {
-		usual = t.prev
-	}
-	return min(usual*3/2, maxLead)
+	return t.lead
 }
 
 // reply is a grant (ok) or "ask again", with the request's place and, for a
-// grant, how long the request waited in the queue.
-func (d *dispenser) reply(ok bool, p *pending, queued time.Duration) []byte {
-	b := make([]byte, 0, 64)
+// grant, how long the request waited in the queue and its departure budget.
+func (d *dispenser) reply(ok bool, p *pending, queued, budget time.Duration) []byte {
+	b := make([]byte, 0, 80)
 	if ok {
 		b = append(b, `{"ok":true,"q":`...)
 		b = strconv.AppendInt(b, queued.Microseconds(), 10)
+		b = append(b, `,"b":`...)
+		b = strconv.AppendInt(b, budget.Microseconds(), 10)
 	} else {
 		b = append(b, `{"ok":false`...)
 	}

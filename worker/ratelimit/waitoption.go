@@ -4,7 +4,18 @@ package ratelimit
 type WaitOption func(*waitOptions)
 
 type waitOptions struct {
-	onQueued func()
+	onQueued  func()
+	departure *Departure
+}
+
+// TakeDeparture has Wait return as soon as the grant is in hand, with its
+// departure window in d, rather than wait for the window itself: the caller
+// has work to do before its request leaves (a "sent" mark), which spends the
+// same budget. It calls d.Leave once ready, and d.Check right before the
+// request is written; on ErrLate it does not send, and asks for another
+// grant. A Local limiter leaves d without bounds.
+func TakeDeparture(d *Departure) WaitOption {
+	return func(o *waitOptions) { o.departure = d }
 }
 
 // Queued calls f once the request for the grant holds its place in the
@@ -33,4 +44,11 @@ func (o *waitOptions) queued() {
 		o.onQueued = nil
 		f()
 	}
+}
+
+// DepartureFor is, for a Limiter implementation, the Departure that a
+// caller gave with TakeDeparture (nil without one): the implementation fills
+// it with its grant's window.
+func DepartureFor(opts []WaitOption) *Departure {
+	return waitOptionsOf(opts).departure
 }
