@@ -1,6 +1,9 @@
 package ratelimit
 
-import "time"
+import (
+	"math"
+	"time"
+)
 
 // audit is the dispenser's own record of an enterprise's departures: the
 // most it let leave in any sliding second of the last minute, so that an
@@ -16,9 +19,9 @@ type audit struct {
 	// them, so counting at each departure finds it.
 	window []time.Time
 	// maxima[i] is the most departures in a second that ended in Unix second
-	// secs[i]; the ring covers auditSeconds seconds.
-	maxima [auditSeconds]int
-	secs   [auditSeconds]int64
+	// secs[i]; the ring covers auditSeconds seconds (366 bytes).
+	maxima [auditSeconds]uint16
+	secs   [auditSeconds]uint32
 	// throttled counts the rate-limit answers reported since the dispenser
 	// began serving the enterprise.
 	throttled int
@@ -61,23 +64,23 @@ func (a *audit) departed(t time.Time) {
 }
 
 func (a *audit) note(end time.Time, n int) {
-	sec := end.Unix()
-	slot := int(sec % auditSeconds)
+	sec := uint32(end.Unix())
+	slot := sec % auditSeconds
 	if a.secs[slot] != sec {
 		a.secs[slot], a.maxima[slot] = sec, 0
 	}
-	a.maxima[slot] = max(a.maxima[slot], n)
+	a.maxima[slot] = max(a.maxima[slot], uint16(min(n, math.MaxUint16)))
 }
 
 // maxWindow is the most departures in any sliding second that ended within
 // the last minute before now, counted in whole seconds (up to a second more),
 // or ends after it: departures are scheduled up to a lead ahead.
 func (a *audit) maxWindow(now time.Time) int {
-	from := now.Add(-time.Minute).Unix()
+	from := uint32(now.Add(-time.Minute).Unix())
 	m := 0
 	for i, sec := range a.secs {
 		if sec >= from {
-			m = max(m, a.maxima[i])
+			m = max(m, int(a.maxima[i]))
 		}
 	}
 	return m

@@ -42,7 +42,7 @@ type EnterpriseInfo struct {
 	// ThrottledTotal the rate-limit answers reported since it began serving
 	// the enterprise (a new dispenser, or a minute without grants or 429s,
 	// starts both again).
-	MaxWindow1m    int `json:"maxWindow1m"`
+	MaxWindow1m    int `json:"maxWindow1m,omitempty"`
 	ThrottledTotal int `json:"throttledTotal,omitempty"`
 }
 
