@@ -70,7 +70,8 @@ func (w *Worker) updateParkedGauge(ctx context.Context) {
 		for ent, g := range w.limiter.Guards(w.tenantIDs...) {
 			w.opts.metrics.LimiterGuard.WithLabelValues(ent).Set(g.Seconds())
 		}
-		w.audited.export(w.opts.metrics, w.limiter, w.tenantIDs)
+		since, use := w.limiter.Use()
+		w.audited.export(w.opts.metrics, since, use, w.tenantIDs)
 	}
 }
 

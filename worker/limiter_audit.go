@@ -15,9 +15,10 @@ type audited struct {
 	seen  map[string]int // its ThrottledTotal per enterprise, as last exported
 }
 
-func (a *audited) export(m *Metrics, lim *ratelimit.Cluster, known []string) {
+// export sets the metrics from the dispenser's use (ratelimit.Cluster.Use),
+// nil while this replica does not dispense.
+func (a *audited) export(m *Metrics, since time.Time, use map[string]ratelimit.EnterpriseInfo, known []string) {
 	m.LimiterMaxWindow.Reset()
-	since, use := lim.Use()
 	if use == nil {
 		a.seen = nil
 		return
