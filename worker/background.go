@@ -70,6 +70,8 @@ func (w *Worker) updateParkedGauge(ctx context.Context) {
 		for ent, g := range w.limiter.Guards(w.tenantIDs...) {
 			w.opts.metrics.LimiterGuard.WithLabelValues(ent).Set(g.Seconds())
 		}
+		since, use := w.limiter.Use()
+		w.audited.export(w.opts.metrics, since, use, w.tenantIDs)
 	}
 }
 

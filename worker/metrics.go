@@ -30,6 +30,11 @@ type Metrics struct {
 	// LimiterGuard: the guard each enterprise's grants are spaced with now, as
 	// learned from rate-limit answers (reported by the replica that dispenses).
 	LimiterGuard *prometheus.GaugeVec
+	// LimiterMaxWindow: the most requests the dispenser let leave in any
+	// sliding second of the last minute, and LimiterThrottled the rate-limit
+	// answers reported to it, per enterprise; reported by the dispensing replica.
+	LimiterMaxWindow *prometheus.GaugeVec
+	LimiterThrottled *prometheus.CounterVec
 	// Probes of waiting meetings, by result (not_started, answered, ended, no_news).
 	Probes *prometheus.CounterVec
 	// ReleaseLatency: from a meeting's release to each parked command's end.
@@ -76,6 +81,12 @@ func NewMetrics() *Metrics {
 		LimiterGuard: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "xygroup_limiter_guard_seconds",
 			Help: "The guard each enterprise's grants are spaced with, learned from rate-limit answers; reported by the dispensing replica."},
 			[]string{"enterprise"}),
+		LimiterMaxWindow: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "xygroup_limiter_max_window_requests",
+			Help: "The most requests the rate-limit dispenser let leave in any sliding second of the last minute, per enterprise (at most its budget while the limit holds); reported by the dispensing replica."},
+			[]string{"enterprise"}),
+		LimiterThrottled: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "xygroup_limiter_throttled_total",
+			Help: "Rate-limit answers (HTTP 429) reported to the rate-limit dispenser, per enterprise, counted by the replica that dispensed; summed over replicas, the cluster's."},
+			[]string{"enterprise"}),
 		Probes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "xygroup_probes_total",
 			Help: "Probes of waiting meetings, by result."}, []string{"result"}),
 		Cancels: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "xygroup_cancels_total",
@@ -101,7 +112,7 @@ func NewMetrics() *Metrics {
 	for _, p := range priorities {
 		m.LimiterWait.WithLabelValues(p.String())
 	}
-	r.MustRegister(m.LimiterGrants, m.LimiterBudget, m.LimiterGuard, m.Probes, m.ReleaseLatency, m.Cancels, m.Commands, m.APICalls, m.Attempts, m.LimiterWait, m.BreakerState, m.InFlight, m.Parked, m.LaneCommands, m.LaneMoves, m.Retries, m.Redeliveries)
+	r.MustRegister(m.LimiterGrants, m.LimiterBudget, m.LimiterGuard, m.LimiterMaxWindow, m.LimiterThrottled, m.Probes, m.ReleaseLatency, m.Cancels, m.Commands, m.APICalls, m.Attempts, m.LimiterWait, m.BreakerState, m.InFlight, m.Parked, m.LaneCommands, m.LaneMoves, m.Retries, m.Redeliveries)
 	return m
 }
 

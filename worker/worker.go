@@ -51,7 +51,8 @@ type Worker struct {
 	laneRun   tracker      // lane commands in flight
 	replicaN  atomic.Int64 // replicas alive, as last counted
 	limiter   *ratelimit.Cluster
-	tracing   bool // a tracer provider was given: commands have spans of their own
+	audited   audited // the dispenser's 429 counts already exported (background loop only)
+	tracing   bool    // a tracer provider was given: commands have spans of their own
 	// replicasKV holds the heartbeats (opened by setup).
 	replicasKV jetstream.KeyValue
 
@@ -90,6 +91,7 @@ func New(nc *nats.Conn, caller Caller, tenants Tenants, opts ...Option) (*Worker
 			o.metrics.BreakerState.WithLabelValues(ent).Set(0)
 			o.metrics.LaneCommands.WithLabelValues(ent).Set(0)
 			o.metrics.LaneMoves.WithLabelValues(ent).Add(0)
+			o.metrics.LimiterThrottled.WithLabelValues(ent).Add(0)
 			for _, p := range priorities {
 				o.metrics.LimiterGrants.WithLabelValues(ent, p.String()).Add(0)
 			}

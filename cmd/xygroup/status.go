@@ -100,12 +100,13 @@ func printStatus(out io.Writer, st *Status, maxMeetings int) {
 		}
 		sort.Strings(ids)
 		if len(ids) > 0 {
-			fmt.Fprintln(tw, "  enterprise\tbudget/s\tused/s (last 10 s)\twaiting\tguard\t429s (10 min)")
+			fmt.Fprintln(tw, "  enterprise\tbudget/s\tused/s (last 10 s)\tmost in a second (last minute)\twaiting\tguard\t429s (10 min)\t429s (dispenser)")
 		}
 		for _, id := range ids {
 			e := st.Limiter.Enterprises[id]
 			use := float64(e.Granted10s) / 10
-			fmt.Fprintf(tw, "  %s\t%g\t%.1f (%.0f%%)\t%d\t%.0f ms\t%d\n", id, e.Rate, use, 100*use/max(e.Rate, 0.001), e.Waiting, e.GuardMs, e.Throttled10m)
+			fmt.Fprintf(tw, "  %s\t%g\t%.1f (%.0f%%)\tmax %d of %g\t%d\t%.0f ms\t%d\t%d\n", id, e.Rate, use, 100*use/max(e.Rate, 0.001),
+				e.MaxWindow1m, e.Rate, e.Waiting, e.GuardMs, e.Throttled10m, e.ThrottledTotal)
 		}
 	}
 	fmt.Fprintf(tw, "BREAKERS\t%d tenant(s)\n", len(st.Breakers))

@@ -3,11 +3,13 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/xygroup/xygroup/worker"
+	"github.com/xygroup/xygroup/worker/ratelimit"
 	wt "github.com/xygroup/xygroup/worker/workertest"
 	"github.com/xygroup/xygroup/xylink/sandbox"
 )
@@ -53,11 +55,20 @@ func TestStatusAndEventsShowAKnownState(t *testing.T) {
 		st.Meetings[0].Parked != 3 || st.Meetings[0].State != "waiting" || st.Limiter.Enterprises[wt.Enterprise].Rate != 20 {
 		t.Fatalf("status = %+v", st)
 	}
+	// The dispenser's own count of its departures: a few commands and probes
+	// (none in the last minute on a very slow machine), never over the rate.
+	if e := st.Limiter.Enterprises[wt.Enterprise]; e.MaxWindow1m > 20 || e.ThrottledTotal != 0 {
+		t.Fatalf("the lease shows %d requests in a second, %d 429s", e.MaxWindow1m, e.ThrottledTotal)
+	}
 	out, _, err := runApp(context.Background(), "status", "--nats-url", url)
-	for _, want := range []string{"COMMANDS", "backlog 0", "PARKED", "3 command(s)", "m-later", "LIMITER", "dispenser", wt.Enterprise, "REPLICAS", "1 alive", "unacknowledged 0", "handling 0, background", "of 32 slots"} {
+	for _, want := range []string{"COMMANDS", "backlog 0", "PARKED", "3 command(s)", "m-later", "LIMITER", "dispenser", wt.Enterprise, "REPLICAS", "1 alive", "unacknowledged 0", "handling 0, background", "of 32 slots",
+		"most in a second (last minute)", "429s (dispenser)"} {
 		if err != nil || !strings.Contains(out, want) {
 			t.Fatalf("status screen lacks %q (%v):\n%s", want, err, out)
 		}
+	}
+	if !regexp.MustCompile(`max \d+ of 20\s`).MatchString(out) {
+		t.Fatalf("status screen lacks the most requests in a second:\n%s", out)
 	}
 
 	out, _, err = runApp(context.Background(), "events", "--nats-url", url)
@@ -83,5 +94,37 @@ func TestStatusAndEventsShowAKnownState(t *testing.T) {
 	}
 	if _, _, err := runApp(context.Background(), "events", "--nats-url", url, "--since", "yesterday"); err == nil || exitCode(err) != 2 {
 		t.Fatalf("a bad --since was accepted: %v", err)
+	}
+}
+
+// The limiter's audit as the screen shows it: per enterprise, the most
+// requests the dispenser let leave in a second against the rate, and the
+// 429s reported.
+func TestStatusScreenShowsTheLimitAudit(t *testing.T) {
+	at := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	st := &Status{At: at, Limiter: &ratelimit.LeaseInfo{Replica: "worker-1", Since: at.Add(-time.Hour),
+		Enterprises: map[string]ratelimit.EnterpriseInfo{
+			"ent-a": {Rate: 20, Granted10s: 195, MaxWindow1m: 20, GuardMs: 50, Throttled10m: 2, ThrottledTotal: 7},
+			"ent-b": {Rate: 5, Granted10s: 3, MaxWindow1m: 2, GuardMs: 25},
+		}}}
+	var b strings.Builder
+	printStatus(&b, st, 10)
+	out := b.String()
+	lines := map[string]string{}
+	for _, l := range strings.Split(out, "\n") {
+		if f := strings.Fields(l); len(f) > 0 {
+			lines[f[0]] = strings.Join(f, " ")
+		}
+	}
+	for ent, want := range map[string]string{
+		"ent-a": "ent-a 20 19.5 (98%) max 20 of 20 0 50 ms 2 7",
+		"ent-b": "ent-b 5 0.3 (6%) max 2 of 5 0 25 ms 0 0",
+	} {
+		if lines[ent] != want {
+			t.Errorf("%s's line %q, want %q; the screen:\n%s", ent, lines[ent], want, out)
+		}
+	}
+	if !strings.Contains(out, "most in a second (last minute)") {
+		t.Errorf("no column for the most in a second:\n%s", out)
 	}
 }

@@ -48,6 +48,7 @@ type enterpriseQueue struct {
 	recent    []time.Time // grant times of the last ten seconds
 	probes    []time.Time // probe grant times of the last second
 	history   history     // grants and 429s per ten seconds, for the status page
+	audit     audit       // departures in a sliding second, 429s counted (audit.go)
 }
 
 // next is the request to grant now: the head of the queue (live first, then
@@ -168,6 +169,7 @@ func (d *dispenser) throttled(enterpriseID string) {
 	now := d.opts.Now()
 	q.throttled = append(q.throttled, now)
 	q.history.add(now, 1)
+	q.audit.throttled++
 	if len(q.throttled) > 64 {
 		q.throttled = q.throttled[len(q.throttled)-64:]
 	}
@@ -251,12 +253,13 @@ func (d *dispenser) grantDue(active func() bool) time.Duration {
 			return 50 * time.Millisecond
 		}
 	}
-	// Enterprises idle for a minute are forgotten; a look at every one,
-	// but once in ten seconds.
+	// Enterprises idle for a minute (no grant, no 429) are forgotten; a look
+	// at every one, but once in ten seconds.
 	if now.Sub(d.swept) >= 10*time.Second {
 		d.swept = now
 		for id, q := range d.ents {
-			if q.waiting.Len() == 0 && now.After(q.nextAt.Add(time.Minute)) {
+			if q.waiting.Len() == 0 && now.After(q.nextAt.Add(time.Minute)) &&
+				(len(q.throttled) == 0 || now.After(q.throttled[len(q.throttled)-1].Add(time.Minute))) {
 				delete(d.ents, id)
 			}
 		}
@@ -302,6 +305,7 @@ func (d *dispenser) serve(q *enterpriseQueue, active func() bool) bool {
 		// Sent: counted as used even if the reply is lost on its way (see Wait).
 		d.granted.Add(1)
 		q.history.add(now, 0)
+		q.audit.departed(now.Add(head.lead))
 		q.recent = append(q.recent, now)
 		if len(q.recent) > 64 && now.Sub(q.recent[0]) > 10*time.Second {
 			cut := 0

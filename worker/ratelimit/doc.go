@@ -68,6 +68,11 @@
 //     one host; the guard settles a little above that variation, at the cost
 //     of guard/(1 s + guard) of the budget. The guard in use is in the lease,
 //     so `xygroup status` and the metrics show it.
+//   - An audit: the dispenser keeps the departures it scheduled (each grant
+//     plus its request's lead) and writes in its lease, per enterprise, the
+//     most in any sliding second of the last minute, and the rate-limit
+//     answers reported to it (audit.go): `xygroup status`, the status page
+//     and the metrics show "max 20 of 20" from the one place that decides.
 //   - Failures: without a dispenser (none elected yet, NATS unreachable, the
 //     dispenser's node lost), requests get no answer and Wait keeps asking until
 //     its context ends: the limiter fails closed. No API call is made without a

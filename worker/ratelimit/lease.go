@@ -36,6 +36,14 @@ type EnterpriseInfo struct {
 	// window ends at LeaseInfo.WindowsEnd.
 	Granted5m   []int `json:"granted5m,omitempty"`
 	Throttled5m []int `json:"throttled5m,omitempty"`
+	// MaxWindow1m is the most requests the dispenser let leave in any
+	// sliding second of the last minute, counted at the departures it
+	// scheduled (not more than the rate while the limit holds), and
+	// ThrottledTotal the rate-limit answers reported since it began serving
+	// the enterprise (a new dispenser, or a minute without grants or 429s,
+	// starts both again).
+	MaxWindow1m    int `json:"maxWindow1m,omitempty"`
+	ThrottledTotal int `json:"throttledTotal,omitempty"`
 }
 
 // Window is one ten-second window of an enterprise's use.
@@ -173,7 +181,8 @@ func (d *dispenser) use() map[string]EnterpriseInfo {
 			}
 		}
 		out[id] = EnterpriseInfo{Rate: q.rate, Granted10s: n, Waiting: q.waiting.Len(),
-			GuardMs: float64(d.guard(q, now)) / float64(time.Millisecond), Throttled10m: throttled}
+			GuardMs: float64(d.guard(q, now)) / float64(time.Millisecond), Throttled10m: throttled,
+			MaxWindow1m: q.audit.maxWindow(now), ThrottledTotal: q.audit.throttled}
 	}
 	// The history of the busiest enterprises only: the lease is one KV value,
 	// rewritten at every renewal, and must stay far below NATS's largest
@@ -205,3 +214,16 @@ func (d *dispenser) use() map[string]EnterpriseInfo {
 // HistoryEnterprises: how many enterprises, the busiest, have their history
 // in the lease (about 100 bytes each).
 const HistoryEnterprises = 50
+
+// Use is each enterprise's use as this replica's dispenser counts it (what
+// it writes in its lease), and since when it dispenses; nil while this
+// replica does not dispense.
+func (c *Cluster) Use() (since time.Time, use map[string]EnterpriseInfo) {
+	c.mu.Lock()
+	d := c.disp
+	c.mu.Unlock()
+	if d == nil {
+		return time.Time{}, nil
+	}
+	return d.since, d.use()
+}

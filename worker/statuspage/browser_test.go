@@ -121,7 +121,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 	expect(t, "meetings", text(t, bctx, "#meetings"), "Meeting "+waitingRoom, "3 command(s)", "next probe")
 	expect(t, "holds", text(t, bctx, "#holds"), tenantB+": breaker open", "its calls failed", "last failure: platform unavailable", "next probe")
 	expect(t, "failures", text(t, bctx, "#failures"), "rejected", "rejected-1", "HTTP 400", "code 60001")
-	expect(t, "budget", text(t, bctx, "#budget"), wt.Enterprise, "of 20/s")
+	expect(t, "budget", text(t, bctx, "#budget"), wt.Enterprise, "of 20/s", "most in a second (last minute): max ")
 	do(t, bctx, "the waiting meeting's commands",
 		chromedp.Click(chromedp.CSS(`#meetings article.meeting summary`)),
 		chromedp.WaitVisible(chromedp.CSS(`#meetings a[href^="/commands/wait-0"]`)),

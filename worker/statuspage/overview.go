@@ -57,7 +57,13 @@ type tenantView struct {
 	Waiting      int
 	GuardMs      float64
 	Throttled10m int
-	Chart        chart
+	// MaxWindow: the most requests the dispenser let leave in a sliding
+	// second of the last minute; Over: more than the rate. ThrottledTotal:
+	// the 429s reported to the dispenser.
+	MaxWindow      int
+	Over           bool
+	ThrottledTotal int
+	Chart          chart
 }
 
 type holdView struct {
@@ -251,7 +257,8 @@ func tenants(l *ratelimit.LeaseInfo) []tenantView {
 	for id, e := range l.Enterprises {
 		used := float64(e.Granted10s) / 10
 		out = append(out, tenantView{ID: id, Rate: e.Rate, Used: used, UsePercent: 100 * used / max(e.Rate, 0.001),
-			Waiting: e.Waiting, GuardMs: e.GuardMs, Throttled10m: e.Throttled10m, Chart: budgetChart(e, l.WindowsEnd)})
+			Waiting: e.Waiting, GuardMs: e.GuardMs, Throttled10m: e.Throttled10m, Chart: budgetChart(e, l.WindowsEnd),
+			MaxWindow: e.MaxWindow1m, Over: float64(e.MaxWindow1m) > e.Rate, ThrottledTotal: e.ThrottledTotal})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
