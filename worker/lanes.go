@@ -59,10 +59,11 @@ type lanes struct {
 	// maxHandlers bounds the lane commands in flight on this replica.
 	maxHandlers int
 
-	mu       sync.Mutex
-	inPipe   map[string]int
-	handlers int             // lane commands in flight
-	gauged   map[string]bool // enterprises with a lane gauge set
+	mu           sync.Mutex
+	inPipe       map[string]int
+	handlers     int             // lane commands in flight
+	mostHandlers int             // the most at once (tests)
+	gauged       map[string]bool // enterprises with a lane gauge set
 	// Per tenant, the last turn given while it is not done: intake (a shared
 	// delivery decides whether it goes straight or to the lane once its
 	// predecessor did) and grant (a command asks for its grant once its
@@ -184,6 +185,7 @@ func (l *lanes) reserve(ent string, most int) int {
 	}
 	l.inPipe[ent] += n
 	l.handlers += n
+	l.mostHandlers = max(l.mostHandlers, l.handlers)
 	return n
 }
 
