@@ -29,7 +29,8 @@ import (
 // before ack, as parking does), then acknowledged. It then holds no slot.
 //
 // One replica at a time serves a lane (it holds the lane record's lease in the
-// meetings bucket; another takes over when it lapses), taking commands only
+// meetings bucket; another takes over when it lapses, or when it is handed
+// over: see laneshare.go for which replica serves which), taking commands only
 // while the tenant has fewer than laneAhead's worth of them in its pipeline
 // (while the tenant's commands are held, they join the hold). Lane commands
 // ask for their grants in lane order. When the lane is empty, its record is
