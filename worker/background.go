@@ -24,13 +24,15 @@ func (w *Worker) runBackground(ctx context.Context) {
 		case <-tick.C:
 		}
 		now := w.opts.now()
-		for token, e := range w.view.all() {
+		all := w.view.all()
+		target := w.served.plan(all, w.id, int(w.replicaN.Load()), now)
+		for token, e := range all {
 			r := e.rec
 			switch r.State {
 			case meetingReleased:
 				w.releaser.start(ctx, token)
 			case laneOpen:
-				w.serveLaneRecord(ctx, token, e, now)
+				w.serveLaneRecord(ctx, token, e, now, target)
 			case meetingWaiting:
 				due := r.NextProbeAt
 				if r.EarliestDeadline.Before(due) {

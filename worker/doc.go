@@ -35,7 +35,8 @@
 // it, in the background of every replica (background.go, driven by the
 // meetings bucket): the prober (probe.go) probes waiting meetings and held
 // tenants, the releaser (release.go) lets out the commands of a released
-// meeting or hold, lanes.go serves tenant lanes, and replicas.go keeps the
+// meeting or hold, lanes.go serves tenant lanes (laneshare.go shares them
+// among the replicas, within each one's cap), and replicas.go keeps the
 // replicas' heartbeats. Every write of a meetings bucket record (a waiting
 // meeting's, a hold's, a lane's) is a row of one table (meetingstate.go).
 // Every delivery, whatever its source, is settled the same way (Worker.apply).

@@ -29,7 +29,8 @@ import (
 // before ack, as parking does), then acknowledged. It then holds no slot.
 //
 // One replica at a time serves a lane (it holds the lane record's lease in the
-// meetings bucket; another takes over when it lapses), taking commands only
+// meetings bucket; another takes over when it lapses, or when it is handed
+// over: see laneshare.go for which replica serves which), taking commands only
 // while the tenant has fewer than laneAhead's worth of them in its pipeline
 // (while the tenant's commands are held, they join the hold). Lane commands
 // ask for their grants in lane order. When the lane is empty, its record is
@@ -47,50 +48,84 @@ type laneTurn struct {
 	done  func()
 }
 
-// lanes counts each tenant's commands in this replica's pipeline.
+// lanes counts each tenant's commands in this replica's pipeline, and the
+// lane commands in flight on it.
 type lanes struct {
 	rateOf   func(string) float64
 	view     *meetingView
 	replicas func() int
+	// known says whether an enterprise is configured: only those have state
+	// here. A command of another enterprise fails as invalid, in any order.
+	known func(string) bool
+	// maxHandlers bounds the lane commands in flight on this replica.
+	maxHandlers int
 
-	mu     sync.Mutex
-	inPipe map[string]int
-	gauged map[string]bool // enterprises with a lane gauge set
-	// Per tenant, the last turn given: intake (a shared delivery decides
-	// whether it goes straight or to the lane once its predecessor did) and
-	// grant (a command asks for its grant once its predecessor has one).
+	mu           sync.Mutex
+	inPipe       map[string]int
+	handlers     int             // lane commands in flight
+	mostHandlers int             // the most at once (tests)
+	gauged       map[string]bool // enterprises with a lane gauge set
+	// Per tenant, the last turn given while it is not done: intake (a shared
+	// delivery decides whether it goes straight or to the lane once its
+	// predecessor did) and grant (a command asks for its grant once its
+	// predecessor has one). A tenant whose last turn is done has no entry:
+	// its next turn need not wait.
 	intakeTurns, grantTurns map[string]<-chan struct{}
 }
 
 // nextTurn chains a turn after the last one of the tenant; l.mu is held.
-func nextTurn(last map[string]<-chan struct{}, ent string) *laneTurn {
+func (l *lanes) nextTurn(last map[string]<-chan struct{}, ent string) *laneTurn {
 	after, ok := last[ent]
 	if !ok {
-		c := make(chan struct{})
-		close(c)
-		after = c
+		after = doneTurn
 	}
 	next := make(chan struct{})
 	last[ent] = next
-	return &laneTurn{after: after, done: sync.OnceFunc(func() { close(next) })}
+	return &laneTurn{after: after, done: sync.OnceFunc(func() {
+		close(next)
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if last[ent] == (<-chan struct{})(next) {
+			delete(last, ent) // no turn after it: the tenant's entry is idle
+		}
+	})}
 }
 
-// intakeTurn is a shared delivery's place among its tenant's on this replica.
+// doneTurn is the predecessor of a tenant's first turn.
+var doneTurn = func() <-chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}()
+
+// intakeTurn is a shared delivery's place among its tenant's on this
+// replica; nil for an enterprise that is not configured.
 func (l *lanes) intakeTurn(ent string) *laneTurn {
+	if l.known != nil && !l.known(ent) {
+		return nil
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return nextTurn(l.intakeTurns, ent)
+	return l.nextTurn(l.intakeTurns, ent)
 }
 
 func (l *lanes) grantTurn(ent string) *laneTurn {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return nextTurn(l.grantTurns, ent)
+	return l.nextTurn(l.grantTurns, ent)
 }
 
-func newLanes(rateOf func(string) float64, view *meetingView, replicas func() int) *lanes {
-	return &lanes{rateOf: rateOf, view: view, replicas: replicas, inPipe: map[string]int{}, gauged: map[string]bool{},
+func newLanes(rateOf func(string) float64, view *meetingView, replicas func() int, known func(string) bool, maxHandlers int) *lanes {
+	return &lanes{rateOf: rateOf, view: view, replicas: replicas, known: known, maxHandlers: maxHandlers,
+		inPipe: map[string]int{}, gauged: map[string]bool{},
 		intakeTurns: map[string]<-chan struct{}{}, grantTurns: map[string]<-chan struct{}{}}
+}
+
+// sizes is how many tenants have state here (tests).
+func (l *lanes) sizes() (inPipe, intake, grant, gauged int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.inPipe), len(l.intakeTurns), len(l.grantTurns), len(l.gauged)
 }
 
 // budget is what the tenant's rate serves in laneAhead: the most a lane's
@@ -122,7 +157,7 @@ func (l *lanes) admit(ent string) (leave func(), turn *laneTurn, lane bool) {
 		return nil, nil, true
 	}
 	l.inPipe[ent]++
-	return l.leaver(ent), nextTurn(l.grantTurns, ent), false
+	return l.leaver(ent), l.nextTurn(l.grantTurns, ent), false
 }
 
 // peekEnterprise reads a command's tenant without decoding it (its intake
@@ -138,16 +173,39 @@ func peekEnterprise(data []byte, def string) string {
 	return peek.EnterpriseID
 }
 
-// reserve takes up to the tenant's budget less what it has in the pipeline.
-func (l *lanes) reserve(ent string) int {
+// reserve takes up to the tenant's budget less what it has in the pipeline,
+// at most most, and no more than the replica's lane handlers left: each is a
+// lane command's handler (end it with handlerDone, or unreserve what was not
+// fetched).
+func (l *lanes) reserve(ent string, most int) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	n := l.budget(ent) - l.inPipe[ent]
+	n := min(l.budget(ent)-l.inPipe[ent], most, l.maxHandlers-l.handlers)
 	if n <= 0 {
 		return 0
 	}
 	l.inPipe[ent] += n
+	l.handlers += n
+	l.mostHandlers = max(l.mostHandlers, l.handlers)
 	return n
+}
+
+// unreserve returns what reserve took and no command used.
+func (l *lanes) unreserve(ent string, n int) {
+	if n <= 0 {
+		return
+	}
+	l.giveBack(ent, n)
+	l.mu.Lock()
+	l.handlers -= n
+	l.mu.Unlock()
+}
+
+// handlerDone ends a lane command's handler.
+func (l *lanes) handlerDone() {
+	l.mu.Lock()
+	l.handlers--
+	l.mu.Unlock()
 }
 
 func (l *lanes) giveBack(ent string, n int) {
@@ -240,25 +298,44 @@ func (p *parker) openLane(ctx context.Context, token string, d *Decoded) error {
 }
 
 // serveLaneRecord is the prober's part: the lane's owner keeps serving it; a
-// lane whose lease lapsed (or was given up) is claimed.
-func (w *Worker) serveLaneRecord(ctx context.Context, token string, e meetingEntry, now time.Time) {
+// lane whose lease lapsed (or was given up) is claimed while this replica
+// serves fewer lanes than target (see laneshare.go).
+func (w *Worker) serveLaneRecord(ctx context.Context, token string, e meetingEntry, now time.Time, target int) {
+	if w.served.serving(token) {
+		return
+	}
+	if e.rec.Owner != w.id && e.rec.Owner != "" && now.Before(e.rec.LeaseUntil) {
+		return // another replica serves it
+	}
+	sl := w.served.take(token, target, now)
+	if sl == nil {
+		if e.rec.Owner == w.id {
+			w.leaveLane(ctx, token) // its own but beyond its share: another takes it
+		}
+		return
+	}
 	if e.rec.Owner != w.id {
 		if _, err := applyMeetingAt(ctx, w.meetings, token, &e.rec, e.rev,
 			meetingChange{event: evLaneOwn, now: now, replica: w.id, lease: now.Add(laneLease)}); err != nil {
+			w.served.drop(token, false, now)
 			return // another replica owns it, or took it first
 		}
 	}
-	if _, running := w.serving.LoadOrStore(token, true); running {
-		return
+	if !w.laneServers.add() {
+		w.served.drop(token, false, now)
+		w.leaveLane(ctx, token)
+		return // stopping
 	}
 	go func() {
-		defer w.serving.Delete(token)
+		handedOver := false
+		defer w.laneServers.done()
+		defer func() { w.served.drop(token, handedOver, w.opts.now()) }()
 		defer func() {
 			if r := recover(); r != nil {
 				w.log.Error().Interface("panic", r).Str("lane", token).Msg("serving the lane panicked")
 			}
 		}()
-		w.serveLane(ctx, token, e.rec.EnterpriseID)
+		handedOver = w.serveLane(ctx, token, e.rec.EnterpriseID, sl)
 	}()
 }
 
@@ -282,8 +359,9 @@ func (w *Worker) leaveLane(ctx context.Context, token string) {
 }
 
 // serveLane takes the lane's commands at the tenant's pace until the lane is
-// empty (then closes it), the lease is lost, or ctx ends.
-func (w *Worker) serveLane(ctx context.Context, token, ent string) {
+// empty (then closes it), the lease is lost, the lane is handed over (it
+// reports so), or ctx ends.
+func (w *Worker) serveLane(ctx context.Context, token, ent string, sl *servedLane) (handedOver bool) {
 	log := w.log.With().Str("lane", token).Str("enterpriseId", ent).Logger()
 	cfg := laneConsumer(token)
 	cons, err := w.js.CreateConsumer(ctx, StreamParked, cfg)
@@ -295,7 +373,7 @@ func (w *Worker) serveLane(ctx context.Context, token, ent string) {
 			log.Warn().Err(err).Msg("lane consumer")
 		}
 		w.leaveLane(ctx, token)
-		return
+		return false
 	}
 	closed := false
 	defer func() {
@@ -307,26 +385,33 @@ func (w *Worker) serveLane(ctx context.Context, token, ent string) {
 	for ctx.Err() == nil {
 		if time.Since(renewed) > time.Second {
 			if !w.renewLane(ctx, token, ent) {
-				return
+				return false
 			}
 			renewed = time.Now()
+		}
+		if sl.leave.Load() {
+			w.awaitDecided(ctx, token, ent, sl)
+			log.Debug().Msg("lane handed over to another replica")
+			return true
 		}
 		// A held tenant's lane goes on: its commands join the hold, in order,
 		// where their deadlines are kept (a frozen lane would keep them past
 		// their deadlines for as long as the hold lasts: refused credentials
 		// may last for hours). They make no call, so the lane empties quickly.
-		n := w.lanes.reserve(ent)
+		// The replica's lane handlers are shared among the lanes it serves.
+		perLane := max(1, w.lanes.maxHandlers/max(1, w.served.count()))
+		n := w.lanes.reserve(ent, perLane-int(sl.inFlight.Load()))
 		if n == 0 {
 			sleep(ctx, 20*time.Millisecond)
 			continue
 		}
 		batch, err := cons.FetchNoWait(n)
 		if err != nil {
-			w.lanes.giveBack(ent, n)
+			w.lanes.unreserve(ent, n)
 			if ctx.Err() == nil {
 				log.Debug().Err(err).Msg("lane fetch")
 			}
-			return // the prober starts serving it again
+			return false // the prober starts serving it again
 		}
 		got := 0
 		for msg := range batch.Messages() {
@@ -335,26 +420,58 @@ func (w *Worker) serveLane(ctx context.Context, token, ent string) {
 			if ctx.Err() != nil || !w.laneRun.add() {
 				_ = msg.Nak()
 				leave()
+				w.lanes.handlerDone()
 				continue
 			}
-			turn := w.lanes.grantTurn(ent)
+			inner := w.lanes.grantTurn(ent)
+			sl.inFlight.Add(1)
+			sl.undecided.Add(1)
+			turn := &laneTurn{after: inner.after, done: sync.OnceFunc(func() { inner.done(); sl.undecided.Add(-1) })}
 			w.opts.metrics.InFlight.Inc()
 			w.handling.Add(1)
 			go func() {
-				defer func() { turn.done(); leave(); w.opts.metrics.InFlight.Dec(); w.handling.Add(-1); w.laneRun.done() }()
+				defer func() {
+					turn.done()
+					leave()
+					w.opts.metrics.InFlight.Dec()
+					w.handling.Add(-1)
+					sl.inFlight.Add(-1)
+					w.lanes.handlerDone()
+					w.laneRun.done()
+				}()
 				w.handleLane(msg, token, turn, leave)
 			}()
 		}
-		w.lanes.giveBack(ent, n-got)
+		w.lanes.unreserve(ent, n-got)
 		if got > 0 {
 			continue
 		}
 		if w.closeLane(ctx, cons, token, log) {
 			closed = true
-			return
+			return false
 		}
 		renewed = time.Time{} // reopened, or not empty yet: renew (and recreate) the record
 		sleep(ctx, 50*time.Millisecond)
+	}
+	// Stopping: the lane is given up once the commands taken hold their
+	// places (within the drain timeout, which ends their waits).
+	w.awaitDecided(ctx, token, ent, sl)
+	return false
+}
+
+// awaitDecided keeps the lane's lease until each command taken holds its
+// place in the dispenser's order: a lane's next owner then asks for grants
+// after them, and the tenant's order is kept.
+func (w *Worker) awaitDecided(ctx context.Context, token, ent string, sl *servedLane) {
+	renewed := time.Now()
+	for sl.undecided.Load() > 0 {
+		if time.Since(renewed) > time.Second {
+			if !w.renewLane(ctx, token, ent) {
+				return
+			}
+			renewed = time.Now()
+		}
+		time.Sleep(20 * time.Millisecond) // ctx may have ended: the drain ends the waits
 	}
 }
 

@@ -31,6 +31,8 @@ type options struct {
 	breakerSettings   BreakerSettings
 	rateGuard         time.Duration
 	noLanes           bool
+	maxLanes          int
+	maxLaneHandlers   int
 	tracerProvider    trace.TracerProvider
 }
 
@@ -39,7 +41,8 @@ func defaultOptions() options {
 		source: "xygroup", log: zerolog.Nop(), now: time.Now,
 		probeBackoff: Backoff{Initial: 5 * time.Second, Max: 15 * time.Second},
 		probeShare:   0.5,
-		callLease:    30 * time.Second, recordTTL: 30 * 24 * time.Hour}
+		callLease:    30 * time.Second, recordTTL: 30 * 24 * time.Hour,
+		maxLanes: defaultMaxLanes, maxLaneHandlers: defaultLaneHandlers}
 }
 
 // WithConcurrency bounds the commands in flight on this replica (default 32).
@@ -120,6 +123,16 @@ func WithRateGuard(d time.Duration) Option { return func(o *options) { o.rateGua
 // pipeline, however crowded its tenant (tests, comparisons). By default a
 // crowded tenant's commands wait in its lane; see lanes.go.
 func WithoutLanes() Option { return func(o *options) { o.noLanes = true } }
+
+// WithLaneLimits bounds what one replica takes of the tenants' lanes: the
+// lanes it serves at once (default 64; each is a consumer of the parked
+// stream) and their commands in flight on it (default 512), shared among
+// them. Replicas spread the lanes: each takes at most its share of the open
+// lanes among the replicas alive. When every replica is at its cap, the lanes
+// are served in turn.
+func WithLaneLimits(lanes, handlers int) Option {
+	return func(o *options) { o.maxLanes, o.maxLaneHandlers = lanes, handlers }
+}
 
 // WithTracerProvider traces each delivery of a command (default: no tracing).
 // Its span continues the trace named by the command's traceparent header, has

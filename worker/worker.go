@@ -43,16 +43,18 @@ type Worker struct {
 	prober    *prober         // probes waiting meetings and held tenants
 	releaser  *releaser       // lets out released meetings' and holds' commands
 	work      context.Context // outlives Run's context by the drain timeout
-	serving   sync.Map        // lanes this replica serves
+	served    *servedLanes    // lanes this replica serves
 	id        string          // this replica, as a lane's owner
 	tenantIDs []string        // the tenants known at the start, for their metric series
 	handling  atomic.Int64    // commands being handled (xygroup_in_flight), for the heartbeat
 	lanes     *lanes
-	laneRun   tracker      // lane commands in flight
-	replicaN  atomic.Int64 // replicas alive, as last counted
-	limiter   *ratelimit.Cluster
-	audited   audited // the dispenser's 429 counts already exported (background loop only)
-	tracing   bool    // a tracer provider was given: commands have spans of their own
+	laneRun   tracker // lane commands in flight
+	// laneServers: lanes being served, each given up before Run returns.
+	laneServers tracker
+	replicaN    atomic.Int64 // replicas alive, as last counted
+	limiter     *ratelimit.Cluster
+	audited     audited // the dispenser's 429 counts already exported (background loop only)
+	tracing     bool    // a tracer provider was given: commands have spans of their own
 	// replicasKV holds the heartbeats (opened by setup).
 	replicasKV jetstream.KeyValue
 
@@ -76,6 +78,9 @@ func New(nc *nats.Conn, caller Caller, tenants Tenants, opts ...Option) (*Worker
 	}
 	if o.rate <= 0 {
 		return nil, fmt.Errorf("worker: rate must be positive")
+	}
+	if o.maxLanes < 1 || o.maxLaneHandlers < 1 {
+		return nil, fmt.Errorf("worker: lanes and lane handlers per replica must be at least 1")
 	}
 	if o.metrics == nil {
 		o.metrics = NewMetrics()
@@ -113,7 +118,12 @@ func New(nc *nats.Conn, caller Caller, tenants Tenants, opts ...Option) (*Worker
 		view: &meetingView{meetings: map[string]meetingEntry{}}}
 	w.parker = &parker{js: js, view: w.view, backoff: o.probeBackoff, now: o.now}
 	w.id = replicaID(o.source)
-	w.lanes = newLanes(o.rateOf, w.view, func() int { return int(w.replicaN.Load()) })
+	var known func(string) bool
+	if tenants != nil {
+		known = tenants.HasTenant
+	}
+	w.lanes = newLanes(o.rateOf, w.view, func() int { return int(w.replicaN.Load()) }, known, o.maxLaneHandlers)
+	w.served = newServedLanes(o.maxLanes)
 	tp := o.tracerProvider
 	if tp == nil {
 		tp = noop.NewTracerProvider()
@@ -262,6 +272,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	go func() {
 		inFlight.Wait()
 		w.laneRun.closeAndWait()
+		w.laneServers.closeAndWait()
 		w.slots.waitAllFree()
 		close(drained)
 	}()

@@ -42,6 +42,8 @@ func workerCommand() *cli.Command {
 		&cli.FloatFlag{Name: "probe-share", Value: 0.5, Usage: "share of each enterprise's rate that probes of waiting meetings may take (0 < share ≤ 1)", Sources: cli.EnvVars("XYGROUP_PROBE_SHARE")},
 		&cli.IntFlag{Name: "breaker-failures", Value: 5, Usage: "consecutive API failures, cluster-wide, that open a tenant's circuit breaker", Sources: cli.EnvVars("XYGROUP_BREAKER_FAILURES")},
 		&cli.DurationFlag{Name: "breaker-open-for", Value: 10 * time.Second, Usage: "how long an open breaker waits before its one probe", Sources: cli.EnvVars("XYGROUP_BREAKER_OPEN_FOR")},
+		&cli.IntFlag{Name: "max-lanes", Value: 64, Usage: "tenant lanes one replica serves at once (each a consumer); the replicas share the open lanes", Sources: cli.EnvVars("XYGROUP_MAX_LANES")},
+		&cli.IntFlag{Name: "lane-handlers", Value: 512, Usage: "lane commands in flight per replica, shared by the lanes it serves", Sources: cli.EnvVars("XYGROUP_LANE_HANDLERS")},
 		&cli.DurationFlag{Name: "drain-timeout", Value: 20 * time.Second, Usage: "on SIGTERM, how long commands in flight may finish", Sources: cli.EnvVars("XYGROUP_DRAIN_TIMEOUT")},
 		logFormatFlag(), logLevelFlag(),
 	)
@@ -57,6 +59,9 @@ func runWorker(ctx context.Context, cmd *cli.Command) error {
 	log := newLogger(cmd)
 	if cmd.Int("concurrency") < 1 || cmd.Float("rate") <= 0 || cmd.Duration("max-wait") <= 0 {
 		return cli.Exit("--concurrency, --rate and --max-wait must be positive", 2)
+	}
+	if cmd.Int("max-lanes") < 1 || cmd.Int("lane-handlers") < 1 {
+		return cli.Exit("--max-lanes (XYGROUP_MAX_LANES) and --lane-handlers (XYGROUP_LANE_HANDLERS) must be at least 1", 2)
 	}
 	if share := cmd.Float("probe-share"); share <= 0 || share > 1 {
 		return cli.Exit(fmt.Sprintf("--probe-share (XYGROUP_PROBE_SHARE) must be more than 0 and at most 1, not %g", share), 2)
@@ -153,6 +158,7 @@ func runWorker(ctx context.Context, cmd *cli.Command) error {
 	host, _ := os.Hostname()
 	w, err := worker.New(nc, client, client, append(traced,
 		worker.WithConcurrency(cmd.Int("concurrency")),
+		worker.WithLaneLimits(cmd.Int("max-lanes"), cmd.Int("lane-handlers")),
 		worker.WithRate(cmd.Float("rate"), rates),
 		worker.WithMaxWait(cmd.Duration("max-wait")),
 		worker.WithDefaultEnterprise(defaultEnterprise),
