@@ -23,11 +23,8 @@
 //   - Grants: a replica that needs one sends a request (enterprise, priority, rate)
 //     to xygroup.limiter.grant; the dispenser answers when the grant is due. Per
 //     enterprise it spaces grants (1 s + Guard) / rate apart, so any window of
-//     1 s + Guard holds at most rate grants. A grant's arrival at the API is the
-//     grant time plus a delay (reply delivery, scheduling, the HTTP call); as long
-//     as that delay varies by less than Guard less the 2 ms by which a late timer
-//     may be made up (23 ms) between calls, no one-second window at the API holds
-//     more than rate requests. The cost is the budget's Guard share: 20/s becomes
+//     1 s + Guard holds at most rate grants; the departure window below keeps
+//     that true at the API. The cost is the budget's Guard share: 20/s becomes
 //     19.5/s.
 //   - Priorities: each enterprise has a queue ordered by priority (live first
 //     attempts, then retries and probes, then replays), first come first served
@@ -43,23 +40,36 @@
 //     queue longer than MaxQueueWait) or whose grant came too late to use
 //     asks again at that place, before the requests that came after it. Only
 //     a change of dispenser loses the places.
-//   - Late grants: each grant says how long its request waited in the queue;
-//     the rest of its round trip was spent on the way. A grant that took more
-//     than 15 ms longer on its way than the shortest of the last 10 to 20
-//     seconds (a pause of the requesting process or of NATS) may arrive
-//     together with the enterprise's next grants at other replicas, so it is
-//     not used and Wait asks again (Stats.Stale counts them). Only variation
-//     counts: grants late in a row for 250 ms mean a network that got slower,
-//     whose time becomes the usual one.
-//   - Departures, not grants, are spaced: each request says its replica's
-//     lead, the time it usually takes from a grant's dispatch to the call's
-//     departure (half its round trip for the grant's way, one round trip for
-//     the "sent" mark; before its first grant, from its round trip to its
-//     NATS server). The dispenser grants a request that much before the
-//     enterprise's next departure is due, so a replica farther from NATS
-//     than the others (another zone) does not send its calls late into the
-//     next ones' second; only variation around each replica's lead counts
-//     against the guard.
+//   - Departures, not grants, are spaced: the dispenser grants a request
+//     its replica's lead before the enterprise's next departure is due (the
+//     lead travels with the request), so a replica farther from NATS (another
+//     zone), or whose "sent" mark takes longer, is granted that much earlier.
+//   - One invariant, checked right before each request is written (see
+//     Departure): a request leaves within [D + lead, D + lead + budget], D
+//     being when the dispenser decided its grant. The replica bounds D on
+//     its own clock: after its request's sending plus its queue time plus
+//     half the shortest recent transit, before the grant's arrival less that
+//     half (the two ways' shortest times are taken to be equal, as NTP takes
+//     them). It waits for the window's start (a grant that came early is
+//     held) and refuses to send after its end: the grant's way beyond the
+//     usual, the "sent" mark, a pause of the process, a fresh TLS dial all
+//     spend the one budget. A grant whose window is empty on arrival, or
+//     passed before the write, is not used; the request takes a fresh one at
+//     its place. The thresholds are learned, not set: the lead is the 90th
+//     percentile of the replica's last 64 times from D's bound to readiness;
+//     the shortest transit is that of the last 10 to 20 seconds, and grants
+//     whose windows were empty in a row for 250 ms (a network that got
+//     slower, not a pause) make the shortest of them the new one. The budget
+//     is half of the guard less maxCatchUp, given by the dispenser with each
+//     grant.
+//     Why this bounds the window at the API: the departures the dispenser
+//     spaces are (1 s + guard) / rate apart, and any rate + 1 of them span at
+//     least 1 s + guard - maxCatchUp. Each request leaves at most budget after
+//     its own, never before, so any rate + 1 departures span at least
+//     1 s + guard - maxCatchUp - budget = 1 s + budget; the other half of the
+//     guard absorbs the variation of the way from a replica to the API, and
+//     any difference between a network's two ways. The guard widens on 429,
+//     and the budget with it.
 //   - A guard that learns: a replica that gets HTTP 429 reports it, and the
 //     dispenser widens that enterprise's guard by GuardStep (25 ms; the answers
 //     of one crowded second count once), for the whole cluster; each 30 s
