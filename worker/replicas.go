@@ -38,52 +38,46 @@ func replicasBucket(replicas int) jetstream.KeyValueConfig {
 		History: 1, TTL: 15 * time.Second, Storage: jetstream.MemoryStorage, Replicas: replicas}
 }
 
-// heartbeat writes this replica's heartbeat every second into kv (opened by
-// setup), and counts the replicas every 5 s. The bucket is in memory: when a
-// write fails because NATS lost it (a restart of its server), it is created
-// again. Each write's outcome tells the server watch whether this replica's
-// NATS server still reaches a quorum (servermove.go).
+// heartbeat writes this replica's heartbeat every 5 s into kv (opened by
+// setup). The bucket is in memory: when a write fails because NATS lost it (a
+// restart of its server), it is created again. Beside it, the server watch
+// writes the last heartbeat again every second, its test of this replica's
+// NATS server (servermove.go).
 func (w *Worker) heartbeat(ctx context.Context, kv jetstream.KeyValue, replicas int) {
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	host, _ := os.Hostname()
 	key := "r." + hex.EncodeToString(b[:])
 	me := Replica{Name: w.opts.source + "/" + hex.EncodeToString(b[:]), Host: host, StartedAt: time.Now().UTC(), Concurrency: w.opts.concurrency}
-	var value atomic.Value // the last heartbeat, for a write through another server
-	watch := newServerWatch(w.nc, w.log, func(ctx context.Context, js jetstream.JetStream) error {
-		other, err := js.KeyValue(ctx, BucketReplicas)
+	var last atomic.Value // the last heartbeat
+	write := func(ctx context.Context, js jetstream.JetStream) error {
+		v, ok := last.Load().([]byte)
+		if !ok {
+			return nil
+		}
+		kv, err := js.KeyValue(ctx, BucketReplicas)
 		if err != nil {
 			return err
 		}
-		v, _ := value.Load().([]byte)
-		_, err = other.Put(ctx, key, v)
+		_, err = kv.Put(ctx, key, v)
 		return err
-	}, w.opts.metrics.ServerMoves.Inc)
-	tick := time.NewTicker(heartbeatEvery)
+	}
+	go newServerWatch(w.nc, w.log, write, w.opts.metrics.ServerMoves.Inc).run(ctx, w.js)
+	tick := time.NewTicker(5 * time.Second)
 	defer tick.Stop()
-	for n := 0; ; n++ {
+	for {
 		me.InFlight, me.Background = int(w.handling.Load()), len(w.slots.background)
 		me.Dispenser = w.limiter != nil && w.limiter.Stats().Dispensing
 		me.SeenAt = time.Now().UTC()
 		v, _ := json.Marshal(me)
-		value.Store(v)
-		wctx, cancel := context.WithTimeout(ctx, writeTimeout)
-		_, err := kv.Put(wctx, key, v)
-		cancel()
-		if err != nil && ctx.Err() == nil {
-			rctx, cancel := context.WithTimeout(ctx, writeTimeout)
-			if again, rerr := reopenBucket(rctx, w.js, replicasBucket(replicas), w.log); rerr == nil {
+		last.Store(v)
+		if _, err := kv.Put(ctx, key, v); err != nil && ctx.Err() == nil {
+			if again, rerr := reopenBucket(ctx, w.js, replicasBucket(replicas), w.log); rerr == nil {
 				kv = again
-				_, err = kv.Put(rctx, key, v)
+				_, _ = kv.Put(ctx, key, v)
 			}
-			cancel()
 		}
-		if ctx.Err() == nil {
-			watch.wrote(ctx, err)
-		}
-		if n%5 == 0 {
-			w.countReplicas(ctx, kv)
-		}
+		w.countReplicas(ctx, kv)
 		select {
 		case <-ctx.Done():
 			dctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -94,9 +88,6 @@ func (w *Worker) heartbeat(ctx context.Context, kv jetstream.KeyValue, replicas 
 		}
 	}
 }
-
-// heartbeatEvery: a replica's heartbeat, and the test of its NATS server.
-const heartbeatEvery = time.Second
 
 // Replicas lists the replicas alive (heartbeat in the last 15 s).
 func Replicas(ctx context.Context, js jetstream.JetStream) ([]Replica, error) {

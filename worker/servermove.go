@@ -16,8 +16,8 @@ import (
 // connected: nats.go sees nothing wrong, and a replica on it can neither write
 // a record nor settle a command until the network heals, while the commands it
 // holds wait for their ack wait to run out before the other replicas get them.
-// So each replica watches its own JetStream writes (its heartbeat, once a
-// second, needs a quorum of the bucket's servers): when they have failed for
+// So each replica watches its own JetStream writes (its last heartbeat written
+// again once a second, which needs a quorum of the bucket's servers): when they have failed for
 // a while, it tries the same write through each other server of its list, and
 // moves its connection (a forced reconnect) when one of them succeeds. A
 // cluster without a quorum anywhere (an election, most servers down) fails
@@ -57,6 +57,26 @@ func newServerWatch(nc *nats.Conn, log zerolog.Logger, write func(context.Contex
 	return &serverWatch{nc: nc, log: log, write: write, moved: moved, lastOK: time.Now(), backoff: moveBackoff}
 }
 
+// run writes through this replica's connection every second until ctx ends.
+func (s *serverWatch) run(ctx context.Context, js jetstream.JetStream) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		wctx, cancel := context.WithTimeout(ctx, writeTimeout)
+		err := s.write(wctx, js)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		s.wrote(ctx, err)
+	}
+}
+
 // wrote records a heartbeat write's outcome; after writeLost of failures it
 // tests the other servers in the background.
 func (s *serverWatch) wrote(ctx context.Context, err error) {
@@ -74,6 +94,8 @@ func (s *serverWatch) wrote(ctx context.Context, err error) {
 	if !lost || s.nc.Status() != nats.CONNECTED || len(s.nc.Servers()) < 2 || !s.testing.CompareAndSwap(false, true) {
 		return
 	}
+	s.log.Warn().Str("server", s.nc.ConnectedServerName()).Dur("failingFor", since.Round(100*time.Millisecond)).AnErr("cause", err).
+		Msg("JetStream writes failing through this NATS server; trying the others")
 	go func() {
 		defer s.testing.Store(false)
 		s.tryOthers(ctx, since, err)
