@@ -290,3 +290,21 @@ func formatFloat(f float64) string {
 	b, _ := json.Marshal(f)
 	return string(b)
 }
+
+// WorkersOnNode lists the indexes of the running workers connected to NATS
+// node i.
+func (h *Harness) WorkersOnNode(i int) []int {
+	byPid := map[int]int{}
+	var pids []int
+	for _, w := range h.Workers {
+		if pid := w.Pid(); pid != 0 {
+			byPid[pid] = w.Index
+			pids = append(pids, pid)
+		}
+	}
+	var out []int
+	for _, pid := range clientsOf(h.NATS.Nodes[i].ClientPort, pids) {
+		out = append(out, byPid[pid])
+	}
+	return out
+}

@@ -17,12 +17,7 @@ var (
 // knownFailures are the scenarios that fail on the current code, with the reason.
 // They are skipped unless -known-failures is given. Remove a line when its fix
 // lands.
-var knownFailures = map[string]string{
-	"TestClusterPartition": "with the commands stream's leader cut off, the majority side sometimes creates nothing " +
-		"until the heal (seen once in four runs: its two workers stopped pulling after a leadership change with every " +
-		"slot taken, as when no rate-limit grant comes; the dispenser's lease or a bucket leader on the cut-off node is " +
-		"the suspect)",
-}
+var knownFailures = map[string]string{}
 
 // knownFailure skips the scenario when it is a known failure and
 // -known-failures is not given.

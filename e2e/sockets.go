@@ -45,3 +45,31 @@ func socketOwner(addr string, pids []int) (int, error) {
 	}
 	return 0, fmt.Errorf("no process of %v holds %s", pids, addr)
 }
+
+// clientsOf lists which of pids hold an established loopback TCP connection
+// to port (a NATS node's client port, say). Linux only, as socketOwner.
+func clientsOf(port int, pids []int) []int {
+	b, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		return nil
+	}
+	remote := fmt.Sprintf("0100007F:%04X", port)
+	want := map[string]bool{}
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) >= 10 && f[2] == remote && f[3] == "01" && f[9] != "0" {
+			want["socket:["+f[9]+"]"] = true
+		}
+	}
+	var out []int
+	for _, pid := range pids {
+		fds, _ := filepath.Glob(fmt.Sprintf("/proc/%d/fd/*", pid))
+		for _, fd := range fds {
+			if l, err := os.Readlink(fd); err == nil && want[l] {
+				out = append(out, pid)
+				break
+			}
+		}
+	}
+	return out
+}

@@ -259,10 +259,40 @@ type claim struct {
 // back.
 func (s *idempotency) begin(ctx context.Context, ref commandRef, known commandRecord, knownRev uint64) (before commandRecord, c claim, err error) {
 	rec, rev, err := s.apply(ctx, ref, &known, knownRev, beginCall(leases{call: s.grantWait + s.lease}, &before))
+	if err != nil && !isTransitionRefusal(err) && !rec.PendingUntil.IsZero() {
+		// The write's answer was lost (the bucket's leader changing, a
+		// partition healing): it may have been stored. A record that holds
+		// this very claim is this call's; without this look, every later
+		// attempt would wait for it to lapse.
+		if r, rrev, ok := s.ownWrite(ctx, ref, rec.Attempts, rec.PendingUntil); ok {
+			return before, claim{until: r.PendingUntil, attempt: r.Attempts, record: r, rev: rrev}, nil
+		}
+	}
 	if err != nil {
 		return before, claim{}, err
 	}
 	return before, claim{until: rec.PendingUntil, attempt: rec.Attempts, record: rec, rev: rev}, nil
+}
+
+// ownWrite reads the record back, asking again for a few seconds while it
+// cannot be read, and reports whether it holds the claim for attempt until
+// then (begin's write, whose answer was lost, was stored).
+func (s *idempotency) ownWrite(ctx context.Context, ref commandRef, attempt int, until time.Time) (commandRecord, uint64, bool) {
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for delay := 100 * time.Millisecond; ; delay = min(2*delay, time.Second) {
+		gctx, gcancel := context.WithTimeout(rctx, 2*time.Second)
+		r, rev, err := s.get(gctx, ref)
+		gcancel()
+		if err == nil {
+			return r, rev, rev != 0 && ownClaim(&r, attempt, until)
+		}
+		select {
+		case <-rctx.Done():
+			return commandRecord{}, 0, false
+		case <-time.After(delay):
+		}
+	}
 }
 
 // markSent records that the claim's request may go out. It is written before

@@ -23,6 +23,9 @@ type Metrics struct {
 	LaneMoves    *prometheus.CounterVec
 	Retries      *prometheus.CounterVec // by disposition
 	Redeliveries prometheus.Counter
+	// ServerMoves: forced reconnects away from a NATS server that could not
+	// write to JetStream while another could (servermove.go).
+	ServerMoves prometheus.Counter
 	// LimiterGrants: grants this replica received, by enterprise and priority.
 	LimiterGrants *prometheus.CounterVec
 	// LimiterBudget: each enterprise's configured calls per second (cluster-wide).
@@ -73,6 +76,8 @@ func NewMetrics() *Metrics {
 			Help: "Commands put back for a later try, by reason."}, []string{"reason"}),
 		Redeliveries: prometheus.NewCounter(prometheus.CounterOpts{Name: "xygroup_redeliveries_total",
 			Help: "Command deliveries after the first."}),
+		ServerMoves: prometheus.NewCounter(prometheus.CounterOpts{Name: "xygroup_nats_server_moves_total",
+			Help: "Reconnects to another NATS server because this replica's could not write to JetStream while another could."}),
 		LimiterGrants: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "xygroup_limiter_grants_total",
 			Help: "Rate-limiter grants received by this replica, by enterprise and priority; summed over replicas, the API calls."},
 			[]string{"enterprise", "priority"}),
@@ -112,7 +117,7 @@ func NewMetrics() *Metrics {
 	for _, p := range priorities {
 		m.LimiterWait.WithLabelValues(p.String())
 	}
-	r.MustRegister(m.LimiterGrants, m.LimiterBudget, m.LimiterGuard, m.LimiterMaxWindow, m.LimiterThrottled, m.Probes, m.ReleaseLatency, m.Cancels, m.Commands, m.APICalls, m.Attempts, m.LimiterWait, m.BreakerState, m.InFlight, m.Parked, m.LaneCommands, m.LaneMoves, m.Retries, m.Redeliveries)
+	r.MustRegister(m.LimiterGrants, m.LimiterBudget, m.LimiterGuard, m.LimiterMaxWindow, m.LimiterThrottled, m.Probes, m.ReleaseLatency, m.Cancels, m.Commands, m.APICalls, m.Attempts, m.LimiterWait, m.BreakerState, m.InFlight, m.Parked, m.LaneCommands, m.LaneMoves, m.Retries, m.Redeliveries, m.ServerMoves)
 	return m
 }
 

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"os"
 	"sort"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -39,13 +40,29 @@ func replicasBucket(replicas int) jetstream.KeyValueConfig {
 
 // heartbeat writes this replica's heartbeat every 5 s into kv (opened by
 // setup). The bucket is in memory: when a write fails because NATS lost it (a
-// restart of its server), it is created again.
+// restart of its server), it is created again. Beside it, the server watch
+// writes the last heartbeat again every second, its test of this replica's
+// NATS server (servermove.go).
 func (w *Worker) heartbeat(ctx context.Context, kv jetstream.KeyValue, replicas int) {
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	host, _ := os.Hostname()
 	key := "r." + hex.EncodeToString(b[:])
 	me := Replica{Name: w.opts.source + "/" + hex.EncodeToString(b[:]), Host: host, StartedAt: time.Now().UTC(), Concurrency: w.opts.concurrency}
+	var last atomic.Value // the last heartbeat
+	write := func(ctx context.Context, js jetstream.JetStream) error {
+		v, ok := last.Load().([]byte)
+		if !ok {
+			return nil
+		}
+		kv, err := js.KeyValue(ctx, BucketReplicas)
+		if err != nil {
+			return err
+		}
+		_, err = kv.Put(ctx, key, v)
+		return err
+	}
+	go newServerWatch(w.nc, w.log, write, w.opts.metrics.ServerMoves.Inc).run(ctx, w.js)
 	tick := time.NewTicker(5 * time.Second)
 	defer tick.Stop()
 	for {
@@ -53,6 +70,7 @@ func (w *Worker) heartbeat(ctx context.Context, kv jetstream.KeyValue, replicas 
 		me.Dispenser = w.limiter != nil && w.limiter.Stats().Dispensing
 		me.SeenAt = time.Now().UTC()
 		v, _ := json.Marshal(me)
+		last.Store(v)
 		if _, err := kv.Put(ctx, key, v); err != nil && ctx.Err() == nil {
 			if again, rerr := reopenBucket(ctx, w.js, replicasBucket(replicas), w.log); rerr == nil {
 				kv = again

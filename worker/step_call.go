@@ -58,11 +58,9 @@ func (p *pipeline) stepCall(ctx context.Context, a *attempt) (verdict, bool) {
 	terminal := outcome.Disposition == xylink.Done || outcome.Disposition == xylink.Terminal
 	if !terminal {
 		// Record that no call is in flight, and whether this one may have taken effect.
-		ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		if err := p.idem.end(ectx, d.ref(), a.claimed, outcome.Unknown, failureOf(outcome.Class, callErr)); err != nil {
-			log.Warn().Err(err).Msg("idempotency record not updated")
-		}
-		cancel()
+		p.releaseClaim(ctx, a, *log, func(ctx context.Context) error {
+			return p.idem.end(ctx, d.ref(), a.claimed, outcome.Unknown, failureOf(outcome.Class, callErr))
+		})
 		if ctx.Err() != nil {
 			return giveBack(), true // shutting down: another replica retries at once
 		}
@@ -96,11 +94,9 @@ func (p *pipeline) call(ctx context.Context, a *attempt) ([]xylink.Group, error)
 func (p *pipeline) notSent(ctx context.Context, a *attempt, held *xylink.GateError, callErr error) verdict {
 	d, del, log := a.d, a.del, a.log
 	a.done(xylink.Outcome{BreakerExcluded: true})
-	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if err := p.idem.abort(actx, d.ref(), a.claimed, held.Requests > 0); err != nil {
-		log.Warn().Err(err).Msg("idempotency record not updated")
-	}
+	p.releaseClaim(ctx, a, *log, func(ctx context.Context) error {
+		return p.idem.abort(ctx, d.ref(), a.claimed, held.Requests > 0)
+	})
 	switch {
 	case ctx.Err() != nil:
 		return giveBack() // shutting down: another replica takes it at once
@@ -122,6 +118,25 @@ func (p *pipeline) notSent(ctx context.Context, a *attempt, held *xylink.GateErr
 	// No grant within the bound: the limiter is saturated; try again soon.
 	p.metrics.Retries.WithLabelValues("limiter_wait").Inc()
 	return retryIn(100 * time.Millisecond)
+}
+
+// releaseClaim writes that the attempt's call is no longer in flight (its
+// end, or its abort when it was not sent), asking again while the commands
+// bucket has no leader (an election, a partition healing) for as long as the
+// claim would hold the command otherwise: every later attempt waits for the
+// claim to lapse, up to a minute. While stopping, for a few seconds.
+func (p *pipeline) releaseClaim(ctx context.Context, a *attempt, log zerolog.Logger, write func(context.Context) error) {
+	bound := max(a.claimed.until.Sub(p.now()), 5*time.Second)
+	if ctx.Err() != nil {
+		bound = 5 * time.Second
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), bound)
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(5*time.Second, cancel) }) // a drain cut short
+	defer stop()
+	if err := retrySettle(rctx, log, "idempotency record not updated", write); err != nil {
+		log.Warn().Err(err).Msg("idempotency record not updated; the command waits for its claim to lapse")
+	}
 }
 
 // noteTenant tracks tenants whose credentials were refused, for readiness.
