@@ -69,7 +69,7 @@ func TestClusterHoldsTheLimitAcrossReplicas(t *testing.T) {
 			})
 		}
 	}
-	// Kill whichever replica is the dispenser, half-way: its lease must expire
+	// Kill whichever replica is the enterprise's dispenser, half-way: its lease must expire
 	// before another one grants.
 	time.Sleep(4 * time.Second) // a point in the run, not a condition
 	// The dispenser of the moment; between two (a renewal late on a loaded
@@ -77,7 +77,7 @@ func TestClusterHoldsTheLimitAcrossReplicas(t *testing.T) {
 	killed := -1
 	for end, _ := ctx.Deadline(); killed < 0 && time.Until(end) > time.Second; {
 		for i, r := range reps {
-			if killed < 0 && r.lim.Stats().Dispensing {
+			if killed < 0 && r.lim.Dispenses(wt.Enterprise) {
 				r.cancel()
 				killed = i
 			}
@@ -184,11 +184,16 @@ func TestThrottledWidensTheGuardForTheCluster(t *testing.T) {
 	// so once a later report for another enterprise is in, so are these. A
 	// batch sent before the dispenser subscribed is lost: it is sent again
 	// (within GuardCooldown, which counts it once with the first).
+	// The marker is an enterprise of e's shard: the same dispenser.
+	marker := ""
+	for i := 0; marker == "" || ratelimit.ShardOf(marker, ratelimit.DefaultShards) != ratelimit.ShardOf("e", ratelimit.DefaultShards); i++ {
+		marker = fmt.Sprintf("marker-%d", i)
+	}
 	report := func(reps []*replica) {
 		waitForDispenser(t, reps)
 		in := func() bool {
 			for _, r := range reps {
-				if _, ok := r.lim.Guards()["marker"]; ok {
+				if _, ok := r.lim.Guards()[marker]; ok {
 					return true
 				}
 			}
@@ -201,7 +206,7 @@ func TestThrottledWidensTheGuardForTheCluster(t *testing.T) {
 			for range 5 {
 				reps[1].lim.Throttled("e")
 			}
-			reps[1].lim.Throttled("marker")
+			reps[1].lim.Throttled(marker)
 			for sent := time.Now(); !in() && time.Since(sent) < time.Second; {
 				time.Sleep(10 * time.Millisecond)
 			}
@@ -249,6 +254,7 @@ func TestThrottledWidensTheGuardForTheCluster(t *testing.T) {
 // waits: neither live commands nor replays.
 func TestProbesTakeAtMostTheirShare(t *testing.T) {
 	reps := startReplicas(t, 2, ratelimit.Options{})
+	waitForDispenser(t, reps)
 	ctx, stop := context.WithTimeout(context.Background(), 4*time.Second)
 	defer stop()
 	var probes, replays atomic.Int64

@@ -57,7 +57,7 @@ func (c *Cluster) Wait(ctx context.Context, enterpriseID string, p Priority, opt
 		body, _ := json.Marshal(req)
 		rctx, cancel := context.WithTimeout(ctx, c.opts.MaxQueueWait+2*time.Second)
 		c.requests.Add(1)
-		msg, sentAt, err := c.replies.request(rctx, c.nc, SubjectGrant, body, o.queued)
+		msg, sentAt, err := c.replies.request(rctx, c.nc, c.grantSubject(enterpriseID), body, o.queued)
 		cancel()
 		if err == nil {
 			var r grantReply
@@ -127,7 +127,8 @@ func (c *Cluster) spaceLocally(ctx context.Context, enterpriseID string) error {
 	}
 }
 
-// Throttled implements Limiter: every replica's grants for the enterprise slow down.
+// Throttled implements Limiter: every replica's grants for the enterprise slow
+// down (its shard's dispenser widens its guard).
 func (c *Cluster) Throttled(enterpriseID string) {
-	_ = c.nc.Publish(SubjectThrottled, []byte(enterpriseID))
+	_ = c.nc.Publish(c.throttledSubject(enterpriseID), []byte(enterpriseID))
 }
