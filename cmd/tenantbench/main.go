@@ -103,7 +103,7 @@ func numbers(name, list string) []int {
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond)) }
 
 type result struct {
-	clients, enterprises                     int
+	clients, enterprises            int
 	perSecond                       float64
 	gapP50, gapP99, minGap, waitP99 time.Duration
 	cores                           float64
