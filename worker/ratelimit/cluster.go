@@ -69,6 +69,8 @@ type Cluster struct {
 	// legacy: an earlier version's single dispenser holds the lease: grants
 	// are asked of it.
 	legacy atomic.Bool
+	// mismatch: the fence has another number of shards (logged once).
+	mismatch atomic.Bool
 	// forward: subscriptions that pass earlier versions' requests on to the
 	// shards' dispensers.
 	forward []*nats.Subscription

@@ -128,10 +128,14 @@ func (c *Cluster) isFence(e jetstream.KeyValueEntry) bool {
 		c.opts.Log.Info().Msg("rate-limit: the earlier version's dispenser is gone; grants come from the shards' dispensers")
 	}
 	if info.Shards != c.opts.Shards {
+		if c.mismatch.Swap(true) {
+			return false
+		}
 		c.opts.Log.Error().Int("cluster", info.Shards).Int("replica", c.opts.Shards).
 			Msg("rate-limit: this replica's number of shards differs from the cluster's; it takes no shard and gets no grant until they match")
 		return false
 	}
+	c.mismatch.Store(false)
 	return true
 }
 
