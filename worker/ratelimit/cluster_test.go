@@ -55,6 +55,8 @@ func TestClusterHoldsTheLimitAcrossReplicas(t *testing.T) {
 	defer stop()
 	var wg sync.WaitGroup
 	var calls atomic.Int64
+	var grantsMu sync.Mutex
+	var granted []time.Time // where the callers receive their grants
 	for ri, r := range reps {
 		for g := range 6 {
 			wg.Go(func() {
@@ -63,6 +65,9 @@ func TestClusterHoldsTheLimitAcrossReplicas(t *testing.T) {
 						return
 					}
 					calls.Add(1)
+					grantsMu.Lock()
+					granted = append(granted, time.Now())
+					grantsMu.Unlock()
 					_, _ = client.CreateGroups(context.Background(), wt.Enterprise,
 						&xylink.CreateGroupsRequest{MeetingRoomNumber: fmt.Sprintf("r%d-g%d-%d", ri, g, i)})
 				}
@@ -91,6 +96,10 @@ func TestClusterHoldsTheLimitAcrossReplicas(t *testing.T) {
 		killed, calls.Load(), e.MaxInWindow, st.ByAnswer["429"])
 	if killed < 0 {
 		t.Fatal("no replica was the dispenser")
+	}
+	slices.SortFunc(granted, func(a, b time.Time) int { return a.Compare(b) })
+	if w := sandbox.MaxInWindow(granted, time.Second); w > 20 {
+		t.Errorf("%d grants in one sliding second where the callers received them, more than the rate", w)
 	}
 	if e.MaxInWindow > 20 || st.ByAnswer["429"] != 0 {
 		t.Fatalf("the limit broke: %d requests in one sliding second, %d answers 429", e.MaxInWindow, st.ByAnswer["429"])
