@@ -72,8 +72,7 @@ func (w *Worker) updateParkedGauge(ctx context.Context) {
 		for ent, g := range w.limiter.Guards(w.tenantIDs...) {
 			w.opts.metrics.LimiterGuard.WithLabelValues(ent).Set(g.Seconds())
 		}
-		since, use := w.limiter.Use()
-		w.audited.export(w.opts.metrics, since, use, w.tenantIDs)
+		w.audited.export(w.opts.metrics, w.limiter.Use(), w.tenantIDs)
 	}
 }
 

@@ -1,39 +1,42 @@
 package worker
 
 import (
-	"time"
-
 	"github.com/xygroup/xygroup/worker/ratelimit"
 )
 
 // audited feeds the dispenser's own audit of the limit (ratelimit
-// EnterpriseInfo.MaxWindow1m and ThrottledTotal) to the metrics while this
-// replica dispenses: the max-window gauge is this replica's only then, and
-// the 429 counter grows by what the dispenser counted since the last look.
+// EnterpriseInfo.MaxWindow1m and ThrottledTotal) to the metrics for the
+// enterprises whose shard this replica dispenses: the max-window gauge is
+// this replica's only then, and the 429 counter grows by what the dispenser
+// counted since the last look.
 type audited struct {
-	since time.Time      // the dispenser whose counts seen holds
-	seen  map[string]int // its ThrottledTotal per enterprise, as last exported
+	seen map[string]ratelimit.Dispensed // per enterprise, as last exported
 }
 
-// export sets the metrics from the dispenser's use (ratelimit.Cluster.Use),
-// nil while this replica does not dispense.
-func (a *audited) export(m *Metrics, since time.Time, use map[string]ratelimit.EnterpriseInfo, known []string) {
+// export sets the metrics from the dispensers' use (ratelimit.Cluster.Use).
+func (a *audited) export(m *Metrics, use map[string]ratelimit.Dispensed, known []string) {
 	m.LimiterMaxWindow.Reset()
-	if use == nil {
+	if len(use) == 0 {
 		a.seen = nil
 		return
 	}
-	if !since.Equal(a.since) || a.seen == nil {
-		a.since, a.seen = since, map[string]int{}
+	if a.seen == nil {
+		a.seen = map[string]ratelimit.Dispensed{}
 	}
 	for _, ent := range known {
-		m.LimiterMaxWindow.WithLabelValues(ent).Set(0)
+		if _, ok := use[ent]; ok {
+			m.LimiterMaxWindow.WithLabelValues(ent).Set(0)
+		}
 	}
 	for ent, e := range use {
 		m.LimiterMaxWindow.WithLabelValues(ent).Set(float64(e.MaxWindow1m))
+		last, ok := a.seen[ent]
+		if !ok || !last.Since.Equal(e.Since) {
+			last = ratelimit.Dispensed{Since: e.Since} // a new dispenser counts from zero
+		}
 		// A count lower than the last one started again (the enterprise was
 		// idle a minute and forgotten): all of it is new.
-		if n := e.ThrottledTotal - a.seen[ent]; n > 0 {
+		if n := e.ThrottledTotal - last.ThrottledTotal; n > 0 {
 			m.LimiterThrottled.WithLabelValues(ent).Add(float64(n))
 		} else if n < 0 {
 			m.LimiterThrottled.WithLabelValues(ent).Add(float64(e.ThrottledTotal))
@@ -45,6 +48,6 @@ func (a *audited) export(m *Metrics, since time.Time, use map[string]ratelimit.E
 		}
 	}
 	for ent, e := range use {
-		a.seen[ent] = e.ThrottledTotal
+		a.seen[ent] = e
 	}
 }

@@ -30,6 +30,7 @@ type options struct {
 	recordTTL         time.Duration
 	breakerSettings   BreakerSettings
 	rateGuard         time.Duration
+	rateShards        int
 	noLanes           bool
 	maxLanes          int
 	maxLaneHandlers   int
@@ -118,6 +119,11 @@ func WithBreakerSettings(s BreakerSettings) Option { return func(o *options) { o
 // (default 25 ms): the allowance for varying delay between a grant and the call's
 // arrival at XYLink. See package ratelimit.
 func WithRateGuard(d time.Duration) Option { return func(o *options) { o.rateGuard = d } }
+
+// WithRateShards sets the cluster limiter's number of shards (default 16):
+// enterprises are spread over that many dispensers. Every replica of a
+// cluster must use the same number. See package ratelimit.
+func WithRateShards(n int) Option { return func(o *options) { o.rateShards = n } }
 
 // WithoutLanes makes every command wait for its grant in the replica's
 // pipeline, however crowded its tenant (tests, comparisons). By default a

@@ -412,7 +412,8 @@ func (w *Worker) setupParking(ctx, runCtx context.Context) error {
 	}
 	if w.p.limiter == nil {
 		lim, err := ratelimit.NewCluster(runCtx, w.nc, ratelimit.Options{Rate: w.opts.rateOf, Replicas: settings.Replicas,
-			Name: w.opts.source, Log: w.log, Guard: w.opts.rateGuard, ProbeShare: w.opts.probeShare})
+			Name: w.opts.source, Log: w.log, Guard: w.opts.rateGuard, ProbeShare: w.opts.probeShare,
+			Shards: w.opts.rateShards})
 		if err != nil {
 			return err
 		}

@@ -1,7 +1,7 @@
-// Command tenantbench measures the cluster-wide rate limiter's one dispenser
-// as the number of enterprises grows. For each step it starts a NATS server in
-// this process and 3 limiter clients (replicas) on their own connections; one
-// of them is elected dispenser. Every client runs callers for every enterprise
+// Command tenantbench measures the cluster-wide rate limiter's dispensers as
+// the numbers of enterprises and replicas grow. For each step it starts a NATS
+// server in this process and 1, 3 or 6 limiter clients (replicas) on their own
+// connections, and waits until every shard has a dispenser. Every client runs callers for every enterprise
 // (2 per enterprise per client), each always wanting a grant at the default
 // rate (20/s) and guard; a caller records the time Wait returns.
 //
@@ -18,8 +18,8 @@
 // the 3 clients and the callers); and the most grants any enterprise had in a
 // sliding second (the rate, 20, at most), and how many enterprises had more.
 //
-//	go run ./cmd/tenantbench                                  # about two minutes
-//	go run ./cmd/tenantbench -enterprises 100,2000 -duration 10s
+//	go run ./cmd/tenantbench                                  # about six minutes
+//	go run ./cmd/tenantbench -replicas 3 -enterprises 100,2000 -duration 10s
 package main
 
 import (
@@ -51,52 +51,59 @@ const (
 )
 
 func main() {
-	list := flag.String("enterprises", "10,100,500,1000,2000", "numbers of enterprises, one step each")
-	duration := flag.Duration("duration", 20*time.Second, "measured length of each step (after a 2 s warm-up)")
-	clients := flag.Int("clients", 3, "limiter clients (replicas)")
+	list := flag.String("enterprises", "10,100,500,1000,2000,5000,10000", "numbers of enterprises, one step each")
+	duration := flag.Duration("duration", 10*time.Second, "measured length of each step (after a 2 s warm-up)")
+	replicaList := flag.String("replicas", "1,3,6", "numbers of limiter clients (replicas), each with every step of -enterprises")
 	callers := flag.Int("callers", 2, "callers per enterprise per client, each always wanting a grant")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the last step to this file")
 	flag.Parse()
-	var steps []int
-	for _, f := range strings.Split(*list, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || n < 1 {
-			fmt.Fprintf(os.Stderr, "tenantbench: bad -enterprises %q\n", *list)
-			os.Exit(2)
-		}
-		steps = append(steps, n)
-	}
+	steps, clientSteps := numbers("enterprises", *list), numbers("replicas", *replicaList)
 	var results []result
-	for i, n := range steps {
-		profile := ""
-		if i == len(steps)-1 {
-			profile = *cpuProfile
+	for ci, clients := range clientSteps {
+		for i, n := range steps {
+			profile := ""
+			if ci == len(clientSteps)-1 && i == len(steps)-1 {
+				profile = *cpuProfile
+			}
+			r, err := step(n, clients, *callers, *duration, profile)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "tenantbench:", err)
+				os.Exit(1)
+			}
+			fmt.Fprintf(os.Stderr, "done: %d replicas, %d enterprises\n", clients, n)
+			results = append(results, r)
 		}
-		r, err := step(n, *clients, *callers, *duration, profile)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "tenantbench:", err)
-			os.Exit(1)
-		}
-		fmt.Fprintf(os.Stderr, "done: %d enterprises\n", n)
-		results = append(results, r)
 	}
 	spacing := time.Duration(float64(time.Second+guard) / rate)
-	fmt.Printf("%d clients, %d callers per enterprise per client, rate %.0f/s, guard %v (spacing %v), %v per step\n",
-		*clients, *callers, rate, guard, spacing, *duration)
+	fmt.Printf("%d callers per enterprise per client, rate %.0f/s, guard %v (spacing %v), %v per step\n",
+		*callers, rate, guard, spacing, *duration)
 	tw := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "enterprises\tgrants/s\t% of expected\tgap p50\tgap p99\tmin gap\twait p99\tCPU (cores)\tmax in 1 s window\tenterprises over 20\tlate grants unused")
+	fmt.Fprintln(tw, "replicas\tenterprises\tgrants/s\t% of expected\tgap p50\tgap p99\tmin gap\twait p99\tCPU (cores)\tmax in 1 s window\tenterprises over 20\tlate grants unused")
 	for _, r := range results {
 		expected := float64(r.enterprises) * rate / (1 + guard.Seconds())
-		fmt.Fprintf(tw, "%d\t%.0f\t%.1f%%\t%v\t%v\t%v\t%v\t%.2f\t%d\t%d\t%d\n", r.enterprises, r.perSecond, 100*r.perSecond/expected,
+		fmt.Fprintf(tw, "%d\t%d\t%.0f\t%.1f%%\t%v\t%v\t%v\t%v\t%.2f\t%d\t%d\t%d\n", r.clients, r.enterprises, r.perSecond, 100*r.perSecond/expected,
 			ms(r.gapP50), ms(r.gapP99), ms(r.minGap), r.waitP99.Round(time.Millisecond), r.cores, r.maxWindow, r.over, r.stale)
 	}
 	_ = tw.Flush()
 }
 
+func numbers(name, list string) []int {
+	var out []int
+	for _, f := range strings.Split(list, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			fmt.Fprintf(os.Stderr, "tenantbench: bad -%s %q\n", name, list)
+			os.Exit(2)
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond)) }
 
 type result struct {
-	enterprises                     int
+	clients, enterprises            int
 	perSecond                       float64
 	gapP50, gapP99, minGap, waitP99 time.Duration
 	cores                           float64
@@ -142,13 +149,9 @@ func step(n, clients, callers int, duration time.Duration, profile string) (resu
 		}
 		lims = append(lims, lim)
 	}
-	// Wait for the dispenser.
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		elected := false
-		for _, l := range lims {
-			elected = elected || l.Stats().Dispensing
-		}
-		if elected {
+	// Wait until every shard has a dispenser, spread over the clients.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if settled(lims) {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -223,7 +226,7 @@ func step(n, clients, callers int, duration time.Duration, profile string) (resu
 	stop()
 	wg.Wait()
 
-	res := result{enterprises: n, cores: cpu.Seconds() / duration.Seconds(), minGap: time.Hour, stale: stale}
+	res := result{clients: clients, enterprises: n, cores: cpu.Seconds() / duration.Seconds(), minGap: time.Hour, stale: stale}
 	var gaps []time.Duration
 	total := 0
 	for _, t := range tenants {
@@ -258,4 +261,15 @@ func step(n, clients, callers int, duration time.Duration, profile string) (resu
 		res.waitP99 = waits[len(waits)*99/100]
 	}
 	return res, nil
+}
+
+// settled: every shard is held, none by a client holding more than its share.
+func settled(lims []*ratelimit.Cluster) bool {
+	held, most := 0, 0
+	for _, l := range lims {
+		n := l.Stats().Shards
+		held += n
+		most = max(most, n)
+	}
+	return held == ratelimit.DefaultShards && most <= (ratelimit.DefaultShards+len(lims)-1)/len(lims)
 }

@@ -38,6 +38,7 @@ func workerCommand() *cli.Command {
 		&cli.DurationFlag{Name: "xylink-timeout", Value: 10 * time.Second, Usage: "bound on each XYLink API call", Sources: cli.EnvVars("XYLINK_TIMEOUT")},
 		&cli.DurationFlag{Name: "ack-wait", Value: 30 * time.Second, Usage: "AckWait of the consumer the worker creates (a dead replica's commands return after it)", Sources: cli.EnvVars("XYGROUP_ACK_WAIT")},
 		&cli.DurationFlag{Name: "rate-guard", Value: 25 * time.Millisecond, Usage: "allowance for varying delay between a grant and the call's arrival at XYLink; grants are (1 s + guard) / rate apart", Sources: cli.EnvVars("XYGROUP_RATE_GUARD")},
+		&cli.IntFlag{Name: "rate-shards", Value: 16, Usage: "dispensers the rate limiter spreads enterprises over (one lease each); every replica of a cluster must use the same number", Sources: cli.EnvVars("XYGROUP_RATE_SHARDS")},
 		&cli.DurationFlag{Name: "probe-max-interval", Value: 15 * time.Second, Usage: "longest wait between two probes of a meeting that has not started (shorter: faster start, more calls), unless many meetings wait (see --probe-share)", Sources: cli.EnvVars("XYGROUP_PROBE_MAX_INTERVAL")},
 		&cli.FloatFlag{Name: "probe-share", Value: 0.5, Usage: "share of each enterprise's rate that probes of waiting meetings may take (0 < share ≤ 1)", Sources: cli.EnvVars("XYGROUP_PROBE_SHARE")},
 		&cli.IntFlag{Name: "breaker-failures", Value: 5, Usage: "consecutive API failures, cluster-wide, that open a tenant's circuit breaker", Sources: cli.EnvVars("XYGROUP_BREAKER_FAILURES")},
@@ -169,6 +170,7 @@ func runWorker(ctx context.Context, cmd *cli.Command) error {
 		// would have timed out.
 		worker.WithCallLease(timeout+5*time.Second),
 		worker.WithRateGuard(cmd.Duration("rate-guard")),
+		worker.WithRateShards(cmd.Int("rate-shards")),
 		worker.WithProbeBackoff(worker.Backoff{Initial: min(5*time.Second, max(time.Second, cmd.Duration("probe-max-interval"))),
 			Max: max(time.Second, cmd.Duration("probe-max-interval"))}),
 		worker.WithProbeShare(cmd.Float("probe-share")),

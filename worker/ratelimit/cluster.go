@@ -4,44 +4,87 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
+	"sort"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 
 	"github.com/xygroup/xygroup/worker/jsconfig"
 )
 
-// Subjects and bucket of the cluster limiter.
+// Subjects and bucket of the cluster limiter. Grants are asked for on
+// SubjectGrant.<shards>.<shard> and rate-limit answers reported on
+// SubjectThrottled.<shards>.<shard> (see ShardOf); SubjectGrant and
+// SubjectThrottled themselves are where earlier versions, with one dispenser,
+// ask and report.
 const (
 	SubjectGrant     = "xygroup.limiter.grant"
 	SubjectThrottled = "xygroup.limiter.throttled"
 	Bucket           = "xygroup-limiter"
-	leaseKey         = "dispenser"
+	// legacyKey was the one dispenser's lease; it is now the fence that
+	// keeps an earlier version from being elected (see renewFence).
+	legacyKey = "dispenser"
+	// shardKeyPrefix + shard: a shard's lease; presenceKeyPrefix + id: a
+	// replica taking part in the election, rewritten every RenewEvery.
+	shardKeyPrefix    = "shard."
+	presenceKeyPrefix = "replica."
 )
 
-// Cluster is the cluster-wide limiter. Every replica runs one; one of them at a
-// time is the dispenser (see the package documentation).
+// ShardOf is the shard of an enterprise among shards: FNV-1a of its id,
+// modulo shards.
+func ShardOf(enterpriseID string, shards int) int {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(enterpriseID))
+	return int(h.Sum32() % uint32(max(shards, 1)))
+}
+
+func shardSubject(base string, shards, shard int) string {
+	return base + "." + strconv.Itoa(shards) + "." + strconv.Itoa(shard)
+}
+
+// Cluster is the cluster-wide limiter. Every replica runs one; each of the
+// Shards shards has one dispenser at a time, on whichever replica holds its
+// lease (see the package documentation).
 type Cluster struct {
 	nc   *nats.Conn
 	js   jetstream.JetStream
 	cfg  jetstream.KeyValueConfig // the bucket, as created (again) when missing
 	opts Options
+	id   string // names this replica's presence key
 
-	mu        sync.Mutex
-	kv        jetstream.KeyValue
-	disp      *dispenser
-	subs      []*nats.Subscription
-	lastRenew time.Time
-	// lastSeen: when this replica last saw a dispenser (its own lease written,
-	// another's lease present, or a grant received).
+	mu sync.Mutex
+	kv jetstream.KeyValue
+	// held: the shards this replica dispenses, by shard.
+	held map[int]*heldShard
+	// fenceAt: when this replica last sent a read of the fence that found it
+	// rewritten by this version since (see renewFence); no shard grants
+	// StopAfter after it.
+	fenceAt time.Time
+	// legacy: an earlier version's single dispenser holds the lease: grants
+	// are asked of it.
+	legacy atomic.Bool
+	// mismatch: the fence has another number of shards (logged once).
+	mismatch atomic.Bool
+	// forward: subscriptions that pass earlier versions' requests on to the
+	// shards' dispensers.
+	forward []*nats.Subscription
+	view    leaseView
+	// handovers: the state in quiet leases of shards this replica may take.
+	handovers map[int]handoverSeen
+	started   time.Time
+	// lastSeen: when this replica last saw a dispenser (the fence or an
+	// earlier version's lease present, or a grant received).
 	lastSeen time.Time
 	replies  replies
 	transit  transitTimes
 
-	staleGrants, requests, grantsSeen, renewals, elections atomic.Int64
+	staleGrants, requests, grantsSeen, renewals, elections, dispensedBefore atomic.Int64
 }
 
 // Stats counts this replica's limiter traffic.
@@ -49,22 +92,44 @@ type Stats struct {
 	Requests   int64 // grant requests sent (each a request and a reply on NATS)
 	Grants     int64 // grants received
 	Stale      int64 // grants received too late to use (see transitTimes), asked for again
-	Renewals   int64 // lease writes while dispenser
-	Dispensed  int64 // grants handed out while dispenser
-	Elections  int64 // times this replica became the dispenser
-	Dispensing bool
+	Renewals   int64 // shard lease writes
+	Dispensed  int64 // grants handed out while dispenser of a shard
+	Elections  int64 // times this replica took a shard
+	Dispensing bool  // this replica holds a shard
+	Shards     int   // the shards it holds
 }
 
 // Stats returns the counters.
 func (c *Cluster) Stats() Stats {
+	s := Stats{Requests: c.requests.Load(), Grants: c.grantsSeen.Load(), Stale: c.staleGrants.Load(), Renewals: c.renewals.Load(),
+		Elections: c.elections.Load(), Dispensed: c.dispensedBefore.Load()}
 	c.mu.Lock()
-	disp := c.disp
-	c.mu.Unlock()
-	s := Stats{Requests: c.requests.Load(), Grants: c.grantsSeen.Load(), Stale: c.staleGrants.Load(), Renewals: c.renewals.Load(), Elections: c.elections.Load()}
-	if disp != nil {
-		s.Dispensed, s.Dispensing = disp.granted.Load(), true
+	defer c.mu.Unlock()
+	for _, h := range c.held {
+		s.Dispensed += h.disp.granted.Load()
+		s.Shards++
 	}
+	s.Dispensing = s.Shards > 0
 	return s
+}
+
+// HeldShards returns the shards this replica dispenses, in order.
+func (c *Cluster) HeldShards() []int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]int, 0, len(c.held))
+	for n := range c.held {
+		out = append(out, n)
+	}
+	sort.Ints(out)
+	return out
+}
+
+// Dispenses reports whether this replica dispenses the enterprise's grants.
+func (c *Cluster) Dispenses(enterpriseID string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.held[ShardOf(enterpriseID, c.opts.Shards)] != nil
 }
 
 // NewCluster opens (creating when missing) the limiter's bucket and takes part
@@ -84,17 +149,21 @@ func NewCluster(ctx context.Context, nc *nats.Conn, opts Options) (*Cluster, err
 	for _, d := range diffs {
 		opts.Log.Warn().Str("bucket", Bucket).Str("difference", d).Msg("existing bucket differs from the default; left as configured")
 	}
-	c := &Cluster{nc: nc, js: js, cfg: cfg, kv: kv, opts: opts, lastSeen: time.Now()}
+	c := &Cluster{nc: nc, js: js, cfg: cfg, kv: kv, opts: opts, id: nuid.Next(), held: map[int]*heldShard{}, handovers: map[int]handoverSeen{},
+		started: time.Now(), lastSeen: time.Now()}
 	// Until its first grant, a replica's lead comes from its round trip to
 	// its NATS server.
 	if rtt, err := nc.RTT(); err == nil {
 		c.transit.seed(rtt)
 	}
+	// The first round before the first request: whether an earlier
+	// version's dispenser is the one to ask.
+	c.round(ctx)
 	go c.elect(ctx)
 	return c, nil
 }
 
-// ElectionTime bounds how long the cluster may be without a dispenser in an
+// ElectionTime bounds how long a shard may be without a dispenser in an
 // ordinary failover: the dead dispenser's lease expires (LeaseTTL after its
 // last renewal), the next election tick (RenewEvery) elects another, and
 // StopAfter leaves room for a slow round trip.
@@ -153,6 +222,7 @@ func (c *Cluster) reopen(parent context.Context) {
 	c.mu.Lock()
 	c.kv = kv
 	c.mu.Unlock()
+	c.view.restart()
 	c.opts.Log.Warn().Str("bucket", Bucket).Str("replica", c.opts.Name).
 		Msg("rate-limit bucket was missing (its NATS server restarted); created it again")
 }

@@ -55,6 +55,8 @@ func TestClusterHoldsTheLimitAcrossReplicas(t *testing.T) {
 	defer stop()
 	var wg sync.WaitGroup
 	var calls atomic.Int64
+	var grantsMu sync.Mutex
+	var granted []time.Time // where the callers receive their grants
 	for ri, r := range reps {
 		for g := range 6 {
 			wg.Go(func() {
@@ -63,13 +65,16 @@ func TestClusterHoldsTheLimitAcrossReplicas(t *testing.T) {
 						return
 					}
 					calls.Add(1)
+					grantsMu.Lock()
+					granted = append(granted, time.Now())
+					grantsMu.Unlock()
 					_, _ = client.CreateGroups(context.Background(), wt.Enterprise,
 						&xylink.CreateGroupsRequest{MeetingRoomNumber: fmt.Sprintf("r%d-g%d-%d", ri, g, i)})
 				}
 			})
 		}
 	}
-	// Kill whichever replica is the dispenser, half-way: its lease must expire
+	// Kill whichever replica is the enterprise's dispenser, half-way: its lease must expire
 	// before another one grants.
 	time.Sleep(4 * time.Second) // a point in the run, not a condition
 	// The dispenser of the moment; between two (a renewal late on a loaded
@@ -77,7 +82,7 @@ func TestClusterHoldsTheLimitAcrossReplicas(t *testing.T) {
 	killed := -1
 	for end, _ := ctx.Deadline(); killed < 0 && time.Until(end) > time.Second; {
 		for i, r := range reps {
-			if killed < 0 && r.lim.Stats().Dispensing {
+			if killed < 0 && r.lim.Dispenses(wt.Enterprise) {
 				r.cancel()
 				killed = i
 			}
@@ -91,6 +96,10 @@ func TestClusterHoldsTheLimitAcrossReplicas(t *testing.T) {
 		killed, calls.Load(), e.MaxInWindow, st.ByAnswer["429"])
 	if killed < 0 {
 		t.Fatal("no replica was the dispenser")
+	}
+	slices.SortFunc(granted, func(a, b time.Time) int { return a.Compare(b) })
+	if w := sandbox.MaxInWindow(granted, time.Second); w > 20 {
+		t.Errorf("%d grants in one sliding second where the callers received them, more than the rate", w)
 	}
 	if e.MaxInWindow > 20 || st.ByAnswer["429"] != 0 {
 		t.Fatalf("the limit broke: %d requests in one sliding second, %d answers 429", e.MaxInWindow, st.ByAnswer["429"])
@@ -184,11 +193,16 @@ func TestThrottledWidensTheGuardForTheCluster(t *testing.T) {
 	// so once a later report for another enterprise is in, so are these. A
 	// batch sent before the dispenser subscribed is lost: it is sent again
 	// (within GuardCooldown, which counts it once with the first).
+	// The marker is an enterprise of e's shard: the same dispenser.
+	marker := ""
+	for i := 0; marker == "" || ratelimit.ShardOf(marker, ratelimit.DefaultShards) != ratelimit.ShardOf("e", ratelimit.DefaultShards); i++ {
+		marker = fmt.Sprintf("marker-%d", i)
+	}
 	report := func(reps []*replica) {
 		waitForDispenser(t, reps)
 		in := func() bool {
 			for _, r := range reps {
-				if _, ok := r.lim.Guards()["marker"]; ok {
+				if _, ok := r.lim.Guards()[marker]; ok {
 					return true
 				}
 			}
@@ -201,7 +215,7 @@ func TestThrottledWidensTheGuardForTheCluster(t *testing.T) {
 			for range 5 {
 				reps[1].lim.Throttled("e")
 			}
-			reps[1].lim.Throttled("marker")
+			reps[1].lim.Throttled(marker)
 			for sent := time.Now(); !in() && time.Since(sent) < time.Second; {
 				time.Sleep(10 * time.Millisecond)
 			}
@@ -249,6 +263,7 @@ func TestThrottledWidensTheGuardForTheCluster(t *testing.T) {
 // waits: neither live commands nor replays.
 func TestProbesTakeAtMostTheirShare(t *testing.T) {
 	reps := startReplicas(t, 2, ratelimit.Options{})
+	waitForDispenser(t, reps)
 	ctx, stop := context.WithTimeout(context.Background(), 4*time.Second)
 	defer stop()
 	var probes, replays atomic.Int64

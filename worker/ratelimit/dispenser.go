@@ -253,12 +253,13 @@ func (d *dispenser) grantDue(active func() bool) time.Duration {
 			return 50 * time.Millisecond
 		}
 	}
-	// Enterprises idle for a minute (no grant, no 429) are forgotten; a look
-	// at every one, but once in ten seconds.
+	// Enterprises idle for a minute (no grant, no 429) are forgotten, once
+	// their guard is back at its floor (a widened guard is kept while it
+	// narrows); a look at every one, but once in ten seconds.
 	if now.Sub(d.swept) >= 10*time.Second {
 		d.swept = now
 		for id, q := range d.ents {
-			if q.waiting.Len() == 0 && now.After(q.nextAt.Add(time.Minute)) &&
+			if q.waiting.Len() == 0 && now.After(q.nextAt.Add(time.Minute)) && d.guard(q, now) <= d.opts.Guard &&
 				(len(q.throttled) == 0 || now.After(q.throttled[len(q.throttled)-1].Add(time.Minute))) {
 				delete(d.ents, id)
 			}
@@ -325,6 +326,58 @@ func (d *dispenser) serve(q *enterpriseQueue, active func() bool) bool {
 		}
 	}
 	return true
+}
+
+// Handover is an enterprise's learned guard as a shard's dispenser hands it
+// to the next: durations only (replicas' clocks differ), the guard above its
+// floor and how long ago it last changed (widened or narrowed), so that the
+// next dispenser narrows it on the same schedule and counts the cooldown of
+// the last widening.
+type Handover struct {
+	ExtraMs float64 `json:"extraMs"`
+	AgeMs   float64 `json:"ageMs"`
+}
+
+// handover is the state the next dispenser of the shard starts from: the
+// enterprises whose guard is above its floor. Spacing state (nextAt) is not
+// handed over: the next dispenser starts after this lease expired, more than
+// a second after this one's last grant, so no second holds grants of both.
+func (d *dispenser) handover() map[string]Handover {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	now := d.opts.Now()
+	var out map[string]Handover
+	for id, q := range d.ents {
+		if d.guard(q, now) <= d.opts.Guard {
+			continue
+		}
+		if out == nil {
+			out = map[string]Handover{}
+		}
+		out[id] = Handover{ExtraMs: float64(q.extra) / float64(time.Millisecond),
+			AgeMs: float64(max(now.Sub(q.changed), 0)) / float64(time.Millisecond)}
+	}
+	return out
+}
+
+// adopt starts from the state a shard's previous dispenser handed over.
+func (d *dispenser) adopt(state map[string]Handover) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	now := d.opts.Now()
+	for id, h := range state {
+		extra := min(time.Duration(h.ExtraMs*float64(time.Millisecond)), max(d.opts.GuardMax-d.opts.Guard, 0))
+		if extra <= 0 {
+			continue
+		}
+		q := d.ents[id]
+		if q == nil {
+			q = &enterpriseQueue{index: -1}
+			d.ents[id] = q
+		}
+		q.extra = extra
+		q.changed = now.Add(-max(time.Duration(h.AgeMs*float64(time.Millisecond)), 0))
+	}
 }
 
 // stop ends the dispenser; waiting requesters are told to ask again.

@@ -2,26 +2,63 @@
 // a second by default) for the whole cluster of workers, built on the NATS
 // cluster they already use.
 //
-// # Design: one elected dispenser
+// # Design: an elected dispenser per shard
 //
 // XYLink counts requests per enterprise in any sliding second. A limiter per
 // replica breaks that as soon as a second replica runs, and a static split (20/N)
 // wastes the budget whenever the backlog sits on one replica. Compare-and-swap
 // on a shared "theoretical arrival time" (GCRA) costs two round trips a grant and
-// its conflicts grow with the number of contenders. So one replica at a time, the
-// dispenser, hands out every grant:
+// its conflicts grow with the number of contenders. So, for each enterprise, one
+// replica at a time, the dispenser of its shard, hands out every grant:
 //
-//   - Election: the dispenser holds the key "dispenser" of the xygroup-limiter
-//     bucket, whose entries expire LeaseTTL (3 s) after their last write. It renews
-//     every RenewEvery (500 ms) with compare-and-swap, and stops granting StopAfter
-//     (2 s) after its last successful renewal, measured on its own monotonic clock.
-//     Another replica can create the key only after it expired, at least a second
-//     after the old dispenser stopped, so two dispensers never grant at once, and
-//     the grants of the old one are more than a second old when the new one starts.
-//     Wall-clock differences between replicas play no part: only durations measured
-//     by each replica, and the server's expiry, count.
+//   - Shards: an enterprise belongs to shard FNV-1a(enterprise id) mod Shards
+//     (16). Each shard has its own lease and its own dispenser, which may be any
+//     replica: the grant work spreads over the replicas, and a failover moves the
+//     shards of one replica only. Every replica must use the same number of
+//     shards: it is part of the subjects (a replica with another number reaches
+//     no dispenser and gets no grant, rather than a second dispenser) and of the
+//     fence (below), and a replica whose number differs takes no shard.
+//   - Election: a shard's dispenser holds the key "shard.<n>" of the
+//     xygroup-limiter bucket, whose entries expire LeaseTTL (3 s) after their last
+//     write. It renews every RenewEvery (500 ms) with compare-and-swap, and stops
+//     granting StopAfter (1.5 s) after its last successful renewal was sent,
+//     measured on its own monotonic clock. Another replica can create the key
+//     only after it expired, at least a second after the old dispenser stopped, so
+//     two dispensers never grant for one enterprise at once, and the grants of the
+//     old one are more than a second old when the new one starts. Wall-clock
+//     differences between replicas play no part: only durations measured by each
+//     replica, and the server's expiry, count.
+//   - Spread: every replica writes "replica.<id>" every RenewEvery (it expires
+//     like the leases), and follows the bucket's keys (revisions only, not
+//     values). A replica takes a free shard (its lease missing, or unwritten for
+//     LeaseTTL) only while it holds fewer than ceil(Shards / live replicas), and
+//     hands one over each round while it holds more: it stops granting and
+//     writes the lease a last time, and the shard waits for the lease to expire.
+//     A replica starting takes no shard in its first round, so that replicas
+//     started together count each other. The leases cost Shards writes per
+//     RenewEvery cluster-wide (32 a second with 16 shards), the presence and
+//     fence two per replica.
+//   - State across failover: a shard's lease carries, per enterprise whose
+//     learned guard is above its floor, the guard's width above the floor and
+//     the time since it last changed (durations, not instants). A replica reads
+//     a lease once it has gone unwritten for StopAfter (its dispenser stopped),
+//     before it expires, and the shard's next dispenser starts from it: a
+//     failover does not start a new round of 429s. Queues are not handed over
+//     (their requesters are told to ask again, or time out and ask again), nor
+//     is spacing: the next dispenser starts more than a second after the old
+//     one's last grant, so no second holds grants of both.
+//   - Earlier versions: their single dispenser held the key "dispenser" and
+//     answered on xygroup.limiter.grant. That key is now a fence: every replica
+//     rewrites it each round (compare-and-swap), so no earlier version is elected
+//     while shards are dispensed, and shards stop granting StopAfter after the
+//     last read that saw the fence rewritten (an earlier version elected once the
+//     fence expired starts more than a second later). Earlier versions' requests
+//     and reports are passed on to the shards' dispensers. While an earlier
+//     version's dispenser holds the key, this version asks it for grants and
+//     takes no shard, until it stops.
 //   - Grants: a replica that needs one sends a request (enterprise, priority, rate)
-//     to xygroup.limiter.grant; the dispenser answers when the grant is due. Per
+//     to xygroup.limiter.grant.<shards>.<shard>; the dispenser answers when the
+//     grant is due. Per
 //     enterprise it spaces grants (1 s + Guard) / rate apart, so any window of
 //     1 s + Guard holds at most rate grants; the departure window below keeps
 //     that true at the API. The cost is the budget's Guard share: 20/s becomes
@@ -77,18 +114,19 @@
 //     The delay between grant and API varies more over a real network than on
 //     one host; the guard settles a little above that variation, at the cost
 //     of guard/(1 s + guard) of the budget. The guard in use is in the lease,
-//     so `xygroup status` and the metrics show it.
+//     so `xygroup status` and the metrics show it. An idle enterprise's queue
+//     state is forgotten after a minute, its guard only once back at its floor.
 //   - An audit: the dispenser keeps the departures it scheduled (each grant
 //     plus its request's lead) and writes in its lease, per enterprise, the
 //     most in any sliding second of the last minute, and the rate-limit
 //     answers reported to it (audit.go): `xygroup status`, the status page
 //     and the metrics show "max 20 of 20" from the one place that decides.
-//   - Failures: without a dispenser (none elected yet, NATS unreachable, the
-//     dispenser's node lost), requests get no answer and Wait keeps asking until
+//   - Failures: without a dispenser for the shard (none elected yet, NATS
+//     unreachable, the dispenser's node lost), requests get no answer and Wait keeps asking until
 //     its context ends: the limiter fails closed. No API call is made without a
 //     grant, so the limit holds; the budget is unused for the seconds an election
 //     takes (at most LeaseTTL).
 //
 // A grant costs one request and one reply on core NATS (no JetStream write), plus
-// the dispenser's two lease renewals a second.
+// each shard's two lease renewals a second.
 package ratelimit

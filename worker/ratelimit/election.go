@@ -4,133 +4,560 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math/rand/v2"
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// elect keeps trying to become the dispenser, and renews the lease while it is.
+// heldShard is a shard this replica dispenses.
+type heldShard struct {
+	n    int
+	disp *dispenser
+	subs []*nats.Subscription
+	rev  uint64
+	// lastRenew: when the last successful write of its lease was sent (not
+	// answered): the lease runs LeaseTTL from a moment after it.
+	lastRenew time.Time
+}
+
+// handoverSeen is a shard's handed-over state as read from its lease once
+// the lease went quiet, and the lease's revision then.
+type handoverSeen struct {
+	rev   uint64
+	state map[string]Handover
+}
+
+func shardKey(n int) string { return shardKeyPrefix + strconv.Itoa(n) }
+
+// elect takes part in the election of every shard's dispenser until ctx ends:
+// every RenewEvery it marks this replica present, renews the fence and the
+// leases it holds, and takes or hands over shards so that each replica holds
+// about Shards / (live replicas).
 func (c *Cluster) elect(ctx context.Context) {
 	tick := time.NewTicker(c.opts.RenewEvery)
 	defer tick.Stop()
-	var rev uint64
 	for {
-		value := c.leaseValue()
-		opCtx, cancel := context.WithTimeout(ctx, c.opts.RenewEvery)
-		kv := c.bucket()
-		if rev == 0 {
-			r, err := kv.Create(opCtx, leaseKey, value)
-			switch {
-			case err == nil:
-				rev = r
-				c.seen()
-				c.becomeDispenser(ctx)
-			case errors.Is(err, jetstream.ErrKeyExists):
-				c.seen() // another replica holds a live lease
-			default:
-				c.reopen(ctx)
-			}
-		} else {
-			r, err := kv.Update(opCtx, leaseKey, value, rev)
-			switch {
-			case err == nil:
-				rev = r
-				c.seen()
-				c.renewed()
-			case errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) ||
-				errors.Is(err, jetstream.ErrKeyNotFound):
-				rev = 0 // the lease expired and may be someone else's
-				c.stepDown("lease lost")
-			default:
-				// NATS briefly away: the dispenser stops by itself StopAfter
-				// after its last renewal. Or the bucket is gone.
-				c.reopen(ctx)
-			}
-		}
-		cancel()
 		select {
 		case <-ctx.Done():
-			c.stepDown("stopping")
+			c.stepDownAll("stopping", true)
+			c.view.stop()
+			c.unforward()
 			return
 		case <-tick.C:
 		}
-		if rev != 0 && !c.active() {
-			rev = 0
-			c.stepDown("lease not renewed in time")
+		c.round(ctx)
+	}
+}
+
+func (c *Cluster) round(ctx context.Context) {
+	kv := c.bucket()
+	c.view.ensure(ctx, kv, c.opts.LeaseTTL)
+	opCtx, cancel := context.WithTimeout(ctx, c.opts.RenewEvery)
+	defer cancel()
+	if _, err := kv.Put(opCtx, presenceKeyPrefix+c.id, []byte(c.opts.Name)); err != nil && ctx.Err() == nil {
+		c.reopen(ctx)
+	}
+	c.renewFence(opCtx, kv)
+	c.renewShards(opCtx, kv)
+	if !c.fenceOK() {
+		c.stepDownAll("the fence against earlier versions was not renewed in time", true)
+	}
+	c.forwardLegacy()
+	if ctx.Err() == nil {
+		c.rebalance(ctx, opCtx, kv)
+	}
+}
+
+// renewFence keeps the key of earlier versions' single dispenser taken, so
+// that none of them is elected while shards are dispensed. Every replica of
+// this version rewrites it each round (compare-and-swap; one write a round
+// wins). fenceAt becomes the time a read was sent that was followed by a
+// write of the fence: the fence then expires LeaseTTL after it at the
+// earliest, and shards stop granting StopAfter after it, so an earlier
+// version elected after the fence expired grants more than a second after the
+// last shard grant. While an earlier version's dispenser holds the key, this
+// replica asks it for grants and takes no shard.
+func (c *Cluster) renewFence(ctx context.Context, kv jetstream.KeyValue) {
+	sent := time.Now()
+	e, err := kv.Get(ctx, legacyKey)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		if _, err := kv.Create(ctx, legacyKey, c.fenceValue()); err == nil {
+			c.fenced(sent)
+		}
+		return
+	}
+	if err != nil {
+		return
+	}
+	if !c.isFence(e) {
+		return
+	}
+	_, err = kv.Update(ctx, legacyKey, c.fenceValue(), e.Revision())
+	if err == nil {
+		c.fenced(sent)
+		return
+	}
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {
+		// Another replica rewrote it after the read: if it is still this
+		// version's fence, it was written after sent.
+		if e2, err := kv.Get(ctx, legacyKey); err == nil && e2.Revision() > e.Revision() && c.isFence(e2) {
+			c.fenced(sent)
 		}
 	}
 }
 
-func (c *Cluster) leaseValue() []byte {
+// isFence reports whether the entry is this version's fence with this
+// replica's number of shards; otherwise it says so (and switches to an
+// earlier version's dispenser when that is what holds the key).
+func (c *Cluster) isFence(e jetstream.KeyValueEntry) bool {
+	var info LeaseInfo
+	_ = json.Unmarshal(e.Value(), &info)
+	if info.Shards == 0 {
+		if !c.legacy.Swap(true) {
+			c.opts.Log.Warn().Str("dispenser", info.Replica).
+				Msg("rate-limit: an earlier version's dispenser holds the lease; asking it for grants until it stops (see the upgrade notes)")
+		}
+		c.seen()
+		return false
+	}
+	if c.legacy.Swap(false) {
+		c.opts.Log.Info().Msg("rate-limit: the earlier version's dispenser is gone; grants come from the shards' dispensers")
+	}
+	if info.Shards != c.opts.Shards {
+		if c.mismatch.Swap(true) {
+			return false
+		}
+		c.opts.Log.Error().Int("cluster", info.Shards).Int("replica", c.opts.Shards).
+			Msg("rate-limit: this replica's number of shards differs from the cluster's; it takes no shard and gets no grant until they match")
+		return false
+	}
+	c.mismatch.Store(false)
+	return true
+}
+
+func (c *Cluster) fenceValue() []byte {
+	b, _ := json.Marshal(LeaseInfo{Replica: "sharded (" + strconv.Itoa(c.opts.Shards) + " shards)", Shards: c.opts.Shards})
+	return b
+}
+
+func (c *Cluster) fenced(sent time.Time) {
 	c.mu.Lock()
-	d := c.disp
+	if sent.After(c.fenceAt) {
+		c.fenceAt = sent
+	}
+	c.lastSeen = time.Now()
 	c.mu.Unlock()
-	info := LeaseInfo{Replica: c.opts.Name}
+}
+
+func (c *Cluster) fenceOK() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Since(c.fenceAt) < c.opts.StopAfter
+}
+
+// renewShards rewrites every held shard's lease, in parallel; a shard whose
+// lease was lost, or not renewed for StopAfter, stops.
+func (c *Cluster) renewShards(ctx context.Context, kv jetstream.KeyValue) {
+	c.mu.Lock()
+	hs := make([]*heldShard, 0, len(c.held))
+	for _, h := range c.held {
+		hs = append(hs, h)
+	}
+	c.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, h := range hs {
+		wg.Go(func() {
+			c.mu.Lock()
+			rev := h.rev
+			c.mu.Unlock()
+			value := c.leaseValue(h.n, h.disp)
+			sent := time.Now() // before the write: the lease runs from then at the earliest
+			r, err := kv.Update(ctx, shardKey(h.n), value, rev)
+			switch {
+			case err == nil:
+				c.renewals.Add(1)
+				c.mu.Lock()
+				h.rev, h.lastRenew = r, sent
+				c.mu.Unlock()
+			case errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) ||
+				errors.Is(err, jetstream.ErrKeyNotFound):
+				c.stepDown(h, "lease lost", false) // it expired and may be another's
+			}
+			// Otherwise NATS is briefly away: the shard stops by itself
+			// StopAfter after its last renewal.
+		})
+	}
+	wg.Wait()
+	for _, h := range hs {
+		c.mu.Lock()
+		late := time.Since(h.lastRenew) >= c.opts.StopAfter
+		c.mu.Unlock()
+		if late {
+			c.stepDown(h, "lease not renewed in time", false)
+		}
+	}
+}
+
+// rebalance hands over a shard while this replica holds more than its share,
+// ceil(Shards / live replicas), and takes free shards while it holds fewer.
+// A replica starting takes none in its first round, so that the replicas
+// starting with it are counted.
+func (c *Cluster) rebalance(ctx, opCtx context.Context, kv jetstream.KeyValue) {
+	if !c.fenceOK() || time.Since(c.started) < c.opts.RenewEvery || !c.view.isSynced() {
+		return
+	}
+	shards := c.opts.Shards
+	live := c.view.live(c.id, c.opts.LeaseTTL)
+	quota := (shards + live - 1) / live
+	c.mu.Lock()
+	held := len(c.held)
+	var last *heldShard
+	for _, h := range c.held {
+		if last == nil || h.n > last.n {
+			last = h
+		}
+	}
+	c.mu.Unlock()
+	if held > quota {
+		// One a round: each waits LeaseTTL for its next dispenser.
+		c.stepDown(last, "handed over: "+strconv.Itoa(live)+" replicas share the shards", true)
+		return
+	}
+	// The handed-over state of quiet leases, read before they expire.
+	for n := range shards {
+		rev, quiet := c.view.quiet(n, c.opts.StopAfter)
+		c.mu.Lock()
+		_, mine := c.held[n]
+		known := c.handovers[n].rev == rev
+		c.mu.Unlock()
+		if !quiet || mine || known {
+			continue
+		}
+		if e, err := kv.Get(opCtx, shardKey(n)); err == nil {
+			var info LeaseInfo
+			if json.Unmarshal(e.Value(), &info) == nil {
+				c.mu.Lock()
+				c.handovers[n] = handoverSeen{rev: e.Revision(), state: info.Handover}
+				c.mu.Unlock()
+			}
+		}
+	}
+	if held >= quota {
+		return
+	}
+	free := c.view.free(shards, c.opts.LeaseTTL)
+	rand.Shuffle(len(free), func(i, j int) { free[i], free[j] = free[j], free[i] })
+	for _, n := range free {
+		if held >= quota || opCtx.Err() != nil {
+			return
+		}
+		c.mu.Lock()
+		_, mine := c.held[n]
+		c.mu.Unlock()
+		if !mine && c.take(ctx, opCtx, kv, n) {
+			held++
+		}
+	}
+}
+
+// take tries to create the shard's lease and, when it did, dispenses its
+// grants, starting from the state its last dispenser handed over.
+func (c *Cluster) take(ctx, opCtx context.Context, kv jetstream.KeyValue, n int) bool {
+	d := newDispenser(c.opts)
+	c.mu.Lock()
+	ho := c.handovers[n]
+	c.mu.Unlock()
+	if lastRev, ok := c.view.revision(n); ok && ho.rev == lastRev {
+		d.adopt(ho.state)
+	}
+	sent := time.Now()
+	rev, err := kv.Create(opCtx, shardKey(n), c.leaseValue(n, d))
+	if err != nil {
+		return false
+	}
+	c.elections.Add(1) // before the first grant can be given
+	h := &heldShard{n: n, disp: d, rev: rev, lastRenew: sent}
+	c.mu.Lock()
+	c.held[n] = h
+	delete(c.handovers, n)
+	c.mu.Unlock()
+	grantSub, err1 := c.nc.Subscribe(shardSubject(SubjectGrant, c.opts.Shards, n), d.onRequest)
+	slowSub, err2 := c.nc.Subscribe(shardSubject(SubjectThrottled, c.opts.Shards, n), func(m *nats.Msg) { d.throttled(string(m.Data)) })
+	c.mu.Lock()
+	h.subs = []*nats.Subscription{grantSub, slowSub}
+	c.mu.Unlock()
+	if err1 != nil || err2 != nil {
+		c.stepDown(h, "subscribe failed", true)
+		return false
+	}
+	c.opts.Log.Info().Str("replica", c.opts.Name).Int("shard", n).Int("guards", len(ho.state)).
+		Msg("rate-limit dispenser: elected for a shard")
+	go d.run(ctx, c.shardActive(h))
+	return true
+}
+
+// shardActive: this replica may grant for the shard: its lease was renewed
+// less than StopAfter ago, so was the fence, and its connection is up. A
+// reply published while the connection is away waits in the client's
+// reconnect buffer and reaches the requester only after the reconnect,
+// together with every other one buffered meanwhile: a burst of grants, some
+// perhaps after another dispenser took over. So a disconnected dispenser
+// grants nothing (what it holds waits, or is told to ask again when it steps
+// down).
+func (c *Cluster) shardActive(h *heldShard) func() bool {
+	return func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.held[h.n] == h && time.Since(h.lastRenew) < c.opts.StopAfter &&
+			time.Since(c.fenceAt) < c.opts.StopAfter && c.nc.Status() == nats.CONNECTED
+	}
+}
+
+// stepDown stops dispensing the shard. With final, its lease is written once
+// more with the state handed over (the next dispenser takes it LeaseTTL
+// later, when the lease expires).
+func (c *Cluster) stepDown(h *heldShard, why string, final bool) {
+	c.mu.Lock()
+	if c.held[h.n] != h {
+		c.mu.Unlock()
+		return
+	}
+	delete(c.held, h.n)
+	subs, rev := h.subs, h.rev
+	c.mu.Unlock()
+	for _, s := range subs {
+		if s != nil {
+			_ = s.Unsubscribe()
+		}
+	}
+	h.disp.stop()
+	c.dispensedBefore.Add(h.disp.granted.Load())
+	if final {
+		ctx, cancel := context.WithTimeout(context.Background(), c.opts.RenewEvery)
+		_, _ = c.bucket().Update(ctx, shardKey(h.n), c.leaseValue(h.n, h.disp), rev)
+		cancel()
+	}
+	ev := c.opts.Log.Warn() // the lease lost or not renewed: worth a look
+	if final {
+		ev = c.opts.Log.Info() // a normal stop or hand-over: another replica takes over
+	}
+	ev.Str("replica", c.opts.Name).Int("shard", h.n).Str("why", why).Msg("rate-limit dispenser: stepped down")
+}
+
+func (c *Cluster) stepDownAll(why string, final bool) {
+	c.mu.Lock()
+	hs := make([]*heldShard, 0, len(c.held))
+	for _, h := range c.held {
+		hs = append(hs, h)
+	}
+	c.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, h := range hs {
+		wg.Go(func() { c.stepDown(h, why, final) })
+	}
+	wg.Wait()
+}
+
+// forwardLegacy passes the requests and reports of earlier versions' replicas
+// (on SubjectGrant and SubjectThrottled) on to the shards' dispensers while
+// the fence keeps those versions from dispensing; one replica of this
+// version forwards each (a queue group). The dispenser answers the requester
+// directly.
+func (c *Cluster) forwardLegacy() {
+	ok := c.fenceOK()
+	c.mu.Lock()
+	on := c.forward != nil
+	c.mu.Unlock()
+	switch {
+	case ok && !on:
+		const queue = "xygroup-limiter-forward"
+		shards := c.opts.Shards
+		g, err1 := c.nc.QueueSubscribe(SubjectGrant, queue, func(m *nats.Msg) {
+			var r grantRequest
+			if json.Unmarshal(m.Data, &r) != nil || m.Reply == "" {
+				return
+			}
+			_ = c.nc.PublishMsg(&nats.Msg{Subject: shardSubject(SubjectGrant, shards, ShardOf(r.Enterprise, shards)), Reply: m.Reply, Data: m.Data})
+		})
+		t, err2 := c.nc.QueueSubscribe(SubjectThrottled, queue, func(m *nats.Msg) {
+			_ = c.nc.Publish(shardSubject(SubjectThrottled, shards, ShardOf(string(m.Data), shards)), m.Data)
+		})
+		c.mu.Lock()
+		c.forward = []*nats.Subscription{g, t}
+		c.mu.Unlock()
+		if err1 != nil || err2 != nil {
+			c.unforward()
+		}
+	case !ok && on:
+		c.unforward()
+	}
+}
+
+func (c *Cluster) unforward() {
+	c.mu.Lock()
+	subs := c.forward
+	c.forward = nil
+	c.mu.Unlock()
+	for _, s := range subs {
+		if s != nil {
+			_ = s.Unsubscribe()
+		}
+	}
+}
+
+// grantSubject and throttledSubject: where this replica asks for the
+// enterprise's grants and reports its rate-limit answers.
+func (c *Cluster) grantSubject(enterpriseID string) string {
+	if c.legacy.Load() {
+		return SubjectGrant
+	}
+	return shardSubject(SubjectGrant, c.opts.Shards, ShardOf(enterpriseID, c.opts.Shards))
+}
+
+func (c *Cluster) throttledSubject(enterpriseID string) string {
+	if c.legacy.Load() {
+		return SubjectThrottled
+	}
+	return shardSubject(SubjectThrottled, c.opts.Shards, ShardOf(enterpriseID, c.opts.Shards))
+}
+
+func (c *Cluster) leaseValue(n int, d *dispenser) []byte {
+	info := LeaseInfo{Replica: c.opts.Name, Shard: n, Shards: c.opts.Shards}
 	if d != nil {
 		info.Since = d.since
 		info.Enterprises = d.use()
+		info.Handover = d.handover()
 		info.WindowsEnd = time.Unix(0, d.opts.Now().UnixNano()/int64(windowLength)*int64(windowLength)).UTC()
 	}
 	b, _ := json.Marshal(info)
 	return b
 }
 
-func (c *Cluster) renewed() {
-	c.renewals.Add(1)
-	c.mu.Lock()
-	c.lastRenew = time.Now()
-	c.mu.Unlock()
+// leaseView follows the bucket's keys (their revisions, not their values):
+// which replicas are present and when each shard's lease was last written,
+// as seen on this replica's clock.
+type leaseView struct {
+	mu     sync.Mutex
+	w      jetstream.KeyWatcher
+	synced bool
+	keys   map[string]keySeen
+	// last: when the watcher last delivered anything; this replica writes
+	// its presence every round, so a silent watcher is a broken one.
+	last time.Time
 }
 
-// active: this replica may grant: its lease was renewed less than StopAfter
-// ago, and its connection is up. A reply published while the connection is
-// away waits in the client's reconnect buffer and reaches the requester only
-// after the reconnect, together with every other one buffered meanwhile: a
-// burst of grants, some perhaps after another dispenser took over. So a
-// disconnected dispenser grants nothing (what it holds waits, or is told to ask
-// again when it steps down).
-func (c *Cluster) active() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.disp != nil && time.Since(c.lastRenew) < c.opts.StopAfter && c.nc.Status() == nats.CONNECTED
+type keySeen struct {
+	rev  uint64
+	at   time.Time
+	gone bool // deleted or purged
 }
 
-func (c *Cluster) becomeDispenser(ctx context.Context) {
-	c.elections.Add(1) // before the first grant can be given
-	d := newDispenser(c.opts)
-	c.mu.Lock()
-	c.lastRenew = time.Now()
-	c.disp = d
-	c.mu.Unlock()
-	grantSub, err1 := c.nc.Subscribe(SubjectGrant, d.onRequest)
-	slowSub, err2 := c.nc.Subscribe(SubjectThrottled, func(m *nats.Msg) { d.throttled(string(m.Data)) })
-	if err1 != nil || err2 != nil {
-		c.stepDown("subscribe failed")
+func (v *leaseView) ensure(ctx context.Context, kv jetstream.KeyValue, ttl time.Duration) {
+	v.mu.Lock()
+	broken := v.w != nil && time.Since(v.last) > 2*ttl
+	if v.w != nil && !broken {
+		v.mu.Unlock()
 		return
 	}
-	c.mu.Lock()
-	c.subs = []*nats.Subscription{grantSub, slowSub}
-	c.mu.Unlock()
-	c.opts.Log.Info().Str("replica", c.opts.Name).Msg("rate-limit dispenser: elected")
-	go d.run(ctx, c.active)
+	old := v.w
+	v.w, v.synced, v.keys, v.last = nil, false, map[string]keySeen{}, time.Now()
+	v.mu.Unlock()
+	if old != nil {
+		_ = old.Stop()
+	}
+	w, err := kv.WatchAll(ctx, jetstream.MetaOnly())
+	if err != nil {
+		return // the next round tries again
+	}
+	v.mu.Lock()
+	v.w = w
+	v.mu.Unlock()
+	go func() {
+		for e := range w.Updates() {
+			v.mu.Lock()
+			if v.w != w {
+				v.mu.Unlock()
+				return
+			}
+			v.last = time.Now()
+			if e == nil {
+				v.synced = true
+			} else {
+				v.keys[e.Key()] = keySeen{rev: e.Revision(), at: v.last, gone: e.Operation() != jetstream.KeyValuePut}
+			}
+			v.mu.Unlock()
+		}
+	}()
 }
 
-func (c *Cluster) stepDown(why string) {
-	c.mu.Lock()
-	d, subs := c.disp, c.subs
-	c.disp, c.subs = nil, nil
-	c.mu.Unlock()
-	if d == nil {
-		return
+// restart makes the next round watch again (the bucket was created again).
+func (v *leaseView) restart() {
+	v.mu.Lock()
+	v.last = time.Time{}
+	v.mu.Unlock()
+}
+
+func (v *leaseView) stop() {
+	v.mu.Lock()
+	w := v.w
+	v.w = nil
+	v.mu.Unlock()
+	if w != nil {
+		_ = w.Stop()
 	}
-	for _, s := range subs {
-		_ = s.Unsubscribe()
+}
+
+func (v *leaseView) isSynced() bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.w != nil && v.synced
+}
+
+// live counts the replicas present (written within ttl), this one included.
+func (v *leaseView) live(self string, ttl time.Duration) int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	n := 1
+	for k, s := range v.keys {
+		if len(k) > len(presenceKeyPrefix) && k[:len(presenceKeyPrefix)] == presenceKeyPrefix &&
+			k != presenceKeyPrefix+self && !s.gone && time.Since(s.at) < ttl {
+			n++
+		}
 	}
-	d.stop()
-	ev := c.opts.Log.Warn() // the lease lost or not renewed: worth a look
-	if why == "stopping" {
-		ev = c.opts.Log.Info() // a normal stop: another replica takes over
+	return n
+}
+
+// free lists the shards whose lease is missing or unwritten for ttl.
+func (v *leaseView) free(shards int, ttl time.Duration) []int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	var out []int
+	for n := range shards {
+		s, ok := v.keys[shardKey(n)]
+		if !ok || s.gone || time.Since(s.at) >= ttl {
+			out = append(out, n)
+		}
 	}
-	ev.Str("replica", c.opts.Name).Str("why", why).Msg("rate-limit dispenser: stepped down")
+	return out
+}
+
+// quiet reports a shard lease unwritten for d (its dispenser stopped
+// granting), and its revision.
+func (v *leaseView) quiet(n int, d time.Duration) (uint64, bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	s, ok := v.keys[shardKey(n)]
+	return s.rev, ok && !s.gone && time.Since(s.at) >= d
+}
+
+// revision is the shard lease's last revision seen.
+func (v *leaseView) revision(n int) (uint64, bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	s, ok := v.keys[shardKey(n)]
+	return s.rev, ok && !s.gone
 }

@@ -4,20 +4,33 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"sort"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// LeaseInfo is what the dispenser writes in its lease: who it is and, per
-// enterprise, its rate and the grants of the last ten seconds.
+// LeaseInfo is what a shard's dispenser writes in its lease: who it is and,
+// per enterprise, its rate and the grants of the last ten seconds. Dispenser
+// merges the shards' leases into one.
 type LeaseInfo struct {
 	Replica     string                    `json:"replica"`
 	Since       time.Time                 `json:"since"`
 	Enterprises map[string]EnterpriseInfo `json:"enterprises,omitempty"`
 	// WindowsEnd is when the enterprises' last complete ten-second window ended.
 	WindowsEnd time.Time `json:"windowsEnd,omitzero"`
+	// Shard and Shards: the lease's shard, of how many. (An earlier
+	// version's single dispenser writes no Shards.)
+	Shard  int `json:"shard,omitempty"`
+	Shards int `json:"shards,omitempty"`
+	// Handover: the state the shard's next dispenser starts from (the
+	// enterprises whose learned guard is above its floor).
+	Handover map[string]Handover `json:"handover,omitempty"`
+	// Dispensers (merged by Dispenser only): each replica's shards; Vacant:
+	// the shards without a dispenser.
+	Dispensers map[string][]int `json:"dispensers,omitempty"`
+	Vacant     []int            `json:"vacant,omitempty"`
 }
 
 // EnterpriseInfo is one enterprise's budget and use.
@@ -114,31 +127,40 @@ func (h *history) windows(now time.Time) (granted, throttled []int, end time.Tim
 	return granted, throttled, time.Unix(0, h.cur*int64(windowLength)).UTC()
 }
 
-// Guards returns each enterprise's guard now, while this replica dispenses
-// (nil otherwise): the enterprises it has seen, and the known ones it has
-// not, at the floor.
+// Guards returns each enterprise's guard now, for the shards this replica
+// dispenses (nil when none): the enterprises it has seen, and the known ones
+// of its shards it has not, at the floor.
 func (c *Cluster) Guards(known ...string) map[string]time.Duration {
 	c.mu.Lock()
-	d := c.disp
+	ds := make([]*dispenser, 0, len(c.held))
+	for _, h := range c.held {
+		ds = append(ds, h.disp)
+	}
 	c.mu.Unlock()
-	if d == nil {
+	if len(ds) == 0 {
 		return nil
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	now := d.opts.Now()
-	out := make(map[string]time.Duration, len(d.ents)+len(known))
+	out := map[string]time.Duration{}
 	for _, id := range known {
-		out[id] = d.opts.Guard
+		if c.Dispenses(id) {
+			out[id] = c.opts.Guard
+		}
 	}
-	for id, q := range d.ents {
-		out[id] = d.guard(q, now)
+	for _, d := range ds {
+		d.mu.Lock()
+		now := d.opts.Now()
+		for id, q := range d.ents {
+			out[id] = d.guard(q, now)
+		}
+		d.mu.Unlock()
 	}
 	return out
 }
 
-// Dispenser reads the current dispenser's lease: who dispenses, and each
-// enterprise's use of its budget. ok is false when there is none.
+// Dispenser reads the dispensers' leases, merged: who dispenses (Replica
+// names each replica and its number of shards, Dispensers their shards), and
+// each enterprise's use of its budget. ok is false when no shard has a
+// dispenser. From an earlier version's single dispenser, its lease as it is.
 func Dispenser(ctx context.Context, js jetstream.JetStream) (LeaseInfo, bool, error) {
 	kv, err := js.KeyValue(ctx, Bucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
@@ -147,18 +169,80 @@ func Dispenser(ctx context.Context, js jetstream.JetStream) (LeaseInfo, bool, er
 	if err != nil {
 		return LeaseInfo{}, false, err
 	}
-	e, err := kv.Get(ctx, leaseKey)
+	e, err := kv.Get(ctx, legacyKey)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return LeaseInfo{}, false, nil
 	}
 	if err != nil {
 		return LeaseInfo{}, false, err
 	}
-	var info LeaseInfo
-	if json.Unmarshal(e.Value(), &info) != nil {
-		info.Replica = string(e.Value())
+	var fence LeaseInfo
+	if json.Unmarshal(e.Value(), &fence) != nil {
+		fence.Replica = string(e.Value())
 	}
-	return info, true, nil
+	if fence.Shards == 0 {
+		return fence, true, nil
+	}
+	var leases []LeaseInfo
+	merged := LeaseInfo{Shards: fence.Shards, Enterprises: map[string]EnterpriseInfo{}, Dispensers: map[string][]int{}}
+	for n := range fence.Shards {
+		e, err := kv.Get(ctx, shardKey(n))
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			merged.Vacant = append(merged.Vacant, n)
+			continue
+		}
+		if err != nil {
+			return LeaseInfo{}, false, fmt.Errorf("rate-limit lease of shard %d: %w", n, err)
+		}
+		var info LeaseInfo
+		if json.Unmarshal(e.Value(), &info) != nil {
+			continue
+		}
+		leases = append(leases, info)
+		merged.Dispensers[info.Replica] = append(merged.Dispensers[info.Replica], n)
+		if merged.Since.IsZero() || info.Since.Before(merged.Since) {
+			merged.Since = info.Since
+		}
+		if info.WindowsEnd.After(merged.WindowsEnd) {
+			merged.WindowsEnd = info.WindowsEnd
+		}
+	}
+	if len(leases) == 0 {
+		return merged, false, nil
+	}
+	for _, info := range leases {
+		// Histories end at the latest window: one written just before a
+		// window's end moves one window on.
+		shift := int(merged.WindowsEnd.Sub(info.WindowsEnd) / windowLength)
+		for id, ent := range info.Enterprises {
+			if shift > 0 {
+				ent.Granted5m, ent.Throttled5m = shiftWindows(ent.Granted5m, shift), shiftWindows(ent.Throttled5m, shift)
+			}
+			merged.Enterprises[id] = ent
+		}
+	}
+	names := make([]string, 0, len(merged.Dispensers))
+	for name := range merged.Dispensers {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for i, name := range names {
+		if i > 0 {
+			merged.Replica += ", "
+		}
+		merged.Replica += fmt.Sprintf("%s (%d of %d shards)", name, len(merged.Dispensers[name]), merged.Shards)
+	}
+	return merged, true, nil
+}
+
+// shiftWindows moves windows k on: the oldest k drop out, k empty ones (not
+// counted yet) come last.
+func shiftWindows(w []int, k int) []int {
+	if len(w) == 0 {
+		return w
+	}
+	k = min(k, len(w))
+	return append(append([]int(nil), w[k:]...), make([]int, k)...)
 }
 
 // use reports each enterprise's rate and recent grants.
@@ -215,15 +299,28 @@ func (d *dispenser) use() map[string]EnterpriseInfo {
 // in the lease (about 100 bytes each).
 const HistoryEnterprises = 50
 
-// Use is each enterprise's use as this replica's dispenser counts it (what
-// it writes in its lease), and since when it dispenses; nil while this
-// replica does not dispense.
-func (c *Cluster) Use() (since time.Time, use map[string]EnterpriseInfo) {
+// Dispensed is an enterprise's use as its shard's dispenser on this replica
+// counts it (what it writes in its lease), and since when that dispenser
+// dispenses: a new one counts again from zero.
+type Dispensed struct {
+	Since time.Time
+	EnterpriseInfo
+}
+
+// Use is the use of every enterprise whose shard this replica dispenses
+// (empty while it dispenses none).
+func (c *Cluster) Use() map[string]Dispensed {
 	c.mu.Lock()
-	d := c.disp
-	c.mu.Unlock()
-	if d == nil {
-		return time.Time{}, nil
+	ds := make([]*dispenser, 0, len(c.held))
+	for _, h := range c.held {
+		ds = append(ds, h.disp)
 	}
-	return d.since, d.use()
+	c.mu.Unlock()
+	out := map[string]Dispensed{}
+	for _, d := range ds {
+		for id, e := range d.use() {
+			out[id] = Dispensed{Since: d.since, EnterpriseInfo: e}
+		}
+	}
+	return out
 }

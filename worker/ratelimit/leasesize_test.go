@@ -13,7 +13,7 @@ import (
 // however many tenants there are.
 func TestLeaseHistoryStaysSmallWithManyTenants(t *testing.T) {
 	now := time.Date(2026, 11, 26, 12, 0, 5, 0, time.UTC)
-	build := func(n int, busy, throttled bool) *Cluster {
+	build := func(n int, busy, throttled bool) shardLease {
 		d := newDispenser(Options{})
 		d.opts.defaults()
 		d.opts.Now = func() time.Time { return now }
@@ -36,12 +36,11 @@ func TestLeaseHistoryStaysSmallWithManyTenants(t *testing.T) {
 			// enterprise ids as XYLink gives them: 40 hex characters
 			d.ents[fmt.Sprintf("%040x", i)] = q
 		}
-		c := &Cluster{opts: Options{Name: "xygroup-worker-7d9c6b5f4-abcde"}, disp: d}
-		return c
+		return shardLease{&Cluster{opts: Options{Name: "xygroup-worker-7d9c6b5f4-abcde", Shards: 1}}, d}
 	}
-	withoutHistory := func(c *Cluster) int {
+	withoutHistory := func(c shardLease) int {
 		var info LeaseInfo
-		_ = json.Unmarshal(c.leaseValue(), &info)
+		_ = json.Unmarshal(c.value(), &info)
 		for id, e := range info.Enterprises {
 			e.Granted5m, e.Throttled5m = nil, nil
 			info.Enterprises[id] = e
@@ -55,11 +54,11 @@ func TestLeaseHistoryStaysSmallWithManyTenants(t *testing.T) {
 		name            string
 		busy, throttled bool
 	}{{"one grant", false, false}, {"busy", true, false}, {"busy+429s", true, true}} {
-		one, two := len(build(1, tc.busy, tc.throttled).leaseValue()), len(build(2, tc.busy, tc.throttled).leaseValue())
+		one, two := len(build(1, tc.busy, tc.throttled).value()), len(build(2, tc.busy, tc.throttled).value())
 		per := two - one
 		c := build(2000, tc.busy, tc.throttled)
 		start := time.Now()
-		v := c.leaseValue()
+		v := c.value()
 		took := time.Since(start)
 		bare := withoutHistory(c)
 		t.Logf("%-10s: one tenant adds %d bytes; 2000 tenants: %d bytes (%d without history), built in %v holding the dispenser's lock",
@@ -72,3 +71,11 @@ func TestLeaseHistoryStaysSmallWithManyTenants(t *testing.T) {
 		}
 	}
 }
+
+// shardLease is one shard's dispenser and the replica writing its lease.
+type shardLease struct {
+	c *Cluster
+	d *dispenser
+}
+
+func (l shardLease) value() []byte { return l.c.leaseValue(0, l.d) }

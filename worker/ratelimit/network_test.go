@@ -58,18 +58,19 @@ func (l *slowLink) Dial(network, address string) (net.Conn, error) {
 func slowLinkSetup(t *testing.T, ctx context.Context) (disp, req *ratelimit.Cluster, link *slowLink) {
 	t.Helper()
 	srv := wt.StartNATS(t)
-	disp, err := ratelimit.NewCluster(ctx, wt.Connect(t, srv), ratelimit.Options{Name: "dispenser"})
+	// One shard: the first replica holds it, and keeps it.
+	disp, err := ratelimit.NewCluster(ctx, wt.Connect(t, srv), ratelimit.Options{Name: "dispenser", Shards: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitForDispenser(t, []*replica{{lim: disp}})
+	await(t, 10*time.Second, "a dispenser", func() bool { return disp.Stats().Dispensing })
 	link = &slowLink{}
 	nc, err := nats.Connect(srv.ClientURL(), nats.Name("requester"), nats.SetCustomDialer(link))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	req, err = ratelimit.NewCluster(ctx, nc, ratelimit.Options{Name: "requester"})
+	req, err = ratelimit.NewCluster(ctx, nc, ratelimit.Options{Name: "requester", Shards: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +162,7 @@ func TestLongQueueAskedAgainKeepsItsOrder(t *testing.T) {
 	defer cancel()
 	waitForDispenser(t, reps)
 	asker, prober := reps[0].lim, reps[1].lim
-	if asker.Stats().Dispensing {
+	if asker.Dispenses("lane") {
 		asker, prober = prober, asker
 	}
 	// One 429 seen: the dispenser spaces the enterprise's grants one guard

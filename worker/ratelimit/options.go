@@ -26,6 +26,11 @@ type Options struct {
 	ProbeShare float64
 	// MaxQueueWait: a request waiting longer is answered "ask again" [4 s].
 	MaxQueueWait time.Duration
+	// Shards: enterprises are spread over this many dispensers, each behind
+	// its own lease [16]. Every replica of a cluster must use the same number:
+	// a replica whose number differs from the cluster's takes no shard and
+	// gets no grant (see the package documentation).
+	Shards int
 	// Replicas of the bucket [1].
 	Replicas int
 	// Name of this replica, in the lease and logs.
@@ -34,6 +39,9 @@ type Options struct {
 	Now func() time.Time
 	Log zerolog.Logger
 }
+
+// DefaultShards is the number of shards when Options.Shards is not set.
+const DefaultShards = 16
 
 func (o *Options) defaults() {
 	if o.Rate == nil {
@@ -68,6 +76,9 @@ func (o *Options) defaults() {
 	}
 	if o.MaxQueueWait <= 0 {
 		o.MaxQueueWait = 4 * time.Second
+	}
+	if o.Shards <= 0 {
+		o.Shards = DefaultShards
 	}
 	if o.Replicas <= 0 {
 		o.Replicas = 1

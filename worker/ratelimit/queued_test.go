@@ -19,7 +19,7 @@ func TestQueuedRequestsAreGrantedInOrder(t *testing.T) {
 	defer cancel()
 	waitForDispenser(t, reps)
 	asker := reps[0].lim
-	if asker.Stats().Dispensing {
+	if asker.Dispenses("ordered") {
 		asker = reps[1].lim
 	}
 	other := reps[0].lim
@@ -80,17 +80,24 @@ func askInTurn(ctx context.Context, t *testing.T, lim *ratelimit.Cluster, enterp
 	return order
 }
 
+// waitForDispenser waits until every shard has a dispenser and the shards
+// are spread over the replicas (none holds more than its share), as they
+// stay while all run.
 func waitForDispenser(t *testing.T, reps []*replica) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
+		held, most := 0, 0
 		for _, r := range reps {
-			if r.lim.Stats().Dispensing {
-				return
-			}
+			n := len(r.lim.HeldShards())
+			held += n
+			most = max(most, n)
+		}
+		if held == ratelimit.DefaultShards && most <= (ratelimit.DefaultShards+len(reps)-1)/len(reps) {
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("no dispenser elected")
+			t.Fatalf("shards not all held and spread: %d held, at most %d on one replica", held, most)
 		}
 		time.Sleep(10 * time.Millisecond) // polling the election: no event to await
 	}

@@ -72,7 +72,7 @@ func (c *Cluster) Wait(ctx context.Context, enterpriseID string, p Priority, opt
 		body, _ := json.Marshal(req)
 		rctx, cancel := context.WithTimeout(ctx, c.opts.MaxQueueWait+2*time.Second)
 		c.requests.Add(1)
-		msg, sentAt, err := c.replies.request(rctx, c.nc, SubjectGrant, body, o.queued)
+		msg, sentAt, err := c.replies.request(rctx, c.nc, c.grantSubject(enterpriseID), body, o.queued)
 		cancel()
 		if err == nil {
 			recv := time.Now()
@@ -121,7 +121,8 @@ func (c *Cluster) Wait(ctx context.Context, enterpriseID string, p Priority, opt
 	}
 }
 
-// Throttled implements Limiter: every replica's grants for the enterprise slow down.
+// Throttled implements Limiter: every replica's grants for the enterprise slow
+// down (its shard's dispenser widens its guard).
 func (c *Cluster) Throttled(enterpriseID string) {
-	_ = c.nc.Publish(SubjectThrottled, []byte(enterpriseID))
+	_ = c.nc.Publish(c.throttledSubject(enterpriseID), []byte(enterpriseID))
 }
