@@ -10,7 +10,8 @@ import (
 type Options struct {
 	// Rate is each enterprise's calls per second [20].
 	Rate func(enterpriseID string) float64
-	// Guard widens the window grants are spaced over [25 ms]: grants are
+	// Guard widens the window grants are spaced over [25 ms; at least
+	// MinGuard]: grants are
 	// (1 s + guard) / rate apart, where guard starts here, its floor, and
 	// learns per enterprise: each rate-limit answer widens it by GuardStep
 	// (answers within GuardCooldown of a widening count once), and every
@@ -40,6 +41,11 @@ type Options struct {
 	Log zerolog.Logger
 }
 
+// MinGuard is the least Guard: half of what a guard leaves beyond
+// maxCatchUp is the departures' budget (see Departure), and a guard of
+// maxCatchUp or less would leave none, so that no grant could be used.
+const MinGuard = 5 * time.Millisecond
+
 // DefaultShards is the number of shards when Options.Shards is not set.
 const DefaultShards = 16
 
@@ -50,6 +56,7 @@ func (o *Options) defaults() {
 	if o.Guard <= 0 {
 		o.Guard = 25 * time.Millisecond
 	}
+	o.Guard = max(o.Guard, MinGuard)
 	if o.LeaseTTL <= 0 {
 		o.LeaseTTL = 3 * time.Second
 	}

@@ -37,8 +37,9 @@ type grantReply struct {
 	// way (see transit).
 	Queued int64 `json:"q,omitempty"`
 	// Budget: microseconds the request may leave after the departure the
-	// dispenser spaced (see Departure).
-	Budget int64 `json:"b,omitempty"`
+	// dispenser spaced (see Departure). Absent from an earlier version's
+	// grants only: a budget given, even 0, is the one to keep.
+	Budget *int64 `json:"b,omitempty"`
 }
 
 // defaultBudget is the departure budget when a reply names none (a
@@ -85,8 +86,8 @@ func (c *Cluster) Wait(ctx context.Context, enterpriseID string, p Priority, opt
 			c.grantsSeen.Add(1)
 			c.seen()
 			budget := defaultBudget
-			if r.Budget > 0 {
-				budget = time.Duration(r.Budget) * time.Microsecond
+			if r.Budget != nil {
+				budget = time.Duration(*r.Budget) * time.Microsecond
 			}
 			dep, usable := c.transit.window(&c.staleGrants, sentAt, recv, time.Duration(r.Queued)*time.Microsecond, lead, budget)
 			if !usable {

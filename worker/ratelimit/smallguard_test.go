@@ -13,11 +13,11 @@ import (
 	"github.com/xygroup/xygroup/xylink/sandbox"
 )
 
-// A guard as small as maxCatchUp (2 ms, accepted by --rate-guard) leaves
-// the departures no budget: every request must leave on its spaced
-// departure. Callers that use the whole window their grants give (half of
+// A guard as small as maxCatchUp (2 ms, accepted by --rate-guard) would
+// leave the departures no budget; it is raised to MinGuard (5 ms: a budget
+// of 1.5 ms). Callers that use the whole window their grants give (half of
 // them leave just before its end) must still put no more than 20 departures
-// in any sliding second.
+// in any sliding second, and no window may be wider than the budget.
 func TestSmallGuardGivesNoLatenessItCannotCover(t *testing.T) {
 	reps := startReplicas(t, 1, ratelimit.Options{Guard: 2 * time.Millisecond})
 	lim := reps[0].lim
@@ -63,6 +63,9 @@ func TestSmallGuardGivesNoLatenessItCannotCover(t *testing.T) {
 	slices.SortFunc(departed, func(a, b time.Time) int { return a.Compare(b) })
 	peak := sandbox.MaxInWindow(departed, time.Second)
 	t.Logf("%d departures, max %d in a sliding second; widest window %v", len(departed), peak, widest)
+	if budget := (ratelimit.MinGuard - 2*time.Millisecond) / 2; widest > budget {
+		t.Errorf("a window %v wide, more than the budget %v", widest, budget)
+	}
 	if peak > 20 {
 		t.Fatalf("%d departures in one sliding second (limit 20); windows up to %v wide with a 2 ms guard", peak, widest)
 	}
