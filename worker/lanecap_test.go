@@ -104,11 +104,16 @@ func laneTenants(t *testing.T, n int, rate float64) (*sandbox.Server, *xylink.Cl
 // startDispenser elects a dispenser of its own before the workers start, so
 // that a worker's stop does not move the grants' queue (which keeps the
 // order of requests, not across a new dispenser).
+//
+// It dispenses the one shard of a limiter of one shard (the workers must
+// use WithRateShards(1)): a tenant's order holds while its dispenser stays,
+// and with more shards than replicas, a replica that starts takes shards
+// over.
 func startDispenser(t *testing.T, srv *embedded.Server, rates map[string]float64) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	disp, err := ratelimit.NewCluster(ctx, wt.Connect(t, srv), ratelimit.Options{Name: "dispenser", Rate: func(ent string) float64 {
+	disp, err := ratelimit.NewCluster(ctx, wt.Connect(t, srv), ratelimit.Options{Name: "dispenser", Shards: 1, Rate: func(ent string) float64 {
 		if r, ok := rates[ent]; ok {
 			return r
 		}
@@ -216,7 +221,7 @@ func TestLanesSpreadOverReplicas(t *testing.T) {
 	sb, c, rates, ids := laneTenants(t, tenants, 1)
 	startDispenser(t, srv, rates)
 	js := wt.JetStream(t, wt.Connect(t, srv))
-	opts := []worker.Option{worker.WithRate(20, rates)}
+	opts := []worker.Option{worker.WithRate(20, rates), worker.WithRateShards(1)}
 	a := wt.StartWorker(t, srv, c, opts...)
 	wt.AwaitStream(t, js, worker.StreamCommands)
 	publishBacklog(t, js, ids, per)
@@ -248,7 +253,7 @@ func TestLaneHandedOverWhenItsReplicaStops(t *testing.T) {
 	sb, c, rates, ids := laneTenants(t, 1, 1)
 	startDispenser(t, srv, rates)
 	js := wt.JetStream(t, wt.Connect(t, srv))
-	opts := []worker.Option{worker.WithRate(20, rates)}
+	opts := []worker.Option{worker.WithRate(20, rates), worker.WithRateShards(1)}
 	a := wt.StartWorker(t, srv, c, opts...)
 	wt.AwaitStream(t, js, worker.StreamCommands)
 	publishBacklog(t, js, ids, per)

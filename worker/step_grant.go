@@ -65,7 +65,8 @@ func (p *pipeline) stepGrant(ctx context.Context, a *attempt) (verdict, bool) {
 				}
 				marked = false
 			}
-			a.departure = ratelimit.Departure{}
+			// a.departure holds the last grant, if any: the next is asked
+			// for at its place, so a lane keeps its order.
 			if err := p.awaitGrant(wctx, gctx, d, del, prio, &a.departure); err != nil {
 				if fresh && errors.Is(err, errNoGrantInTime) {
 					return errStaleGrant

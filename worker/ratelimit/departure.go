@@ -29,6 +29,10 @@ type Departure struct {
 	decided time.Time
 	t       *transitTimes
 	stale   *atomic.Int64 // the requester's Stats.Stale
+	// place is the grant's request's place in its dispenser's queue: a Wait
+	// given this Departure again (TakeDeparture) asks at that place, before
+	// the requests that came after it.
+	place Place
 }
 
 // Leave waits for From and reports ErrLate when By has passed. The time the

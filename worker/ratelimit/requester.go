@@ -67,6 +67,9 @@ func (c *Cluster) Wait(ctx context.Context, enterpriseID string, p Priority, opt
 	o := waitOptionsOf(opts)
 	defer o.queued() // not sent at all (ctx ended first): the next may ask
 	req := grantRequest{Enterprise: enterpriseID, Priority: p, Rate: c.opts.Rate(enterpriseID)}
+	if o.departure != nil {
+		req.Place = o.departure.place // a grant not used: asked again at its place
+	}
 	for {
 		lead := c.transit.currentLead()
 		req.Lead = lead.Microseconds()
@@ -97,6 +100,7 @@ func (c *Cluster) Wait(ctx context.Context, enterpriseID string, p Priority, opt
 				c.staleGrants.Add(1)
 				continue
 			}
+			dep.place = r.Place
 			if o.departure != nil {
 				*o.departure = dep
 				return nil

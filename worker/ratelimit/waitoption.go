@@ -13,7 +13,8 @@ type waitOptions struct {
 // has work to do before its request leaves (a "sent" mark), which spends the
 // same budget. It calls d.Leave once ready, and d.Check right before the
 // request is written; on ErrLate it does not send, and asks for another
-// grant. A Local limiter leaves d without bounds.
+// grant, with the same d: it is asked for at the first one's place, before
+// the requests sent after it. A Local limiter leaves d without bounds.
 func TakeDeparture(d *Departure) WaitOption {
 	return func(o *waitOptions) { o.departure = d }
 }
