@@ -92,8 +92,8 @@
 //     usual, the "sent" mark, a pause of the process, a fresh TLS dial all
 //     spend the one budget. A grant whose window is empty on arrival, or
 //     passed before the write, is not used; the request takes a fresh one at
-//     its place. The thresholds are learned, not set: the lead is the 90th
-//     percentile of the replica's last 64 times from D's bound to readiness;
+//     its place. The thresholds are learned, not set: the lead is the second
+//     longest of the replica's last 64 times from D's bound to readiness;
 //     the shortest transit is that of the last 10 to 20 seconds, and grants
 //     whose windows were empty in a row for 250 ms (a network that got
 //     slower, not a pause) make the shortest of them the new one. The budget

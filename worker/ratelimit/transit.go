@@ -19,10 +19,13 @@ import (
 //     an interval as wide as the grant's transit beyond base.
 //   - lead: the usual time from the latest the dispenser can have decided a
 //     grant to its request being ready to leave (the grant's way here, the
-//     "sent" mark, this process's scheduling): the 90th percentile of the
-//     last 64. A replica farther from NATS, or whose mark takes longer, has
-//     a longer one; requests carry it and the dispenser grants that much
-//     before the departure it spaces.
+//     "sent" mark, this process's scheduling): the second longest of the
+//     last 64, so that a busy host (a slow mark, a late wake-up) rarely
+//     spends a grant unused, and one pause does not set it. A longer lead
+//     costs no budget: a grant that is ready early waits for its departure.
+//     A replica farther from NATS, or whose mark takes longer, has a longer
+//     one; requests carry it and the dispenser grants that much before the
+//     departure it spaces.
 type transitTimes struct {
 	mu        sync.Mutex
 	since     time.Time
@@ -35,7 +38,7 @@ type transitTimes struct {
 
 	samples [leadSamples]time.Duration // readiness of the last grants, a ring
 	n       int                        // samples taken
-	lead    time.Duration              // the 90th percentile of samples, or seed before any
+	lead    time.Duration              // the second longest of the samples, or seed before any
 }
 
 const (
@@ -103,7 +106,7 @@ func (t *transitTimes) ready(took time.Duration) {
 	if t.n <= 8 || t.n%8 == 0 {
 		s := slices.Clone(t.samples[:min(t.n, leadSamples)])
 		slices.Sort(s)
-		t.lead = min(s[len(s)*9/10], maxLead)
+		t.lead = min(s[max(len(s)-2, 0)], maxLead)
 	}
 }
 

@@ -78,8 +78,9 @@ func TestSlowerNetworkBecomesTheBaseButNotTheLatestGrant(t *testing.T) {
 	}
 }
 
-// The lead is the 90th percentile of the last readiness samples: it follows
-// a slow phase up, and comes down again once the link recovered.
+// The lead is the second longest of the last readiness samples: it follows a
+// slow phase up, comes down again once the link recovered, and one pause
+// does not set it.
 func TestLeadFollowsReadiness(t *testing.T) {
 	var tr transitTimes
 	tr.seed(10 * time.Millisecond)
@@ -97,6 +98,13 @@ func TestLeadFollowsReadiness(t *testing.T) {
 	}
 	if got := tr.currentLead(); got != 3*time.Millisecond {
 		t.Fatalf("lead after recovery %v, want 3ms", got)
+	}
+	tr.ready(300 * time.Millisecond) // one pause
+	for range 7 {
+		tr.ready(3 * time.Millisecond)
+	}
+	if got := tr.currentLead(); got != 3*time.Millisecond {
+		t.Fatalf("lead after one pause %v, want 3ms", got)
 	}
 }
 
