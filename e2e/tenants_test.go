@@ -1,12 +1,14 @@
 package e2e
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"flag"
 	"fmt"
 	"net/http"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -20,6 +22,7 @@ import (
 var (
 	manyTenants   = flag.Int("tenants", 0, "TestManyTenants: tenants saturated at once (0: the scenario runs only with -long, at 10)")
 	tenantBacklog = flag.Int("tenant-backlog", 0, "TestManyTenants: commands per tenant (0: 400)")
+	tenantSlots   = flag.Int("tenant-concurrency", 0, "TestManyTenants: the workers' XYGROUP_CONCURRENCY (0: the default)")
 )
 
 // Tens of tenants, each at 20 requests/s with a backlog of its own, published
@@ -48,7 +51,11 @@ func TestManyTenants(t *testing.T) {
 		sum := sha256.Sum256(fmt.Appendf(nil, "e2e-many-tenants-%d", i))
 		tenants[i] = Tenant{ID: fmt.Sprintf("e2e-mt-%02d", i), Token: "e2e-token-mt-" + hex.EncodeToString(sum[:9]), Rate: 20}
 	}
-	h := New(t, Options{Nodes: 3, Workers: 3, Tenants: tenants, Seed: 61})
+	env := map[string]string{}
+	if *tenantSlots > 0 {
+		env["XYGROUP_CONCURRENCY"] = strconv.Itoa(*tenantSlots)
+	}
+	h := New(t, Options{Nodes: 3, Workers: 3, Tenants: tenants, Seed: 61, WorkerEnv: env})
 	per := make([][]Command, n)
 	for i, tn := range tenants {
 		per[i] = Commands("many-"+tn.ID, tn.ID, backlog)
@@ -68,6 +75,8 @@ func TestManyTenants(t *testing.T) {
 	// a fraction of it room, and fail on a stall (AwaitEnded's own timeout).
 	h.Events.AwaitEnded(IDs(cmds), time.Duration(backlog)*time.Second/2+5*time.Minute)
 	cpu1 := h.cpuTimes()
+	metrics := h.workerMetrics("xygroup_limiter_grants_total", "xygroup_lane_moves_total", "xygroup_retries_total",
+		"xygroup_limiter_wait_seconds_sum", "xygroup_limiter_wait_seconds_count")
 
 	arrivals := h.Proxy.Arrivals()
 	var first, last time.Time
@@ -140,14 +149,33 @@ func TestManyTenants(t *testing.T) {
 	for _, b := range buckets {
 		timeline = append(timeline, fmt.Sprintf("%.0f", float64(b)/5))
 	}
-	h.Note("MANY TENANTS: %d tenants × %d commands at 20/s each (%.2f/s with the guard), 3 workers, 3 NATS nodes; per tenant:\n"+
+	h.Note("MANY TENANTS: %d tenants × %d commands at 20/s each (%.2f/s with the guard), 3 workers (concurrency %s), 3 NATS nodes; per tenant:\n"+
 		"    %-10s %9s %8s %6s %9s %8s %8s %6s %5s\n    %s",
-		n, backlog, own, "tenant", "commands", "created", "calls", "created/s", "of rate", "span", "max/s", "429",
+		n, backlog, own, cmp.Or(env["XYGROUP_CONCURRENCY"], "default"), "tenant", "commands", "created", "calls", "created/s", "of rate", "span", "max/s", "429",
 		strings.Join(lines, "\n    "))
 	h.Note("MANY TENANTS: sum %.1f created/s over %v (%.0f%% of %d × %.2f); shares from %.1f%% to %.1f%%", rate(total-1, span),
 		span.Round(100*time.Millisecond), 100*rate(total-1, span)/(float64(n)*own), n, own, least, most)
 	h.Note("MANY TENANTS: created/s of all tenants in each 5 s from the first request (the last one partial): %s",
 		strings.Join(timeline, " "))
+	waits := []string{}
+	for k, v := range metrics {
+		if strings.HasPrefix(k, "xygroup_limiter_wait_seconds_sum") {
+			prio := strings.TrimPrefix(k, "xygroup_limiter_wait_seconds_sum")
+			if c := metrics["xygroup_limiter_wait_seconds_count"+prio]; c > 0 {
+				waits = append(waits, fmt.Sprintf("%s %.0f ms over %.0f", prio, 1000*v/c, c))
+			}
+		}
+	}
+	var retries []string
+	for k, v := range metrics {
+		if r, ok := strings.CutPrefix(k, "xygroup_retries_total{"); ok {
+			retries = append(retries, fmt.Sprintf("%s %.0f", strings.TrimSuffix(r, "}"), v))
+		}
+	}
+	sort.Strings(retries)
+	h.Note("MANY TENANTS: the workers' metrics summed: grants %.0f for %d API calls, moved to lanes %.0f, retries %.0f %v; mean wait for a grant %s",
+		metrics["xygroup_limiter_grants_total"], len(arrivals), metrics["xygroup_lane_moves_total"], metrics["xygroup_retries_total"],
+		retries, strings.Join(waits, ", "))
 	h.Note("MANY TENANTS: CPU while the backlog drained (%v): %s", cpu1.wall.Sub(cpu0.wall).Round(100*time.Millisecond),
 		cpu1.since(cpu0))
 	h.Check(time.Minute)
@@ -293,3 +321,39 @@ func machineCPU() (busy, total time.Duration) {
 
 // ticks converts clock ticks (USER_HZ, 100 on Linux) to a duration.
 func ticks(n int64) time.Duration { return time.Duration(n) * 10 * time.Millisecond }
+
+// workerMetrics sums the named series over the running workers' /metrics:
+// by name alone, and by name and labels.
+func (h *Harness) workerMetrics(names ...string) map[string]float64 {
+	out := map[string]float64{}
+	for _, w := range h.Workers {
+		code, body := w.Page("/metrics")
+		if code != http.StatusOK {
+			continue
+		}
+		for _, line := range strings.Split(body, "\n") {
+			if strings.HasPrefix(line, "#") {
+				continue
+			}
+			series, value, ok := strings.Cut(line, " ")
+			if !ok {
+				continue
+			}
+			name, labels, _ := strings.Cut(series, "{")
+			for _, want := range names {
+				if name != want {
+					continue
+				}
+				v, err := strconv.ParseFloat(value, 64)
+				if err != nil {
+					continue
+				}
+				out[name] += v
+				if labels != "" {
+					out[name+"{"+labels] += v
+				}
+			}
+		}
+	}
+	return out
+}
