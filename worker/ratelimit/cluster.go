@@ -30,7 +30,7 @@ const (
 	// itself, and requests waiting on the shard's previous one are sent to
 	// it at once (see newDispensers).
 	SubjectElected = "xygroup.limiter.elected"
-	Bucket           = "xygroup-limiter"
+	Bucket         = "xygroup-limiter"
 	// legacyKey was the one dispenser's lease; it is now the fence that
 	// keeps an earlier version from being elected (see renewFence).
 	legacyKey = "dispenser"
