@@ -26,7 +26,11 @@ import (
 const (
 	SubjectGrant     = "xygroup.limiter.grant"
 	SubjectThrottled = "xygroup.limiter.throttled"
-	Bucket           = "xygroup-limiter"
+	// SubjectElected.<shards>.<shard>: a shard's new dispenser announces
+	// itself, and requests waiting on the shard's previous one are sent to
+	// it at once (see newDispensers).
+	SubjectElected = "xygroup.limiter.elected"
+	Bucket         = "xygroup-limiter"
 	// legacyKey was the one dispenser's lease; it is now the fence that
 	// keeps an earlier version from being elected (see renewFence).
 	legacyKey = "dispenser"
@@ -83,8 +87,9 @@ type Cluster struct {
 	lastSeen time.Time
 	replies  replies
 	transit  transitTimes
+	elected  newDispensers
 
-	staleGrants, requests, grantsSeen, renewals, elections, dispensedBefore atomic.Int64
+	staleGrants, requests, grantsSeen, renewals, elections, dispensedBefore, resent atomic.Int64
 }
 
 // Stats counts this replica's limiter traffic.
@@ -92,6 +97,7 @@ type Stats struct {
 	Requests   int64 // grant requests sent (each a request and a reply on NATS)
 	Grants     int64 // grants received
 	Stale      int64 // grants received too late to use (see transitTimes), asked for again
+	Resent     int64 // requests sent again at once to their shard's new dispenser
 	Renewals   int64 // shard lease writes
 	Dispensed  int64 // grants handed out while dispenser of a shard
 	Elections  int64 // times this replica took a shard
@@ -102,7 +108,7 @@ type Stats struct {
 // Stats returns the counters.
 func (c *Cluster) Stats() Stats {
 	s := Stats{Requests: c.requests.Load(), Grants: c.grantsSeen.Load(), Stale: c.staleGrants.Load(), Renewals: c.renewals.Load(),
-		Elections: c.elections.Load(), Dispensed: c.dispensedBefore.Load()}
+		Resent: c.resent.Load(), Elections: c.elections.Load(), Dispensed: c.dispensedBefore.Load()}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, h := range c.held {
@@ -155,6 +161,9 @@ func NewCluster(ctx context.Context, nc *nats.Conn, opts Options) (*Cluster, err
 	// its NATS server.
 	if rtt, err := nc.RTT(); err == nil {
 		c.transit.seed(rtt)
+	}
+	if err := c.elected.follow(nc, opts.Shards); err != nil {
+		return nil, fmt.Errorf("ratelimit: following elections: %w", err)
 	}
 	// The first round before the first request: whether an earlier
 	// version's dispenser is the one to ask.

@@ -125,7 +125,10 @@
 //     unreachable, the dispenser's node lost), requests get no answer and Wait keeps asking until
 //     its context ends: the limiter fails closed. No API call is made without a
 //     grant, so the limit holds; the budget is unused for the seconds an election
-//     takes (at most LeaseTTL).
+//     takes (at most LeaseTTL). A shard's new dispenser announces itself on
+//     xygroup.limiter.elected.<shards>.<shard>, and the requests then waiting
+//     on that shard (sent to a dispenser cut off, whose answer would never
+//     come) are sent to it at once rather than after their timeout.
 //
 // A grant costs one request and one reply on core NATS (no JetStream write), plus
 // each shard's two lease renewals a second.

@@ -297,6 +297,7 @@ func (c *Cluster) take(ctx, opCtx context.Context, kv jetstream.KeyValue, n int)
 	c.opts.Log.Info().Str("replica", c.opts.Name).Int("shard", n).Int("guards", len(ho.state)).
 		Msg("rate-limit dispenser: elected for a shard")
 	go d.run(ctx, c.shardActive(h))
+	c.announce(n)
 	return true
 }
 

@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,7 +27,9 @@ type replies struct {
 // returns the answer. An answer saying that no one subscribes (no dispenser)
 // is nats.ErrNoResponders, as nats.go's own requests report it.
 // It also returns when the request was sent.
-func (r *replies) request(ctx context.Context, nc *nats.Conn, subject string, body []byte, queued func()) (*nats.Msg, time.Time, error) {
+// It returns errNewDispenser once again is closed (the shard it was sent to
+// has a new dispenser).
+func (r *replies) request(ctx context.Context, nc *nats.Conn, subject string, body []byte, queued func(), again <-chan struct{}) (*nats.Msg, time.Time, error) {
 	token, ch, err := r.register(nc)
 	if err != nil {
 		return nil, time.Time{}, err
@@ -43,10 +46,14 @@ func (r *replies) request(ctx context.Context, nc *nats.Conn, subject string, bo
 			return nil, sentAt, nats.ErrNoResponders
 		}
 		return m, sentAt, nil
+	case <-again:
+		return nil, sentAt, errNewDispenser
 	case <-ctx.Done():
 		return nil, sentAt, ctx.Err()
 	}
 }
+
+var errNewDispenser = errors.New("ratelimit: the shard has a new dispenser")
 
 func (r *replies) register(nc *nats.Conn) (string, chan *nats.Msg, error) {
 	r.mu.Lock()

@@ -59,7 +59,8 @@ const defaultBudget = (25*time.Millisecond - maxCatchUp) / 2
 // or the dispenser's connection breaks, a client drops it as a slow consumer).
 // A lost grant is never a lost call: the request times out (the dispenser
 // answers every request within MaxQueueWait, "ask again" at worst, so the
-// timeout is MaxQueueWait + 2 s) and Wait asks again. The dispenser counts
+// timeout is MaxQueueWait + 2 s) and Wait asks again, or at once when the
+// shard gets a new dispenser meanwhile (see newDispensers). The dispenser counts
 // every grant it sends as used, whether or not it arrives: it cannot know, and
 // a grant counted as unused that did arrive would let one call too many into
 // a second. A lost reply costs one grant interval of the budget, never the limit.
@@ -76,8 +77,19 @@ func (c *Cluster) Wait(ctx context.Context, enterpriseID string, p Priority, opt
 		body, _ := json.Marshal(req)
 		rctx, cancel := context.WithTimeout(ctx, c.opts.MaxQueueWait+2*time.Second)
 		c.requests.Add(1)
-		msg, sentAt, err := c.replies.request(rctx, c.nc, c.grantSubject(enterpriseID), body, o.queued)
+		subject, again := c.grantSubject(enterpriseID), (<-chan struct{})(nil)
+		if !c.legacy.Load() {
+			again = c.elected.next(ShardOf(enterpriseID, c.opts.Shards))
+		}
+		msg, sentAt, err := c.replies.request(rctx, c.nc, subject, body, o.queued, again)
 		cancel()
+		if errors.Is(err, errNewDispenser) {
+			// Its place was in the old dispenser's queue: it takes a new
+			// one at the new dispenser, now rather than after its timeout.
+			c.resent.Add(1)
+			req.Place = Place{}
+			continue
+		}
 		if err == nil {
 			recv := time.Now()
 			var r grantReply
