@@ -72,7 +72,13 @@ func (w *Worker) updateParkedGauge(ctx context.Context) {
 		for ent, g := range w.limiter.Guards(w.tenantIDs...) {
 			w.opts.metrics.LimiterGuard.WithLabelValues(ent).Set(g.Seconds())
 		}
-		w.audited.export(w.opts.metrics, w.limiter.Use(), w.tenantIDs)
+		var mine []string // the known tenants whose shard this replica dispenses
+		for _, ent := range w.tenantIDs {
+			if w.limiter.Dispenses(ent) {
+				mine = append(mine, ent)
+			}
+		}
+		w.audited.export(w.opts.metrics, w.limiter.Use(), mine)
 	}
 }
 

@@ -13,20 +13,20 @@ type audited struct {
 	seen map[string]ratelimit.Dispensed // per enterprise, as last exported
 }
 
-// export sets the metrics from the dispensers' use (ratelimit.Cluster.Use).
-func (a *audited) export(m *Metrics, use map[string]ratelimit.Dispensed, known []string) {
+// export sets the metrics from the dispensers' use (ratelimit.Cluster.Use);
+// mine are the known tenants whose shard this replica dispenses (their
+// gauge is 0 before their first grant).
+func (a *audited) export(m *Metrics, use map[string]ratelimit.Dispensed, mine []string) {
 	m.LimiterMaxWindow.Reset()
+	for _, ent := range mine {
+		m.LimiterMaxWindow.WithLabelValues(ent).Set(0)
+	}
 	if len(use) == 0 {
 		a.seen = nil
 		return
 	}
 	if a.seen == nil {
 		a.seen = map[string]ratelimit.Dispensed{}
-	}
-	for _, ent := range known {
-		if _, ok := use[ent]; ok {
-			m.LimiterMaxWindow.WithLabelValues(ent).Set(0)
-		}
 	}
 	for ent, e := range use {
 		m.LimiterMaxWindow.WithLabelValues(ent).Set(float64(e.MaxWindow1m))

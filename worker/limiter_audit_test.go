@@ -36,7 +36,7 @@ func TestAuditedExportCountsEach429Once(t *testing.T) {
 		{use(since.Add(time.Hour), 20, 4), 10, 20},
 	}
 	for i, s := range steps {
-		a.export(m, s.use, []string{"known"})
+		a.export(m, s.use, nil)
 		if got := counted(); got != s.want {
 			t.Fatalf("step %d: %v 429s counted, want %v", i, got, s.want)
 		}
