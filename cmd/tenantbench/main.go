@@ -56,7 +56,11 @@ func main() {
 	replicaList := flag.String("replicas", "1,3,6", "numbers of limiter clients (replicas), each with every step of -enterprises")
 	callers := flag.Int("callers", 2, "callers per enterprise per client, each always wanting a grant")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the last step to this file")
+	verbose := flag.Bool("v", false, "log the limiter clients' step-downs and other warnings to stderr")
 	flag.Parse()
+	if *verbose {
+		logger = zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: "15:04:05.000"}).Level(zerolog.WarnLevel).With().Timestamp().Logger()
+	}
 	steps, clientSteps := numbers("enterprises", *list), numbers("replicas", *replicaList)
 	var results []result
 	for ci, clients := range clientSteps {
@@ -78,14 +82,17 @@ func main() {
 	fmt.Printf("%d callers per enterprise per client, rate %.0f/s, guard %v (spacing %v), %v per step\n",
 		*callers, rate, guard, spacing, *duration)
 	tw := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "replicas\tenterprises\tgrants/s\t% of expected\tgap p50\tgap p99\tmin gap\twait p99\tCPU (cores)\tmax in 1 s window\tenterprises over 20\tlate grants unused")
+	fmt.Fprintln(tw, "replicas\tenterprises\tgrants/s\t% of expected\tgap p50\tgap p99\tmin gap\twait p99\tCPU (cores)\tmax in 1 s window\tenterprises over 20\tlate grants unused\tshards taken")
 	for _, r := range results {
 		expected := float64(r.enterprises) * rate / (1 + guard.Seconds())
-		fmt.Fprintf(tw, "%d\t%d\t%.0f\t%.1f%%\t%v\t%v\t%v\t%v\t%.2f\t%d\t%d\t%d\n", r.clients, r.enterprises, r.perSecond, 100*r.perSecond/expected,
-			ms(r.gapP50), ms(r.gapP99), ms(r.minGap), r.waitP99.Round(time.Millisecond), r.cores, r.maxWindow, r.over, r.stale)
+		fmt.Fprintf(tw, "%d\t%d\t%.0f\t%.1f%%\t%v\t%v\t%v\t%v\t%.2f\t%d\t%d\t%d\t%d\n", r.clients, r.enterprises, r.perSecond, 100*r.perSecond/expected,
+			ms(r.gapP50), ms(r.gapP99), ms(r.minGap), r.waitP99.Round(time.Millisecond), r.cores, r.maxWindow, r.over, r.stale, r.elections)
 	}
 	_ = tw.Flush()
 }
+
+// logger: the limiter clients' log (-v).
+var logger = zerolog.Nop()
 
 func numbers(name, list string) []int {
 	var out []int
@@ -109,6 +116,7 @@ type result struct {
 	cores                           float64
 	maxWindow, over                 int
 	stale                           int64 // grants that came late and were not used
+	elections                       int64 // shards taken during the measured time (each after a step-down)
 }
 
 // tenant is one enterprise's grant times.
@@ -143,7 +151,7 @@ func step(n, clients, callers int, duration time.Duration, profile string) (resu
 			return result{}, err
 		}
 		defer nc.Close()
-		lim, err := ratelimit.NewCluster(ctx, nc, ratelimit.Options{Name: fmt.Sprintf("client-%d", i), Log: zerolog.Nop()})
+		lim, err := ratelimit.NewCluster(ctx, nc, ratelimit.Options{Name: fmt.Sprintf("client-%d", i), Log: logger})
 		if err != nil {
 			return result{}, err
 		}
@@ -206,9 +214,15 @@ func step(n, clients, callers int, duration time.Duration, profile string) (resu
 		}
 		return n
 	}
+	elections := func() (n int64) {
+		for _, l := range lims {
+			n += l.Stats().Elections
+		}
+		return n
+	}
 	time.Sleep(time.Until(from))
 	cpu0 := cpuTime()
-	stale0 := staleGrants()
+	stale0, elections0 := staleGrants(), elections()
 	if profile != "" {
 		f, err := os.Create(profile)
 		if err != nil {
@@ -219,14 +233,14 @@ func step(n, clients, callers int, duration time.Duration, profile string) (resu
 	}
 	time.Sleep(time.Until(to))
 	cpu := cpuTime() - cpu0
-	stale := staleGrants() - stale0
+	stale, elected := staleGrants()-stale0, elections()-elections0
 	if profile != "" {
 		pprof.StopCPUProfile()
 	}
 	stop()
 	wg.Wait()
 
-	res := result{clients: clients, enterprises: n, cores: cpu.Seconds() / duration.Seconds(), minGap: time.Hour, stale: stale}
+	res := result{clients: clients, enterprises: n, cores: cpu.Seconds() / duration.Seconds(), minGap: time.Hour, stale: stale, elections: elected}
 	var gaps []time.Duration
 	total := 0
 	for _, t := range tenants {
