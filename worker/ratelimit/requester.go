@@ -2,8 +2,8 @@ package ratelimit
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
+	"math/rand/v2"
 	"time"
 )
 
@@ -66,18 +66,21 @@ func (c *Cluster) Wait(ctx context.Context, enterpriseID string, p Priority, opt
 	o := waitOptionsOf(opts)
 	defer o.queued() // not sent at all (ctx ended first): the next may ask
 	req := grantRequest{Enterprise: enterpriseID, Priority: p, Rate: c.opts.Rate(enterpriseID)}
+	head := requestHead(req)
+	unanswered := 0 // requests in a row without a dispenser's answer
 	for {
 		lead := c.transit.currentLead()
 		req.Lead = lead.Microseconds()
-		body, _ := json.Marshal(req)
+		body := encodeRequest(head, req)
 		rctx, cancel := context.WithTimeout(ctx, c.opts.MaxQueueWait+2*time.Second)
 		c.requests.Add(1)
 		msg, sentAt, err := c.replies.request(rctx, c.nc, c.grantSubject(enterpriseID), body, o.queued)
 		cancel()
 		if err == nil {
+			unanswered = 0
 			recv := time.Now()
 			var r grantReply
-			ok := json.Unmarshal(msg.Data, &r) == nil
+			ok := decodeReply(msg.Data, &r) == nil
 			req.Place = r.Place // asked again, it keeps its place
 			if !ok || !r.OK {
 				continue // "ask again": waited too long in the queue, or the dispenser stepped down
@@ -112,11 +115,15 @@ func (c *Cluster) Wait(ctx context.Context, enterpriseID string, p Priority, opt
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		// No dispenser (election, NATS away): no call without a grant.
+		// No dispenser (election, NATS away): no call without a grant. Every
+		// waiting caller asks again, so the pause grows (to a second, with
+		// jitter): thousands of callers asking every 50 ms would load NATS
+		// and slow the lease writes that elect the next dispenser.
+		unanswered++
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
+		case <-time.After(retryPause(unanswered)):
 		}
 	}
 }
@@ -125,4 +132,13 @@ func (c *Cluster) Wait(ctx context.Context, enterpriseID string, p Priority, opt
 // down (its shard's dispenser widens its guard).
 func (c *Cluster) Throttled(enterpriseID string) {
 	_ = c.nc.Publish(c.throttledSubject(enterpriseID), []byte(enterpriseID))
+}
+
+// retryPause is the pause before asking again after n requests in a row got
+// no dispenser's answer: 50 ms doubling to a second, each between half and
+// all of that (callers that failed together ask again apart).
+func retryPause(n int) time.Duration {
+	d := 50 * time.Millisecond << min(n-1, 5)
+	d = min(d, time.Second)
+	return d/2 + rand.N(d/2+1)
 }
