@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,29 +15,50 @@ import (
 // grant request is a plain publish: its place in the dispenser's order is
 // fixed when the publish returns (core NATS keeps one connection's messages in
 // order), and the requester can say so before the answer comes.
+//
+// A request waiting for its answer holds a slot; its reply subject names the
+// slot and the slot's generation, so that an answer that comes after its
+// request gave up finds the slot reused (or free) and is dropped. Slots, not
+// a map of tokens: a busy replica has thousands of requests waiting and
+// thousands answered a second.
 type replies struct {
-	mu      sync.Mutex
-	sub     *nats.Subscription
-	prefix  string // the reply subjects' prefix, ending with "."
-	next    uint64
-	waiting map[string]chan *nats.Msg
+	mu     sync.Mutex
+	sub    *nats.Subscription
+	prefix string // the reply subjects' prefix, ending with "."
+	slots  []replySlot
+	free   []int
 }
 
+type replySlot struct {
+	gen uint64
+	ch  chan *nats.Msg // nil while free
+}
+
+// slotBits: the low bits of a token are the slot, the others its generation.
+const slotBits = 24
+
 // request publishes body to subject, calls queued once it is published, and
-// returns the answer. An answer saying that no one subscribes (no dispenser)
-// is nats.ErrNoResponders, as nats.go's own requests report it.
-// It also returns when the request was sent.
-func (r *replies) request(ctx context.Context, nc *nats.Conn, subject string, body []byte, queued func()) (*nats.Msg, time.Time, error) {
-	token, ch, err := r.register(nc)
+// returns the answer, or ctx's error, or context.DeadlineExceeded after
+// timeout (timer is the caller's, reused between its requests). An answer
+// saying that no one subscribes (no dispenser) is nats.ErrNoResponders, as
+// nats.go's own requests report it. It also returns when the request was sent.
+func (r *replies) request(ctx context.Context, nc *nats.Conn, subject string, body []byte, queued func(),
+	timeout time.Duration, timer **time.Timer) (*nats.Msg, time.Time, error) {
+	slot, reply, ch, err := r.register(nc)
 	if err != nil {
 		return nil, time.Time{}, err
 	}
-	defer r.forget(token)
+	defer r.forget(slot)
 	sentAt := time.Now()
-	if err := nc.PublishMsg(&nats.Msg{Subject: subject, Reply: r.prefix + token, Data: body}); err != nil {
+	if err := nc.PublishMsg(&nats.Msg{Subject: subject, Reply: reply, Data: body}); err != nil {
 		return nil, sentAt, err
 	}
 	queued()
+	if *timer == nil {
+		*timer = time.NewTimer(timeout)
+	} else {
+		(*timer).Reset(timeout)
+	}
 	select {
 	case m := <-ch:
 		if len(m.Data) == 0 && m.Header.Get("Status") == "503" {
@@ -45,41 +67,63 @@ func (r *replies) request(ctx context.Context, nc *nats.Conn, subject string, bo
 		return m, sentAt, nil
 	case <-ctx.Done():
 		return nil, sentAt, ctx.Err()
+	case <-(*timer).C:
+		return nil, sentAt, context.DeadlineExceeded
 	}
 }
 
-func (r *replies) register(nc *nats.Conn) (string, chan *nats.Msg, error) {
+func (r *replies) register(nc *nats.Conn) (slot int, reply string, ch chan *nats.Msg, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.sub == nil {
 		r.prefix = nc.NewInbox() + "."
 		sub, err := nc.Subscribe(r.prefix+"*", r.deliver)
 		if err != nil {
-			return "", nil, err
+			return 0, "", nil, err
 		}
 		// Answers come at the rate of grants; a slow requester must never
 		// make the connection drop one.
 		_ = sub.SetPendingLimits(-1, -1)
-		r.sub, r.waiting = sub, map[string]chan *nats.Msg{}
+		r.sub = sub
 	}
-	r.next++
-	token := strconv.FormatUint(r.next, 36)
-	ch := make(chan *nats.Msg, 1)
-	r.waiting[token] = ch
-	return token, ch, nil
+	if n := len(r.free); n > 0 {
+		slot, r.free = r.free[n-1], r.free[:n-1]
+	} else if len(r.slots) < 1<<slotBits {
+		slot = len(r.slots)
+		r.slots = append(r.slots, replySlot{})
+	} else {
+		return 0, "", nil, errTooManyRequests
+	}
+	s := &r.slots[slot]
+	s.gen++
+	s.ch = make(chan *nats.Msg, 1)
+	b := make([]byte, 0, len(r.prefix)+13)
+	b = append(b, r.prefix...)
+	b = strconv.AppendUint(b, s.gen<<slotBits|uint64(slot), 36)
+	return slot, string(b), s.ch, nil
 }
 
-func (r *replies) forget(token string) {
+var errTooManyRequests = errors.New("ratelimit: too many grant requests waiting at once")
+
+func (r *replies) forget(slot int) {
 	r.mu.Lock()
-	delete(r.waiting, token)
+	r.slots[slot].ch = nil
+	r.free = append(r.free, slot)
 	r.mu.Unlock()
 }
 
 func (r *replies) deliver(m *nats.Msg) {
-	token := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
+	token, err := strconv.ParseUint(m.Subject[strings.LastIndexByte(m.Subject, '.')+1:], 36, 64)
+	if err != nil {
+		return
+	}
+	slot, gen := int(token&(1<<slotBits-1)), token>>slotBits
 	r.mu.Lock()
-	ch := r.waiting[token]
-	delete(r.waiting, token)
+	var ch chan *nats.Msg
+	if slot < len(r.slots) && r.slots[slot].gen == gen {
+		ch = r.slots[slot].ch
+		r.slots[slot].ch = nil // one answer per request
+	}
 	r.mu.Unlock()
 	if ch != nil {
 		ch <- m // buffered: one answer per request

@@ -67,20 +67,25 @@ func (c *Cluster) Wait(ctx context.Context, enterpriseID string, p Priority, opt
 	defer o.queued() // not sent at all (ctx ended first): the next may ask
 	req := grantRequest{Enterprise: enterpriseID, Priority: p, Rate: c.opts.Rate(enterpriseID)}
 	head := requestHead(req)
-	unanswered := 0 // requests in a row without a dispenser's answer
+	unanswered := 0
+	var timer *time.Timer // each request's timeout, one timer for them all
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}() // requests in a row without a dispenser's answer
 	for {
 		lead := c.transit.currentLead()
 		req.Lead = lead.Microseconds()
 		body := encodeRequest(head, req)
-		rctx, cancel := context.WithTimeout(ctx, c.opts.MaxQueueWait+2*time.Second)
 		c.requests.Add(1)
-		msg, sentAt, err := c.replies.request(rctx, c.nc, c.grantSubject(enterpriseID), body, o.queued)
-		cancel()
+		msg, sentAt, err := c.replies.request(ctx, c.nc, c.grantSubject(enterpriseID), body, o.queued,
+			c.opts.MaxQueueWait+2*time.Second, &timer)
 		if err == nil {
 			unanswered = 0
 			recv := time.Now()
-			var r grantReply
-			ok := decodeReply(msg.Data, &r) == nil
+			r, err := decodeReply(msg.Data, req.Dispenser)
+			ok := err == nil
 			req.Place = r.Place // asked again, it keeps its place
 			if !ok || !r.OK {
 				continue // "ask again": waited too long in the queue, or the dispenser stepped down

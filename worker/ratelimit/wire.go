@@ -74,129 +74,192 @@ func jsonString(s string) []byte {
 }
 
 func decodeRequest(data []byte, r *grantRequest) error {
-	ok := flatObject(data, func(key string, str bool, v []byte) bool {
-		var err error
-		switch {
-		case key == "e" && str:
-			r.Enterprise = string(v)
-		case key == "d" && str:
-			r.Dispenser = string(v)
-		case key == "p" && !str:
-			var p int64
-			p, err = strconv.ParseInt(string(v), 10, 64)
-			r.Priority = Priority(p)
-		case key == "r" && !str:
-			r.Rate, err = strconv.ParseFloat(string(v), 64)
-		case key == "l" && !str:
-			r.Lead, err = strconv.ParseInt(string(v), 10, 64)
-		case key == "s" && !str:
-			r.Seq, err = strconv.ParseUint(string(v), 10, 64)
-		default:
-			return false
+	var out grantRequest
+	f := flatReader{data: data}
+	good := f.open()
+	for good {
+		key, str, v, more := f.next()
+		if !more {
+			break
 		}
-		return err == nil
-	})
-	if ok {
+		var n int64
+		switch {
+		case string(key) == "e" && str:
+			out.Enterprise = string(v)
+		case string(key) == "d" && str:
+			out.Dispenser = string(v)
+		case string(key) == "p" && !str:
+			n, good = parseInt(v)
+			out.Priority = Priority(n)
+		case string(key) == "r" && !str:
+			if n, good = parseInt(v); good {
+				out.Rate = float64(n)
+			} else {
+				var err error
+				out.Rate, err = strconv.ParseFloat(string(v), 64)
+				good = err == nil
+			}
+		case string(key) == "l" && !str:
+			out.Lead, good = parseInt(v)
+		case string(key) == "s" && !str:
+			n, good = parseInt(v)
+			out.Seq, good = uint64(n), good && n >= 0
+		default:
+			good = false
+		}
+	}
+	if good && f.closed() {
+		*r = out
 		return nil
 	}
-	*r = grantRequest{}
-	return json.Unmarshal(data, r)
+	var slow grantRequest
+	err := json.Unmarshal(data, &slow)
+	*r = slow
+	return err
 }
 
-func decodeReply(data []byte, r *grantReply) error {
-	ok := flatObject(data, func(key string, str bool, v []byte) bool {
-		var err error
-		switch {
-		case key == "ok" && string(v) == "true":
-			r.OK = true
-		case key == "ok" && string(v) == "false":
-			r.OK = false
-		case key == "d" && str:
-			r.Dispenser = string(v)
-		case key == "s" && !str:
-			r.Seq, err = strconv.ParseUint(string(v), 10, 64)
-		case key == "q" && !str:
-			r.Queued, err = strconv.ParseInt(string(v), 10, 64)
-		case key == "b" && !str:
-			r.Budget, err = strconv.ParseInt(string(v), 10, 64)
-		default:
-			return false
+// decodeReply reads a reply; known is the dispenser named in the last one,
+// kept rather than copied again when this one names it too.
+func decodeReply(data []byte, known string) (grantReply, error) {
+	var out grantReply
+	f := flatReader{data: data}
+	good := f.open()
+	for good {
+		key, str, v, more := f.next()
+		if !more {
+			break
 		}
-		return err == nil
-	})
-	if ok {
-		return nil
+		var n int64
+		switch {
+		case string(key) == "ok" && string(v) == "true" && !str:
+			out.OK = true
+		case string(key) == "ok" && string(v) == "false" && !str:
+			out.OK = false
+		case string(key) == "d" && str && string(v) == known:
+			out.Dispenser = known
+		case string(key) == "d" && str:
+			out.Dispenser = string(v)
+		case string(key) == "s" && !str:
+			n, good = parseInt(v)
+			out.Seq, good = uint64(n), good && n >= 0
+		case string(key) == "q" && !str:
+			out.Queued, good = parseInt(v)
+		case string(key) == "b" && !str:
+			out.Budget, good = parseInt(v)
+		default:
+			good = false
+		}
 	}
-	*r = grantReply{}
-	return json.Unmarshal(data, r)
+	if good && f.closed() {
+		return out, nil
+	}
+	var slow grantReply
+	err := json.Unmarshal(data, &slow)
+	return slow, err
 }
 
-// flatObject reads a JSON object of keys and plain values, without spaces:
-// strings without escapes, numbers, true or false. It calls field for each
-// (str: the value was a string, v without its quotes) and returns false,
-// having perhaps called field, on anything else or when field does.
-func flatObject(data []byte, field func(key string, str bool, v []byte) bool) bool {
-	if len(data) < 2 || data[0] != '{' || data[len(data)-1] != '}' {
+// parseInt reads a JSON integer of at most 18 digits.
+func parseInt(v []byte) (int64, bool) {
+	neg := len(v) > 0 && v[0] == '-'
+	if neg {
+		v = v[1:]
+	}
+	if len(v) == 0 || len(v) > 18 || len(v) > 1 && v[0] == '0' {
+		return 0, false
+	}
+	var n int64
+	for _, c := range v {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	if neg {
+		n = -n
+	}
+	return n, true
+}
+
+// flatReader reads a JSON object of keys and plain values, without spaces:
+// strings without escapes (ASCII), numbers, true or false. Anything else
+// makes next end and closed false.
+type flatReader struct {
+	data []byte
+	i    int
+	done bool // the closing brace was read
+	bad  bool
+}
+
+func (f *flatReader) open() bool {
+	if len(f.data) < 2 || f.data[0] != '{' || f.data[len(f.data)-1] != '}' {
 		return false
 	}
-	i := 1
-	if i == len(data)-1 {
-		return true
+	f.i = 1
+	f.done = f.i == len(f.data)-1
+	return true
+}
+
+func (f *flatReader) closed() bool { return f.done && !f.bad }
+
+// next returns the next field (str: its value was a string, v without the
+// quotes), or more false at the end or on anything unexpected.
+func (f *flatReader) next() (key []byte, str bool, v []byte, more bool) {
+	data, i := f.data, f.i
+	if f.done || f.bad {
+		return nil, false, nil, false
 	}
-	for {
-		// "key":
-		if data[i] != '"' {
-			return false
-		}
-		end := i + 1
-		for end < len(data) && data[end] != '"' && data[end] != '\\' {
+	f.bad = true // until the field is read whole
+	if data[i] != '"' {
+		return nil, false, nil, false
+	}
+	end := i + 1
+	for end < len(data) && data[end] != '"' && data[end] != '\\' {
+		end++
+	}
+	if end+1 >= len(data) || data[end] != '"' || data[end+1] != ':' {
+		return nil, false, nil, false
+	}
+	key = data[i+1 : end]
+	i = end + 2
+	if i >= len(data) {
+		return nil, false, nil, false
+	}
+	if data[i] == '"' {
+		end = i + 1
+		for end < len(data) && data[end] != '"' && data[end] != '\\' && data[end] >= 0x20 && data[end] < 0x80 {
 			end++
 		}
-		if end+1 >= len(data) || data[end] != '"' || data[end+1] != ':' {
-			return false
+		if end >= len(data) || data[end] != '"' {
+			return nil, false, nil, false
 		}
-		key := string(data[i+1 : end])
-		i = end + 2
-		if i >= len(data) {
-			return false
+		str, v, i = true, data[i+1:end], end+1
+	} else {
+		end = i
+		for end < len(data) && data[end] != ',' && data[end] != '}' {
+			end++
 		}
-		var str bool
-		var v []byte
-		if data[i] == '"' {
-			end = i + 1
-			for end < len(data) && data[end] != '"' && data[end] != '\\' && data[end] >= 0x20 && data[end] < 0x80 {
-				end++
-			}
-			if end >= len(data) || data[end] != '"' {
-				return false
-			}
-			str, v, i = true, data[i+1:end], end+1
-		} else {
-			end = i
-			for end < len(data) && data[end] != ',' && data[end] != '}' {
-				end++
-			}
-			v, i = data[i:end], end
-			if !plainValue(v) {
-				return false
-			}
-		}
-		if !field(key, str, v) {
-			return false
-		}
-		if i >= len(data) {
-			return false
-		}
-		switch data[i] {
-		case '}':
-			return i == len(data)-1
-		case ',':
-			i++
-			if i >= len(data) {
-				return false
-			}
-		default:
-			return false
+		v, i = data[i:end], end
+		if !plainValue(v) {
+			return nil, false, nil, false
 		}
 	}
+	if i >= len(data) {
+		return nil, false, nil, false
+	}
+	switch data[i] {
+	case '}':
+		if i != len(data)-1 {
+			return nil, false, nil, false
+		}
+		f.done = true
+	case ',':
+		i++
+		if i >= len(data)-1 {
+			return nil, false, nil, false
+		}
+	default:
+		return nil, false, nil, false
+	}
+	f.i, f.bad = i, false
+	return key, str, v, true
 }

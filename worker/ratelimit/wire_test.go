@@ -41,12 +41,15 @@ func TestWireMatchesEncodingJSON(t *testing.T) {
 		`{"ok":true,"s":-1}`,
 		`{"ok":true,"d":"é"}`,
 		`{"ok":true,}`,
+		`{"ok":true,"q":007}`,
+		`{"ok":true,"s":12345678901234567890}`,
+		`{"ok":true}x}`,
 		`not json`,
 	}
 	for _, data := range replies {
-		var want, got grantReply
+		var want grantReply
 		wantErr := json.Unmarshal([]byte(data), &want)
-		gotErr := decodeReply([]byte(data), &got)
+		got, gotErr := decodeReply([]byte(data), "Ab3xYz")
 		if (gotErr == nil) != (wantErr == nil) || (wantErr == nil && got != want) {
 			t.Errorf("decodeReply(%s) = %+v, %v; encoding/json reads %+v, %v", data, got, gotErr, want, wantErr)
 		}
