@@ -85,7 +85,8 @@
 //     Departure): a request leaves within [D + lead, D + lead + budget], D
 //     being when the dispenser decided its grant. The replica bounds D on
 //     its own clock: after its request's sending plus its queue time plus
-//     half the shortest recent transit, before the grant's arrival less that
+//     half the shortest recent transit, before the grant's arrival (taken
+//     when its subscription receives it, not when the caller runs) less that
 //     half (the two ways' shortest times are taken to be equal, as NTP takes
 //     them). It waits for the window's start (a grant that came early is
 //     held) and refuses to send after its end: the grant's way beyond the

@@ -31,27 +31,37 @@ type replies struct {
 
 type replySlot struct {
 	gen uint64
-	ch  chan *nats.Msg // nil while free
+	ch  chan arrival // nil while free
+}
+
+// arrival is an answer and when this replica's subscription received it:
+// the time the requester takes to run after that (thousands of callers
+// waking at once) is no part of the grant's way, and counts in its lead
+// instead (see Departure.Leave).
+type arrival struct {
+	msg *nats.Msg
+	at  time.Time
 }
 
 // slotBits: the low bits of a token are the slot, the others its generation.
 const slotBits = 24
 
 // request publishes body to subject, calls queued once it is published, and
-// returns the answer, or ctx's error, or context.DeadlineExceeded after
-// timeout (timer is the caller's, reused between its requests). An answer
-// saying that no one subscribes (no dispenser) is nats.ErrNoResponders, as
-// nats.go's own requests report it. It also returns when the request was sent.
+// returns the answer and when it was received, or ctx's error, or
+// context.DeadlineExceeded after timeout (timer is the caller's, reused
+// between its requests). An answer saying that no one subscribes (no
+// dispenser) is nats.ErrNoResponders, as nats.go's own requests report it.
+// It also returns when the request was sent.
 func (r *replies) request(ctx context.Context, nc *nats.Conn, subject string, body []byte, queued func(),
-	timeout time.Duration, timer **time.Timer) (*nats.Msg, time.Time, error) {
+	timeout time.Duration, timer **time.Timer) (_ *nats.Msg, sentAt, recv time.Time, _ error) {
 	slot, reply, ch, err := r.register(nc)
 	if err != nil {
-		return nil, time.Time{}, err
+		return nil, sentAt, recv, err
 	}
 	defer r.forget(slot)
-	sentAt := time.Now()
+	sentAt = time.Now()
 	if err := nc.PublishMsg(&nats.Msg{Subject: subject, Reply: reply, Data: body}); err != nil {
-		return nil, sentAt, err
+		return nil, sentAt, recv, err
 	}
 	queued()
 	if *timer == nil {
@@ -60,19 +70,19 @@ func (r *replies) request(ctx context.Context, nc *nats.Conn, subject string, bo
 		(*timer).Reset(timeout)
 	}
 	select {
-	case m := <-ch:
-		if len(m.Data) == 0 && m.Header.Get("Status") == "503" {
-			return nil, sentAt, nats.ErrNoResponders
+	case a := <-ch:
+		if len(a.msg.Data) == 0 && a.msg.Header.Get("Status") == "503" {
+			return nil, sentAt, a.at, nats.ErrNoResponders
 		}
-		return m, sentAt, nil
+		return a.msg, sentAt, a.at, nil
 	case <-ctx.Done():
-		return nil, sentAt, ctx.Err()
+		return nil, sentAt, recv, ctx.Err()
 	case <-(*timer).C:
-		return nil, sentAt, context.DeadlineExceeded
+		return nil, sentAt, recv, context.DeadlineExceeded
 	}
 }
 
-func (r *replies) register(nc *nats.Conn) (slot int, reply string, ch chan *nats.Msg, err error) {
+func (r *replies) register(nc *nats.Conn) (slot int, reply string, ch chan arrival, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.sub == nil {
@@ -96,7 +106,7 @@ func (r *replies) register(nc *nats.Conn) (slot int, reply string, ch chan *nats
 	}
 	s := &r.slots[slot]
 	s.gen++
-	s.ch = make(chan *nats.Msg, 1)
+	s.ch = make(chan arrival, 1)
 	b := make([]byte, 0, len(r.prefix)+13)
 	b = append(b, r.prefix...)
 	b = strconv.AppendUint(b, s.gen<<slotBits|uint64(slot), 36)
@@ -113,19 +123,20 @@ func (r *replies) forget(slot int) {
 }
 
 func (r *replies) deliver(m *nats.Msg) {
+	at := time.Now()
 	token, err := strconv.ParseUint(m.Subject[strings.LastIndexByte(m.Subject, '.')+1:], 36, 64)
 	if err != nil {
 		return
 	}
 	slot, gen := int(token&(1<<slotBits-1)), token>>slotBits
 	r.mu.Lock()
-	var ch chan *nats.Msg
+	var ch chan arrival
 	if slot < len(r.slots) && r.slots[slot].gen == gen {
 		ch = r.slots[slot].ch
 		r.slots[slot].ch = nil // one answer per request
 	}
 	r.mu.Unlock()
 	if ch != nil {
-		ch <- m // buffered: one answer per request
+		ch <- arrival{m, at} // buffered: one answer per request
 	}
 }

@@ -79,11 +79,10 @@ func (c *Cluster) Wait(ctx context.Context, enterpriseID string, p Priority, opt
 		req.Lead = lead.Microseconds()
 		body := encodeRequest(head, req)
 		c.requests.Add(1)
-		msg, sentAt, err := c.replies.request(ctx, c.nc, c.grantSubject(enterpriseID), body, o.queued,
+		msg, sentAt, recv, err := c.replies.request(ctx, c.nc, c.grantSubject(enterpriseID), body, o.queued,
 			c.opts.MaxQueueWait+2*time.Second, &timer)
 		if err == nil {
 			unanswered = 0
-			recv := time.Now()
 			r, err := decodeReply(msg.Data, req.Dispenser)
 			ok := err == nil
 			req.Place = r.Place // asked again, it keeps its place
