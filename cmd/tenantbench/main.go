@@ -22,7 +22,7 @@
 // worker/ratelimit: asked for again); and the shards taken during the step
 // (each after a dispenser stepped down).
 //
-//	go run ./cmd/tenantbench                                  # about eight minutes
+//	go run ./cmd/tenantbench                                  # about five minutes
 //	go run ./cmd/tenantbench -replicas 3 -enterprises 100,2000 -duration 10s
 package main
 
