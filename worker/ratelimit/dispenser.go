@@ -3,7 +3,6 @@ package ratelimit
 import (
 	"container/heap"
 	"context"
-	"encoding/json"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -122,7 +121,7 @@ var (
 
 func (d *dispenser) onRequest(m *nats.Msg) {
 	var r grantRequest
-	if json.Unmarshal(m.Data, &r) != nil || m.Reply == "" {
+	if decodeRequest(m.Data, &r) != nil || m.Reply == "" {
 		return
 	}
 	d.mu.Lock()

@@ -22,7 +22,13 @@
 //     xygroup-limiter bucket, whose entries expire LeaseTTL (3 s) after their last
 //     write. It renews every RenewEvery (500 ms) with compare-and-swap, and stops
 //     granting StopAfter (1.5 s) after its last successful renewal was sent,
-//     measured on its own monotonic clock. Another replica can create the key
+//     measured on its own monotonic clock. That is a pause, not a step-down: it
+//     keeps renewing (presence, fence and leases written at once, each given
+//     StopAfter), grants again once a renewal gets through, and steps down
+//     only when the lease is another's or LeaseTTL has passed since its last
+//     renewal was sent (until then no other replica can have created it): a
+//     host or NATS server slowed by load costs pauses, not elections and
+//     their seconds without a dispenser. Another replica can create the key
 //     only after it expired, at least a second after the old dispenser stopped, so
 //     two dispensers never grant for one enterprise at once, and the grants of the
 //     old one are more than a second old when the new one starts. Wall-clock
@@ -85,7 +91,8 @@
 //     Departure): a request leaves within [D + lead, D + lead + budget], D
 //     being when the dispenser decided its grant. The replica bounds D on
 //     its own clock: after its request's sending plus its queue time plus
-//     half the shortest recent transit, before the grant's arrival less that
+//     half the shortest recent transit, before the grant's arrival (taken
+//     when its subscription receives it, not when the caller runs) less that
 //     half (the two ways' shortest times are taken to be equal, as NTP takes
 //     them). It waits for the window's start (a grant that came early is
 //     held) and refuses to send after its end: the grant's way beyond the

@@ -56,19 +56,38 @@ func (c *Cluster) elect(ctx context.Context) {
 func (c *Cluster) round(ctx context.Context) {
 	kv := c.bucket()
 	c.view.ensure(ctx, kv, c.opts.LeaseTTL)
-	opCtx, cancel := context.WithTimeout(ctx, c.opts.RenewEvery)
+	// The presence, the fence and the leases are written at once, each given
+	// until StopAfter: on a loaded host or NATS server a write can take most
+	// of a second, and one slow write must not use up the others' time. A
+	// write counts from its sending, so one answered late still renews.
+	opCtx, cancel := context.WithTimeout(ctx, c.opts.StopAfter)
 	defer cancel()
-	if _, err := kv.Put(opCtx, presenceKeyPrefix+c.id, []byte(c.opts.Name)); err != nil && ctx.Err() == nil {
-		c.reopen(ctx)
-	}
-	c.renewFence(opCtx, kv)
-	c.renewShards(opCtx, kv)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if _, err := kv.Put(opCtx, presenceKeyPrefix+c.id, []byte(c.opts.Name)); err != nil && ctx.Err() == nil {
+			c.reopen(ctx)
+		}
+	})
+	wg.Go(func() { c.renewFence(opCtx, kv) })
+	wg.Go(func() { c.renewShards(opCtx, kv) })
+	wg.Wait()
+	// Without the fence rewritten for StopAfter the shards grant nothing
+	// (shardActive); they step down when an earlier version or another
+	// number of shards holds it, or once it may have expired (LeaseTTL), and
+	// otherwise go on when a rewrite succeeds: a slow round is no election.
 	if !c.fenceOK() {
-		c.stepDownAll("the fence against earlier versions was not renewed in time", true)
+		switch {
+		case c.legacy.Load() || c.mismatch.Load():
+			c.stepDownAll("the fence against earlier versions is not this version's", true)
+		case c.fenceAge() >= c.opts.LeaseTTL:
+			c.stepDownAll("the fence against earlier versions was not renewed in time", true)
+		}
 	}
 	c.forwardLegacy()
 	if ctx.Err() == nil {
-		c.rebalance(ctx, opCtx, kv)
+		rbCtx, cancel := context.WithTimeout(ctx, c.opts.RenewEvery)
+		defer cancel()
+		c.rebalance(ctx, rbCtx, kv)
 	}
 }
 
@@ -153,14 +172,22 @@ func (c *Cluster) fenced(sent time.Time) {
 	c.mu.Unlock()
 }
 
-func (c *Cluster) fenceOK() bool {
+func (c *Cluster) fenceOK() bool { return c.fenceAge() < c.opts.StopAfter }
+
+// fenceAge is the time since the read that last saw the fence rewritten.
+func (c *Cluster) fenceAge() time.Duration {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return time.Since(c.fenceAt) < c.opts.StopAfter
+	return time.Since(c.fenceAt)
 }
 
-// renewShards rewrites every held shard's lease, in parallel; a shard whose
-// lease was lost, or not renewed for StopAfter, stops.
+// renewShards rewrites every held shard's lease, in parallel. A shard not
+// renewed for StopAfter grants nothing (shardActive) but keeps its lease
+// while it may: until LeaseTTL after its last renewal no other replica can
+// have created it, so a renewal that succeeds by then lets it go on (a slow
+// write under load costs a pause, not an election and LeaseTTL without a
+// dispenser). It steps down when the lease was lost, or once LeaseTTL has
+// passed.
 func (c *Cluster) renewShards(ctx context.Context, kv jetstream.KeyValue) {
 	c.mu.Lock()
 	hs := make([]*heldShard, 0, len(c.held))
@@ -170,36 +197,62 @@ func (c *Cluster) renewShards(ctx context.Context, kv jetstream.KeyValue) {
 	c.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, h := range hs {
-		wg.Go(func() {
-			c.mu.Lock()
-			rev := h.rev
-			c.mu.Unlock()
-			value := c.leaseValue(h.n, h.disp)
-			sent := time.Now() // before the write: the lease runs from then at the earliest
-			r, err := kv.Update(ctx, shardKey(h.n), value, rev)
-			switch {
-			case err == nil:
-				c.renewals.Add(1)
-				c.mu.Lock()
-				h.rev, h.lastRenew = r, sent
-				c.mu.Unlock()
-			case errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) ||
-				errors.Is(err, jetstream.ErrKeyNotFound):
-				c.stepDown(h, "lease lost", false) // it expired and may be another's
-			}
-			// Otherwise NATS is briefly away: the shard stops by itself
-			// StopAfter after its last renewal.
-		})
+		wg.Go(func() { c.renew(ctx, kv, h) })
 	}
 	wg.Wait()
 	for _, h := range hs {
 		c.mu.Lock()
-		late := time.Since(h.lastRenew) >= c.opts.StopAfter
+		late := time.Since(h.lastRenew) >= c.opts.LeaseTTL
 		c.mu.Unlock()
 		if late {
 			c.stepDown(h, "lease not renewed in time", false)
 		}
 	}
+}
+
+// renew rewrites the shard's lease (compare-and-swap on its revision).
+func (c *Cluster) renew(ctx context.Context, kv jetstream.KeyValue, h *heldShard) {
+	for attempt := 0; ; attempt++ {
+		c.mu.Lock()
+		rev := h.rev
+		c.mu.Unlock()
+		value := c.leaseValue(h.n, h.disp)
+		sent := time.Now() // before the write: the lease runs from then at the earliest
+		r, err := kv.Update(ctx, shardKey(h.n), value, rev)
+		switch {
+		case err == nil:
+			c.renewals.Add(1)
+			c.mu.Lock()
+			h.rev, h.lastRenew = r, sent
+			c.mu.Unlock()
+			return
+		case errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) ||
+			errors.Is(err, jetstream.ErrKeyNotFound):
+			// An earlier write whose answer came too late may have been
+			// applied: while the lease still names this dispenser, no other
+			// replica has written it since, and its revision is this one's.
+			if attempt == 0 {
+				if e, err := kv.Get(ctx, shardKey(h.n)); err == nil && c.ownLease(e, h) {
+					c.mu.Lock()
+					h.rev = e.Revision()
+					c.mu.Unlock()
+					continue
+				}
+			}
+			c.stepDown(h, "lease lost", false) // it expired and may be another's
+			return
+		}
+		// Otherwise NATS is slow or briefly away: the shard pauses StopAfter
+		// after its last renewal, and steps down LeaseTTL after it.
+		return
+	}
+}
+
+// ownLease reports whether the lease entry was written by the shard's
+// dispenser on this replica.
+func (c *Cluster) ownLease(e jetstream.KeyValueEntry, h *heldShard) bool {
+	var info LeaseInfo
+	return json.Unmarshal(e.Value(), &info) == nil && info.DispenserID != "" && info.DispenserID == h.disp.id
 }
 
 // rebalance hands over a shard while this replica holds more than its share,
@@ -429,6 +482,7 @@ func (c *Cluster) throttledSubject(enterpriseID string) string {
 func (c *Cluster) leaseValue(n int, d *dispenser) []byte {
 	info := LeaseInfo{Replica: c.opts.Name, Shard: n, Shards: c.opts.Shards}
 	if d != nil {
+		info.DispenserID = d.id
 		info.Since = d.since
 		info.Enterprises = d.use()
 		info.Handover = d.handover()

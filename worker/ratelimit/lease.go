@@ -24,6 +24,9 @@ type LeaseInfo struct {
 	// version's single dispenser writes no Shards.)
 	Shard  int `json:"shard,omitempty"`
 	Shards int `json:"shards,omitempty"`
+	// DispenserID names the dispenser that wrote the lease (as in the places
+	// it gives): a renewal whose answer was lost is recognised as its own.
+	DispenserID string `json:"dispenserId,omitempty"`
 	// Handover: the state the shard's next dispenser starts from (the
 	// enterprises whose learned guard is above its floor).
 	Handover map[string]Handover `json:"handover,omitempty"`

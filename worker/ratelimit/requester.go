@@ -2,8 +2,8 @@ package ratelimit
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
+	"math/rand/v2"
 	"time"
 )
 
@@ -71,18 +71,25 @@ func (c *Cluster) Wait(ctx context.Context, enterpriseID string, p Priority, opt
 	if o.departure != nil {
 		req.Place = o.departure.place // a grant not used: asked again at its place
 	}
+	head := requestHead(req)
+	unanswered := 0
+	var timer *time.Timer // each request's timeout, one timer for them all
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}() // requests in a row without a dispenser's answer
 	for {
 		lead := c.transit.currentLead()
 		req.Lead = lead.Microseconds()
-		body, _ := json.Marshal(req)
-		rctx, cancel := context.WithTimeout(ctx, c.opts.MaxQueueWait+2*time.Second)
+		body := encodeRequest(head, req)
 		c.requests.Add(1)
 		subject, again := c.grantSubject(enterpriseID), (<-chan struct{})(nil)
 		if !c.legacy.Load() {
 			again = c.elected.next(ShardOf(enterpriseID, c.opts.Shards))
 		}
-		msg, sentAt, err := c.replies.request(rctx, c.nc, subject, body, o.queued, again)
-		cancel()
+		msg, sentAt, recv, err := c.replies.request(ctx, c.nc, subject, body, o.queued,
+			c.opts.MaxQueueWait+2*time.Second, &timer, again)
 		if errors.Is(err, errNewDispenser) {
 			// Its place was in the old dispenser's queue: it takes a new
 			// one at the new dispenser, now rather than after its timeout.
@@ -91,9 +98,9 @@ func (c *Cluster) Wait(ctx context.Context, enterpriseID string, p Priority, opt
 			continue
 		}
 		if err == nil {
-			recv := time.Now()
-			var r grantReply
-			ok := json.Unmarshal(msg.Data, &r) == nil
+			unanswered = 0
+			r, err := decodeReply(msg.Data, req.Dispenser)
+			ok := err == nil
 			req.Place = r.Place // asked again, it keeps its place
 			if !ok || !r.OK {
 				continue // "ask again": waited too long in the queue, or the dispenser stepped down
@@ -129,11 +136,15 @@ func (c *Cluster) Wait(ctx context.Context, enterpriseID string, p Priority, opt
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		// No dispenser (election, NATS away): no call without a grant.
+		// No dispenser (election, NATS away): no call without a grant. Every
+		// waiting caller asks again, so the pause grows (to a second, with
+		// jitter): thousands of callers asking every 50 ms would load NATS
+		// and slow the lease writes that elect the next dispenser.
+		unanswered++
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
+		case <-time.After(retryPause(unanswered)):
 		}
 	}
 }
@@ -142,4 +153,13 @@ func (c *Cluster) Wait(ctx context.Context, enterpriseID string, p Priority, opt
 // down (its shard's dispenser widens its guard).
 func (c *Cluster) Throttled(enterpriseID string) {
 	_ = c.nc.Publish(c.throttledSubject(enterpriseID), []byte(enterpriseID))
+}
+
+// retryPause is the pause before asking again after n requests in a row got
+// no dispenser's answer: 50 ms doubling to a second, each between half and
+// all of that (callers that failed together ask again apart).
+func retryPause(n int) time.Duration {
+	d := 50 * time.Millisecond << min(n-1, 5)
+	d = min(d, time.Second)
+	return d/2 + rand.N(d/2+1)
 }
