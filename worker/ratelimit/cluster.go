@@ -82,6 +82,10 @@ type Cluster struct {
 	// handovers: the state in quiet leases of shards this replica may take.
 	handovers map[int]handoverSeen
 	started   time.Time
+	// liveSeen and liveSince: the count of live replicas last seen, and
+	// since when it held (see handOverAfter).
+	liveSeen  int
+	liveSince time.Time
 	// lastSeen: when this replica last saw a dispenser (the fence or an
 	// earlier version's lease present, or a grant received).
 	lastSeen time.Time

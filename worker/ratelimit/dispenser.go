@@ -193,6 +193,24 @@ func (d *dispenser) guard(q *enterpriseQueue, now time.Time) time.Duration {
 	return d.opts.Guard + q.extra
 }
 
+// load is what a hand-over of the dispenser's shard would hold up: requests
+// waiting and grants of the last ten seconds.
+func (d *dispenser) load() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	now := d.opts.Now()
+	n := 0
+	for _, q := range d.ents {
+		n += q.waiting.Len()
+		for _, t := range q.recent {
+			if now.Sub(t) <= 10*time.Second {
+				n++
+			}
+		}
+	}
+	return n
+}
+
 // budget is how late a grant's request may leave after the departure the
 // dispenser spaced: half of what the guard leaves once maxCatchUp is taken.
 // The other half absorbs what no replica measures: the variation of the way

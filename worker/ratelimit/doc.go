@@ -38,8 +38,12 @@
 //     like the leases), and follows the bucket's keys (revisions only, not
 //     values). A replica takes a free shard (its lease missing, or unwritten for
 //     LeaseTTL) only while it holds fewer than ceil(Shards / live replicas), and
-//     hands one over each round while it holds more: it stops granting and
-//     writes the lease a last time, and the shard waits for the lease to expire.
+//     hands one over each round while it holds more, once the count of live
+//     replicas has held still for 10 s (a replica cut off and back moves
+//     nothing), the least busy first (fewest requests waiting and grants in
+//     the last 10 s: an idle shard's move holds up no grant): it stops
+//     granting and writes the lease a last time, and the shard waits for the
+//     lease to expire.
 //     A replica starting takes no shard in its first round, so that replicas
 //     started together count each other. The leases cost Shards writes per
 //     RenewEvery cluster-wide (32 a second with 16 shards), the presence and

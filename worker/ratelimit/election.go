@@ -267,17 +267,25 @@ func (c *Cluster) rebalance(ctx, opCtx context.Context, kv jetstream.KeyValue) {
 	live := c.view.live(c.id, c.opts.LeaseTTL)
 	quota := (shards + live - 1) / live
 	c.mu.Lock()
+	if live != c.liveSeen {
+		c.liveSeen, c.liveSince = live, time.Now()
+	}
+	steady := time.Since(c.liveSince) >= handOverAfter
 	held := len(c.held)
-	var last *heldShard
+	hs := make([]*heldShard, 0, held)
 	for _, h := range c.held {
-		if last == nil || h.n > last.n {
-			last = h
-		}
+		hs = append(hs, h)
 	}
 	c.mu.Unlock()
 	if held > quota {
-		// One a round: each waits LeaseTTL for its next dispenser.
-		c.stepDown(last, "handed over: "+strconv.Itoa(live)+" replicas share the shards", true)
+		// A shard handed over has no dispenser until its lease expires:
+		// only once the count of replicas held still for handOverAfter (a
+		// replica cut off and back, or one whose presence was late, moves
+		// nothing), one a round, and the least busy first (an idle shard's
+		// move costs no one a grant).
+		if steady {
+			c.stepDown(leastBusy(hs), "handed over: "+strconv.Itoa(live)+" replicas share the shards", true)
+		}
 		return
 	}
 	// The handed-over state of quiet leases, read before they expire.
@@ -315,6 +323,24 @@ func (c *Cluster) rebalance(ctx, opCtx context.Context, kv jetstream.KeyValue) {
 			held++
 		}
 	}
+}
+
+// handOverAfter: how long the count of live replicas must hold still before
+// a replica hands over the shards above its share.
+const handOverAfter = 10 * time.Second
+
+// leastBusy is the held shard whose dispenser has the fewest requests waiting
+// and grants in the last ten seconds (the lowest-numbered among equals).
+func leastBusy(hs []*heldShard) *heldShard {
+	var best *heldShard
+	bestLoad := 0
+	for _, h := range hs {
+		load := h.disp.load()
+		if best == nil || load < bestLoad || (load == bestLoad && h.n < best.n) {
+			best, bestLoad = h, load
+		}
+	}
+	return best
 }
 
 // take tries to create the shard's lease and, when it did, dispenses its
