@@ -55,7 +55,11 @@ func TestWireMatchesEncodingJSON(t *testing.T) {
 			t.Errorf("decodeReply(%s) = %+v, %v; encoding/json reads %+v, %v", data, got, gotErr, want, wantErr)
 		}
 	}
-	for _, data := range []string{`{"e":"a","p":0,"r":20,"l":5}`, `{"p":1,"e":"b","r":20}`, `{"e":"a","p":"x"}`, `{"e":"a","r":0x10}`, `{"e":"a","r":-}`} {
+	for _, data := range []string{`{"e":"a","p":0,"r":20,"l":5}`, `{"p":1,"e":"b","r":20}`, `{"e":"a","p":"x"}`, `{"e":"a","r":0x10}`, `{"e":"a","r":-}`,
+		// Numbers strconv reads but JSON does not: a request no dispenser
+		// took before must not be granted now.
+		`{"e":"a","r":05}`, `{"e":"a","r":1.}`, `{"e":"a","r":-.5}`, `{"e":"a","r":1.e5}`, `{"e":"a","r":00}`, `{"e":"a","r":2e}`,
+		`{"e":"a","r":1e+5}`, `{"e":"a","r":-0.0}`, `{"e":"a","r":20.5E-1}`} {
 		var want, got grantRequest
 		wantErr := json.Unmarshal([]byte(data), &want)
 		gotErr := decodeRequest([]byte(data), &got)
