@@ -41,20 +41,49 @@ func encodeRequest(head []byte, r grantRequest) []byte {
 }
 
 // plainValue: true, false or a number as JSON writes it (strconv would
-// also take "inf" or "0x10").
+// also take "inf", "0x10", "05", "1." or "-.5").
 func plainValue(v []byte) bool {
 	if s := string(v); s == "true" || s == "false" {
 		return true
 	}
-	if len(v) == 0 || !(v[0] == '-' || v[0] >= '0' && v[0] <= '9') {
+	return jsonNumber(v)
+}
+
+// jsonNumber: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?
+func jsonNumber(v []byte) bool {
+	i := 0
+	digits := func() int {
+		n := 0
+		for i < len(v) && v[i] >= '0' && v[i] <= '9' {
+			i, n = i+1, n+1
+		}
+		return n
+	}
+	if i < len(v) && v[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(v) && v[i] == '0':
+		i++
+	case digits() == 0:
 		return false
 	}
-	for _, c := range v {
-		if !(c >= '0' && c <= '9' || c == '-' || c == '+' || c == '.' || c == 'e' || c == 'E') {
+	if i < len(v) && v[i] == '.' {
+		i++
+		if digits() == 0 {
 			return false
 		}
 	}
-	return true
+	if i < len(v) && (v[i] == 'e' || v[i] == 'E') {
+		i++
+		if i < len(v) && (v[i] == '+' || v[i] == '-') {
+			i++
+		}
+		if digits() == 0 {
+			return false
+		}
+	}
+	return i == len(v)
 }
 
 // jsonString quotes s for JSON; plain ids (letters, digits, "-_.:") need no
