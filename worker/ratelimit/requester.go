@@ -144,6 +144,8 @@ func (c *Cluster) Wait(ctx context.Context, enterpriseID string, p Priority, opt
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-again: // a dispenser was elected meanwhile: ask it now
+			unanswered = 0
 		case <-time.After(retryPause(unanswered)):
 		}
 	}
