@@ -72,6 +72,17 @@ func farRun(t *testing.T, n int, oneWay time.Duration, near bool, during func(*w
 	return st.Enterprises[wt.Enterprise], st.ByAnswer, rate
 }
 
+// reportLimit logs a run's figures and fails when a second at the API held
+// more than 20 requests or one was answered 429.
+func reportLimit(t *testing.T, what string, e sandbox.EnterpriseStats, answers map[string]int, rate float64) {
+	t.Helper()
+	t.Logf("%s: %d requests, %.1f created/s, max %d in a sliding second (limit 20); answers %v",
+		what, e.Requests, rate, e.MaxInWindow, answers)
+	if e.MaxInWindow > 20 || answers["429"] > 0 {
+		t.Fatalf("the limit broke: %d requests in one sliding second, %d answered 429", e.MaxInWindow, answers["429"])
+	}
+}
+
 // One replica 15 ms from NATS each way (another zone), alone: its grants come
 // 15 ms after their decision and its "sent" marks take 30 ms. It learns that
 // lead, the dispenser grants that much before each departure, and the
@@ -79,11 +90,7 @@ func farRun(t *testing.T, n int, oneWay time.Duration, near bool, during func(*w
 // length, and no second at the API holds more than 20.
 func TestFarReplicaAloneKeepsTheRate(t *testing.T) {
 	e, answers, rate := farRun(t, 200, 15*time.Millisecond, false, nil)
-	t.Logf("replica 15 ms from NATS: %d requests, %.1f created/s, max %d in a sliding second (limit 20); answers %v",
-		e.Requests, rate, e.MaxInWindow, answers)
-	if e.MaxInWindow > 20 || answers["429"] > 0 {
-		t.Fatalf("the limit broke: %d requests in one sliding second, %d answered 429", e.MaxInWindow, answers["429"])
-	}
+	reportLimit(t, "replica 15 ms from NATS", e, answers, rate)
 	// 19.5/s on an idle machine; a replica whose grants are all spent
 	// unused creates nothing. The floor leaves room for a loaded one.
 	if rate < 10 {
@@ -95,11 +102,7 @@ func TestFarReplicaAloneKeepsTheRate(t *testing.T) {
 // calls leave on the departures the dispenser spaced, like the near one's.
 func TestReplicaFartherFromNATSKeepsTheRate(t *testing.T) {
 	e, answers, rate := farRun(t, 300, 15*time.Millisecond, true, nil)
-	t.Logf("replicas 15 ms and 0 ms from NATS: %d requests, %.1f created/s, max %d in a sliding second (limit 20); answers %v",
-		e.Requests, rate, e.MaxInWindow, answers)
-	if e.MaxInWindow > 20 || answers["429"] > 0 {
-		t.Fatalf("the limit broke: %d requests in one sliding second, %d answered 429", e.MaxInWindow, answers["429"])
-	}
+	reportLimit(t, "replicas 15 ms and 0 ms from NATS", e, answers, rate)
 	if rate < 10 {
 		t.Fatalf("created %.1f/s", rate)
 	}
@@ -111,9 +114,5 @@ func TestReplicaFartherFromNATSKeepsTheRate(t *testing.T) {
 // no second at the API holds more than 20.
 func TestLinkRecoveredAfterASlowPhaseKeepsTheLimit(t *testing.T) {
 	e, answers, rate := farRun(t, 240, 60*time.Millisecond, true, func(r *wt.Relay) { r.SetLatency(0, 0) })
-	t.Logf("slow phase then recovery: %d requests, %.1f created/s, max %d in a sliding second (limit 20); answers %v",
-		e.Requests, rate, e.MaxInWindow, answers)
-	if e.MaxInWindow > 20 || answers["429"] > 0 {
-		t.Fatalf("the limit broke: %d requests in one sliding second, %d answered 429", e.MaxInWindow, answers["429"])
-	}
+	reportLimit(t, "slow phase then recovery", e, answers, rate)
 }

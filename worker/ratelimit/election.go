@@ -189,12 +189,7 @@ func (c *Cluster) fenceAge() time.Duration {
 // dispenser). It steps down when the lease was lost, or once LeaseTTL has
 // passed.
 func (c *Cluster) renewShards(ctx context.Context, kv jetstream.KeyValue) {
-	c.mu.Lock()
-	hs := make([]*heldShard, 0, len(c.held))
-	for _, h := range c.held {
-		hs = append(hs, h)
-	}
-	c.mu.Unlock()
+	hs := c.heldShards()
 	var wg sync.WaitGroup
 	for _, h := range hs {
 		wg.Go(func() { c.renew(ctx, kv, h) })
@@ -428,13 +423,19 @@ func (c *Cluster) stepDown(h *heldShard, why string, final bool) {
 	ev.Str("replica", c.opts.Name).Int("shard", h.n).Str("why", why).Msg("rate-limit dispenser: stepped down")
 }
 
-func (c *Cluster) stepDownAll(why string, final bool) {
+// heldShards are the shards this replica dispenses now.
+func (c *Cluster) heldShards() []*heldShard {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	hs := make([]*heldShard, 0, len(c.held))
 	for _, h := range c.held {
 		hs = append(hs, h)
 	}
-	c.mu.Unlock()
+	return hs
+}
+
+func (c *Cluster) stepDownAll(why string, final bool) {
+	hs := c.heldShards()
 	var wg sync.WaitGroup
 	for _, h := range hs {
 		wg.Go(func() { c.stepDown(h, why, final) })

@@ -134,12 +134,10 @@ func (h *history) windows(now time.Time) (granted, throttled []int, end time.Tim
 // dispenses (nil when none): the enterprises it has seen, and the known ones
 // of its shards it has not, at the floor.
 func (c *Cluster) Guards(known ...string) map[string]time.Duration {
-	c.mu.Lock()
-	ds := make([]*dispenser, 0, len(c.held))
-	for _, h := range c.held {
+	var ds []*dispenser
+	for _, h := range c.heldShards() {
 		ds = append(ds, h.disp)
 	}
-	c.mu.Unlock()
 	if len(ds) == 0 {
 		return nil
 	}
@@ -313,12 +311,10 @@ type Dispensed struct {
 // Use is the use of every enterprise whose shard this replica dispenses
 // (empty while it dispenses none).
 func (c *Cluster) Use() map[string]Dispensed {
-	c.mu.Lock()
-	ds := make([]*dispenser, 0, len(c.held))
-	for _, h := range c.held {
+	var ds []*dispenser
+	for _, h := range c.heldShards() {
 		ds = append(ds, h.disp)
 	}
-	c.mu.Unlock()
 	out := map[string]Dispensed{}
 	for _, d := range ds {
 		for id, e := range d.use() {
