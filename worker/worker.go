@@ -235,6 +235,15 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 		return err
 	}
+	if w.limiter != nil {
+		// Commands taken before every shard has a dispenser (a cluster's
+		// cold start) would ask for grants that no one answers, and ask
+		// again in no particular order: a tenant's lane would lose its order.
+		// Past an election's time they wait for their grants as usual.
+		wctx, cancel := context.WithTimeout(ctx, w.limiter.ElectionTime())
+		_ = w.limiter.AwaitDispensers(wctx)
+		cancel()
+	}
 	w.log.Info().Int("concurrency", w.opts.concurrency).Msg("worker consuming")
 	go w.runBackground(ctx)
 	go (&historyTrimmer{js: w.js, lag: w.opts.streams.withDefaults().HistoryTrimLag, now: w.opts.now, log: w.log}).run(ctx)

@@ -176,6 +176,24 @@ func NewCluster(ctx context.Context, nc *nats.Conn, opts Options) (*Cluster, err
 	return c, nil
 }
 
+// AwaitDispensers returns once every shard has a dispenser (its lease
+// written within LeaseTTL), or an earlier version's dispenser is asked, or
+// ctx ends.
+func (c *Cluster) AwaitDispensers(ctx context.Context) error {
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if c.legacy.Load() || (c.view.isSynced() && len(c.view.free(c.opts.Shards, c.opts.LeaseTTL)) == 0) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
 // ElectionTime bounds how long a shard may be without a dispenser in an
 // ordinary failover: the dead dispenser's lease expires (LeaseTTL after its
 // last renewal), the next election tick (RenewEvery) elects another, and

@@ -96,3 +96,26 @@ func TestGuardSurvivesFailover(t *testing.T) {
 		t.Fatalf("the next dispenser starts with a guard of %v, want the widened %v", g, floor+step)
 	}
 }
+
+// AwaitDispensers returns once every shard of a cold-started cluster has a
+// dispenser: a grant asked for then is answered at once.
+func TestAwaitDispensersOnAColdStart(t *testing.T) {
+	reps := startReplicas(t, 2, ratelimit.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, r := range reps {
+		if err := r.lim.AwaitDispensers(ctx); err != nil {
+			t.Fatalf("no dispenser for every shard within 20 s: %v", err)
+		}
+	}
+	if held := len(reps[0].lim.HeldShards()) + len(reps[1].lim.HeldShards()); held != ratelimit.DefaultShards {
+		t.Fatalf("%d of %d shards held once AwaitDispensers returned", held, ratelimit.DefaultShards)
+	}
+	before := reps[1].lim.Stats()
+	if err := reps[1].lim.Wait(ctx, "cold", ratelimit.Live); err != nil {
+		t.Fatal(err)
+	}
+	if after := reps[1].lim.Stats(); after.Requests-before.Requests != 1 {
+		t.Fatalf("%d requests for the first grant, want 1 (no dispenser missing)", after.Requests-before.Requests)
+	}
+}
