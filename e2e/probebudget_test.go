@@ -141,7 +141,7 @@ func TestProbeBudget(t *testing.T) {
 	bound := time.Duration(float64(meetings)/h.limit(Enterprise)*float64(time.Second)) + 15*time.Second
 	h.Note("PROBES: %d meetings, 3 commands each at once: first calls per meeting %.2f on average, %d at most (%d workers)",
 		meetings, float64(firstSum)/float64(meetings), firstMax, workers)
-	h.Note("PROBES: while waiting (%.0f s): %.2f probes per meeting per 10 s; probes %.0f%% of the API calls (%d of %d)",
+	h.Note("PROBES: while waiting (%.0f s): %.3f probes per meeting per 10 s; probes %.0f%% of the API calls (%d of %d)",
 		probeWindow, perMeeting, 100*float64(probes)/float64(max(inWindow, 1)), probes, inWindow)
 	h.Note("PROBES: live commands at 5/s: publish → terminal event p50 %v, p99 %v", p50.Round(time.Millisecond), p99.Round(time.Millisecond))
 	h.Note("PROBES: every meeting's groups created within %v of its start (bound %v)", worst.Round(100*time.Millisecond), bound)
@@ -162,8 +162,11 @@ func TestProbeBudget(t *testing.T) {
 	if firstMax > workers || float64(firstSum) > 1.05*float64(meetings) {
 		t.Errorf("%d first calls for %d meetings (%d at most for one): want one per meeting", firstSum, meetings, firstMax)
 	}
-	if perMeeting > 1 {
-		t.Errorf("%.2f probes per waiting meeting per 10 s, want at most 1", perMeeting)
+	// One probe per 10 s: a window of W seconds holds floor or ceil of W/10
+	// of a meeting's probes, as its phase falls; over 100 meetings the mean
+	// is W/10 within about 1% (4 standard deviations: 5%).
+	if perMeeting > 1.05 {
+		t.Errorf("%.3f probes per waiting meeting per 10 s, want at most 1", perMeeting)
 	}
 	// Bounds for a loaded two-core machine; the figures above are the claim.
 	if p99 > 2*time.Second {
