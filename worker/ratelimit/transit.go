@@ -2,7 +2,6 @@ package ratelimit
 
 import (
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -129,23 +128,4 @@ func (t *transitTimes) currentLead() time.Duration {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.lead
-}
-
-// reply is a grant (ok) or "ask again", with the request's place and, for a
-// grant, how long the request waited in the queue and its departure budget.
-func (d *dispenser) reply(ok bool, p *pending, queued, budget time.Duration) []byte {
-	b := make([]byte, 0, 80)
-	if ok {
-		b = append(b, `{"ok":true,"q":`...)
-		b = strconv.AppendInt(b, queued.Microseconds(), 10)
-		b = append(b, `,"b":`...)
-		b = strconv.AppendInt(b, budget.Microseconds(), 10)
-	} else {
-		b = append(b, `{"ok":false`...)
-	}
-	b = append(b, `,"d":"`...)
-	b = append(b, d.id...)
-	b = append(b, `","s":`...)
-	b = strconv.AppendUint(b, p.seq, 10)
-	return append(b, '}')
 }

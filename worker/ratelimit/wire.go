@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"encoding/json"
 	"strconv"
+	"time"
 )
 
 // A grant costs a request and a reply, thousands a second on a busy
@@ -292,4 +293,23 @@ func (f *flatReader) next() (key []byte, str bool, v []byte, more bool) {
 	}
 	f.i, f.bad = i, false
 	return key, str, v, true
+}
+
+// reply is a grant (ok) or "ask again", with the request's place and, for a
+// grant, how long the request waited in the queue and its departure budget.
+func (d *dispenser) reply(ok bool, p *pending, queued, budget time.Duration) []byte {
+	b := make([]byte, 0, 80)
+	if ok {
+		b = append(b, `{"ok":true,"q":`...)
+		b = strconv.AppendInt(b, queued.Microseconds(), 10)
+		b = append(b, `,"b":`...)
+		b = strconv.AppendInt(b, budget.Microseconds(), 10)
+	} else {
+		b = append(b, `{"ok":false`...)
+	}
+	b = append(b, `,"d":"`...)
+	b = append(b, d.id...)
+	b = append(b, `","s":`...)
+	b = strconv.AppendUint(b, p.seq, 10)
+	return append(b, '}')
 }
