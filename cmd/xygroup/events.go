@@ -180,10 +180,11 @@ func printEventRow(w io.Writer, subject string, data []byte) {
 		if e.DeveloperMessage != "" {
 			detail += ": " + e.DeveloperMessage
 		}
-		if len(detail) > 100 {
-			detail = detail[:100] + "…"
+		if r := []rune(detail); len(r) > 100 {
+			detail = string(r[:100]) + "…"
 		}
 	}
-	fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", e.OccurredAt.Local().Format("2006-01-02 15:04:05"), kind, e.CommandID,
-		e.EnterpriseID, e.MeetingRoomNumber, e.Attempts, detail)
+	// Every field comes from a publisher or from the API: printed escaped.
+	fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", e.OccurredAt.Local().Format("2006-01-02 15:04:05"), termSafe(kind), termSafe(e.CommandID),
+		termSafe(e.EnterpriseID), termSafe(e.MeetingRoomNumber), e.Attempts, termSafe(detail))
 }

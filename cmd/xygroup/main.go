@@ -115,10 +115,11 @@ func dashed(name string) string {
 	return "--" + name
 }
 
-// errorMessage never leaves the line after "xygroup:" empty.
+// errorMessage never leaves the line after "xygroup:" empty; an error may quote
+// a command or an answer, printed escaped (termSafeLines).
 func errorMessage(err error) string {
 	if msg := strings.TrimSpace(err.Error()); msg != "" {
-		return msg
+		return termSafeLines(msg)
 	}
 	return fmt.Sprintf("failed (exit code %d)", exitCode(err))
 }

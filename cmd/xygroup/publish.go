@@ -55,7 +55,7 @@ func runPublish(ctx context.Context, cmd *cli.Command) error {
 		for _, it := range got {
 			if it.Err != nil {
 				invalid++
-				fmt.Fprintf(stderr(cmd), "%s: invalid command: %v\n", it.Where(), it.Err)
+				fmt.Fprintln(stderr(cmd), termSafe(fmt.Sprintf("%s: invalid command: %v", it.Where(), it.Err)))
 				continue
 			}
 			items = append(items, it)

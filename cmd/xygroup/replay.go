@@ -333,7 +333,7 @@ func printDryRun(out io.Writer, items []commands.ReplayItem, rate float64, id st
 	}
 	sort.Strings(names)
 	for _, c := range names {
-		fmt.Fprintf(out, "  %-24s %d\n", c, classes[c])
+		fmt.Fprintf(out, "  %-24s %d\n", termSafe(c), classes[c])
 	}
 	eta := time.Duration(float64(left) / max(rate, 0.001) * float64(time.Second))
 	fmt.Fprintf(out, "at %g requests/s (less what live commands use): at least %v; created commands are skipped\n", rate, eta.Round(time.Second))
@@ -342,8 +342,8 @@ func printDryRun(out io.Writer, items []commands.ReplayItem, rate float64, id st
 func printSummary(cmd *cli.Command, s commands.Summary) {
 	b, _ := json.Marshal(s)
 	fmt.Fprintln(stdout(cmd), string(b))
-	fmt.Fprintf(stderr(cmd), "selected %d: published %d, skipped as created %d, handled before %d; outcomes: created %d, failed again %d %v, pending %d\n",
-		s.Selected, s.Published, s.SkippedDone, s.AlreadyReplayed, s.Created, failedAgain(s), s.FailedAgain, s.Pending)
+	fmt.Fprintln(stderr(cmd), termSafe(fmt.Sprintf("selected %d: published %d, skipped as created %d, handled before %d; outcomes: created %d, failed again %d %v, pending %d",
+		s.Selected, s.Published, s.SkippedDone, s.AlreadyReplayed, s.Created, failedAgain(s), s.FailedAgain, s.Pending)))
 }
 
 func failedAgain(s commands.Summary) int {

@@ -56,6 +56,8 @@ func runStatus(ctx context.Context, cmd *cli.Command) error {
 	return nil
 }
 
+// printStatus prints meetings, enterprises, reasons and replica names escaped
+// (termSafe): they come from commands, the API and other processes.
 func printStatus(out io.Writer, st *Status, maxMeetings int) {
 	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
 	defer tw.Flush()
@@ -87,13 +89,13 @@ func printStatus(out io.Writer, st *Status, maxMeetings int) {
 			case name == "":
 				name = "(breaker hold)"
 			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%d\t%s\t%s\n", name, m.EnterpriseID, m.State, m.Parked, m.Probes, ago(m.NextProbeAt), ago(m.WaitingSince))
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%d\t%s\t%s\n", termSafe(name), termSafe(m.EnterpriseID), termSafe(m.State), m.Parked, m.Probes, ago(m.NextProbeAt), ago(m.WaitingSince))
 		}
 	}
 	if st.Limiter == nil {
 		fmt.Fprintln(tw, "LIMITER\tno dispenser: no API call is being granted")
 	} else {
-		fmt.Fprintf(tw, "LIMITER\tdispenser %s\tsince %s\n", st.Limiter.Replica, ago(st.Limiter.Since))
+		fmt.Fprintf(tw, "LIMITER\tdispenser %s\tsince %s\n", termSafe(st.Limiter.Replica), ago(st.Limiter.Since))
 		ids := make([]string, 0, len(st.Limiter.Enterprises))
 		for id := range st.Limiter.Enterprises {
 			ids = append(ids, id)
@@ -105,7 +107,7 @@ func printStatus(out io.Writer, st *Status, maxMeetings int) {
 		for _, id := range ids {
 			e := st.Limiter.Enterprises[id]
 			use := float64(e.Granted10s) / 10
-			fmt.Fprintf(tw, "  %s\t%g\t%.1f (%.0f%%)\tmax %d of %g\t%d\t%.0f ms\t%d\t%d\n", id, e.Rate, use, 100*use/max(e.Rate, 0.001),
+			fmt.Fprintf(tw, "  %s\t%g\t%.1f (%.0f%%)\tmax %d of %g\t%d\t%.0f ms\t%d\t%d\n", termSafe(id), e.Rate, use, 100*use/max(e.Rate, 0.001),
 				e.MaxWindow1m, e.Rate, e.Waiting, e.GuardMs, e.Throttled10m, e.ThrottledTotal)
 		}
 	}
@@ -113,12 +115,12 @@ func printStatus(out io.Writer, st *Status, maxMeetings int) {
 	for _, b := range st.Breakers {
 		until := ""
 		if b.State == "open" {
-			until = "probe " + ago(b.OpenUntil) + ", reason " + b.Reason
+			until = "probe " + ago(b.OpenUntil) + ", reason " + termSafe(b.Reason)
 			if b.LastFailure != "" {
-				until += " (last: " + b.LastFailure + ")"
+				until += " (last: " + termSafe(b.LastFailure) + ")"
 			}
 		}
-		fmt.Fprintf(tw, "  %s\t%s\tfailures %d\topened %d time(s)\t%s\n", b.EnterpriseID, b.State, b.Failures, b.Opens, until)
+		fmt.Fprintf(tw, "  %s\t%s\tfailures %d\topened %d time(s)\t%s\n", termSafe(b.EnterpriseID), termSafe(b.State), b.Failures, b.Opens, until)
 	}
 	fmt.Fprintf(tw, "REPLICAS\t%d alive\n", len(st.Replicas))
 	for _, r := range st.Replicas {
@@ -126,7 +128,7 @@ func printStatus(out io.Writer, st *Status, maxMeetings int) {
 		if r.Dispenser {
 			role = "dispenser"
 		}
-		fmt.Fprintf(tw, "  %s\thandling %d, background %d, of %d slots (%s)\tup %s\t%s\n", r.Name, r.InFlight, r.Background, r.Concurrency,
+		fmt.Fprintf(tw, "  %s\thandling %d, background %d, of %d slots (%s)\tup %s\t%s\n", termSafe(r.Name), r.InFlight, r.Background, r.Concurrency,
 			ago(r.SeenAt), st.At.Sub(r.StartedAt).Round(time.Second), role)
 	}
 }
