@@ -46,26 +46,81 @@ func connectNATS(cmd *cli.Command, name string, extra ...nats.Option) (*nats.Con
 		}
 		opts = append(opts, nats.ClientCert(cert, key))
 	}
+	if err := checkNATSURLs(url); err != nil {
+		return nil, err
+	}
 	nc, err := nats.Connect(url, append(opts, extra...)...)
 	if err != nil {
-		return nil, fmt.Errorf("connect to NATS at %s: %w (is a worker or NATS server running?)", redactURLs(url), err)
+		return nil, fmt.Errorf("connect to NATS at %s: %s (is a worker or NATS server running?)", redactURLs(url), scrubSecrets(err.Error(), url))
 	}
 	return nc, nil
+}
+
+// A NATS URL's user information (user:password or a token) is everything
+// between "://" and the last "@": split as text, not by a URL parser, so that a
+// password with a '#', '/', '?' or space, which a parser reads as the end of the
+// host, never shows. NATS URLs have no path in which an '@' could stand.
+func splitUserinfo(u string) (scheme, userinfo, host string) {
+	u = strings.TrimSpace(u)
+	rest := u
+	if i := strings.Index(u, "://"); i >= 0 {
+		scheme, rest = u[:i+3], u[i+3:]
+	}
+	if at := strings.LastIndex(rest, "@"); at >= 0 {
+		return scheme, rest[:at], rest[at+1:]
+	}
+	return scheme, "", rest
 }
 
 // redactURLs hides passwords and tokens in a list of NATS URLs.
 func redactURLs(list string) string {
 	parts := strings.Split(list, ",")
 	for i, p := range parts {
-		u, err := neturl.Parse(strings.TrimSpace(p))
-		if err != nil {
-			parts[i] = "[unparseable url]"
-			continue
+		scheme, userinfo, host := splitUserinfo(p)
+		if userinfo != "" {
+			parts[i] = scheme + "[redacted]@" + host
+		} else {
+			parts[i] = scheme + host
 		}
-		if u.User != nil {
-			u.User = neturl.User("[redacted]")
-		}
-		parts[i] = u.String()
 	}
 	return strings.Join(parts, ",")
+}
+
+// checkNATSURLs refuses a URL that the NATS client would read otherwise than
+// it is written (a '#', '/', '?' or space in a password ends its host early; a
+// '%' starts an escape): without the parser's message, which quotes the URL.
+func checkNATSURLs(list string) error {
+	for _, p := range strings.Split(list, ",") {
+		scheme, userinfo, host := splitUserinfo(p)
+		if scheme == "" {
+			scheme = "nats://" // as the client reads it
+		}
+		u, err := neturl.Parse(scheme + userinfo + "@" + host)
+		if userinfo == "" {
+			u, err = neturl.Parse(scheme + host)
+		}
+		if err != nil || u.Host != host {
+			return fmt.Errorf("NATS URL %s cannot be read: a password or token with '%%', '#', '/', '?' or a space must be percent-encoded (%%25, %%23, %%2F, %%3F, %%20)", redactURLs(p))
+		}
+	}
+	return nil
+}
+
+// scrubSecrets removes from msg the user information of every URL in list,
+// as written and as decoded, should an error of the client ever quote it.
+func scrubSecrets(msg, list string) string {
+	for _, p := range strings.Split(list, ",") {
+		_, userinfo, _ := splitUserinfo(p)
+		secrets := []string{userinfo}
+		if u, err := neturl.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			pw, _ := u.User.Password()
+			secrets = append(secrets, u.User.Username(), pw)
+		}
+		for _, s := range secrets {
+			if len(s) >= 4 { // shorter ones would blank out ordinary words
+				msg = strings.ReplaceAll(msg, s, "[redacted]")
+			}
+		}
+	}
+	return msg
 }

@@ -2,6 +2,10 @@ package main
 
 import (
 	"context"
+	"fmt"
+	neturl "net/url"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -27,6 +31,63 @@ func TestNATSPasswordsAreRedacted(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), addr) {
 		t.Fatalf("the error does not say where: %v", err)
+	}
+}
+
+// A password or token with '%', '#', '/' or a space, as a deployment puts it
+// into NATS_URL from a secret, is refused with a message that quotes none of
+// it, by the real binary's flag parsing; percent-encoded, it connects.
+func TestNATSURLWithReservedCharactersIsRedacted(t *testing.T) {
+	bin := buildBinary(t)
+	addr := freeAddr(t)
+	for _, tc := range []struct {
+		userinfo  string
+		fragments []string
+	}{
+		{"worker:alpha%bravo", []string{"alpha", "bravo"}},
+		{"worker:charlie#delta", []string{"charlie", "delta"}},
+		{"worker:echo foxtrot", []string{"echo", "foxtrot"}},
+		{"worker:1234/hotel", []string{"1234", "hotel"}},
+		{"india%juliet", []string{"india", "juliet"}},
+	} {
+		for _, args := range [][]string{{"status"}, {"worker", "--sandbox", "--http-addr", freeAddr(t)}} {
+			cmd := exec.Command(bin, args...)
+			cmd.Env = append(os.Environ(), "NATS_URL=nats://other:pw-1@"+addr+",nats://"+tc.userinfo+"@"+addr)
+			out, err := cmd.CombinedOutput()
+			if err == nil {
+				t.Fatalf("%s with %q: no error:\n%s", args[0], tc.userinfo, out)
+			}
+			for _, f := range tc.fragments {
+				if strings.Contains(string(out), f) {
+					t.Errorf("%s with %q: %q in the output:\n%s", args[0], tc.userinfo, f, out)
+				}
+			}
+			if !strings.Contains(string(out), "nats://[redacted]@"+addr) || !strings.Contains(string(out), "percent-encoded") {
+				t.Errorf("%s with %q: the error does not say which URL or what to do:\n%s", args[0], tc.userinfo, out)
+			}
+		}
+	}
+
+	opts := &server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true, Username: "worker", Password: "charlie#delta %x/y?"}
+	s, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server did not start")
+	}
+	defer s.Shutdown()
+	cmd := &cli.Command{Name: "t", Flags: natsFlags(), Action: func(ctx context.Context, cmd *cli.Command) error {
+		nc, err := connectNATS(cmd, "encoded-test")
+		if err == nil {
+			nc.Close()
+		}
+		return err
+	}}
+	url := fmt.Sprintf("nats://worker:%s@%s", neturl.PathEscape("charlie#delta %x/y?"), s.Addr())
+	if err := cmd.Run(context.Background(), []string{"t", "--nats-url", url}); err != nil {
+		t.Fatalf("percent-encoded password: %v", err)
 	}
 }
 
