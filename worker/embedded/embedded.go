@@ -101,7 +101,26 @@ func Start(cfg Config) (*Server, error) {
 		lock.unlock()
 		return nil, err
 	}
+	if !opts.DontListen && !loopback(opts.Host) {
+		addr := cfg.Listen
+		if a := s.Addr(); a != nil {
+			addr = a.String()
+		}
+		log.Warn().Str("listen", addr).Msg("the embedded NATS server listens beyond loopback without authentication or TLS: " +
+			"whoever reaches " + addr + " can publish commands, read every event and delete the streams; " +
+			"listen on 127.0.0.1 (--embedded-listen), or run a NATS cluster with users and TLS (NATS_URL)")
+	}
 	return &Server{Server: s, inProcess: opts.DontListen, lock: lock}, nil
+}
+
+// loopback: host (an IP or a name) reaches this machine only. An empty host
+// or an unspecified address (0.0.0.0, ::) listens on every interface.
+func loopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // awaitReady waits until s accepts connections, its first fatal error, or the

@@ -1,6 +1,7 @@
 package embedded
 
 import (
+	"bytes"
 	"errors"
 	"net"
 	"os"
@@ -8,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/rs/zerolog"
 )
 
 // One store, one server: a second on the same directory fails while the first
@@ -67,5 +70,44 @@ func TestStartErrorsNameTheCause(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "store directory "+dir) || !strings.Contains(err.Error(), "not a directory") {
 		t.Fatalf("store directory under a file: %v", err)
+	}
+}
+
+// A server that listens beyond loopback, where it has no users and no TLS,
+// says so in a warning that names the address; on loopback it says nothing.
+func TestWarnsWhenListeningBeyondLoopback(t *testing.T) {
+	for _, tc := range []struct {
+		listen string
+		warns  bool
+	}{
+		{"127.0.0.1:0", false},
+		{"localhost:0", false},
+		{"[::1]:0", false},
+		{"0.0.0.0:0", true},
+		{":0", true},
+	} {
+		var buf bytes.Buffer
+		log := zerolog.New(&buf)
+		s, err := Start(Config{Listen: tc.listen, Logger: &log})
+		if err != nil {
+			if tc.listen == "[::1]:0" {
+				continue // no IPv6 here
+			}
+			t.Fatalf("%s: %v", tc.listen, err)
+		}
+		addr := s.Addr().String()
+		s.Stop()
+		var warning bool
+		for _, line := range strings.Split(buf.String(), "\n") {
+			if strings.Contains(line, `"level":"warn"`) && strings.Contains(line, "beyond loopback") {
+				warning = true
+				if !strings.Contains(line, `"listen":"`+addr+`"`) || !strings.Contains(line, "without authentication") {
+					t.Errorf("%s: the warning does not name the address %s or say why: %s", tc.listen, addr, line)
+				}
+			}
+		}
+		if warning != tc.warns {
+			t.Errorf("%s: warning %v, want %v:\n%s", tc.listen, warning, tc.warns, buf.String())
+		}
 	}
 }
