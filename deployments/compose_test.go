@@ -18,7 +18,7 @@ import (
 // names.
 func TestComposeFile(t *testing.T) {
 	names := configNames(t)
-	env := []string{"WORKER_PASSWORD=w", "OPERATOR_PASSWORD=o", "PUBLISHER_PASSWORD=p", "EVENTS_PASSWORD=e", "SYS_PASSWORD=s",
+	env := []string{"WORKER_PASSWORD=w", "OPERATOR_PASSWORD=o", "PUBLISHER_PASSWORD=p", "EVENTS_PASSWORD=e",
 		"ROUTE_PASSWORD=r", "GRAFANA_ADMIN_PASSWORD=g"}
 	p := loadCompose(t, env)
 	var services []string
@@ -26,11 +26,11 @@ func TestComposeFile(t *testing.T) {
 		services = append(services, name)
 	}
 	slices.Sort(services)
-	if !slices.Equal(services, []string{"grafana", "nats-0", "nats-1", "nats-2", "prometheus", "sandbox", "worker"}) {
+	if !slices.Equal(services, []string{"grafana", "nats-0", "nats-1", "nats-2", "nats-certs", "prometheus", "sandbox", "worker"}) {
 		t.Fatalf("services %v", services)
 	}
 	for name, s := range p.Services {
-		if s.HealthCheck == nil || len(s.HealthCheck.Test) == 0 {
+		if name != "nats-certs" && (s.HealthCheck == nil || len(s.HealthCheck.Test) == 0) {
 			t.Errorf("%s has no healthcheck", name)
 		}
 		for k := range s.Environment {
@@ -56,8 +56,25 @@ func TestComposeFile(t *testing.T) {
 	if w.StopGracePeriod == nil || *w.StopGracePeriod <= 20_000_000_000 {
 		t.Errorf("worker stop_grace_period %v is not longer than the 20 s drain", w.StopGracePeriod)
 	}
+	// TLS: the certificates made once before NATS starts, on every node, and the
+	// workers connecting with tls:// and the CA.
+	c := p.Services["nats-certs"]
+	if !slices.Contains(c.Entrypoint, "/gen-certs.sh") || len(c.Volumes) != 2 || c.Volumes[1].Source != "nats-tls" {
+		t.Errorf("nats-certs: entrypoint %v volumes %+v", c.Entrypoint, c.Volumes)
+	}
+	for _, u := range strings.Split(*w.Environment["NATS_URL"], ",") {
+		if !strings.HasPrefix(u, "tls://") {
+			t.Errorf("worker: NATS URL %s without TLS", u)
+		}
+	}
+	if v := w.Environment["NATS_CA"]; v == nil || *v != "/etc/nats-tls/ca.pem" || !mounts(w, "nats-tls", "/etc/nats-tls") {
+		t.Errorf("worker: NATS_CA %v, volumes %+v", v, w.Volumes)
+	}
 	for _, n := range []string{"nats-0", "nats-1", "nats-2"} {
 		s := p.Services[n]
+		if s.DependsOn["nats-certs"].Condition != "service_completed_successfully" || !mounts(s, "nats-tls", "/etc/nats-tls") {
+			t.Errorf("%s: does not wait for its certificates or mount them: %+v %+v", n, s.DependsOn, s.Volumes)
+		}
 		if v := s.Environment["SERVER_NAME"]; v == nil || *v != n {
 			t.Errorf("%s: SERVER_NAME %v", n, v)
 		}
@@ -83,6 +100,16 @@ func TestComposeFile(t *testing.T) {
 			t.Errorf("%s: image %s is not pinned to an exact version or digest", name, s.Image)
 		}
 	}
+}
+
+// mounts: s mounts volume at path, read only.
+func mounts(s types.ServiceConfig, volume, path string) bool {
+	for _, v := range s.Volumes {
+		if v.Source == volume && v.Target == path && v.ReadOnly {
+			return true
+		}
+	}
+	return false
 }
 
 func loadCompose(t *testing.T, env []string) *types.Project {

@@ -2,6 +2,7 @@ package deployments
 
 import (
 	"encoding/json"
+	"errors"
 	"maps"
 	"os"
 	"os/exec"
@@ -144,7 +145,7 @@ func TestNATSHelmValues(t *testing.T) {
 	// Keys the chart reads, where they belong (a key it does not know is ignored
 	// without a word).
 	known := map[string][]string{
-		"":            {"config", "container", "podTemplate", "promExporter", "reloader", "service", "statefulSet", "natsBox", "headlessService", "configMap", "serviceAccount", "podDisruptionBudget", "global"},
+		"":            {"config", "container", "podTemplate", "promExporter", "reloader", "service", "statefulSet", "natsBox", "tlsCA", "headlessService", "configMap", "serviceAccount", "podDisruptionBudget", "global"},
 		"config":      {"cluster", "jetstream", "merge", "patch", "monitor", "nats", "leafnodes", "websocket", "mqtt", "gateway", "profiling", "resolver", "serverNamePrefix"},
 		"container":   {"image", "merge", "patch", "env", "ports"},
 		"podTemplate": {"merge", "patch", "topologySpreadConstraints", "configChecksumAnnotation"},
@@ -158,6 +159,42 @@ func TestNATSHelmValues(t *testing.T) {
 			if !slices.Contains(keys, k) {
 				t.Errorf("values-nats.yaml: %s.%s is not a key the chart reads there", at, k)
 			}
+		}
+	}
+
+	// TLS for clients and routes, from the nats-tls secret; routes verify each
+	// other's certificate.
+	for _, at := range [][]string{{"config", "nats", "tls"}, {"config", "cluster", "tls"}, {"tlsCA"}} {
+		if dig(generic, append(at, "enabled")...) != true || dig(generic, append(at, "secretName")...) != "nats-tls" {
+			t.Errorf("%s: TLS not enabled from the nats-tls secret", strings.Join(at, "."))
+		}
+	}
+	if dig(generic, "config", "cluster", "tls", "merge", "verify") != true {
+		t.Error("routes do not verify each other's certificates")
+	}
+	if !strings.Contains(string(mustRead(t, "kubernetes/values-nats.yaml")), "create secret generic nats-tls") {
+		t.Error("values-nats.yaml does not say how to create the nats-tls secret")
+	}
+	// Every container of the chart locked down; no nats-box.
+	if dig(generic, "natsBox", "enabled") != false {
+		t.Error("natsBox is enabled")
+	}
+	var pod corev1.PodSecurityContext
+	remarshal(t, dig(generic, "podTemplate", "merge", "spec", "securityContext"), &pod)
+	if pod.RunAsNonRoot == nil || !*pod.RunAsNonRoot || pod.RunAsUser == nil || *pod.RunAsUser == 0 || pod.SeccompProfile == nil || pod.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		t.Errorf("pod securityContext %+v", pod)
+	}
+	guardSC := passwordGuard(t, v).SecurityContext
+	for name, raw := range map[string]any{
+		"container":      dig(generic, "container", "merge", "securityContext"),
+		"reloader":       dig(generic, "reloader", "merge", "securityContext"),
+		"promExporter":   dig(generic, "promExporter", "merge", "securityContext"),
+		"password-guard": guardSC,
+	} {
+		var sc corev1.SecurityContext
+		remarshal(t, raw, &sc)
+		if err := restricted(&sc); err != nil {
+			t.Errorf("%s: %v", name, err)
 		}
 	}
 
@@ -261,7 +298,7 @@ func TestNATSHelmValues(t *testing.T) {
 	for _, m := range regexp.MustCompile(`<< \$([A-Z][A-Z0-9_]*) >>`).FindAllStringSubmatch(string(valuesRaw), -1) {
 		uses[m[1]] = true
 	}
-	if len(uses) != 9 { // five users, the system account, the route password, three routes
+	if len(uses) != 8 { // four users, the route password, three routes
 		t.Fatalf("variables found: %v", slices.Sorted(maps.Keys(uses)))
 	}
 	for name := range uses {
@@ -283,13 +320,70 @@ func TestNATSHelmValues(t *testing.T) {
 	if !strings.Contains(string(gomod), "github.com/nats-io/nats-server/v2 v"+m[1]+"\n") {
 		t.Errorf("container.image.tag %s: not the nats-server of go.mod, which the permission tests run", img.Tag)
 	}
-	p := loadCompose(t, []string{"WORKER_PASSWORD=w", "OPERATOR_PASSWORD=o", "PUBLISHER_PASSWORD=p", "EVENTS_PASSWORD=e", "SYS_PASSWORD=s", "ROUTE_PASSWORD=r", "GRAFANA_ADMIN_PASSWORD=g"})
+	p := loadCompose(t, []string{"WORKER_PASSWORD=w", "OPERATOR_PASSWORD=o", "PUBLISHER_PASSWORD=p", "EVENTS_PASSWORD=e", "ROUTE_PASSWORD=r", "GRAFANA_ADMIN_PASSWORD=g"})
 	if compose := p.Services["nats-0"].Image; compose != "nats:"+img.Tag {
 		t.Errorf("Helm runs nats:%s, compose %s", img.Tag, compose)
 	}
 	if g := passwordGuard(t, v); g.Image != "nats:"+img.Tag {
 		t.Errorf("the password guard runs %s, NATS nats:%s", g.Image, img.Tag)
 	}
+}
+
+// dig reads a value of nested maps.
+func dig(m map[string]any, keys ...string) any {
+	var x any = m
+	for _, k := range keys {
+		mm, ok := x.(map[string]any)
+		if !ok {
+			return nil
+		}
+		x = mm[k]
+	}
+	return x
+}
+
+func remarshal(t *testing.T, from, into any) {
+	t.Helper()
+	raw, err := json.Marshal(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(raw, into); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mustRead(t *testing.T, name string) []byte {
+	t.Helper()
+	raw, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+// restricted: non-root, no privilege escalation, read-only root filesystem, no
+// capability, the runtime's seccomp profile (on the container or, with pod, the pod).
+func restricted(sc *corev1.SecurityContext, pod ...*corev1.PodSecurityContext) error {
+	seccomp := sc.SeccompProfile != nil && sc.SeccompProfile.Type == corev1.SeccompProfileTypeRuntimeDefault
+	nonRoot := sc.RunAsNonRoot != nil && *sc.RunAsNonRoot
+	for _, p := range pod {
+		seccomp = seccomp || (p != nil && sc.SeccompProfile == nil && p.SeccompProfile != nil && p.SeccompProfile.Type == corev1.SeccompProfileTypeRuntimeDefault)
+		nonRoot = nonRoot || (p != nil && sc.RunAsNonRoot == nil && p.RunAsNonRoot != nil && *p.RunAsNonRoot)
+	}
+	switch {
+	case !nonRoot:
+		return errors.New("may run as root")
+	case sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation:
+		return errors.New("privilege escalation allowed")
+	case sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem:
+		return errors.New("writable root filesystem")
+	case sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(sc.Capabilities.Add) > 0:
+		return errors.New("capabilities not all dropped")
+	case !seccomp:
+		return errors.New("no RuntimeDefault seccomp profile")
+	}
+	return nil
 }
 
 // The NATS pods of the Helm values do not start with the example passwords of
@@ -319,7 +413,7 @@ func TestKubernetesRefusesExamplePasswords(t *testing.T) {
 		}
 	}
 	slices.Sort(passwords)
-	if len(passwords) != 6 {
+	if len(passwords) != 5 {
 		t.Fatalf("example passwords %v", passwords)
 	}
 	real := map[string]string{}
@@ -351,7 +445,7 @@ func TestKubernetesRefusesExamplePasswords(t *testing.T) {
 		{"real values", real, nil},
 		{"the example values", example, passwords},
 		{"one example password", with(real, "PUBLISHER_PASSWORD", "change-me-publisher"), []string{"PUBLISHER_PASSWORD"}},
-		{"an empty password", with(real, "SYS_PASSWORD", ""), []string{"SYS_PASSWORD"}},
+		{"an empty password", with(real, "OPERATOR_PASSWORD", ""), []string{"OPERATOR_PASSWORD"}},
 		{"a missing password", with(real, "EVENTS_PASSWORD", "<unset>"), []string{"EVENTS_PASSWORD"}},
 		{"the README's placeholder", with(real, "WORKER_PASSWORD", "…"), []string{"WORKER_PASSWORD"}},
 		{"a route URL with a placeholder", with(real, "ROUTE_1", "nats://route:<ROUTE_PASSWORD>@nats-1.nats-headless:6222"), []string{"ROUTE_1"}},

@@ -18,7 +18,7 @@ func TestDockerImage(t *testing.T) {
 	for _, line := range strings.Split(string(raw), "\n") {
 		ignored[strings.TrimSpace(line)] = true
 	}
-	for _, must := range []string{".git", "**/.env", "**/*.env", "**/xylink.env", "data", "**/data", "**/*.pem", "**/*.key", "**/*.creds", "deployments/kubernetes/secret.yaml"} {
+	for _, must := range []string{".git", "**/.env", "**/*.env", "**/xylink.env", "data", "**/data", "**/*.pem", "**/*.key", "**/*.creds", "**/.env", "**/*tenants*.json", "**/*tenants*.yaml", "deployments/kubernetes/secret.yaml"} {
 		if !ignored[must] {
 			t.Errorf(".dockerignore does not exclude %s", must)
 		}

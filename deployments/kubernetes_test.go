@@ -109,8 +109,36 @@ func TestKubernetesManifests(t *testing.T) {
 			t.Errorf("secret: %s is not in the README's configuration table", k)
 		}
 	}
-	if !strings.Contains(c.Env[0].Value, "$(NATS_WORKER_PASSWORD)") || c.Env[0].Name != "NATS_URL" {
+	if !strings.Contains(c.Env[0].Value, "$(NATS_WORKER_PASSWORD)") || c.Env[0].Name != "NATS_URL" || !strings.HasPrefix(c.Env[0].Value, "tls://") {
 		t.Errorf("NATS_URL: %+v", c.Env)
+	}
+	// TLS: NATS_CA is a file of a mounted secret.
+	var caFile string
+	for _, e := range c.Env {
+		if e.Name == "NATS_CA" {
+			caFile = e.Value
+		}
+	}
+	var caFromSecret bool
+	for _, m := range c.VolumeMounts {
+		for _, v := range pod.Volumes {
+			if v.Name == m.Name && m.ReadOnly && v.Secret != nil && strings.HasPrefix(caFile, m.MountPath+"/") {
+				caFromSecret = true
+			}
+		}
+	}
+	if !caFromSecret {
+		t.Errorf("NATS_CA %q is not a file of a secret mounted read-only", caFile)
+	}
+	// Every container locked down.
+	for _, c := range append(append([]corev1.Container(nil), pod.InitContainers...), pod.Containers...) {
+		if c.SecurityContext == nil {
+			t.Errorf("container %s has no securityContext", c.Name)
+			continue
+		}
+		if err := restricted(c.SecurityContext, pod.SecurityContext); err != nil {
+			t.Errorf("container %s: %v", c.Name, err)
+		}
 	}
 
 	// No token, its own inbox prefix, an image by version.
