@@ -178,7 +178,6 @@ func terminalSeqs(t *testing.T, js jetstream.JetStream) map[string]uint64 {
 	}
 }
 
-
 // Every attempt at the token costs, right or wrong, and each client has its
 // own budget: after 15 wrong tokens from one address the right one is
 // refused for a while; another address is not refused.
