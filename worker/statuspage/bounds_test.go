@@ -248,6 +248,7 @@ func TestRebindingHostRefused(t *testing.T) {
 	js := wt.JetStream(t, nc)
 	sb := wt.StartSandbox(t, sandbox.Config{})
 	w := wt.StartWorkerOn(t, nc, wt.Client(t, sb))
+	wt.AwaitStream(t, js, contract.StreamEvents)
 	page, err := statuspage.New(statuspage.Options{JS: js, Inspector: w.Worker, DefaultEnterprise: wt.Enterprise, Token: uiToken,
 		AllowedHosts: []string{"Status.Example.Internal"}})
 	if err != nil {
