@@ -377,3 +377,51 @@ func awaitClosed(t *testing.T, conn net.Conn, br *bufio.Reader) {
 	}
 	t.Logf("closed by the server after %v", time.Since(start).Round(time.Millisecond))
 }
+
+// Connections beyond the cap wait to be accepted: two clients that hold
+// theirs keep a third out until one lets go.
+func TestConnectionCap(t *testing.T) {
+	m := worker.NewMetrics()
+	hs, err := worker.StartHealthServer("127.0.0.1:0", m, nil, worker.WithHTTPLimits(worker.HTTPLimits{MaxConns: 2, ReadHeaderTimeout: 5 * time.Minute}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hs.Close(context.Background())
+	var held []net.Conn
+	for range 2 {
+		c, err := net.Dial("tcp", hs.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		held = append(held, c)
+	}
+	third, err := net.Dial("tcp", hs.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer third.Close()
+	fmt.Fprintf(third, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+	answered := make(chan error, 1)
+	go func() {
+		resp, err := http.ReadResponse(bufio.NewReader(third), nil)
+		if err == nil {
+			resp.Body.Close()
+		}
+		answered <- err
+	}()
+	select {
+	case err := <-answered:
+		t.Fatalf("a third connection was served while two were held (%v)", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	held[0].Close()
+	select {
+	case err := <-answered:
+		if err != nil {
+			t.Fatalf("the third connection, once one let go: %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("the third connection was not served after one of the two let go")
+	}
+}
