@@ -406,7 +406,7 @@ func TestNATSPermissions(t *testing.T) {
 			if _, err := clusterstatus.RecentFailures(ctx, c.js, 10, 100); err != nil {
 				return err
 			}
-			_, err := clusterstatus.LookupCommand(ctx, c.js, "e1", "perm-3", 100)
+			_, err := clusterstatus.LookupCommand(ctx, c.js, "e1", "perm-3")
 			return err
 		}},
 		{"worker", "pull a reader's durable", refused, pullRequest(ev, "events-downstream")},

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/net/netutil"
 )
 
 // Check is one readiness condition; nil means ready.
@@ -22,25 +23,73 @@ type HealthServer struct {
 	done chan error
 }
 
-// HealthOption adds to what the health server serves.
-type HealthOption func(*http.ServeMux)
+// HTTPLimits bound what one client can hold of the HTTP server: its time
+// (reading a request, writing an answer, idling between requests), the size
+// of its headers, and the connections of all clients together, which share
+// the process's file descriptors with NATS and XYLink.
+type HTTPLimits struct {
+	ReadHeaderTimeout time.Duration
+	// ReadTimeout bounds reading a whole request, its body included.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds a request from its headers to the end of its answer
+	// (a handler that needs longer extends its own).
+	WriteTimeout   time.Duration
+	IdleTimeout    time.Duration
+	MaxHeaderBytes int
+	// MaxConns: connections beyond it wait to be accepted.
+	MaxConns int
+}
+
+// DefaultHTTPLimits are the limits of a field left zero.
+var DefaultHTTPLimits = HTTPLimits{ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 15 * time.Second, WriteTimeout: 30 * time.Second,
+	IdleTimeout: 30 * time.Second, MaxHeaderBytes: 32 << 10, MaxConns: 256}
+
+type healthConfig struct {
+	mux    *http.ServeMux
+	limits HTTPLimits
+}
+
+// HealthOption adds to what the health server serves, or sets how.
+type HealthOption func(*healthConfig)
 
 // WithPage serves page (the status page) at "/" and every path the health
 // server does not serve itself.
 func WithPage(page http.Handler) HealthOption {
-	return func(mux *http.ServeMux) { mux.Handle("/", page) }
+	return func(c *healthConfig) { c.mux.Handle("/", page) }
+}
+
+// WithHTTPLimits sets the server's limits; a field left zero keeps its
+// default (DefaultHTTPLimits).
+func WithHTTPLimits(l HTTPLimits) HealthOption {
+	return func(c *healthConfig) {
+		d := &c.limits
+		for _, f := range []struct{ to, from *time.Duration }{{&d.ReadHeaderTimeout, &l.ReadHeaderTimeout},
+			{&d.ReadTimeout, &l.ReadTimeout}, {&d.WriteTimeout, &l.WriteTimeout}, {&d.IdleTimeout, &l.IdleTimeout}} {
+			if *f.from > 0 {
+				*f.to = *f.from
+			}
+		}
+		if l.MaxHeaderBytes > 0 {
+			d.MaxHeaderBytes = l.MaxHeaderBytes
+		}
+		if l.MaxConns > 0 {
+			d.MaxConns = l.MaxConns
+		}
+	}
 }
 
 // StartHealthServer listens on addr and serves until Close.
 func StartHealthServer(addr string, m *Metrics, checks map[string]Check, opts ...HealthOption) (*HealthServer, error) {
+	mux := http.NewServeMux()
+	cfg := &healthConfig{mux: mux, limits: DefaultHTTPLimits}
+	for _, o := range opts {
+		o(cfg)
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	mux := http.NewServeMux()
-	for _, o := range opts {
-		o(mux)
-	}
+	ln = netutil.LimitListener(ln, cfg.limits.MaxConns)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
@@ -60,7 +109,9 @@ func StartHealthServer(addr string, m *Metrics, checks map[string]Check, opts ..
 		w.WriteHeader(status)
 		_ = json.NewEncoder(w).Encode(report)
 	})
-	h := &HealthServer{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, ln: ln, done: make(chan error, 1)}
+	l := cfg.limits
+	h := &HealthServer{srv: &http.Server{Handler: mux, ReadHeaderTimeout: l.ReadHeaderTimeout, ReadTimeout: l.ReadTimeout,
+		WriteTimeout: l.WriteTimeout, IdleTimeout: l.IdleTimeout, MaxHeaderBytes: l.MaxHeaderBytes}, ln: ln, done: make(chan error, 1)}
 	go func() {
 		err := h.srv.Serve(ln)
 		if errors.Is(err, http.ErrServerClosed) {

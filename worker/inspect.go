@@ -77,8 +77,11 @@ type CommandDetail struct {
 	// Terminal is its terminal event's subject, once published.
 	Terminal      string          `json:"terminal,omitempty"`
 	TerminalEvent json.RawMessage `json:"terminalEvent,omitempty"`
-	Cancelled     bool            `json:"cancelled,omitempty"`
-	CancelReason  string          `json:"cancelReason,omitempty"`
+	// EventSeq is the terminal event's sequence in the events stream (0:
+	// not recorded, as in records written before it was kept).
+	EventSeq     uint64 `json:"eventSeq,omitempty"`
+	Cancelled    bool   `json:"cancelled,omitempty"`
+	CancelReason string `json:"cancelReason,omitempty"`
 }
 
 // InspectCommand reads an enterprise's command's record.
@@ -118,6 +121,11 @@ func InspectCommand(ctx context.Context, js jetstream.JetStream, enterpriseID, c
 	}
 	if r.Terminal != nil {
 		st.Terminal, st.TerminalEvent = r.Terminal.Subject, r.Terminal.Body
+		var seq struct {
+			EventSeq uint64 `json:"eventSeq"`
+		}
+		_ = json.Unmarshal(e.Value(), &seq)
+		st.EventSeq = seq.EventSeq
 	}
 	if r.Cancelled != nil {
 		st.Cancelled, st.CancelReason = true, r.Cancelled.Reason

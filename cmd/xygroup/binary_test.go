@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	wt "github.com/xygroup/xygroup/worker/workertest"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -55,7 +56,8 @@ func TestBinaryQuickstartAndSIGTERM(t *testing.T) {
 	bin := buildBinary(t)
 	natsAddr, httpAddr, sbAddr := freeAddr(t), freeAddr(t), freeAddr(t)
 	worker, logs := startProcess(t, bin, nil, "worker", "--sandbox", "--data-dir", t.TempDir(),
-		"--embedded-listen", natsAddr, "--http-addr", httpAddr, "--sandbox-listen", sbAddr, "--nats-url", "")
+		"--embedded-listen", natsAddr, "--http-addr", httpAddr, "--sandbox-listen", sbAddr, "--nats-url", "",
+		"--http-allowed-hosts", " status.example.internal, other.example.internal")
 	awaitHTTP(t, "http://"+httpAddr+"/healthz", 60*time.Second)
 
 	publish := exec.Command(bin, "publish", "--wait", "--timeout", "60s", "--embedded-listen", natsAddr,
@@ -70,6 +72,21 @@ func TestBinaryQuickstartAndSIGTERM(t *testing.T) {
 		t.Fatalf("publish --wait printed %s", stdout.String())
 	}
 	awaitHTTP(t, "http://"+httpAddr+"/readyz", 10*time.Second)
+	// The status page answers its address and the configured names, not a
+	// name rebound to it.
+	for host, want := range map[string]int{"status.example.internal": http.StatusOK, "other.example.internal:9090": http.StatusOK,
+		httpAddr: http.StatusOK, "rebind.attacker.example": http.StatusMisdirectedRequest} {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+httpAddr+"/", nil)
+		req.Host = host
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("GET / with Host %s: %s, want %d", host, resp.Status, want)
+		}
+	}
 
 	if err := worker.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)

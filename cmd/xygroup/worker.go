@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"syscall"
 	"time"
 
@@ -30,6 +31,8 @@ func workerCommand() *cli.Command {
 		&cli.IntFlag{Name: "concurrency", Value: 32, Usage: "commands in flight per replica", Sources: cli.EnvVars("XYGROUP_CONCURRENCY")},
 		&cli.DurationFlag{Name: "max-wait", Value: 2 * time.Hour, Usage: "how long a command without a deadline waits for its meeting", Sources: cli.EnvVars("XYGROUP_MAX_WAIT")},
 		&cli.StringFlag{Name: "http-addr", Value: "127.0.0.1:9090", Usage: "the status page (/), /metrics, /healthz, /readyz", Sources: cli.EnvVars("XYGROUP_HTTP_ADDR")},
+		&cli.StringFlag{Name: "http-allowed-hosts", Usage: "names, comma-separated, that the status page answers to besides localhost and IP addresses (a reverse proxy's or a Service's name); others are refused", Sources: cli.EnvVars("XYGROUP_HTTP_ALLOWED_HOSTS")},
+		&cli.IntFlag{Name: "http-max-conns", Value: worker.DefaultHTTPLimits.MaxConns, Usage: "connections the HTTP server (status page, metrics, health) holds at once; more wait to be accepted", Sources: cli.EnvVars("XYGROUP_HTTP_MAX_CONNS")},
 		&cli.StringFlag{Name: "ui-token", Usage: "enables replay from the status page for whoever gives this token (prefer the variable: flags show in ps); unset: the page is read-only", Sources: cli.EnvVars("XYGROUP_UI_TOKEN"), HideDefault: true},
 		&cli.BoolFlag{Name: "sandbox", Usage: "start the XYLink sandbox in-process and use it (with its own credentials)", Sources: cli.EnvVars("XYGROUP_SANDBOX")},
 		&cli.StringFlag{Name: "sandbox-listen", Value: "127.0.0.1:8090", Usage: "where --sandbox serves (its admin API included)", Sources: cli.EnvVars("XYGROUP_SANDBOX_LISTEN")},
@@ -63,6 +66,9 @@ func runWorker(ctx context.Context, cmd *cli.Command) error {
 	}
 	if cmd.Int("max-lanes") < 1 || cmd.Int("lane-handlers") < 1 {
 		return cli.Exit("--max-lanes (XYGROUP_MAX_LANES) and --lane-handlers (XYGROUP_LANE_HANDLERS) must be at least 1", 2)
+	}
+	if cmd.Int("http-max-conns") < 1 {
+		return cli.Exit("--http-max-conns (XYGROUP_HTTP_MAX_CONNS) must be at least 1", 2)
 	}
 	if share := cmd.Float("probe-share"); share <= 0 || share > 1 {
 		return cli.Exit(fmt.Sprintf("--probe-share (XYGROUP_PROBE_SHARE) must be more than 0 and at most 1, not %g", share), 2)
@@ -183,11 +189,13 @@ func runWorker(ctx context.Context, cmd *cli.Command) error {
 		return cli.Exit(err.Error(), 2)
 	}
 	page, err := statuspage.New(statuspage.Options{JS: w.JetStream(), Inspector: w, DefaultEnterprise: defaultEnterprise,
-		Token: cmd.String("ui-token"), Rate: cmd.Float("rate"), Log: log.With().Str("component", "status-page").Logger()})
+		Token: cmd.String("ui-token"), Rate: cmd.Float("rate"), AllowedHosts: splitList(cmd.String("http-allowed-hosts")),
+		Log: log.With().Str("component", "status-page").Logger()})
 	if err != nil {
 		return cli.Exit(fmt.Sprintf("--ui-token (XYGROUP_UI_TOKEN): %v", err), 2)
 	}
-	hs, err := worker.StartHealthServer(cmd.String("http-addr"), w.Metrics(), w.Checks(), worker.WithPage(page))
+	hs, err := worker.StartHealthServer(cmd.String("http-addr"), w.Metrics(), w.Checks(), worker.WithPage(page),
+		worker.WithHTTPLimits(worker.HTTPLimits{MaxConns: cmd.Int("http-max-conns")}))
 	if err != nil {
 		return cli.Exit(fmt.Sprintf("http: %v", err), 1)
 	}
@@ -251,4 +259,15 @@ func configuredTenants(cmd *cli.Command) ([]xylink.Credentials, error) {
 		}
 	}
 	return tenants, nil
+}
+
+// splitList splits a comma-separated list, dropping blanks.
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
 }

@@ -69,7 +69,10 @@ type State struct {
 	// Terminal: the subject of its terminal event ("" while it has none).
 	Terminal string
 	// Event is the terminal event's body, as published.
-	Event    json.RawMessage
+	Event json.RawMessage
+	// EventSeq is the terminal event's sequence in the events stream (0:
+	// not known, in records written before it was kept).
+	EventSeq uint64
 	ReplayID string
 }
 
@@ -77,6 +80,7 @@ type State struct {
 type stored struct {
 	Attempts int    `json:"attempts"`
 	ReplayID string `json:"replayId,omitempty"`
+	EventSeq uint64 `json:"eventSeq,omitempty"`
 	Terminal *struct {
 		Subject string          `json:"subject"`
 		Body    json.RawMessage `json:"body"`
@@ -109,7 +113,7 @@ func Lookup(ctx context.Context, js jetstream.JetStream, enterpriseID, commandID
 			return State{}, fmt.Errorf("idempotency record %s: %w", commandID, err)
 		}
 	}
-	st := State{Known: true, Attempts: r.Attempts, ReplayID: r.ReplayID}
+	st := State{Known: true, Attempts: r.Attempts, ReplayID: r.ReplayID, EventSeq: r.EventSeq}
 	if r.Terminal != nil {
 		st.Terminal = r.Terminal.Subject
 		st.Event = r.Terminal.Body

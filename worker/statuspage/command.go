@@ -2,7 +2,9 @@ package statuspage
 
 import (
 	"context"
+	"errors"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/xygroup/xygroup/worker/clusterstatus"
@@ -30,12 +32,19 @@ func (h *Handler) command(w http.ResponseWriter, r *http.Request) {
 	}
 	live := commandURL(ent, id) + "&part=live"
 	d := &commandData{page: h.basePage("command "+id, live)}
-	c, err := clusterstatus.LookupCommand(ctx, h.opts.JS, ent, id, eventsSearched)
+	c, err := h.commands.get(ctx, strconv.Itoa(len(ent))+":"+ent+id, func(ctx context.Context) (*clusterstatus.Command, error) {
+		return clusterstatus.LookupCommand(ctx, h.opts.JS, ent, id)
+	})
 	status := http.StatusOK
 	switch {
+	case errors.Is(err, errBusy):
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, err.Error(), http.StatusTooManyRequests)
+		return
 	case err != nil:
 		d.Err, status = err.Error(), http.StatusServiceUnavailable
-	case !c.Record.Known && len(c.Events) == 0:
+		c = &clusterstatus.Command{EnterpriseID: ent, CommandID: id}
+	case !c.Record.Known:
 		status = http.StatusNotFound
 	}
 	d.Command = c

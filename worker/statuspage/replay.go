@@ -21,6 +21,9 @@ import (
 
 var errForged = errors.New("this confirmation was not made by this page's dry run: start again from the dry run")
 
+// replayFor bounds a replay from the page (its dry run, or its run).
+const replayFor = time.Minute
+
 // A dry run's confirmation stays valid this long.
 const confirmFor = 10 * time.Minute
 
@@ -70,15 +73,20 @@ func (h *Handler) replay(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "the form could not be read: "+err.Error(), http.StatusBadRequest)
 		return
 	}
+	// Every attempt is paid for before the token or the confirmation is
+	// compared, so that the answers tell nothing about either.
+	if !h.guesses.allow(clientOf(r)) {
+		w.Header().Set("Retry-After", strconv.Itoa(int(guessClientEvery/time.Second)))
+		http.Error(w, "too many replay attempts from here: try again in a minute", http.StatusTooManyRequests)
+		return
+	}
+	// A replay publishes for up to a minute before it answers.
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(replayFor + 15*time.Second))
 	d := &replayData{page: h.basePage("replay", "")}
 	confirming := r.PostForm.Get("step") == "confirm"
 	wrongToken := !confirming && !h.tokenGiven(r.PostForm.Get("token"))
-	if wrongToken && !h.guesses.Allow() {
-		http.Error(w, "too many wrong tokens: try again in a few seconds", http.StatusTooManyRequests)
-		return
-	}
 	// Past the limiter: a wrong token reads NATS (the classes) a few times a
-	// second at most.
+	// minute at most.
 	d.Form = replayForm{Classes: h.classes(r.Context()), Chosen: map[string]bool{}, Enterprise: strings.TrimSpace(r.PostForm.Get("enterprise")),
 		Meeting: strings.TrimSpace(r.PostForm.Get("meeting")), Since: strings.TrimSpace(r.PostForm.Get("since")), Deadline: strings.TrimSpace(r.PostForm.Get("deadline"))}
 	for _, c := range r.PostForm["class"] {
@@ -89,7 +97,7 @@ func (h *Handler) replay(w http.ResponseWriter, r *http.Request) {
 		h.render(w, http.StatusForbidden, "replay", d)
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), time.Minute)
+	ctx, cancel := context.WithTimeout(r.Context(), replayFor)
 	defer cancel()
 	if confirming {
 		h.confirm(ctx, w, r, d)
@@ -113,9 +121,9 @@ func (h *Handler) classes(ctx context.Context) []string {
 	return replayClasses(byClass)
 }
 
-// tokenGiven compares in constant time. Wrong guesses, across all clients,
-// are answered 403 a few times a second and 429 beyond (h.guesses), before
-// anything is read from NATS.
+// tokenGiven compares in constant time, once the attempt was paid for
+// (h.guesses): beyond each client's and all clients' budgets, attempts are
+// answered 429 before anything is compared or read from NATS.
 func (h *Handler) tokenGiven(given string) bool {
 	a, b := sha256.Sum256([]byte(given)), sha256.Sum256([]byte(h.opts.Token))
 	return subtle.ConstantTimeCompare(a[:], b[:]) == 1
@@ -183,10 +191,6 @@ func (h *Handler) dryRun(ctx context.Context, w http.ResponseWriter, d *replayDa
 func (h *Handler) confirm(ctx context.Context, w http.ResponseWriter, r *http.Request, d *replayData) {
 	sel, deadline, err := h.verify(confirmation{Selection: r.PostForm.Get("selection"), Deadline: r.PostForm.Get("deadline"),
 		Expires: r.PostForm.Get("expires"), MAC: r.PostForm.Get("mac")})
-	if errors.Is(err, errForged) && !h.guesses.Allow() {
-		http.Error(w, "too many forged confirmations: try again in a few seconds", http.StatusTooManyRequests)
-		return
-	}
 	if err != nil {
 		d.Err = err.Error()
 		h.render(w, http.StatusForbidden, "replay", d)

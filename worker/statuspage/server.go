@@ -14,7 +14,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
-	"golang.org/x/time/rate"
 
 	"github.com/xygroup/xygroup/worker"
 )
@@ -46,7 +45,12 @@ type Options struct {
 	Rate float64
 	// Refresh is how often the page refreshes itself (5 s when 0).
 	Refresh time.Duration
-	Log     zerolog.Logger
+	// AllowedHosts are the names, besides localhost and IP addresses, that
+	// requests may give as their Host (a reverse proxy's, a Service's). Any
+	// other is refused (421), so that a name rebound to this address by an
+	// attacker's DNS does not let a web page read or drive the page.
+	AllowedHosts []string
+	Log          zerolog.Logger
 }
 
 // MinTokenLength is the shortest replay token accepted.
@@ -61,8 +65,10 @@ type Handler struct {
 	cacheMu  sync.Mutex
 	cached   *overviewData
 	cachedAt time.Time
-	// guesses bounds wrong replay tokens and forged confirmations.
-	guesses *rate.Limiter
+	commands *commandCache
+	hosts    map[string]bool
+	// guesses bounds attempts at the replay token and at confirmations.
+	guesses *guessLimiter
 }
 
 // New returns the page's handler.
@@ -82,7 +88,12 @@ func New(o Options) (*Handler, error) {
 	}
 	sub, _ := fs.Sub(staticFS, "static")
 	h := &Handler{opts: o, tmpl: tmpl, static: http.StripPrefix("/static/", http.FileServerFS(sub)),
-		guesses: rate.NewLimiter(rate.Every(time.Second), 5)}
+		commands: newCommandCache(), hosts: map[string]bool{}, guesses: newGuessLimiter()}
+	for _, name := range o.AllowedHosts {
+		if n := hostName(name); n != "" {
+			h.hosts[n] = true
+		}
+	}
 	if o.Token != "" && len(o.Token) < MinTokenLength {
 		return nil, fmt.Errorf("statuspage: the replay token must be at least %d characters (it guards replays; make one with: openssl rand -hex 16)", MinTokenLength)
 	}
@@ -96,9 +107,13 @@ func New(o Options) (*Handler, error) {
 	return h, nil
 }
 
-// ServeHTTP serves the page with headers that keep it to itself: no other
-// origin's scripts, no framing, nothing cached.
+// ServeHTTP serves the page, to allowed Host values only, with headers that
+// keep it to itself: no other origin's scripts, no framing, nothing cached.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !hostAllowed(r.Host, h.hosts) {
+		http.Error(w, "this host name is not served here: open the page by its address or localhost, or add the name to --http-allowed-hosts (XYGROUP_HTTP_ALLOWED_HOSTS)", http.StatusMisdirectedRequest)
+		return
+	}
 	hd := w.Header()
 	hd.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 	hd.Set("X-Content-Type-Options", "nosniff")
