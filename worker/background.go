@@ -66,6 +66,7 @@ func (w *Worker) updateParkedGauge(ctx context.Context) {
 		w.updateLaneGauge(info.State.Subjects)
 		w.reopenLanes(ctx, info.State.Subjects)
 		w.forgetEmptyMeetings(ctx, info.State.Subjects)
+		w.parker.shares.reconcile(ctx, w.parked, info.State.Subjects, w.view)
 	}
 	if w.limiter != nil {
 		w.opts.metrics.LimiterGuard.Reset()

@@ -61,10 +61,19 @@ type Invalid struct {
 type decoder struct {
 	defaultEnterprise string
 	hasTenant         func(string) bool
+	// maxHorizon bounds notBefore and deadline, from when the command was
+	// received (0: unbounded).
+	maxHorizon time.Duration
 }
 
+// DefaultMaxHorizon is how far ahead of its arrival a command's notBefore and
+// deadline may be, unless configured (WithMaxHorizon).
+const DefaultMaxHorizon = 72 * time.Hour
+
 // decode never fails: what cannot be read becomes an Invalid with its reason.
-func (d *decoder) decode(raw []byte, hdr nats.Header, stream string, seq uint64) *Decoded {
+// received is when the command first arrived (zero: not known, the horizon is
+// not checked).
+func (d *decoder) decode(raw []byte, hdr nats.Header, stream string, seq uint64, received time.Time) *Decoded {
 	out := &Decoded{Raw: raw}
 	out.ID, out.namedByReplay = fallbackID(hdr, stream, seq)
 	invalid := func(user, dev string) *Decoded {
@@ -104,6 +113,21 @@ func (d *decoder) decode(raw []byte, hdr nats.Header, stream string, seq uint64)
 	}
 	if cmd.NotBefore != nil && cmd.Deadline != nil && cmd.Deadline.Before(*cmd.NotBefore) {
 		return invalid("the deadline is before notBefore", "deadline must not be before notBefore")
+	}
+	if d.maxHorizon > 0 && !received.IsZero() {
+		// A command parked for years would hold a share of the parked stream
+		// that long: beyond the horizon it is refused, never parked.
+		limit := received.Add(d.maxHorizon)
+		for _, f := range []struct {
+			name string
+			t    *time.Time
+		}{{"notBefore", cmd.NotBefore}, {"deadline", cmd.Deadline}} {
+			if f.t != nil && f.t.After(limit) {
+				return invalid(fmt.Sprintf("%s is too far ahead: at most %s after the command arrives", f.name, d.maxHorizon),
+					fmt.Sprintf("%s %s is after %s, %s after the command was received (--max-horizon, XYGROUP_MAX_HORIZON)",
+						f.name, f.t.UTC().Format(time.RFC3339), limit.UTC().Format(time.RFC3339), d.maxHorizon))
+			}
+		}
 	}
 	out.Cmd = &cmd
 	if cmd.CommandID != "" && len(cmd.CommandID) <= maxIDBytes {

@@ -25,7 +25,7 @@ func FuzzDecode(f *testing.F) {
 	d := &decoder{defaultEnterprise: "e1", hasTenant: func(id string) bool { return id == "e1" }}
 	now := time.Unix(1_800_000_000, 0)
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		out := d.decode(raw, nats.Header{}, "S", 7)
+		out := d.decode(raw, nats.Header{}, "S", 7, time.Time{})
 		if (out.Cmd == nil) == (out.Invalid == nil) {
 			t.Fatalf("decode(%q): command %v, invalid %v", raw, out.Cmd, out.Invalid)
 		}

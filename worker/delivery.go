@@ -46,6 +46,10 @@ type delivery struct {
 // intake: the command comes in for the first time, from the shared consumer
 // or from its tenant's lane. It may be parked (meeting waiting) or held
 // (breaker open) rather than tried.
+// parkedCopy: the delivery is a copy in the parked stream (its ack removes
+// it from there), not a command taken from the commands stream.
+func (del *delivery) parkedCopy() bool { return del.kind != fromShared }
+
 func (del *delivery) intake() bool { return del.kind == fromShared || del.kind == fromLane }
 
 func sharedDelivery(msg jetstream.Msg, meta *jetstream.MsgMetadata) *delivery {

@@ -119,7 +119,7 @@ func TestLongIDsAreBounded(t *testing.T) {
 	long := strings.Repeat("i", 100<<10)
 	h := nats.Header{}
 	h.Set(nats.MsgIdHdr, long)
-	a, b := d.decode([]byte(`{}`), h, "S", 1), d.decode([]byte(`{}`), h, "S", 2)
+	a, b := d.decode([]byte(`{}`), h, "S", 1, time.Time{}), d.decode([]byte(`{}`), h, "S", 2, time.Time{})
 	if a.ID != b.ID || len(a.ID) > maxIDBytes || !strings.HasPrefix(a.ID, "sha256:") {
 		t.Errorf("ids %q and %q", a.ID, b.ID)
 	}

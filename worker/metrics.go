@@ -21,8 +21,11 @@ type Metrics struct {
 	Parked       prometheus.Gauge
 	LaneCommands *prometheus.GaugeVec
 	LaneMoves    *prometheus.CounterVec
-	Retries      *prometheus.CounterVec // by disposition
-	Redeliveries prometheus.Counter
+	// ParkedRefused: commands that could not be parked, by enterprise and
+	// reason: over_quota (the tenant's share is full) or stream_full.
+	ParkedRefused *prometheus.CounterVec
+	Retries       *prometheus.CounterVec // by disposition
+	Redeliveries  prometheus.Counter
 	// ServerMoves: forced reconnects away from a NATS server that could not
 	// write to JetStream while another could (servermove.go).
 	ServerMoves prometheus.Counter
@@ -70,6 +73,8 @@ func NewMetrics() *Metrics {
 			Help: "Commands waiting in the enterprise's lane (its commands crowd the replicas: they are taken at its pace)."}, []string{"enterprise"}),
 		LaneMoves: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "xygroup_lane_moves_total",
 			Help: "Commands this replica moved to their enterprise's lane."}, []string{"enterprise"}),
+		ParkedRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "xygroup_parked_refused_total",
+			Help: "Commands that could not be parked, by enterprise and reason: over_quota (failed: the enterprise's share of the parked stream is full) or stream_full (kept queued)."}, []string{"enterprise", "reason"}),
 		Parked: prometheus.NewGauge(prometheus.GaugeOpts{Name: "xygroup_parked",
 			Help: "Commands waiting for their meeting to start (as seen by this replica)."}),
 		Retries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "xygroup_retries_total",
@@ -117,7 +122,7 @@ func NewMetrics() *Metrics {
 	for _, p := range priorities {
 		m.LimiterWait.WithLabelValues(p.String())
 	}
-	r.MustRegister(m.LimiterGrants, m.LimiterBudget, m.LimiterGuard, m.LimiterMaxWindow, m.LimiterThrottled, m.Probes, m.ReleaseLatency, m.Cancels, m.Commands, m.APICalls, m.Attempts, m.LimiterWait, m.BreakerState, m.InFlight, m.Parked, m.LaneCommands, m.LaneMoves, m.Retries, m.Redeliveries, m.ServerMoves)
+	r.MustRegister(m.LimiterGrants, m.LimiterBudget, m.LimiterGuard, m.LimiterMaxWindow, m.LimiterThrottled, m.Probes, m.ReleaseLatency, m.Cancels, m.Commands, m.APICalls, m.Attempts, m.LimiterWait, m.BreakerState, m.InFlight, m.Parked, m.LaneCommands, m.LaneMoves, m.ParkedRefused, m.Retries, m.Redeliveries, m.ServerMoves)
 	return m
 }
 

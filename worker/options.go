@@ -35,6 +35,8 @@ type options struct {
 	maxLanes          int
 	maxLaneHandlers   int
 	tracerProvider    trace.TracerProvider
+	maxHorizon        time.Duration
+	parkedShare       float64
 }
 
 func defaultOptions() options {
@@ -43,7 +45,8 @@ func defaultOptions() options {
 		probeBackoff: Backoff{Initial: 5 * time.Second, Max: 15 * time.Second},
 		probeShare:   0.5,
 		callLease:    30 * time.Second, recordTTL: 30 * 24 * time.Hour,
-		maxLanes: defaultMaxLanes, maxLaneHandlers: defaultLaneHandlers}
+		maxLanes: defaultMaxLanes, maxLaneHandlers: defaultLaneHandlers,
+		maxHorizon: DefaultMaxHorizon, parkedShare: DefaultParkedTenantShare}
 }
 
 // WithConcurrency bounds the commands in flight on this replica (default 32).
@@ -148,3 +151,14 @@ func WithLaneLimits(lanes, handlers int) Option {
 func WithTracerProvider(tp trace.TracerProvider) Option {
 	return func(o *options) { o.tracerProvider = tp }
 }
+
+// WithMaxHorizon bounds how far ahead of its arrival a command's notBefore and
+// deadline may be (default DefaultMaxHorizon); beyond it the command fails as
+// invalid_command, never parked. A replay's deadline is cut to it too.
+func WithMaxHorizon(d time.Duration) Option { return func(o *options) { o.maxHorizon = d } }
+
+// WithParkedTenantShare bounds the part of the parked stream's MaxBytes one
+// tenant's parked commands may hold (default DefaultParkedTenantShare, a
+// fraction in (0, 1]); a command of a tenant at its share that would be
+// parked fails as over_quota.
+func WithParkedTenantShare(f float64) Option { return func(o *options) { o.parkedShare = f } }

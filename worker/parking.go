@@ -173,6 +173,7 @@ type parker struct {
 	view     *meetingView
 	backoff  Backoff // between probes of one meeting
 	now      func() time.Time
+	shares   *parkedShares // nil: no tenant shares
 }
 
 // park stores the command under its meeting and makes sure the meeting has a
@@ -232,7 +233,20 @@ func (p *parker) storeFor(ctx context.Context, token, kind string, d *Decoded, d
 	if del.kind == fromShared {
 		m.Header.Set(nats.MsgIdHdr, "xygroup."+kindName(kind)+"."+del.stream+"."+strconv.FormatUint(del.seq, 10))
 	}
+	// A command taken from the commands stream must fit its tenant's share;
+	// a copy moved within the parked stream is charged without the check,
+	// its old copy given back once removed.
+	cost := parkedBytes(del.data)
+	if err := p.shares.reserve(ctx, d.EnterpriseID, cost, !del.parkedCopy()); err != nil {
+		return parkedAt{}, fmt.Errorf("park: %w", err)
+	}
 	ack, err := p.js.PublishMsg(ctx, m)
+	if err != nil || ack.Duplicate {
+		// Not stored, or stored by an earlier delivery that was charged then.
+		gctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		p.shares.giveBack(gctx, d.EnterpriseID, cost)
+		cancel()
+	}
 	if err != nil {
 		return parkedAt{}, fmt.Errorf("park: %w", err)
 	}

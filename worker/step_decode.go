@@ -16,12 +16,12 @@ import (
 func (p *pipeline) stepDecode(ctx context.Context, a *attempt) (verdict, bool) {
 	del, log := a.del, a.log
 	base := *log
-	d := p.decoder.decode(del.data, del.header, del.stream, del.seq)
+	d := p.decoder.decode(del.data, del.header, del.stream, del.seq, del.received)
 	*log = commandLogger(base, d)
 	d.ReplayID = del.replayMark(log)
 	if d.namedByReplay && d.ReplayID == "" {
 		// The replay mark does not count here, nor does the name it gave.
-		d = p.decoder.decode(del.data, del.header, del.stream, del.seq)
+		d = p.decoder.decode(del.data, del.header, del.stream, del.seq, del.received)
 		*log = commandLogger(base, d)
 	}
 	a.d = d
@@ -69,6 +69,9 @@ func (p *pipeline) deadlineOf(d *Decoded, del *delivery) time.Time {
 		// A replay asks for a new try: the command's own deadline is the one
 		// that ended it.
 		if t, err := time.Parse(time.RFC3339Nano, del.header.Get(contract.HeaderReplayDeadline)); err == nil {
+			if h := p.decoder.maxHorizon; h > 0 && t.After(del.received.Add(h)) {
+				t = del.received.Add(h) // a replay's copy is held no longer than a command
+			}
 			return t
 		}
 		return waitFrom(d, del).Add(p.maxWait)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/xygroup/xygroup/worker/jsconfig"
 	"github.com/xygroup/xygroup/worker/ratelimit"
+	"github.com/xygroup/xygroup/xylink"
 )
 
 // Tenants tells the worker which enterprises it has credentials for;
@@ -64,6 +65,8 @@ type Worker struct {
 	cluster atomic.Pointer[ratelimit.Cluster]
 	// eventsMaxMsgSize is the events stream's MaxMsgSize (int32, -1 for none), once read.
 	eventsMaxMsgSize atomic.Value
+	// refused: when a refused park was last logged, per tenant and reason.
+	refused refusals
 }
 
 // New makes a worker that takes commands from nc's JetStream and calls caller.
@@ -109,7 +112,7 @@ func New(nc *nats.Conn, caller Caller, tenants Tenants, opts ...Option) (*Worker
 	if o.metrics == nil {
 		o.metrics = NewMetrics()
 	}
-	dec := &decoder{defaultEnterprise: o.defaultEnterprise}
+	dec := &decoder{defaultEnterprise: o.defaultEnterprise, maxHorizon: o.maxHorizon}
 	if tenants != nil {
 		dec.hasTenant = tenants.HasTenant
 	}
@@ -448,6 +451,17 @@ func (w *Worker) setupParking(ctx, runCtx context.Context) error {
 		sb.now = w.opts.now
 		w.p.breaker = sb
 	}
+	shares, err := ensureBucket(ctx, w.js, parkedSharesBucket(settings.Replicas), w.log)
+	if err != nil {
+		return err
+	}
+	maxBytes := parked.CachedInfo().Config.MaxBytes
+	w.parker.shares = &parkedShares{kv: shares, log: w.log, seen: map[string]uint64{}, limit: func() int64 {
+		if maxBytes <= 0 || w.opts.parkedShare <= 0 || w.opts.parkedShare >= 1 {
+			return 0 // the stream's own limit is the tenant's
+		}
+		return int64(float64(maxBytes) * w.opts.parkedShare)
+	}}
 	w.parked, w.meetings = parked, meetings
 	w.releaser.parked, w.releaser.meetings = parked, meetings
 	w.parker.parked, w.parker.meetings = parked, meetings
@@ -542,26 +556,24 @@ func (w *Worker) apply(ctx context.Context, v verdict, d *Decoded, del *delivery
 			}
 			w.count(v.event, d, log)
 		}
-		w.ack(ctx, s, log) // unconfirmed, a redelivery republishes the recorded event under the same Nats-Msg-Id
+		w.ackCopy(ctx, s, d, del, log) // unconfirmed, a redelivery republishes the recorded event under the same Nats-Msg-Id
 	case doLane:
 		if _, err := w.parker.store(ctx, laneToken(d.EnterpriseID), kindLane, d, del, v.deadline, time.Time{}); err != nil {
-			log.Error().Err(err).Msg("could not move the command to its tenant's lane; it stays queued")
-			_ = s.nak(time.Second)
+			w.notParked(ctx, err, "could not move the command to its tenant's lane; it stays queued", v, d, del, s, log)
 			return
 		}
 		w.opts.metrics.LaneMoves.WithLabelValues(d.EnterpriseID).Inc()
-		w.ack(ctx, s, log)
+		w.ackCopy(ctx, s, d, del, log)
 	case doHold:
 		at, err := w.parker.hold(ctx, d, del, v.deadline, v.parkFirst)
 		if err != nil {
-			log.Error().Err(err).Msg("could not hold the command; it stays queued")
-			_ = s.nak(time.Second)
+			w.notParked(ctx, err, "could not hold the command; it stays queued", v, d, del, s, log)
 			return
 		}
 		if _, ended := w.recordParked(ctx, at, false, d, del, s, log); ended {
 			return
 		}
-		w.ack(ctx, s, log)
+		w.ackCopy(ctx, s, d, del, log)
 	case doPark, doParkAhead:
 		park := w.parker.park
 		if v.kind == doParkAhead {
@@ -569,8 +581,7 @@ func (w *Worker) apply(ctx context.Context, v verdict, d *Decoded, del *delivery
 		}
 		at, err := park(ctx, d, del, v.deadline, v.parkFirst)
 		if err != nil {
-			log.Error().Err(err).Msg("could not park the command; it stays queued")
-			_ = s.nak(time.Second)
+			w.notParked(ctx, err, "could not park the command; it stays queued", v, d, del, s, log)
 			return
 		}
 		next := at.next
@@ -586,12 +597,47 @@ func (w *Worker) apply(ctx context.Context, v verdict, d *Decoded, del *delivery
 				log.Warn().Err(err).Msg("waiting event not published")
 			}
 		}
-		w.ack(ctx, s, log)
+		w.ackCopy(ctx, s, d, del, log)
 		log.Debug().Time("nextProbeAt", next).Msg("parked until the meeting starts")
 	case doRetry:
 		if err := s.nak(v.retry); err != nil {
 			log.Warn().Err(err).Msg("nak")
 		}
+	}
+}
+
+// parkedFullRetry is how long a command that found the parked stream full
+// waits before it is taken again: intake pauses for it, not for other
+// tenants' commands, and spends no attempt.
+const parkedFullRetry = 30 * time.Second
+
+// notParked settles a command that could not be parked, held or moved to its
+// lane. Over its tenant's share, a command taken from the commands stream
+// ends failed.over_quota; a full parked stream returns it to the commands
+// stream for parkedFullRetry, logged once a minute per tenant; any other
+// error, for a second.
+func (w *Worker) notParked(ctx context.Context, err error, what string, v verdict, d *Decoded, del *delivery, s settler, log zerolog.Logger) {
+	now := w.opts.now()
+	switch {
+	case errors.Is(err, errOverQuota):
+		w.opts.metrics.ParkedRefused.WithLabelValues(d.EnterpriseID, "over_quota").Inc()
+		if w.refused.due(d.EnterpriseID+"\x00over_quota", now) {
+			log.Warn().Err(err).Msg("the tenant's share of the parked stream is full; its commands that would wait fail as over_quota")
+		}
+		share := w.opts.parkedShare
+		w.apply(ctx, endWith(failedEvent(d, failure{class: xylink.ClassOverQuota,
+			userMessage: "the enterprise's share of waiting commands is full: it has too many commands waiting for their meetings or their notBefore",
+			developerMessage: fmt.Sprintf("%v; a tenant may hold %.0f%% of the parked stream %s (--parked-tenant-share, XYGROUP_PARKED_TENANT_SHARE)",
+				err, share*100, StreamParked)}, v.attempts, now)), d, del, s, log)
+	case parkedFull(err):
+		w.opts.metrics.ParkedRefused.WithLabelValues(d.EnterpriseID, "stream_full").Inc()
+		if w.refused.due(d.EnterpriseID+"\x00full", now) {
+			log.Error().Err(err).Dur("retryIn", parkedFullRetry).Msg("the parked stream is full; the tenant's commands that would wait stay queued")
+		}
+		_ = s.nak(parkedFullRetry)
+	default:
+		log.Error().Err(err).Msg(what)
+		_ = s.nak(time.Second)
 	}
 }
 
@@ -616,10 +662,21 @@ func (w *Worker) recordParked(ctx context.Context, at parkedAt, waiting bool, d 
 	return already, false
 }
 
-// ack acknowledges a settled delivery, asking again while the consumer's
+// ackCopy acknowledges a settled delivery; a parked copy's bytes are given
+// back to its tenant's share once it is removed.
+func (w *Worker) ackCopy(ctx context.Context, s settler, d *Decoded, del *delivery, log zerolog.Logger) {
+	if !w.ack(ctx, s, log) || !del.parkedCopy() || d == nil {
+		return
+	}
+	gctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	w.parker.shares.giveBack(gctx, d.EnterpriseID, parkedBytes(del.data))
+}
+
+// ack acknowledges a settled delivery (true: confirmed), asking again while the consumer's
 // leader is away (an election, a partition healing) for up to AckWait: a
 // delivery whose ack is lost comes back after AckWait and takes a slot again.
-func (w *Worker) ack(ctx context.Context, s settler, log zerolog.Logger) {
+func (w *Worker) ack(ctx context.Context, s settler, log zerolog.Logger) bool {
 	// What the ack confirms is stored: it is sent also when the drain timeout
 	// ended ctx meanwhile (otherwise the command would come back after the
 	// ack wait only to repeat its event), for a few seconds then.
@@ -631,7 +688,9 @@ func (w *Worker) ack(ctx context.Context, s settler, log zerolog.Logger) {
 	defer cancel()
 	if err := retrySettle(actx, log, "ack not confirmed", s.ack); err != nil {
 		log.Warn().Err(err).Msg("ack not confirmed; the command comes back after the ack wait and is settled from its record")
+		return false
 	}
+	return true
 }
 
 // retrySettle runs a step of settling a command until it succeeds or ctx ends,

@@ -21,11 +21,14 @@ const (
 	// ClassCancelled: cancelled before any request for it left
 	// (xylink.groups.cancel); never from an API answer.
 	ClassCancelled Class = "cancelled"
+	// ClassOverQuota: refused by the worker before any request: the
+	// enterprise's parked commands hold its share of the parked stream.
+	ClassOverQuota Class = "over_quota"
 )
 
 // Classes lists every terminal class, in the contract's order.
 var Classes = []Class{ClassInvalidCommand, ClassMeetingNotStarted, ClassAlreadyOpen,
-	ClassTooManyGroups, ClassRejected, ClassUnavailable, ClassCancelled}
+	ClassTooManyGroups, ClassRejected, ClassUnavailable, ClassCancelled, ClassOverQuota}
 
 // Disposition is what the caller should do with an outcome.
 type Disposition int

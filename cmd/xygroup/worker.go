@@ -29,6 +29,8 @@ func workerCommand() *cli.Command {
 		&cli.StringFlag{Name: "tenants-file", Usage: "several enterprises and their credentials (JSON)", Sources: cli.EnvVars("XYGROUP_TENANTS_FILE"), TakesFile: true},
 		&cli.FloatFlag{Name: "rate", Value: 20, Usage: "API requests per second per enterprise", Sources: cli.EnvVars("XYGROUP_RATE")},
 		&cli.IntFlag{Name: "concurrency", Value: 32, Usage: "commands in flight per replica", Sources: cli.EnvVars("XYGROUP_CONCURRENCY")},
+		&cli.DurationFlag{Name: "max-horizon", Value: worker.DefaultMaxHorizon, Usage: "how far ahead of its arrival a command's notBefore and deadline may be; beyond it the command fails as invalid_command", Sources: cli.EnvVars("XYGROUP_MAX_HORIZON")},
+		&cli.FloatFlag{Name: "parked-tenant-share", Value: worker.DefaultParkedTenantShare, Usage: "the part (0 to 1) of the parked stream's MaxBytes one enterprise's waiting commands may hold; beyond it they fail as over_quota", Sources: cli.EnvVars("XYGROUP_PARKED_TENANT_SHARE")},
 		&cli.DurationFlag{Name: "max-wait", Value: 2 * time.Hour, Usage: "how long a command without a deadline waits for its meeting", Sources: cli.EnvVars("XYGROUP_MAX_WAIT")},
 		&cli.StringFlag{Name: "http-addr", Value: "127.0.0.1:9090", Usage: "the status page (/), /metrics, /healthz, /readyz", Sources: cli.EnvVars("XYGROUP_HTTP_ADDR")},
 		&cli.StringFlag{Name: "http-allowed-hosts", Usage: "names, comma-separated, that the status page answers to besides localhost and IP addresses (a reverse proxy's or a Service's name); others are refused", Sources: cli.EnvVars("XYGROUP_HTTP_ALLOWED_HOSTS")},
@@ -61,8 +63,11 @@ func workerCommand() *cli.Command {
 
 func runWorker(ctx context.Context, cmd *cli.Command) error {
 	log := newLogger(cmd)
-	if cmd.Int("concurrency") < 1 || cmd.Float("rate") <= 0 || cmd.Duration("max-wait") <= 0 {
-		return cli.Exit("--concurrency, --rate and --max-wait must be positive", 2)
+	if cmd.Int("concurrency") < 1 || cmd.Float("rate") <= 0 || cmd.Duration("max-wait") <= 0 || cmd.Duration("max-horizon") <= 0 {
+		return cli.Exit("--concurrency, --rate, --max-wait and --max-horizon must be positive", 2)
+	}
+	if s := cmd.Float("parked-tenant-share"); s <= 0 || s > 1 {
+		return cli.Exit("--parked-tenant-share must be above 0 and at most 1", 2)
 	}
 	if cmd.Int("max-lanes") < 1 || cmd.Int("lane-handlers") < 1 {
 		return cli.Exit("--max-lanes (XYGROUP_MAX_LANES) and --lane-handlers (XYGROUP_LANE_HANDLERS) must be at least 1", 2)
@@ -168,6 +173,8 @@ func runWorker(ctx context.Context, cmd *cli.Command) error {
 		worker.WithLaneLimits(cmd.Int("max-lanes"), cmd.Int("lane-handlers")),
 		worker.WithRate(cmd.Float("rate"), rates),
 		worker.WithMaxWait(cmd.Duration("max-wait")),
+		worker.WithMaxHorizon(cmd.Duration("max-horizon")),
+		worker.WithParkedTenantShare(cmd.Float("parked-tenant-share")),
 		worker.WithDefaultEnterprise(defaultEnterprise),
 		worker.WithDrainTimeout(cmd.Duration("drain-timeout")),
 		worker.WithStreams(worker.StreamSettings{Replicas: cmd.Int("stream-replicas"), MaxAckPending: cmd.Int("max-ack-pending"),
