@@ -47,6 +47,7 @@ var DefaultHTTPLimits = HTTPLimits{ReadHeaderTimeout: 5 * time.Second, ReadTimeo
 type healthConfig struct {
 	mux    *http.ServeMux
 	limits HTTPLimits
+	hosts  *HostAllowList
 }
 
 // HealthOption adds to what the health server serves, or sets how.
@@ -56,6 +57,13 @@ type HealthOption func(*healthConfig)
 // server does not serve itself.
 func WithPage(page http.Handler) HealthOption {
 	return func(c *healthConfig) { c.mux.Handle("/", page) }
+}
+
+// WithAllowedHosts refuses (421) every request but the health probes whose
+// Host hosts does not allow: the kubelet's probes come by the pod's address,
+// and answer nothing an attacker could use.
+func WithAllowedHosts(hosts *HostAllowList) HealthOption {
+	return func(c *healthConfig) { c.hosts = hosts }
 }
 
 // WithHTTPLimits sets the server's limits; a field left zero keeps its
@@ -109,8 +117,18 @@ func StartHealthServer(addr string, m *Metrics, checks map[string]Check, opts ..
 		w.WriteHeader(status)
 		_ = json.NewEncoder(w).Encode(report)
 	})
+	var handler http.Handler = mux
+	if cfg.hosts != nil {
+		handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path != "/healthz" && r.URL.Path != "/readyz" && !cfg.hosts.Allows(r.Host) {
+				cfg.hosts.Refuse(w)
+				return
+			}
+			mux.ServeHTTP(w, r)
+		})
+	}
 	l := cfg.limits
-	h := &HealthServer{srv: &http.Server{Handler: mux, ReadHeaderTimeout: l.ReadHeaderTimeout, ReadTimeout: l.ReadTimeout,
+	h := &HealthServer{srv: &http.Server{Handler: handler, ReadHeaderTimeout: l.ReadHeaderTimeout, ReadTimeout: l.ReadTimeout,
 		WriteTimeout: l.WriteTimeout, IdleTimeout: l.IdleTimeout, MaxHeaderBytes: l.MaxHeaderBytes}, ln: ln, done: make(chan error, 1)}
 	go func() {
 		err := h.srv.Serve(ln)

@@ -195,14 +195,15 @@ func runWorker(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return cli.Exit(err.Error(), 2)
 	}
+	hosts := splitList(cmd.String("http-allowed-hosts"))
 	page, err := statuspage.New(statuspage.Options{JS: w.JetStream(), Inspector: w, DefaultEnterprise: defaultEnterprise,
-		Token: cmd.String("ui-token"), Rate: cmd.Float("rate"), AllowedHosts: splitList(cmd.String("http-allowed-hosts")),
+		Token: cmd.String("ui-token"), Rate: cmd.Float("rate"), AllowedHosts: hosts,
 		Log: log.With().Str("component", "status-page").Logger()})
 	if err != nil {
 		return cli.Exit(fmt.Sprintf("--ui-token (XYGROUP_UI_TOKEN): %v", err), 2)
 	}
 	hs, err := worker.StartHealthServer(cmd.String("http-addr"), w.Metrics(), w.Checks(), worker.WithPage(page),
-		worker.WithHTTPLimits(worker.HTTPLimits{MaxConns: cmd.Int("http-max-conns")}))
+		worker.WithAllowedHosts(worker.NewHostAllowList(hosts)), worker.WithHTTPLimits(worker.HTTPLimits{MaxConns: cmd.Int("http-max-conns")}))
 	if err != nil {
 		return cli.Exit(fmt.Sprintf("http: %v", err), 1)
 	}

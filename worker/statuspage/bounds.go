@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"strings"
 	"sync"
 	"time"
 
@@ -15,31 +14,6 @@ import (
 
 	"github.com/xygroup/xygroup/worker/clusterstatus"
 )
-
-// hostAllowed reports whether a request's Host may be served: a loopback
-// name, an IP literal (DNS rebinding needs a name the attacker controls) or
-// one of the configured names.
-func hostAllowed(host string, allowed map[string]bool) bool {
-	name := hostName(host)
-	switch {
-	case name == "":
-		return false
-	case name == "localhost":
-		return true
-	case allowed[name]:
-		return true
-	}
-	_, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(name, "["), "]"))
-	return err == nil
-}
-
-// hostName is a Host value's name, port and a final dot dropped, in lower case.
-func hostName(host string) string {
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	}
-	return strings.TrimSuffix(strings.ToLower(strings.TrimSpace(host)), ".")
-}
 
 // Guesses at the replay token and the confirmation's signature: each client
 // (remote address) may try guessPerClient at once, then one more every

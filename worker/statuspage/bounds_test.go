@@ -240,8 +240,8 @@ func TestReplayTokenLimiterPerClient(t *testing.T) {
 
 // A Host that is not a loopback name, an IP address or a configured name
 // (a name rebound to this address by an attacker's DNS) is refused on the
-// page, a command's view and the replay; health and metrics answer whatever
-// the Host, for the kubelet and Prometheus.
+// page, a command's view, the replay and the metrics (their enterprise ids);
+// the health probes answer whatever the Host, for the kubelet.
 func TestRebindingHostRefused(t *testing.T) {
 	ns := wt.StartNATS(t)
 	nc := wt.Connect(t, ns)
@@ -254,7 +254,8 @@ func TestRebindingHostRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs, err := worker.StartHealthServer("127.0.0.1:0", w.Metrics(), w.Checks(), worker.WithPage(page))
+	hs, err := worker.StartHealthServer("127.0.0.1:0", w.Metrics(), w.Checks(), worker.WithPage(page),
+		worker.WithAllowedHosts(worker.NewHostAllowList([]string{"Status.Example.Internal"})))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -279,20 +280,22 @@ func TestRebindingHostRefused(t *testing.T) {
 		return resp.StatusCode
 	}
 	for _, host := range []string{"rebind.attacker.example", "rebind.attacker.example:" + port, "localhost.attacker.example", "127.0.0.1.nip.io:" + port} {
-		for _, r := range [][2]string{{"GET", "/"}, {"GET", "/?part=live"}, {"GET", "/commands/x"}, {"GET", "/static/page.js"}, {"POST", "/replay"}} {
+		for _, r := range [][2]string{{"GET", "/"}, {"GET", "/?part=live"}, {"GET", "/commands/x"}, {"GET", "/static/page.js"}, {"POST", "/replay"}, {"GET", "/metrics"}} {
 			if got := do(r[0], r[1], host); got != http.StatusMisdirectedRequest {
 				t.Errorf("%s %s with Host %s: %d, want 421", r[0], r[1], host, got)
 			}
 		}
-		for _, p := range []string{"/healthz", "/readyz", "/metrics"} {
+		for _, p := range []string{"/healthz", "/readyz"} {
 			if got := do("GET", p, host); got == http.StatusMisdirectedRequest || got == http.StatusNotFound {
 				t.Errorf("GET %s with Host %s: %d, want it served", p, host, got)
 			}
 		}
 	}
 	for _, host := range []string{"localhost:" + port, "127.0.0.1:" + port, "[::1]:" + port, "10.1.2.3:9090", "status.example.internal", "STATUS.example.internal.:" + port, "localhost"} {
-		if got := do("GET", "/", host); got != http.StatusOK {
-			t.Errorf("GET / with Host %s: %d, want 200", host, got)
+		for _, p := range []string{"/", "/metrics"} {
+			if got := do("GET", p, host); got != http.StatusOK {
+				t.Errorf("GET %s with Host %s: %d, want 200", p, host, got)
+			}
 		}
 	}
 }

@@ -66,7 +66,7 @@ type Handler struct {
 	cached   *overviewData
 	cachedAt time.Time
 	commands *commandCache
-	hosts    map[string]bool
+	hosts    *worker.HostAllowList
 	// guesses bounds attempts at the replay token and at confirmations.
 	guesses *guessLimiter
 }
@@ -88,12 +88,7 @@ func New(o Options) (*Handler, error) {
 	}
 	sub, _ := fs.Sub(staticFS, "static")
 	h := &Handler{opts: o, tmpl: tmpl, static: http.StripPrefix("/static/", http.FileServerFS(sub)),
-		commands: newCommandCache(), hosts: map[string]bool{}, guesses: newGuessLimiter()}
-	for _, name := range o.AllowedHosts {
-		if n := hostName(name); n != "" {
-			h.hosts[n] = true
-		}
-	}
+		commands: newCommandCache(), hosts: worker.NewHostAllowList(o.AllowedHosts), guesses: newGuessLimiter()}
 	if o.Token != "" && len(o.Token) < MinTokenLength {
 		return nil, fmt.Errorf("statuspage: the replay token must be at least %d characters (it guards replays; make one with: openssl rand -hex 16)", MinTokenLength)
 	}
@@ -110,8 +105,8 @@ func New(o Options) (*Handler, error) {
 // ServeHTTP serves the page, to allowed Host values only, with headers that
 // keep it to itself: no other origin's scripts, no framing, nothing cached.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if !hostAllowed(r.Host, h.hosts) {
-		http.Error(w, "this host name is not served here: open the page by its address or localhost, or add the name to --http-allowed-hosts (XYGROUP_HTTP_ALLOWED_HOSTS)", http.StatusMisdirectedRequest)
+	if !h.hosts.Allows(r.Host) {
+		h.hosts.Refuse(w)
 		return
 	}
 	hd := w.Header()
