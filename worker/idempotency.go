@@ -373,10 +373,12 @@ func (s *idempotency) markParked(ctx context.Context, ref commandRef, token stri
 	return already, rec, err
 }
 
-// bucketConfig is the commands bucket the worker creates when missing.
-func commandsBucket(replicas int, ttl time.Duration) jetstream.KeyValueConfig {
+// commandsBucket is the commands bucket the worker creates when missing.
+func (s StreamSettings) commandsBucket(ttl time.Duration) jetstream.KeyValueConfig {
+	s = s.withDefaults()
 	return jetstream.KeyValueConfig{Bucket: BucketCommands, Description: "xygroup: one record per commandId",
-		History: 1, TTL: ttl, Storage: jetstream.FileStorage, Replicas: replicas}
+		History: 1, TTL: ttl, Storage: jetstream.FileStorage, Replicas: s.Replicas,
+		MaxBytes: s.RecordsMaxBytes, MaxValueSize: RecordMaxValueBytes}
 }
 
 // retryForReplay lets a replay try a failed command again: its failure stays in

@@ -401,7 +401,7 @@ func (w *Worker) setupParking(ctx, runCtx context.Context) error {
 	if err != nil {
 		return err
 	}
-	commands, err := ensureBucket(ctx, w.js, commandsBucket(settings.Replicas, w.opts.recordTTL), w.log)
+	commands, err := ensureBucket(ctx, w.js, settings.commandsBucket(w.opts.recordTTL), w.log)
 	if err != nil {
 		return err
 	}
@@ -412,7 +412,7 @@ func (w *Worker) setupParking(ctx, runCtx context.Context) error {
 	if legacy {
 		w.log.Info().Str("bucket", BucketCommands).Msg("records of an earlier version found: commands without a record look there too")
 	}
-	meetings, err := ensureBucket(ctx, w.js, meetingsBucket(settings.Replicas), w.log)
+	meetings, err := ensureBucket(ctx, w.js, settings.meetingsBucket(), w.log)
 	if err != nil {
 		return err
 	}
