@@ -77,6 +77,10 @@ type CommandDetail struct {
 	// Terminal is its terminal event's subject, once published.
 	Terminal      string          `json:"terminal,omitempty"`
 	TerminalEvent json.RawMessage `json:"terminalEvent,omitempty"`
+	// EventSeq is the terminal event's sequence in the events stream (0:
+	// none, or a record written before it was kept). TerminalEvent is the
+	// record's copy: a failed event's command is left out of it (record.State).
+	EventSeq uint64 `json:"eventSeq,omitempty"`
 	Cancelled     bool            `json:"cancelled,omitempty"`
 	CancelReason  string          `json:"cancelReason,omitempty"`
 }
@@ -117,7 +121,7 @@ func InspectCommand(ctx context.Context, js jetstream.JetStream, enterpriseID, c
 		}
 	}
 	if r.Terminal != nil {
-		st.Terminal, st.TerminalEvent = r.Terminal.Subject, r.Terminal.Body
+		st.Terminal, st.TerminalEvent, st.EventSeq = r.Terminal.Subject, r.Terminal.Body, r.EventSeq
 	}
 	if r.Cancelled != nil {
 		st.Cancelled, st.CancelReason = true, r.Cancelled.Reason

@@ -247,6 +247,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.log.Info().Int("concurrency", w.opts.concurrency).Msg("worker consuming")
 	go w.runBackground(ctx)
 	go (&historyTrimmer{js: w.js, lag: w.opts.streams.withDefaults().HistoryTrimLag, now: w.opts.now, log: w.log}).run(ctx)
+	go w.watchEventsRisk(ctx)
 	go w.heartbeat(ctx, w.replicasKV, w.opts.streams.withDefaults().Replicas)
 
 	// The drain timeout counts from the stop, not from the end of the pull
@@ -518,7 +519,7 @@ func (w *Worker) apply(ctx context.Context, v verdict, d *Decoded, del *delivery
 	case doGiveBack:
 		_ = s.nak(0)
 	case doEnd:
-		body, err := w.publish(ctx, v.event, w.eventTraceparent(ctx, del))
+		body, seq, err := w.publishSeq(ctx, v.event, w.eventTraceparent(ctx, del))
 		if err != nil {
 			log.Error().Err(err).Msg("could not store the event; the command stays queued")
 			delay := time.Second
@@ -533,7 +534,7 @@ func (w *Worker) apply(ctx context.Context, v verdict, d *Decoded, del *delivery
 			// through a leader election or a partition, rather than let a
 			// redelivery call the API again for a command that is done.
 			err := retrySettle(ctx, log, "idempotency record not written", func(ctx context.Context) error {
-				return w.p.idem.finish(ctx, d.ref(), v.event, body, v.record)
+				return w.p.idem.finish(ctx, d.ref(), v.event, body, seq, v.record)
 			})
 			if err != nil {
 				// Stopping: the event is stored; a redelivery meets 66684 after an
@@ -678,25 +679,33 @@ func (w *Worker) count(ev *outEvent, d *Decoded, log zerolog.Logger) {
 // limit and the events stream's message size; a size error is not retried as it
 // is: the event is shaped again to the limit the stream states, then to its
 // smallest form, and errEventTooLarge ends the attempt if even that is refused.
-func (w *Worker) publish(ctx context.Context, ev *outEvent, traceparent string) (_ []byte, err error) {
+func (w *Worker) publish(ctx context.Context, ev *outEvent, traceparent string) ([]byte, error) {
+	body, _, err := w.publishSeq(ctx, ev, traceparent)
+	return body, err
+}
+
+// publishSeq is publish that also returns the event's sequence in the events
+// stream (a duplicate's: the copy stored first).
+func (w *Worker) publishSeq(ctx context.Context, ev *outEvent, traceparent string) (_ []byte, _ uint64, err error) {
 	ctx, span := w.p.tracer.Start(ctx, spanPublish, trace.WithSpanKind(trace.SpanKindProducer),
 		trace.WithAttributes(attrMessagingSys.String("nats"), attrMessagingDest.String(ev.subject), attribute.String("xygroup.event_type", ev.ceType)))
 	defer func() { endSpan(span, err != nil, "event not stored") }()
 	limit := w.eventLimit(ctx, false)
 	m, err := ev.natsMsg(w.opts.source, traceparent, w.opts.now(), limit)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	for delay := 100 * time.Millisecond; ; delay = min(delay*2, 2*time.Second) {
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err = w.js.PublishMsg(pctx, m)
+		var ack *jetstream.PubAck
+		ack, err = w.js.PublishMsg(pctx, m)
 		cancel()
 		if err == nil {
-			return m.Data, nil
+			return m.Data, ack.Sequence, nil
 		}
 		if tooLarge(err) {
 			if limit <= 0 {
-				return nil, fmt.Errorf("%w: %d bytes with headers: %w", errEventTooLarge, len(m.Data)+headerLen(m.Header), err)
+				return nil, 0, fmt.Errorf("%w: %d bytes with headers: %w", errEventTooLarge, len(m.Data)+headerLen(m.Header), err)
 			}
 			next := w.eventLimit(ctx, true)
 			if next >= limit {
@@ -705,17 +714,17 @@ func (w *Worker) publish(ctx context.Context, ev *outEvent, traceparent string) 
 			w.log.Warn().Err(err).Int("bytes", len(m.Data)).Int("limit", next).Str("subject", ev.subject).Msg("event too large; shaping it smaller")
 			limit = next
 			if m, err = ev.natsMsg(w.opts.source, traceparent, w.opts.now(), limit); err != nil {
-				return nil, err
+				return nil, 0, err
 			}
 			continue
 		}
 		if ctx.Err() != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		w.log.Warn().Err(err).Str("subject", ev.subject).Msg("publish event; retrying")
 		select {
 		case <-ctx.Done():
-			return nil, err
+			return nil, 0, err
 		case <-time.After(delay):
 		}
 	}
