@@ -80,9 +80,9 @@ type CommandDetail struct {
 	// EventSeq is the terminal event's sequence in the events stream (0:
 	// none, or a record written before it was kept). TerminalEvent is the
 	// record's copy: a failed event's command is left out of it (record.State).
-	EventSeq uint64 `json:"eventSeq,omitempty"`
-	Cancelled     bool            `json:"cancelled,omitempty"`
-	CancelReason  string          `json:"cancelReason,omitempty"`
+	EventSeq     uint64 `json:"eventSeq,omitempty"`
+	Cancelled    bool   `json:"cancelled,omitempty"`
+	CancelReason string `json:"cancelReason,omitempty"`
 }
 
 // InspectCommand reads an enterprise's command's record.
