@@ -91,71 +91,82 @@ func readersAtRisk(ctx context.Context, js jetstream.JetStream, now time.Time) (
 	return cfg, out, lister.Err()
 }
 
-// eventsRiskMetrics are the gauges of watchEventsRisk.
+// eventsRiskMetrics are the gauges of watchEventsRisk: the reader nearest
+// to losing unread events, as alerts want it (the warning names the reader).
 type eventsRiskMetrics struct {
-	unread, ageLeft, bytesLeft *prometheus.GaugeVec
+	atRisk, ageLeft, bytesLeft prometheus.Gauge
 }
 
-func newEventsRiskMetrics(r prometheus.Registerer) eventsRiskMetrics {
+func newEventsRiskMetrics(r prometheus.Registerer, cfg jetstream.StreamConfig) eventsRiskMetrics {
 	m := eventsRiskMetrics{
-		unread: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "xygroup_events_reader_unread",
-			Help: "Events a durable consumer of the events stream has not acknowledged."}, []string{"consumer"}),
-		ageLeft: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "xygroup_events_reader_age_left_seconds",
-			Help: "Time until the durable consumer's oldest unacknowledged event passes the events stream's MaxAge and is dropped (0 or less: dropped; absent with nothing unread)."}, []string{"consumer"}),
-		bytesLeft: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "xygroup_events_reader_bytes_left",
-			Help: "Bytes of new events the events stream can take before it drops the durable consumer's oldest unacknowledged event to make room (estimated; absent with nothing unread)."}, []string{"consumer"}),
+		atRisk: prometheus.NewGauge(prometheus.GaugeOpts{Name: "xygroup_events_readers_at_risk",
+			Help: "Durable consumers of the events stream whose oldest unacknowledged event is within 10% of MaxAge or MaxBytes of being dropped, or was dropped."}),
+		ageLeft: prometheus.NewGauge(prometheus.GaugeOpts{Name: "xygroup_events_unread_age_left_seconds",
+			Help: "Least time until a durable consumer's oldest unacknowledged event passes the events stream's MaxAge and is dropped (MaxAge when none has unread events; 0 or less: dropped)."}),
+		bytesLeft: prometheus.NewGauge(prometheus.GaugeOpts{Name: "xygroup_events_unread_bytes_left",
+			Help: "Least bytes of new events the events stream can take before it drops a durable consumer's oldest unacknowledged event to make room (estimated; MaxBytes when none has unread events)."}),
 	}
-	for _, c := range []prometheus.Collector{m.unread, m.ageLeft, m.bytesLeft} {
+	for _, c := range []prometheus.Collector{m.atRisk, m.ageLeft, m.bytesLeft} {
 		_ = r.Register(c)
 	}
+	m.set(cfg, nil)
 	return m
 }
 
-// watchEventsRisk measures the events stream's durable readers every
+// set shows the readers' risks.
+func (m eventsRiskMetrics) set(cfg jetstream.StreamConfig, risks []readerRisk) {
+	atRisk, age, bytes := 0, cfg.MaxAge, cfg.MaxBytes
+	for _, r := range risks {
+		if r.unread == 0 {
+			continue
+		}
+		if r.near(cfg) {
+			atRisk++
+		}
+		if cfg.MaxAge > 0 {
+			age = min(age, r.ageLeft)
+		}
+		if cfg.MaxBytes > 0 {
+			bytes = min(bytes, r.bytesLeft)
+		}
+	}
+	m.atRisk.Set(float64(atRisk))
+	m.ageLeft.Set(age.Seconds())
+	m.bytesLeft.Set(float64(bytes))
+}
+
+// watchEventsRisk measures the events stream's durable readers now and every
 // eventsRiskEvery until ctx ends (readersAtRisk).
 func (w *Worker) watchEventsRisk(ctx context.Context) {
-	m := newEventsRiskMetrics(w.opts.metrics.Registry)
+	m := newEventsRiskMetrics(w.opts.metrics.Registry, w.opts.streams.EventsStream())
 	warned := map[string]time.Time{}
 	failedAt := time.Time{}
 	tick := time.NewTicker(eventsRiskEvery)
 	defer tick.Stop()
 	for {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		cfg, risks, err := readersAtRisk(cctx, w.js, w.opts.now())
+		cancel()
+		switch {
+		case err == nil:
+			noteEventsRisk(m, cfg, risks, warned, w.opts.now(), w.log)
+		case ctx.Err() == nil && w.opts.now().Sub(failedAt) > eventsRiskLogEvery:
+			failedAt = w.opts.now()
+			w.log.Warn().Err(err).Msg("events stream's readers not measured (the worker lists them: $JS.API.CONSUMER.LIST." + StreamEvents + ")")
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
 		}
-		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		cfg, risks, err := readersAtRisk(cctx, w.js, w.opts.now())
-		cancel()
-		if err != nil {
-			if ctx.Err() == nil && w.opts.now().Sub(failedAt) > eventsRiskLogEvery {
-				failedAt = w.opts.now()
-				w.log.Warn().Err(err).Msg("events stream's readers not measured (the worker lists them: $JS.API.CONSUMER.LIST." + StreamEvents + ")")
-			}
-			continue
-		}
-		noteEventsRisk(m, cfg, risks, warned, w.opts.now(), w.log)
 	}
 }
 
 // noteEventsRisk sets the gauges and warns, once per eventsRiskLogEvery per
 // reader, about readers near eviction.
 func noteEventsRisk(m eventsRiskMetrics, cfg jetstream.StreamConfig, risks []readerRisk, warned map[string]time.Time, now time.Time, log zerolog.Logger) {
-	m.unread.Reset()
-	m.ageLeft.Reset()
-	m.bytesLeft.Reset()
+	m.set(cfg, risks)
 	for _, r := range risks {
-		m.unread.WithLabelValues(r.consumer).Set(float64(r.unread))
-		if r.unread == 0 {
-			continue
-		}
-		if r.ageLeft >= 0 || cfg.MaxAge > 0 {
-			m.ageLeft.WithLabelValues(r.consumer).Set(r.ageLeft.Seconds())
-		}
-		if cfg.MaxBytes > 0 {
-			m.bytesLeft.WithLabelValues(r.consumer).Set(float64(r.bytesLeft))
-		}
 		if !r.near(cfg) || now.Sub(warned[r.consumer]) < eventsRiskLogEvery {
 			continue
 		}
