@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -95,5 +96,35 @@ func TestUnboundedBucketIsReported(t *testing.T) {
 	}
 	if cfg := st.Config(); cfg.MaxBytes > 0 || cfg.MaxValueSize > 0 {
 		t.Fatalf("the operator's bucket was changed: %+v", cfg)
+	}
+}
+
+// Events and parked streams created without a message limit (by an earlier
+// version) are used as they are, and the differences are logged.
+func TestStreamsWithoutMessageLimitAreReported(t *testing.T) {
+	srv := wt.StartNATS(t)
+	js := wt.JetStream(t, wt.Connect(t, srv))
+	ctx := context.Background()
+	for _, cfg := range []jetstream.StreamConfig{worker.StreamSettings{}.EventsStream(), worker.StreamSettings{}.ParkedStream()} {
+		cfg.MaxMsgSize = -1
+		if _, err := js.CreateStream(ctx, cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var logs wt.SyncBuffer
+	sb := wt.StartSandbox(t, sandbox.Config{Rate: 1e6})
+	wt.StartWorker(t, srv, wt.Client(t, sb), worker.WithLogger(zerolog.New(&logs)))
+	for _, want := range []string{
+		fmt.Sprintf("max message size -1 (expected %d", worker.EventsMaxMsgBytes),
+		fmt.Sprintf("max message size -1 (expected %d", worker.ParkedMaxMsgBytes),
+	} {
+		wt.Eventually(t, 30*time.Second, func() bool { return strings.Contains(logs.String(), want) }, want)
+	}
+	s, err := js.Stream(ctx, worker.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.CachedInfo().Config.MaxMsgSize; got != -1 {
+		t.Fatalf("the events stream was changed: max message size %d", got)
 	}
 }
