@@ -738,13 +738,16 @@ func tooLarge(err error) bool {
 }
 
 // eventLimit is the largest message (headers included) an event may be: the
-// server's payload limit, or the events stream's message size limit when an
-// operator set a smaller one (read once, and again when fresh is set).
+// server's payload limit, the events stream's message size limit when it is
+// smaller (read once, and again when fresh is set), and at most
+// RecordMaxValueBytes, since the command's record keeps the event (a created
+// one whole), even where an events stream of an earlier version has no limit.
 func (w *Worker) eventLimit(ctx context.Context, fresh bool) int {
 	limit := int(w.nc.MaxPayload())
 	if limit <= 0 {
 		limit = 1 << 20 // not connected yet: the server's default
 	}
+	limit = min(limit, RecordMaxValueBytes)
 	streamMax, ok := w.eventsMaxMsgSize.Load().(int32)
 	if !ok || fresh {
 		streamMax = -1
