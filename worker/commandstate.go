@@ -268,12 +268,12 @@ func endCall(attempt int, until time.Time, unknown bool, last failure) transitio
 }
 
 // finishT stores the terminal event, once: the command is never sent again.
-func finishT(ev *storedEvent) transition {
+func finishT(ev *storedEvent, seq uint64) transition {
 	return transition{"finish", func(r *commandRecord, now time.Time) (bool, error) {
 		if r.Terminal != nil {
 			return false, nil // the first terminal event stands
 		}
-		r.PendingUntil, r.EndingUntil, r.Terminal = time.Time{}, time.Time{}, ev
+		r.PendingUntil, r.EndingUntil, r.Terminal, r.EventSeq = time.Time{}, time.Time{}, ev, seq
 		return true, nil
 	}}
 }
@@ -336,7 +336,7 @@ func replayT(replayID string, again *bool) transition {
 		if r.Terminal == nil || r.Terminal.Subject == SubjectCreated || r.ReplayID == replayID {
 			return false, nil
 		}
-		r.Terminal, r.ReplayID, r.Waiting, r.Cancelled, r.EndingUntil = nil, replayID, false, nil, time.Time{}
+		r.Terminal, r.EventSeq, r.ReplayID, r.Waiting, r.Cancelled, r.EndingUntil = nil, 0, replayID, false, nil, time.Time{}
 		*again = true
 		return true, nil
 	}}

@@ -82,7 +82,7 @@ func TestCommandTransitionTable(t *testing.T) {
 		{"unmark", func(until time.Time) transition { return unmarkSentT(2, until, 1) }},
 		{"abort", func(until time.Time) transition { return abortCall(2, until, false) }},
 		{"end", func(until time.Time) transition { return endCall(2, until, false, failure{}) }},
-		{"finish", func(time.Time) transition { return finishT(failedTerminal) }},
+		{"finish", func(time.Time) transition { return finishT(failedTerminal, 0) }},
 		{"cancel", func(time.Time) transition { return cancelT(cancelMark{CancelID: "c2"}, &refused) }},
 		{"expire", func(time.Time) transition { return expireT(l, time.Time{}, &before) }},
 		{"replay", func(time.Time) transition { return replayT("r1", &again) }},
@@ -174,7 +174,7 @@ func TestCommandTransitionsSetWhatTheyClaim(t *testing.T) {
 			}
 			return ""
 		}},
-		{"finish ends an ending", stateEnding, finishT(&storedEvent{Subject: "s"}), stateTerminal, nil},
+		{"finish ends an ending", stateEnding, finishT(&storedEvent{Subject: "s"}, 0), stateTerminal, nil},
 		{"a replay takes a cancel back", stateTerminal, replayT("r", new(bool)), stateQueued, nil},
 	}
 	for _, c := range cases {

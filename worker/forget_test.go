@@ -29,7 +29,7 @@ func startParkingParts(t *testing.T) *parkingParts {
 	if err != nil {
 		t.Fatal(err)
 	}
-	meetings, err := js.CreateKeyValue(ctx, meetingsBucket(1))
+	meetings, err := js.CreateKeyValue(ctx, StreamSettings{}.meetingsBucket())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,8 @@ package worker
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -37,8 +39,11 @@ type commandRecord struct {
 	ReplayID string `json:"replayId,omitempty"`
 	// Waiting: the waiting event was published.
 	Waiting bool `json:"waiting,omitempty"`
-	// Terminal is the command's terminal event, once published.
+	// Terminal is the command's terminal event, once published, and EventSeq
+	// its sequence in the events stream (0 in records written before it was
+	// kept), so that a reader gets the event as published with one get.
 	Terminal *storedEvent `json:"terminal,omitempty"`
+	EventSeq uint64       `json:"eventSeq,omitempty"`
 	// Cancelled: a cancel came before any request for the command could
 	// leave; it ends as failed.cancelled and is never sent (cancel.go).
 	Cancelled *cancelMark `json:"cancelled,omitempty"`
@@ -66,6 +71,34 @@ type storedEvent struct {
 	MsgID   string          `json:"msgId"`
 	EventID string          `json:"eventId"`
 	Body    json.RawMessage `json:"body"`
+	// CommandOmitted: Body is a failed event whose command is left out (it
+	// says so as a command cut to nothing, with its SHA-256): the handling
+	// that publishes it again has the command, and puts it back. Records
+	// written before quote the command in Body.
+	CommandOmitted bool `json:"commandOmitted,omitempty"`
+}
+
+// storedFor is what a command's record keeps of its terminal event ev, published
+// as body: a failed event without the command it quotes, which would double
+// the record's size (up to 4/3 of the command in Base64); any other as published.
+func storedFor(ev *outEvent, body []byte) (*storedEvent, error) {
+	s := &storedEvent{Subject: ev.subject, CEType: ev.ceType, MsgID: ev.msgID, EventID: ev.eventID, Body: body}
+	f, ok := ev.body.(*FailedEvent)
+	if !ok {
+		return s, nil
+	}
+	slim := *f
+	if !f.CommandTruncated { // else raw is a prefix already, and the hash the whole command's
+		sum := sha256.Sum256(f.raw)
+		slim.CommandSHA256 = hex.EncodeToString(sum[:])
+	}
+	slim.Command, slim.CommandEncoding, slim.CommandTruncated = json.RawMessage(`""`), "base64", true
+	b, err := marshalEvent(&slim)
+	if err != nil {
+		return nil, err
+	}
+	s.Body, s.CommandOmitted = b, true
+	return s, nil
 }
 
 func (s *storedEvent) outEvent() *outEvent {
@@ -73,13 +106,29 @@ func (s *storedEvent) outEvent() *outEvent {
 }
 
 // repeatFor is the stored terminal event, published again for this handling
-// of the command: a replay's copy gets the replay's own Nats-Msg-Id, so that
+// of the command d: a replay's copy gets the replay's own Nats-Msg-Id, so that
 // the replay learns the outcome it asked about (a created command is not sent
-// again) instead of waiting for an event the stream drops as a duplicate.
+// again) instead of waiting for an event the stream drops as a duplicate. An
+// event stored without its command gets d's back when d is the command it
+// quoted (the same SHA-256), and is shaped as it was when first published; a
+// different command under the same id leaves it as stored, naming the
+// original by its hash.
 func (s *storedEvent) repeatFor(d *Decoded) *outEvent {
 	ev := s.outEvent()
 	if d.ReplayID != "" {
 		ev.msgID = terminalID(d)
+	}
+	if !s.CommandOmitted {
+		return ev
+	}
+	var f FailedEvent
+	if json.Unmarshal(s.Body, &f) != nil {
+		return ev
+	}
+	if sum := sha256.Sum256(d.Raw); hex.EncodeToString(sum[:]) == f.CommandSHA256 {
+		f.Command, f.CommandEncoding = originalCommand(d.Raw)
+		f.CommandTruncated, f.CommandSHA256, f.raw = false, "", d.Raw
+		ev.body = &f
 	}
 	return ev
 }
@@ -338,11 +387,15 @@ func (s *idempotency) end(ctx context.Context, ref commandRef, c claim, unknown 
 	return err
 }
 
-// finish stores the terminal event; the command is never sent again. known:
-// the record as this call last wrote it (nil: read it).
-func (s *idempotency) finish(ctx context.Context, ref commandRef, ev *outEvent, body []byte, known *claim) error {
-	t := finishT(&storedEvent{Subject: ev.subject, CEType: ev.ceType, MsgID: ev.msgID, EventID: ev.eventID, Body: body})
-	var err error
+// finish stores the terminal event, published as body at seq in the events
+// stream; the command is never sent again. known: the record as this call
+// last wrote it (nil: read it).
+func (s *idempotency) finish(ctx context.Context, ref commandRef, ev *outEvent, body []byte, seq uint64, known *claim) error {
+	stored, err := storedFor(ev, body)
+	if err != nil {
+		return fmt.Errorf("idempotency record: %w", err)
+	}
+	t := finishT(stored, seq)
 	if known != nil && known.rev != 0 {
 		_, _, err = s.apply(ctx, ref, &known.record, known.rev, t)
 	} else {
@@ -373,10 +426,12 @@ func (s *idempotency) markParked(ctx context.Context, ref commandRef, token stri
 	return already, rec, err
 }
 
-// bucketConfig is the commands bucket the worker creates when missing.
-func commandsBucket(replicas int, ttl time.Duration) jetstream.KeyValueConfig {
+// commandsBucket is the commands bucket the worker creates when missing.
+func (s StreamSettings) commandsBucket(ttl time.Duration) jetstream.KeyValueConfig {
+	s = s.withDefaults()
 	return jetstream.KeyValueConfig{Bucket: BucketCommands, Description: "xygroup: one record per commandId",
-		History: 1, TTL: ttl, Storage: jetstream.FileStorage, Replicas: replicas}
+		History: 1, TTL: ttl, Storage: jetstream.FileStorage, Replicas: s.Replicas,
+		MaxBytes: s.RecordsMaxBytes, MaxValueSize: RecordMaxValueBytes}
 }
 
 // retryForReplay lets a replay try a failed command again: its failure stays in

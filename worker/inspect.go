@@ -78,7 +78,8 @@ type CommandDetail struct {
 	Terminal      string          `json:"terminal,omitempty"`
 	TerminalEvent json.RawMessage `json:"terminalEvent,omitempty"`
 	// EventSeq is the terminal event's sequence in the events stream (0:
-	// not recorded, as in records written before it was kept).
+	// none, or a record written before it was kept). TerminalEvent is the
+	// record's copy: a failed event's command is left out of it (record.State).
 	EventSeq     uint64 `json:"eventSeq,omitempty"`
 	Cancelled    bool   `json:"cancelled,omitempty"`
 	CancelReason string `json:"cancelReason,omitempty"`
@@ -120,12 +121,7 @@ func InspectCommand(ctx context.Context, js jetstream.JetStream, enterpriseID, c
 		}
 	}
 	if r.Terminal != nil {
-		st.Terminal, st.TerminalEvent = r.Terminal.Subject, r.Terminal.Body
-		var seq struct {
-			EventSeq uint64 `json:"eventSeq"`
-		}
-		_ = json.Unmarshal(e.Value(), &seq)
-		st.EventSeq = seq.EventSeq
+		st.Terminal, st.TerminalEvent, st.EventSeq = r.Terminal.Subject, r.Terminal.Body, r.EventSeq
 	}
 	if r.Cancelled != nil {
 		st.Cancelled, st.CancelReason = true, r.Cancelled.Reason

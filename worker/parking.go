@@ -104,14 +104,25 @@ func (s StreamSettings) ParkedStream() jetstream.StreamConfig {
 		Storage:     jetstream.FileStorage,
 		Replicas:    s.Replicas,
 		MaxBytes:    s.CommandsMaxBytes,
+		MaxMsgSize:  s.parkedMaxMsgSize(),
 		Discard:     jetstream.DiscardNew,
 		Duplicates:  time.Hour,
 	}
 }
 
-func meetingsBucket(replicas int) jetstream.KeyValueConfig {
+// parkedMaxMsgSize follows the commands stream's: a command it took can be parked.
+func (s StreamSettings) parkedMaxMsgSize() int32 {
+	if s.CommandsMaxMsgSize < 0 {
+		return -1
+	}
+	return s.CommandsMaxMsgSize + (ParkedMaxMsgBytes - CommandsMaxMsgBytes)
+}
+
+// meetingsBucket: one small record per waiting meeting, hold or lane.
+func (s StreamSettings) meetingsBucket() jetstream.KeyValueConfig {
+	s = s.withDefaults()
 	return jetstream.KeyValueConfig{Bucket: BucketMeetings, Description: "xygroup: probe schedule of waiting meetings",
-		History: 1, Storage: jetstream.FileStorage, Replicas: replicas}
+		History: 1, Storage: jetstream.FileStorage, Replicas: s.Replicas, MaxBytes: s.MeetingsMaxBytes, MaxValueSize: smallRecordBytes}
 }
 
 // meetingView is this replica's copy of the meetings bucket, kept by a watcher.

@@ -35,7 +35,8 @@ type Replica struct {
 // replicasBucket holds the heartbeats: in memory, they expire by themselves.
 func replicasBucket(replicas int) jetstream.KeyValueConfig {
 	return jetstream.KeyValueConfig{Bucket: BucketReplicas, Description: "xygroup: replicas alive",
-		History: 1, TTL: 15 * time.Second, Storage: jetstream.MemoryStorage, Replicas: replicas}
+		History: 1, TTL: 15 * time.Second, Storage: jetstream.MemoryStorage, Replicas: replicas,
+		MaxBytes: 16 << 20, MaxValueSize: smallRecordBytes}
 }
 
 // heartbeat writes this replica's heartbeat every 5 s into kv (opened by

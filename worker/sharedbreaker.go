@@ -84,7 +84,7 @@ func NewSharedBreaker(ctx context.Context, js jetstream.JetStream, replicas int,
 		s.CredentialsRetry = CredentialsRetry
 	}
 	kv, err := ensureBucket(ctx, js, jetstream.KeyValueConfig{Bucket: BucketBreakers, Description: "xygroup: circuit breakers per tenant",
-		History: 1, Storage: jetstream.FileStorage, Replicas: replicas}, log)
+		History: 1, Storage: jetstream.FileStorage, Replicas: replicas, MaxBytes: 64 << 20, MaxValueSize: smallRecordBytes}, log)
 	if err != nil {
 		return nil, err
 	}

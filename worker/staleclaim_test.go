@@ -22,7 +22,7 @@ func (c *clock) add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unloc
 func startIdempotency(t *testing.T) (*idempotency, *clock) {
 	t.Helper()
 	js := embeddedJS(t)
-	kv, err := js.CreateKeyValue(context.Background(), commandsBucket(1, time.Hour))
+	kv, err := js.CreateKeyValue(context.Background(), StreamSettings{}.commandsBucket(time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}

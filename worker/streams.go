@@ -33,6 +33,16 @@ type StreamSettings struct {
 	HistoryTrimLag time.Duration
 	EventsMaxAge   time.Duration
 	EventsMaxBytes int64
+	// EventsMaxMsgSize bounds one message of the events stream, headers
+	// included: 0 is EventsMaxMsgBytes, -1 none (NATS's payload limit). A
+	// larger event is shaped to fit (events.go).
+	EventsMaxMsgSize int32
+	// RecordsMaxBytes bounds the commands bucket (xygroup-commands) and
+	// MeetingsMaxBytes the meetings bucket (xygroup-meetings); 0 is 1 GiB and
+	// 256 MiB. A full bucket refuses new records: commands then fail to start
+	// and are retried, never dropped.
+	RecordsMaxBytes  int64
+	MeetingsMaxBytes int64
 	// AckWait of the shared consumer; InProgress keeps longer work alive.
 	AckWait       time.Duration
 	MaxAckPending int
@@ -60,6 +70,15 @@ func (s StreamSettings) withDefaults() StreamSettings {
 	if s.EventsMaxBytes <= 0 {
 		s.EventsMaxBytes = 1 << 30
 	}
+	if s.EventsMaxMsgSize == 0 {
+		s.EventsMaxMsgSize = EventsMaxMsgBytes
+	}
+	if s.RecordsMaxBytes <= 0 {
+		s.RecordsMaxBytes = 1 << 30
+	}
+	if s.MeetingsMaxBytes <= 0 {
+		s.MeetingsMaxBytes = 256 << 20
+	}
 	if s.AckWait <= 0 {
 		s.AckWait = 30 * time.Second
 	}
@@ -75,6 +94,27 @@ func (s StreamSettings) withDefaults() StreamSettings {
 // replay's (its mark, deadline, command id and Nats-Msg-Id, under 2 KiB) take.
 // A larger command is refused to its publisher.
 const CommandsMaxMsgBytes = MaxCommandBytes + 8<<10
+
+// EventsMaxMsgBytes bounds a message of the events stream as NATS counts it.
+// The largest event is a failed event quoting a whole command
+// (MaxCommandBytes) in Base64, 4/3 of it (341 KiB), with its two messages
+// (maxMessageBytes each), its envelope and its headers: under 360 KiB. A
+// larger event (a created event with many members) is shaped to fit.
+const EventsMaxMsgBytes = 512 << 10
+
+// ParkedMaxMsgBytes bounds a message of the parked stream: a command's message
+// (CommandsMaxMsgBytes) and the headers parking adds (where it came from, when
+// it was received: under 1 KiB).
+const ParkedMaxMsgBytes = CommandsMaxMsgBytes + 4<<10
+
+// RecordMaxValueBytes bounds a command's record: its terminal event (at most
+// an event's message, EventsMaxMsgBytes, less recordReserve for the record's
+// other fields) and those fields.
+const RecordMaxValueBytes = EventsMaxMsgBytes
+
+// smallRecordBytes bounds a value of the buckets whose records name a meeting,
+// a tenant or a replica, and a few times and counters (under 1 KiB each).
+const smallRecordBytes = 16 << 10
 
 // CommandsStream is the configuration the worker creates: commands are kept after
 // they are done (limits retention), as the source for replay. It carries live
@@ -111,6 +151,7 @@ func (s StreamSettings) EventsStream() jetstream.StreamConfig {
 		Replicas:    s.Replicas,
 		MaxAge:      s.EventsMaxAge,
 		MaxBytes:    s.EventsMaxBytes,
+		MaxMsgSize:  s.EventsMaxMsgSize,
 		Discard:     jetstream.DiscardOld,
 		Duplicates:  time.Hour,
 	}
@@ -264,13 +305,21 @@ func compareStream(have, want jetstream.StreamConfig) ([]string, error) {
 		diffs = append(diffs, fmt.Sprintf("discard %s (expected %s%s)", discardName(have.Discard), discardName(want.Discard), why))
 	}
 	if want.MaxMsgSize > 0 && (have.MaxMsgSize <= 0 || have.MaxMsgSize > want.MaxMsgSize) {
-		diffs = append(diffs, fmt.Sprintf("max message size %d (expected %d: a larger command is accepted and then fails as invalid_command; "+
-			"nats stream edit %s --max-msg-size %d)", have.MaxMsgSize, want.MaxMsgSize, want.Name, want.MaxMsgSize))
+		diffs = append(diffs, fmt.Sprintf("max message size %d (expected %d: %s; nats stream edit %s --max-msg-size %d)",
+			have.MaxMsgSize, want.MaxMsgSize, largerMessage(want.Name), want.Name, want.MaxMsgSize))
 	}
 	if have.Duplicates < want.Duplicates {
 		diffs = append(diffs, fmt.Sprintf("dedupe window %s (expected at least %s: a redelivered command could publish a second event after it)", have.Duplicates, want.Duplicates))
 	}
 	return diffs, nil
+}
+
+// largerMessage says what a stream without its message size limit lets in.
+func largerMessage(stream string) string {
+	if stream == StreamCommands {
+		return "a larger command is accepted and then fails as invalid_command"
+	}
+	return "a publisher can store messages larger than any the worker writes, up to NATS's payload limit"
 }
 
 // discardName is a discard policy as the nats CLI names it: old or new.

@@ -250,6 +250,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.log.Info().Int("concurrency", w.opts.concurrency).Msg("worker consuming")
 	go w.runBackground(ctx)
 	go (&historyTrimmer{js: w.js, lag: w.opts.streams.withDefaults().HistoryTrimLag, now: w.opts.now, log: w.log}).run(ctx)
+	go w.watchEventsRisk(ctx)
 	go w.heartbeat(ctx, w.replicasKV, w.opts.streams.withDefaults().Replicas)
 
 	// The drain timeout counts from the stop, not from the end of the pull
@@ -404,7 +405,7 @@ func (w *Worker) setupParking(ctx, runCtx context.Context) error {
 	if err != nil {
 		return err
 	}
-	commands, err := ensureBucket(ctx, w.js, commandsBucket(settings.Replicas, w.opts.recordTTL), w.log)
+	commands, err := ensureBucket(ctx, w.js, settings.commandsBucket(w.opts.recordTTL), w.log)
 	if err != nil {
 		return err
 	}
@@ -415,7 +416,7 @@ func (w *Worker) setupParking(ctx, runCtx context.Context) error {
 	if legacy {
 		w.log.Info().Str("bucket", BucketCommands).Msg("records of an earlier version found: commands without a record look there too")
 	}
-	meetings, err := ensureBucket(ctx, w.js, meetingsBucket(settings.Replicas), w.log)
+	meetings, err := ensureBucket(ctx, w.js, settings.meetingsBucket(), w.log)
 	if err != nil {
 		return err
 	}
@@ -532,7 +533,7 @@ func (w *Worker) apply(ctx context.Context, v verdict, d *Decoded, del *delivery
 	case doGiveBack:
 		_ = s.nak(0)
 	case doEnd:
-		body, err := w.publish(ctx, v.event, w.eventTraceparent(ctx, del))
+		body, seq, err := w.publishSeq(ctx, v.event, w.eventTraceparent(ctx, del))
 		if err != nil {
 			log.Error().Err(err).Msg("could not store the event; the command stays queued")
 			delay := time.Second
@@ -547,7 +548,7 @@ func (w *Worker) apply(ctx context.Context, v verdict, d *Decoded, del *delivery
 			// through a leader election or a partition, rather than let a
 			// redelivery call the API again for a command that is done.
 			err := retrySettle(ctx, log, "idempotency record not written", func(ctx context.Context) error {
-				return w.p.idem.finish(ctx, d.ref(), v.event, body, v.record)
+				return w.p.idem.finish(ctx, d.ref(), v.event, body, seq, v.record)
 			})
 			if err != nil {
 				// Stopping: the event is stored; a redelivery meets 66684 after an
@@ -737,25 +738,33 @@ func (w *Worker) count(ev *outEvent, d *Decoded, log zerolog.Logger) {
 // limit and the events stream's message size; a size error is not retried as it
 // is: the event is shaped again to the limit the stream states, then to its
 // smallest form, and errEventTooLarge ends the attempt if even that is refused.
-func (w *Worker) publish(ctx context.Context, ev *outEvent, traceparent string) (_ []byte, err error) {
+func (w *Worker) publish(ctx context.Context, ev *outEvent, traceparent string) ([]byte, error) {
+	body, _, err := w.publishSeq(ctx, ev, traceparent)
+	return body, err
+}
+
+// publishSeq is publish that also returns the event's sequence in the events
+// stream (a duplicate's: the copy stored first).
+func (w *Worker) publishSeq(ctx context.Context, ev *outEvent, traceparent string) (_ []byte, _ uint64, err error) {
 	ctx, span := w.p.tracer.Start(ctx, spanPublish, trace.WithSpanKind(trace.SpanKindProducer),
 		trace.WithAttributes(attrMessagingSys.String("nats"), attrMessagingDest.String(ev.subject), attribute.String("xygroup.event_type", ev.ceType)))
 	defer func() { endSpan(span, err != nil, "event not stored") }()
 	limit := w.eventLimit(ctx, false)
 	m, err := ev.natsMsg(w.opts.source, traceparent, w.opts.now(), limit)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	for delay := 100 * time.Millisecond; ; delay = min(delay*2, 2*time.Second) {
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err = w.js.PublishMsg(pctx, m)
+		var ack *jetstream.PubAck
+		ack, err = w.js.PublishMsg(pctx, m)
 		cancel()
 		if err == nil {
-			return m.Data, nil
+			return m.Data, ack.Sequence, nil
 		}
 		if tooLarge(err) {
 			if limit <= 0 {
-				return nil, fmt.Errorf("%w: %d bytes with headers: %w", errEventTooLarge, len(m.Data)+headerLen(m.Header), err)
+				return nil, 0, fmt.Errorf("%w: %d bytes with headers: %w", errEventTooLarge, len(m.Data)+headerLen(m.Header), err)
 			}
 			next := w.eventLimit(ctx, true)
 			if next >= limit {
@@ -764,17 +773,17 @@ func (w *Worker) publish(ctx context.Context, ev *outEvent, traceparent string) 
 			w.log.Warn().Err(err).Int("bytes", len(m.Data)).Int("limit", next).Str("subject", ev.subject).Msg("event too large; shaping it smaller")
 			limit = next
 			if m, err = ev.natsMsg(w.opts.source, traceparent, w.opts.now(), limit); err != nil {
-				return nil, err
+				return nil, 0, err
 			}
 			continue
 		}
 		if ctx.Err() != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		w.log.Warn().Err(err).Str("subject", ev.subject).Msg("publish event; retrying")
 		select {
 		case <-ctx.Done():
-			return nil, err
+			return nil, 0, err
 		case <-time.After(delay):
 		}
 	}
@@ -788,13 +797,16 @@ func tooLarge(err error) bool {
 }
 
 // eventLimit is the largest message (headers included) an event may be: the
-// server's payload limit, or the events stream's message size limit when an
-// operator set a smaller one (read once, and again when fresh is set).
+// server's payload limit, the events stream's message size limit when it is
+// smaller (read once, and again when fresh is set), and at most
+// RecordMaxValueBytes, since the command's record keeps the event (a created
+// one whole), even where an events stream of an earlier version has no limit.
 func (w *Worker) eventLimit(ctx context.Context, fresh bool) int {
 	limit := int(w.nc.MaxPayload())
 	if limit <= 0 {
 		limit = 1 << 20 // not connected yet: the server's default
 	}
+	limit = min(limit, RecordMaxValueBytes)
 	streamMax, ok := w.eventsMaxMsgSize.Load().(int32)
 	if !ok || fresh {
 		streamMax = -1

@@ -39,6 +39,11 @@ func workerCommand() *cli.Command {
 		&cli.BoolFlag{Name: "sandbox", Usage: "start the XYLink sandbox in-process and use it (with its own credentials)", Sources: cli.EnvVars("XYGROUP_SANDBOX")},
 		&cli.StringFlag{Name: "sandbox-listen", Value: "127.0.0.1:8090", Usage: "where --sandbox serves (its admin API included)", Sources: cli.EnvVars("XYGROUP_SANDBOX_LISTEN")},
 		&cli.IntFlag{Name: "stream-replicas", Value: 1, Usage: "replicas of the streams the worker creates (3 on a 3-node cluster)", Sources: cli.EnvVars("XYGROUP_STREAM_REPLICAS")},
+		&cli.IntFlag{Name: "commands-max-bytes", Value: 1 << 30, Usage: "MaxBytes of the commands stream the worker creates (the parked stream takes the same); full, it refuses new commands", Sources: cli.EnvVars("XYGROUP_COMMANDS_MAX_BYTES")},
+		&cli.IntFlag{Name: "events-max-bytes", Value: 1 << 30, Usage: "MaxBytes of the events stream the worker creates; full, it drops its oldest events (README: Streams)", Sources: cli.EnvVars("XYGROUP_EVENTS_MAX_BYTES")},
+		&cli.DurationFlag{Name: "events-max-age", Value: 7 * 24 * time.Hour, Usage: "MaxAge of the events stream the worker creates", Sources: cli.EnvVars("XYGROUP_EVENTS_MAX_AGE")},
+		&cli.IntFlag{Name: "records-max-bytes", Value: 1 << 30, Usage: "MaxBytes of the commands' records bucket (xygroup-commands) the worker creates", Sources: cli.EnvVars("XYGROUP_RECORDS_MAX_BYTES")},
+		&cli.IntFlag{Name: "meetings-max-bytes", Value: 256 << 20, Usage: "MaxBytes of the meetings bucket (xygroup-meetings) the worker creates", Sources: cli.EnvVars("XYGROUP_MEETINGS_MAX_BYTES")},
 		&cli.IntFlag{Name: "max-ack-pending", Value: 1000, Usage: "MaxAckPending of the consumer the worker creates", Sources: cli.EnvVars("XYGROUP_MAX_ACK_PENDING")},
 		&cli.DurationFlag{Name: "xylink-timeout", Value: 10 * time.Second, Usage: "bound on each XYLink API call", Sources: cli.EnvVars("XYLINK_TIMEOUT")},
 		&cli.DurationFlag{Name: "ack-wait", Value: 30 * time.Second, Usage: "AckWait of the consumer the worker creates (a dead replica's commands return after it)", Sources: cli.EnvVars("XYGROUP_ACK_WAIT")},
@@ -178,7 +183,9 @@ func runWorker(ctx context.Context, cmd *cli.Command) error {
 		worker.WithDefaultEnterprise(defaultEnterprise),
 		worker.WithDrainTimeout(cmd.Duration("drain-timeout")),
 		worker.WithStreams(worker.StreamSettings{Replicas: cmd.Int("stream-replicas"), MaxAckPending: cmd.Int("max-ack-pending"),
-			AckWait: cmd.Duration("ack-wait")}),
+			AckWait: cmd.Duration("ack-wait"), CommandsMaxBytes: int64(cmd.Int("commands-max-bytes")),
+			EventsMaxBytes: int64(cmd.Int("events-max-bytes")), EventsMaxAge: cmd.Duration("events-max-age"),
+			RecordsMaxBytes: int64(cmd.Int("records-max-bytes")), MeetingsMaxBytes: int64(cmd.Int("meetings-max-bytes"))}),
 		// A call in flight on a replica that died is treated as unknown once it
 		// would have timed out.
 		worker.WithCallLease(timeout+5*time.Second),

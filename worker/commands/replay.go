@@ -352,7 +352,7 @@ func replaysBucket(ctx context.Context, js jetstream.JetStream) (jetstream.KeyVa
 	kv, err := js.KeyValue(ctx, BucketReplays)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: BucketReplays, Description: "xygroup: replay progress",
-			History: 1, TTL: 30 * 24 * time.Hour})
+			History: 1, TTL: 30 * 24 * time.Hour, MaxBytes: 64 << 20, MaxValueSize: 64 << 10}) // a replay's selection and progress
 		if errors.Is(err, jetstream.ErrBucketExists) {
 			kv, err = js.KeyValue(ctx, BucketReplays)
 		}

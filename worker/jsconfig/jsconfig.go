@@ -82,8 +82,16 @@ func CompareBucket(have, want jetstream.KeyValueConfig) ([]string, error) {
 	if have.TTL != want.TTL {
 		diffs = append(diffs, fmt.Sprintf("ttl %s (expected %s)", have.TTL, want.TTL))
 	}
-	if want.MaxBytes > 0 && have.MaxBytes != want.MaxBytes {
+	switch {
+	case want.MaxBytes > 0 && have.MaxBytes <= 0:
+		diffs = append(diffs, fmt.Sprintf("max bytes unlimited (expected %d: a flood of writes can fill the server's storage, and every stream's writes fail; "+
+			"nats stream edit KV_%s --max-bytes %d)", want.MaxBytes, want.Bucket, want.MaxBytes))
+	case want.MaxBytes > 0 && have.MaxBytes != want.MaxBytes:
 		diffs = append(diffs, fmt.Sprintf("max bytes %d (expected %d)", have.MaxBytes, want.MaxBytes))
+	}
+	if want.MaxValueSize > 0 && (have.MaxValueSize <= 0 || have.MaxValueSize > want.MaxValueSize) {
+		diffs = append(diffs, fmt.Sprintf("max value size %d (expected %d: a value larger than any the worker writes is stored; "+
+			"nats stream edit KV_%s --max-msg-size %d)", have.MaxValueSize, want.MaxValueSize, want.Bucket, want.MaxValueSize))
 	}
 	return diffs, nil
 }

@@ -151,7 +151,8 @@ func NewCluster(ctx context.Context, nc *nats.Conn, opts Options) (*Cluster, err
 		return nil, err
 	}
 	cfg := jetstream.KeyValueConfig{Bucket: Bucket, Description: "xygroup: rate-limit dispenser lease",
-		History: 1, TTL: opts.LeaseTTL, Storage: jetstream.MemoryStorage, Replicas: opts.Replicas}
+		History: 1, TTL: opts.LeaseTTL, Storage: jetstream.MemoryStorage, Replicas: opts.Replicas,
+		MaxBytes: 16 << 20, MaxValueSize: 16 << 10} // a lease or presence per shard and replica
 	kv, diffs, err := jsconfig.EnsureBucket(ctx, js, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("ratelimit: %w", err)

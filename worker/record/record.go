@@ -68,10 +68,15 @@ type State struct {
 	Attempts int
 	// Terminal: the subject of its terminal event ("" while it has none).
 	Terminal string
-	// Event is the terminal event's body, as published.
+	// Event is the terminal event's body, as published, except that a failed
+	// event's command is left out of records written since EventSeq was
+	// kept: it is given as cut to nothing ("command": "", commandTruncated),
+	// with its commandSha256. The event as published is in the events
+	// stream at EventSeq.
 	Event json.RawMessage
-	// EventSeq is the terminal event's sequence in the events stream (0:
-	// not known, in records written before it was kept).
+	// EventSeq is the terminal event's sequence in the events stream
+	// (XYLINK_GROUP_EVENTS); 0 when the record predates it or has no
+	// terminal event.
 	EventSeq uint64
 	ReplayID string
 }
@@ -113,10 +118,10 @@ func Lookup(ctx context.Context, js jetstream.JetStream, enterpriseID, commandID
 			return State{}, fmt.Errorf("idempotency record %s: %w", commandID, err)
 		}
 	}
-	st := State{Known: true, Attempts: r.Attempts, ReplayID: r.ReplayID, EventSeq: r.EventSeq}
+	st := State{Known: true, Attempts: r.Attempts, ReplayID: r.ReplayID}
 	if r.Terminal != nil {
 		st.Terminal = r.Terminal.Subject
-		st.Event = r.Terminal.Body
+		st.Event, st.EventSeq = r.Terminal.Body, r.EventSeq
 	}
 	return st, nil
 }
