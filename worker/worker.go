@@ -100,6 +100,9 @@ func New(nc *nats.Conn, caller Caller, tenants Tenants, opts ...Option) (*Worker
 			o.metrics.LaneCommands.WithLabelValues(ent).Set(0)
 			o.metrics.LaneMoves.WithLabelValues(ent).Add(0)
 			o.metrics.LimiterThrottled.WithLabelValues(ent).Add(0)
+			for _, reason := range []string{"over_quota", "stream_full"} {
+				o.metrics.ParkedRefused.WithLabelValues(ent, reason).Add(0)
+			}
 			for _, p := range priorities {
 				o.metrics.LimiterGrants.WithLabelValues(ent, p.String()).Add(0)
 			}
