@@ -278,12 +278,7 @@ func (e *outEvent) fit(limit int) ([]byte, error) {
 		again.body = v
 		return again.fit(limit)
 	case *FailedEvent:
-		cut := *b
-		if !b.CommandTruncated { // else raw is already a prefix, and the hash the whole command's
-			sum := sha256.Sum256(b.raw)
-			cut.CommandSHA256 = hex.EncodeToString(sum[:])
-		}
-		cut.Command, cut.CommandEncoding, cut.CommandTruncated = json.RawMessage(`""`), "base64", true
+		cut := b.withoutCommand()
 		rest, err := marshalEvent(&cut)
 		if err != nil {
 			return nil, err
@@ -312,6 +307,18 @@ func (e *outEvent) fit(limit int) ([]byte, error) {
 }
 
 // original is the command as received, from the event's command field.
+// withoutCommand is the event with its command cut to nothing, still a valid
+// failed event: commandTruncated, and commandSha256 naming the whole command.
+func (f *FailedEvent) withoutCommand() FailedEvent {
+	cut := *f
+	if !f.CommandTruncated { // else raw is already a prefix, and the hash the whole command's
+		sum := sha256.Sum256(f.raw)
+		cut.CommandSHA256 = hex.EncodeToString(sum[:])
+	}
+	cut.Command, cut.CommandEncoding, cut.CommandTruncated = json.RawMessage(`""`), "base64", true
+	return cut
+}
+
 func (f *FailedEvent) original() []byte {
 	if len(f.Command) == 0 || f.Command[0] != '"' {
 		return f.Command

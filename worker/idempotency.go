@@ -87,12 +87,7 @@ func storedFor(ev *outEvent, body []byte) (*storedEvent, error) {
 	if !ok {
 		return s, nil
 	}
-	slim := *f
-	if !f.CommandTruncated { // else raw is a prefix already, and the hash the whole command's
-		sum := sha256.Sum256(f.raw)
-		slim.CommandSHA256 = hex.EncodeToString(sum[:])
-	}
-	slim.Command, slim.CommandEncoding, slim.CommandTruncated = json.RawMessage(`""`), "base64", true
+	slim := f.withoutCommand()
 	b, err := marshalEvent(&slim)
 	if err != nil {
 		return nil, err
