@@ -65,7 +65,7 @@ func runCancel(ctx context.Context, cmd *cli.Command) error {
 	}
 	rejected := 0
 	for _, o := range outs {
-		fmt.Fprintln(stdout(cmd), string(o.Raw))
+		fmt.Fprintln(stdout(cmd), jsonSafe(o.Raw))
 		if !o.Cancelled() {
 			rejected++
 		}

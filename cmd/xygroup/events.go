@@ -115,7 +115,7 @@ func runEvents(ctx context.Context, cmd *cli.Command) error {
 	}
 	err = readEvents(ctx, js, f, cmd.Bool("follow"), func(subject string, data []byte) {
 		if tw == nil {
-			fmt.Fprintln(stdout(cmd), string(data))
+			fmt.Fprintln(stdout(cmd), jsonSafe(data))
 			return
 		}
 		printEventRow(tw, subject, data)

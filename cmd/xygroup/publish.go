@@ -107,7 +107,7 @@ func runPublish(ctx context.Context, cmd *cli.Command) error {
 	failed := 0
 	bar = newBar(cmd, showBar, len(refs), "wait")
 	err = waiter.Await(wctx, refs, func(e commands.Event) {
-		fmt.Fprintln(stdout(cmd), string(e.Data))
+		fmt.Fprintln(stdout(cmd), jsonSafe(e.Data))
 		if e.Failed {
 			failed++
 		}

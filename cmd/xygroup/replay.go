@@ -341,7 +341,7 @@ func printDryRun(out io.Writer, items []commands.ReplayItem, rate float64, id st
 
 func printSummary(cmd *cli.Command, s commands.Summary) {
 	b, _ := json.Marshal(s)
-	fmt.Fprintln(stdout(cmd), string(b))
+	fmt.Fprintln(stdout(cmd), jsonSafe(b))
 	fmt.Fprintln(stderr(cmd), termSafe(fmt.Sprintf("selected %d: published %d, skipped as created %d, handled before %d; outcomes: created %d, failed again %d %v, pending %d",
 		s.Selected, s.Published, s.SkippedDone, s.AlreadyReplayed, s.Created, failedAgain(s), s.FailedAgain, s.Pending)))
 }

@@ -48,9 +48,12 @@ func runStatus(ctx context.Context, cmd *cli.Command) error {
 		return cli.Exit(err.Error(), 1)
 	}
 	if cmd.Bool("json") {
-		enc := json.NewEncoder(stdout(cmd))
-		enc.SetIndent("", "  ")
-		return enc.Encode(st)
+		b, err := json.MarshalIndent(st, "", "  ")
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintln(stdout(cmd), jsonSafe(b))
+		return err
 	}
 	printStatus(stdout(cmd), st, cmd.Int("meetings"))
 	return nil

@@ -69,3 +69,32 @@ func unsafeRune(r rune) bool {
 	}
 	return false
 }
+
+// jsonSafe is JSON output (an event as the stream holds it, an answer) made
+// safe for a terminal without changing what it decodes to: JSON escapes C0
+// controls but not C1 controls or bidi controls, so those are written as
+// \uXXXX, which only a string can hold. Bytes that are not UTF-8 and raw
+// controls other than JSON's whitespace (not valid JSON; data published by
+// others) are written escaped as well, U+FFFD for the former.
+func jsonSafe(b []byte) string {
+	s := string(b)
+	if !needsEscape(s) {
+		return s
+	}
+	var out strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size <= 1:
+			out.WriteString(`\ufffd`)
+		case r == '\n' || r == '\t' || r == '\r':
+			out.WriteRune(r)
+		case r < 0x20 || r == 0x7f || unsafeRune(r):
+			fmt.Fprintf(&out, `\u%04x`, r)
+		default:
+			out.WriteString(s[i : i+size])
+		}
+		i += size
+	}
+	return out.String()
+}
