@@ -97,24 +97,38 @@ func clientOf(r *http.Request) string {
 
 // Command views read NATS at most once per key every commandCacheFor, and
 // at most commandReads of them at once; a view that would be one more is
-// refused at once (429) rather than queued.
+// refused at once (429) rather than queued. The cache holds at most
+// commandCacheBytes of events (each view up to an event of 512 KiB and the
+// record's copy), whatever the number of commands viewed.
 const (
-	commandCacheFor = time.Second
-	commandReads    = 4
-	commandsCached  = 1024
-	commandReadFor  = 10 * time.Second
+	commandCacheFor   = time.Second
+	commandReads      = 4
+	commandsCached    = 1024
+	commandCacheBytes = 32 << 20
+	commandReadFor    = 10 * time.Second
 )
 
 var errBusy = errors.New("too many command views at once: try again in a second")
 
 type cachedCommand struct {
-	c  *clusterstatus.Command
-	at time.Time
+	c     *clusterstatus.Command
+	at    time.Time
+	bytes int
+}
+
+// viewBytes is what a command's view holds beyond a few fields: its events.
+func viewBytes(c *clusterstatus.Command) int {
+	n := len(c.Record.TerminalEvent)
+	if c.Terminal != nil {
+		n += len(c.Terminal.Body)
+	}
+	return n
 }
 
 type commandCache struct {
 	mu      sync.Mutex
 	entries map[string]cachedCommand
+	bytes   int // of the entries
 	flight  singleflight.Group
 	slots   chan struct{}
 }
@@ -164,15 +178,26 @@ func (cc *commandCache) put(key string, c *clusterstatus.Command) {
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
 	now := time.Now()
-	if len(cc.entries) >= commandsCached {
+	size := viewBytes(c)
+	if old, ok := cc.entries[key]; ok {
+		cc.bytes -= old.bytes
+		delete(cc.entries, key)
+	}
+	if len(cc.entries) >= commandsCached || cc.bytes+size > commandCacheBytes {
 		for k, e := range cc.entries {
 			if now.Sub(e.at) >= commandCacheFor {
+				cc.bytes -= e.bytes
 				delete(cc.entries, k)
 			}
 		}
-		if len(cc.entries) >= commandsCached {
+		if len(cc.entries) >= commandsCached || cc.bytes+size > commandCacheBytes {
 			clear(cc.entries)
+			cc.bytes = 0
 		}
 	}
-	cc.entries[key] = cachedCommand{c: c, at: now}
+	if size > commandCacheBytes {
+		return
+	}
+	cc.entries[key] = cachedCommand{c: c, at: now, bytes: size}
+	cc.bytes += size
 }
