@@ -38,11 +38,14 @@ type HTTPLimits struct {
 	MaxHeaderBytes int
 	// MaxConns: connections beyond it wait to be accepted.
 	MaxConns int
+	// MaxConnsPerClient: a client's connections beyond it are closed at
+	// once, so that no one client holds MaxConns.
+	MaxConnsPerClient int
 }
 
 // DefaultHTTPLimits are the limits of a field left zero.
 var DefaultHTTPLimits = HTTPLimits{ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 15 * time.Second, WriteTimeout: 30 * time.Second,
-	IdleTimeout: 30 * time.Second, MaxHeaderBytes: 32 << 10, MaxConns: 256}
+	IdleTimeout: 30 * time.Second, MaxHeaderBytes: 32 << 10, MaxConns: 256, MaxConnsPerClient: 16}
 
 type healthConfig struct {
 	mux    *http.ServeMux
@@ -83,6 +86,9 @@ func WithHTTPLimits(l HTTPLimits) HealthOption {
 		if l.MaxConns > 0 {
 			d.MaxConns = l.MaxConns
 		}
+		if l.MaxConnsPerClient > 0 {
+			d.MaxConnsPerClient = l.MaxConnsPerClient
+		}
 	}
 }
 
@@ -97,7 +103,7 @@ func StartHealthServer(addr string, m *Metrics, checks map[string]Check, opts ..
 	if err != nil {
 		return nil, err
 	}
-	ln = netutil.LimitListener(ln, cfg.limits.MaxConns)
+	ln = netutil.LimitListener(limitPerClient(ln, min(cfg.limits.MaxConnsPerClient, cfg.limits.MaxConns)), cfg.limits.MaxConns)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
