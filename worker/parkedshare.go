@@ -38,7 +38,7 @@ const (
 
 func parkedSharesBucket(replicas int) jetstream.KeyValueConfig {
 	return jetstream.KeyValueConfig{Bucket: BucketParkedShares, Description: "xygroup: bytes each tenant's parked commands hold",
-		History: 1, Storage: jetstream.FileStorage, Replicas: replicas}
+		History: 1, Storage: jetstream.FileStorage, Replicas: replicas, MaxBytes: 16 << 20, MaxValueSize: smallRecordBytes} // a record per tenant
 }
 
 // shareRecord is a tenant's tally of parked bytes and copies.
