@@ -161,3 +161,51 @@ func TestFullRecordsBucketKeepsCommandsQueued(t *testing.T) {
 		t.Errorf("%d log lines at warn or above about the full bucket, want 1 (a line a minute per store):\n%s", c, strings.Join(lines, "\n"))
 	}
 }
+
+// A command whose request left but whose outcome cannot be recorded (the
+// record cannot grow to hold its event) keeps its answer: its event is
+// stored, it is not acknowledged, and it is never sent again; once there is
+// room its record is written, every 30 s tried, logged once.
+func TestFullRecordsBucketAfterTheCallSendsOnce(t *testing.T) {
+	srv := wt.StartNATS(t)
+	sb := wt.StartSandbox(t, sandbox.Config{Rate: 1e6})
+	var logs wt.SyncBuffer
+	wt.StartWorker(t, srv, wt.Client(t, sb), worker.WithLogger(zerolog.New(&logs).Level(zerolog.InfoLevel)),
+		worker.WithStreams(worker.StreamSettings{RecordsMaxBytes: 64 << 10}))
+	js := wt.JetStream(t, wt.Connect(t, srv))
+	wt.AwaitStream(t, js, "KV_"+worker.BucketCommands)
+	kv, err := js.KeyValue(context.Background(), worker.BucketCommands)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fillers := fillBucket(t, kv, "filler", 4<<10)
+	small := fillBucket(t, kv, "small", 64)
+	// Room for a begun record (about 250 bytes) and its sent mark, not for
+	// its terminal event (about 1 KB).
+	purgeKeys(t, js, worker.BucketCommands, small[:4])
+
+	wt.Publish(t, js, "late-full", wt.Command("late-full", "m-late-full"))
+	wt.Eventually(t, time.Minute, func() bool {
+		c, _ := linesWith(t, &logs, "maximum bytes exceeded")
+		return c > 0
+	}, "the full bucket refuses the record's terminal event")
+	if reqs := len(sb.Requests()); reqs != 1 {
+		t.Fatalf("%d requests before the outcome could be recorded, want 1 (the bucket filled after the mark)", reqs)
+	}
+	purgeKeys(t, js, worker.BucketCommands, append(fillers, small[4:]...))
+	wt.Eventually(t, 2*time.Minute, func() bool {
+		st, err := worker.LookupCommand(context.Background(), js, wt.Enterprise, "late-full")
+		return err == nil && st.Terminal != ""
+	}, "the outcome recorded once there is room")
+	wt.AwaitConsumerIdle(t, js, time.Minute)
+	evs := wt.AwaitTerminal(t, js, 1, time.Minute)
+	if es := evs["late-full"]; len(es) != 1 || es[0].Subject != worker.SubjectCreated {
+		t.Errorf("%d events, want one created", len(es))
+	}
+	if reqs := len(sb.Requests()); reqs != 1 {
+		t.Errorf("%d requests, want 1: a command whose request left is never sent again", reqs)
+	}
+	if c, lines := linesWith(t, &logs, "maximum bytes exceeded"); c != 1 {
+		t.Errorf("%d log lines at warn or above about the full bucket, want 1:\n%s", c, strings.Join(lines, "\n"))
+	}
+}
