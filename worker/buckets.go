@@ -144,7 +144,7 @@ func casWrite[T any](ctx context.Context, kv jetstream.KeyValue, key string, v T
 	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 		return 0, true, err
 	}
-	return written, false, err
+	return written, false, asStoreFull(kv.Bucket(), err)
 }
 
 // casUpdateFrom is casUpdateRev whose initial value is computed only when the

@@ -47,6 +47,12 @@ type Metrics struct {
 	ReleaseLatency prometheus.Histogram
 	// Cancels: commands a cancel named, by result (cancelled, rejected).
 	Cancels *prometheus.CounterVec
+	// StoreFull: 1 while a stream or bucket refused a write for lack of room
+	// within the last minute (storefull.go); StoreBytes and StoreMaxBytes
+	// how full each one is.
+	StoreFull     *prometheus.GaugeVec
+	StoreBytes    *prometheus.GaugeVec
+	StoreMaxBytes *prometheus.GaugeVec
 }
 
 // NewMetrics registers the metrics on a new registry (with Go and process collectors).
@@ -101,6 +107,12 @@ func NewMetrics() *Metrics {
 			Help: "Probes of waiting meetings, by result."}, []string{"result"}),
 		Cancels: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "xygroup_cancels_total",
 			Help: "Commands named by cancels, by result: cancelled (it ends as failed.cancelled) or rejected (answered on xylink.groups.cancel_rejected)."}, []string{"result"}),
+		StoreFull: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "xygroup_store_full",
+			Help: "1 while the stream or bucket refused a write for lack of room within the last minute (its MaxBytes, or JetStream storage, is full): commands that need it wait."}, []string{"store"}),
+		StoreBytes: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "xygroup_store_bytes",
+			Help: "Bytes the stream or bucket holds, read every 30 s."}, []string{"store"}),
+		StoreMaxBytes: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "xygroup_store_max_bytes",
+			Help: "The stream's or bucket's MaxBytes (-1: none), read every 30 s."}, []string{"store"}),
 		ReleaseLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "xygroup_release_completion_seconds",
 			Help:    "Time from a meeting answering its probe to each of its parked commands ending.",
 			Buckets: []float64{.1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120}}),
@@ -122,7 +134,10 @@ func NewMetrics() *Metrics {
 	for _, p := range priorities {
 		m.LimiterWait.WithLabelValues(p.String())
 	}
-	r.MustRegister(m.LimiterGrants, m.LimiterBudget, m.LimiterGuard, m.LimiterMaxWindow, m.LimiterThrottled, m.Probes, m.ReleaseLatency, m.Cancels, m.Commands, m.APICalls, m.Attempts, m.LimiterWait, m.BreakerState, m.InFlight, m.Parked, m.LaneCommands, m.LaneMoves, m.ParkedRefused, m.Retries, m.Redeliveries, m.ServerMoves)
+	for _, store := range storeNames {
+		m.StoreFull.WithLabelValues(store).Set(0)
+	}
+	r.MustRegister(m.StoreFull, m.StoreBytes, m.StoreMaxBytes, m.LimiterGrants, m.LimiterBudget, m.LimiterGuard, m.LimiterMaxWindow, m.LimiterThrottled, m.Probes, m.ReleaseLatency, m.Cancels, m.Commands, m.APICalls, m.Attempts, m.LimiterWait, m.BreakerState, m.InFlight, m.Parked, m.LaneCommands, m.LaneMoves, m.ParkedRefused, m.Retries, m.Redeliveries, m.ServerMoves)
 	return m
 }
 

@@ -38,7 +38,7 @@ const (
 
 func parkedSharesBucket(replicas int) jetstream.KeyValueConfig {
 	return jetstream.KeyValueConfig{Bucket: BucketParkedShares, Description: "xygroup: bytes each tenant's parked commands hold",
-		History: 1, Storage: jetstream.FileStorage, Replicas: replicas}
+		History: 1, Storage: jetstream.FileStorage, Replicas: replicas, MaxBytes: 16 << 20, MaxValueSize: smallRecordBytes} // a record per tenant
 }
 
 // shareRecord is a tenant's tally of parked bytes and copies.
@@ -231,13 +231,10 @@ func scanShare(ctx context.Context, parked jetstream.Stream, enterpriseID string
 	return r, nil
 }
 
-// parkedFull reports a store refused because the parked stream is at its
-// MaxBytes (or the server's JetStream storage is).
-func parkedFull(err error) bool {
-	s := err.Error()
-	return strings.Contains(s, "maximum bytes exceeded") || strings.Contains(s, "insufficient resources") ||
-		strings.Contains(s, "resource limits exceeded")
-}
+// parkedFull reports a park refused for lack of room: the parked stream, or
+// a bucket parking writes (the meetings bucket, the shares), is at its
+// MaxBytes, or the server's JetStream storage is full.
+func parkedFull(err error) bool { return storeFull(err) }
 
 // refusals rate-limits the log of refused parks: one line per tenant and
 // reason a minute.

@@ -259,7 +259,7 @@ func (p *parker) storeFor(ctx context.Context, token, kind string, d *Decoded, d
 		cancel()
 	}
 	if err != nil {
-		return parkedAt{}, fmt.Errorf("park: %w", err)
+		return parkedAt{}, fmt.Errorf("park: %w", asStoreFull(StreamParked, err))
 	}
 	at := parkedAt{token: token, seq: ack.Sequence} // a duplicate's: the copy stored first
 	if kind == kindLane {

@@ -40,6 +40,7 @@ type pipeline struct {
 	metrics *Metrics
 	now     func() time.Time
 	tracer  trace.Tracer
+	full    *fullStores // stores that refused writes for lack of room
 
 	mu      sync.Mutex
 	stopped map[string]string // tenants whose credentials were refused → why

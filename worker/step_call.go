@@ -108,6 +108,8 @@ func (p *pipeline) notSent(ctx context.Context, a *attempt, held *xylink.GateErr
 	case errors.Is(callErr, errStaleGrant):
 		p.metrics.Retries.WithLabelValues("stale_grant").Inc()
 		return retryIn(50 * time.Millisecond)
+	case errors.Is(callErr, errNotMarked) && storeFull(callErr):
+		return retryIn(storeFullRetry) // the record cannot grow: no request leaves until it can
 	case errors.Is(callErr, errMeetingWaiting):
 		p.metrics.Retries.WithLabelValues("meeting_waiting").Inc()
 		if v, parked := p.parkIfWaiting(d, a.rec, a.deadline, p.now()); parked {
@@ -134,7 +136,11 @@ func (p *pipeline) releaseClaim(ctx context.Context, a *attempt, log zerolog.Log
 	defer cancel()
 	stop := context.AfterFunc(ctx, func() { time.AfterFunc(5*time.Second, cancel) }) // a drain cut short
 	defer stop()
-	if err := retrySettle(rctx, log, "idempotency record not updated", write); err != nil {
+	if err := retrySettle(rctx, log, "idempotency record not updated", func(ctx context.Context) error {
+		err := write(ctx)
+		p.full.refused(err, log, "a call's end is not recorded; its command waits for its claim to lapse")
+		return err
+	}); err != nil {
 		log.Warn().Err(err).Msg("idempotency record not updated; the command waits for its claim to lapse")
 	}
 }

@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -93,6 +94,9 @@ func (p *pipeline) stepGrant(ctx context.Context, a *attempt) (verdict, bool) {
 					}
 					if errors.Is(err, errCancelled) {
 						return errCancelled
+					}
+					if p.full.refused(err, *log, "requests are not marked as sent, so not sent; their commands wait, spending no attempt") {
+						return fmt.Errorf("%w: %w", errNotMarked, err)
 					}
 					log.Warn().Err(err).Msg("idempotency record: request not marked as sent; not sent")
 					return errNotMarked

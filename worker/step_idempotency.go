@@ -30,6 +30,9 @@ func (p *pipeline) stepIdempotency(ctx context.Context, a *attempt) (v verdict, 
 		if rec.Terminal != nil {
 			again, err := p.idem.retryForReplay(ctx, d.ref(), rid)
 			if err != nil {
+				if p.full.refused(err, *log, "replays of failed commands wait, spending no attempt") {
+					return retryIn(storeFullRetry), true
+				}
 				return retryIn(time.Second), true
 			}
 			if again {

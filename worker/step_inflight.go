@@ -24,6 +24,9 @@ func (p *pipeline) stepInFlight(ctx context.Context, a *attempt) (verdict, bool)
 		case errors.As(err, &busy):
 			return retryIn(max(busy.until.Sub(p.now()), 100*time.Millisecond)), true
 		}
+		if p.full.refused(err, *log, "commands wait in "+StreamCommands+", spending no attempt, until records expire") {
+			return retryIn(storeFullRetry), true
+		}
 		log.Warn().Err(err).Msg("idempotency record not written; retrying")
 		return retryIn(time.Second), true
 	}

@@ -67,6 +67,8 @@ type Worker struct {
 	eventsMaxMsgSize atomic.Value
 	// refused: when a refused park was last logged, per tenant and reason.
 	refused refusals
+	// full: the stores that refused writes for lack of room lately.
+	full *fullStores
 }
 
 // New makes a worker that takes commands from nc's JetStream and calls caller.
@@ -121,7 +123,7 @@ func New(nc *nats.Conn, caller Caller, tenants Tenants, opts ...Option) (*Worker
 	}
 	background := max(1, o.concurrency-max(1, o.concurrency/4))
 	w := &Worker{nc: nc, js: js, opts: o, log: o.log, tenantIDs: tenantIDs, slots: newSlots(o.concurrency, background),
-		view: &meetingView{meetings: map[string]meetingEntry{}}}
+		view: &meetingView{meetings: map[string]meetingEntry{}}, full: newFullStores(o.metrics, o.now)}
 	w.parker = &parker{js: js, view: w.view, backoff: o.probeBackoff, now: o.now}
 	w.id = replicaID(o.source)
 	var known func(string) bool
@@ -137,7 +139,7 @@ func New(nc *nats.Conn, caller Caller, tenants Tenants, opts ...Option) (*Worker
 	w.tracing = o.tracerProvider != nil
 	w.p = &pipeline{tracer: tp.Tracer(tracerName), decoder: dec, caller: caller, limiter: o.limiter, backoff: o.backoff,
 		maxWait: o.maxWait, metrics: o.metrics, now: o.now, stopped: map[string]string{}, parker: w.parker, gate: newMeetingGate(),
-		idem: &idempotency{lease: o.callLease, grantWait: o.callLease, now: o.now}}
+		idem: &idempotency{lease: o.callLease, grantWait: o.callLease, now: o.now}, full: w.full}
 	if !o.noLanes {
 		w.p.lanes = w.lanes
 	}
@@ -212,6 +214,8 @@ func (w *Worker) Checks() map[string]Check {
 			}
 			return nil
 		},
+		// A full store holds back every command that needs it.
+		"stores": w.full.check,
 		"credentials": func() error {
 			if s := w.p.stoppedTenants(); len(s) > 0 {
 				ids := make([]string, 0, len(s))
@@ -254,6 +258,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	go w.runBackground(ctx)
 	go (&historyTrimmer{js: w.js, lag: w.opts.streams.withDefaults().HistoryTrimLag, now: w.opts.now, log: w.log}).run(ctx)
 	go w.watchEventsRisk(ctx)
+	go w.watchStores(ctx)
 	go w.heartbeat(ctx, w.replicasKV, w.opts.streams.withDefaults().Replicas)
 
 	// The drain timeout counts from the stop, not from the end of the pull
@@ -551,7 +556,9 @@ func (w *Worker) apply(ctx context.Context, v verdict, d *Decoded, del *delivery
 			// through a leader election or a partition, rather than let a
 			// redelivery call the API again for a command that is done.
 			err := retrySettle(ctx, log, "idempotency record not written", func(ctx context.Context) error {
-				return w.p.idem.finish(ctx, d.ref(), v.event, body, seq, v.record)
+				err := w.p.idem.finish(ctx, d.ref(), v.event, body, seq, v.record)
+				w.full.refused(err, log, "commands whose event is published keep it, unacknowledged and not sent again, and try to record it every 30 s")
+				return err
 			})
 			if err != nil {
 				// Stopping: the event is stored; a redelivery meets 66684 after an
@@ -635,8 +642,13 @@ func (w *Worker) notParked(ctx context.Context, err error, what string, v verdic
 				err, share*100, StreamParked)}, v.attempts, now)), d, del, s, log)
 	case parkedFull(err):
 		w.opts.metrics.ParkedRefused.WithLabelValues(d.EnterpriseID, "stream_full").Inc()
+		w.full.refused(err, log, "commands that would wait stay queued, spending no attempt")
 		if w.refused.due(d.EnterpriseID+"\x00full", now) {
-			log.Error().Err(err).Dur("retryIn", parkedFullRetry).Msg("the parked stream is full; the tenant's commands that would wait stay queued")
+			store := fullStoreName(err)
+			if store == "" {
+				store = "JetStream storage"
+			}
+			log.Error().Err(err).Dur("retryIn", parkedFullRetry).Msg(store + " is full; the tenant's commands that would wait stay queued")
 		}
 		_ = s.nak(parkedFullRetry)
 	default:
@@ -660,7 +672,9 @@ func (w *Worker) recordParked(ctx context.Context, at parkedAt, waiting bool, d 
 	case err != nil:
 		// Unrecorded, a cancel by id ends this copy when it is taken, not
 		// at once; and the waiting event is not published twice.
-		log.Warn().Err(err).Msg("idempotency record: where the command is parked not recorded")
+		if !w.full.refused(err, log, "where commands are parked is not recorded (a cancel by id ends them when they are taken)") {
+			log.Warn().Err(err).Msg("idempotency record: where the command is parked not recorded")
+		}
 		return true, false
 	}
 	return already, false
@@ -710,13 +724,16 @@ func retrySettle(ctx context.Context, log zerolog.Logger, what string, step func
 			}
 			return nil
 		}
-		if try == 1 {
+		wait := delay
+		if storeFull(err) {
+			wait = storeFullRetry // room comes back slowly; the store's own log line says so
+		} else if try == 1 {
 			log.Warn().Err(err).Msg(what + "; retrying")
 		}
 		select {
 		case <-ctx.Done():
 			return err
-		case <-time.After(delay):
+		case <-time.After(wait):
 		}
 		delay = min(2*delay, 2*time.Second)
 	}
