@@ -331,7 +331,7 @@ func (pr *prober) expireParked(ctx context.Context, token string, rec meetingRec
 			defer span.End()
 			pr.apply(ctx, v, d, del, &probeSettler{stream: pr.parker.parked, seq: m.Sequence}, log)
 		}
-		d := pr.p.decoder.decode(del.data, del.header, del.stream, del.seq, del.received)
+		d := pr.p.decoder.decode(del.data, del.header, del.stream, del.seq, time.Time{})
 		log := commandLogger(meetingLog, d)
 		d.ReplayID = del.replayMark(&log)
 		if d.Invalid != nil {
