@@ -434,5 +434,5 @@ func (s *probeSettler) ack(ctx context.Context) error {
 	return err
 }
 
-func (s *probeSettler) removedBefore() bool { return s.gone }
+func (s *probeSettler) removedBefore() bool     { return s.gone }
 func (s *probeSettler) nak(time.Duration) error { return nil }
