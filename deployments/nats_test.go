@@ -410,6 +410,22 @@ func TestNATSPermissions(t *testing.T) {
 			return err
 		}},
 		{"worker", "pull a reader's durable", refused, pullRequest(ev, "events-downstream")},
+		{"worker", "its parked-shares bucket: read, write, watch", allowed, func(ctx context.Context, c *client) error {
+			kv, err := c.js.KeyValue(ctx, worker.BucketParkedShares)
+			if err != nil {
+				return err
+			}
+			if _, err := kv.Put(ctx, "perm-probe", []byte(`{}`)); err != nil {
+				return err
+			}
+			if _, err := kv.Get(ctx, "perm-probe"); err != nil {
+				return err
+			}
+			if _, err := kv.ListKeys(ctx); err != nil {
+				return err
+			}
+			return kv.Purge(ctx, "perm-probe")
+		}},
 		{"worker", "delete a reader's durable", refused, apiRequest("$JS.API.CONSUMER.DELETE."+ev+".events-downstream", "")},
 
 		// operator: status, replay, events, the readers' durables
@@ -500,6 +516,18 @@ func TestNATSPermissions(t *testing.T) {
 		{"operator", "publish into xygroup.limiter.>", refused, publish(ratelimit.SubjectGrant)},
 		{"operator", "write the xygroup-commands bucket", refused, publish("$KV." + worker.BucketCommands + ".forged")},
 		{"operator", "write the xygroup-breakers bucket", refused, publish("$KV." + worker.BucketBreakers + ".forged")},
+		{"operator", "read the xygroup-parked-shares bucket", allowed, func(ctx context.Context, c *client) error {
+			kv, err := c.js.KeyValue(ctx, worker.BucketParkedShares)
+			if err != nil {
+				return err
+			}
+			if _, err := kv.Get(ctx, "perm-probe"); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+				return err
+			}
+			_, err = kv.ListKeys(ctx)
+			return err
+		}},
+		{"operator", "write the xygroup-parked-shares bucket", refused, publish("$KV." + worker.BucketParkedShares + ".forged")},
 		{"operator", "pull the workers' consumer", refused, pullRequest(cmds, worker.ConsumerWorkers)},
 		{"operator", "subscribe to the worker's inbox", refused, subscribe("_INBOX_worker.>")},
 		{"operator", "take over the workers' consumer", refused, func(ctx context.Context, c *client) error {
@@ -552,6 +580,10 @@ func TestNATSPermissions(t *testing.T) {
 		{"publisher", "write the xygroup-commands bucket", refused, publish("$KV." + worker.BucketCommands + ".c.forged")},
 		{"publisher", "read the xygroup-meetings bucket", refused, func(ctx context.Context, c *client) error {
 			_, err := c.nc.RequestWithContext(ctx, "$JS.API.DIRECT.GET.KV_"+worker.BucketMeetings+".$KV."+worker.BucketMeetings+".x", nil)
+			return err
+		}},
+		{"publisher", "read the xygroup-parked-shares bucket", refused, func(ctx context.Context, c *client) error {
+			_, err := c.nc.RequestWithContext(ctx, "$JS.API.DIRECT.GET.KV_"+worker.BucketParkedShares+".$KV."+worker.BucketParkedShares+".x", nil)
 			return err
 		}},
 		{"publisher", "publish xylink.groups.created", refused, publish(worker.SubjectCreated)},

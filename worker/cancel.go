@@ -197,7 +197,7 @@ func (w *Worker) handleCancel(ctx context.Context, msg jetstream.Msg, meta *jets
 		m := rec.Cancelled
 		for _, pm := range t.parked {
 			del := parkedDelivery(pm.Data, pm.Header, 0, fromProbe, pm.Sequence, pm.Time)
-			d := w.p.decoder.decode(del.data, del.header, del.stream, del.seq, del.received)
+			d := w.p.decoder.decode(del.data, del.header, del.stream, del.seq, time.Time{})
 			d.ReplayID = del.replayMark(&tlog)
 			w.apply(ctx, endWith(cancelledEvent(d, m, rec.Attempts, w.opts.now())), d, del,
 				&probeSettler{stream: w.parked, seq: pm.Sequence}, tlog)
@@ -327,7 +327,7 @@ func (w *Worker) cancelTargets(ctx context.Context, c contract.Cancel, seq uint6
 		if mm.Sequence.Stream >= seq {
 			break
 		}
-		if d := w.p.decoder.decode(m.Data(), m.Headers(), mm.Stream, mm.Sequence.Stream, mm.Timestamp); mine(d, mm.Stream, mm.Sequence.Stream) {
+		if d := w.p.decoder.decode(m.Data(), m.Headers(), mm.Stream, mm.Sequence.Stream, time.Time{}); mine(d, mm.Stream, mm.Sequence.Stream) {
 			add(d.ref(), d.MeetingRoomNumber)
 		}
 	}
@@ -364,7 +364,7 @@ func (w *Worker) parkedCopies(ctx context.Context, t *cancelTarget, rec commandR
 		return nil
 	}
 	del := parkedDelivery(m.Data, m.Header, 0, fromProbe, m.Sequence, m.Time)
-	if d := w.p.decoder.decode(del.data, del.header, del.stream, del.seq, del.received); d.ref() == t.ref {
+	if d := w.p.decoder.decode(del.data, del.header, del.stream, del.seq, time.Time{}); d.ref() == t.ref {
 		t.meeting = d.MeetingRoomNumber
 		t.parked = append(t.parked, m)
 	}
@@ -383,7 +383,7 @@ func (w *Worker) scanParked(ctx context.Context, subj string, f func(*jetstream.
 		}
 		next = m.Sequence + 1
 		del := parkedDelivery(m.Data, m.Header, 0, fromProbe, m.Sequence, m.Time)
-		f(m, w.p.decoder.decode(del.data, del.header, del.stream, del.seq, del.received))
+		f(m, w.p.decoder.decode(del.data, del.header, del.stream, del.seq, time.Time{}))
 	}
 }
 

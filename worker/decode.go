@@ -71,9 +71,11 @@ type decoder struct {
 const DefaultMaxHorizon = 72 * time.Hour
 
 // decode never fails: what cannot be read becomes an Invalid with its reason.
-// received is when the command first arrived (zero: not known, the horizon is
-// not checked).
-func (d *decoder) decode(raw []byte, hdr nats.Header, stream string, seq uint64, received time.Time) *Decoded {
+// horizonFrom is when a command at its first intake arrived, from which the
+// horizon is counted; zero for any other reading (a parked copy, a retry, a
+// scan), which the horizon does not apply to: a command accepted once is never
+// refused later by a horizon lowered since (see intakeHorizon).
+func (d *decoder) decode(raw []byte, hdr nats.Header, stream string, seq uint64, horizonFrom time.Time) *Decoded {
 	out := &Decoded{Raw: raw}
 	out.ID, out.namedByReplay = fallbackID(hdr, stream, seq)
 	invalid := func(user, dev string) *Decoded {
@@ -114,10 +116,10 @@ func (d *decoder) decode(raw []byte, hdr nats.Header, stream string, seq uint64,
 	if cmd.NotBefore != nil && cmd.Deadline != nil && cmd.Deadline.Before(*cmd.NotBefore) {
 		return invalid("the deadline is before notBefore", "deadline must not be before notBefore")
 	}
-	if d.maxHorizon > 0 && !received.IsZero() {
+	if d.maxHorizon > 0 && !horizonFrom.IsZero() {
 		// A command parked for years would hold a share of the parked stream
 		// that long: beyond the horizon it is refused, never parked.
-		limit := received.Add(d.maxHorizon)
+		limit := horizonFrom.Add(d.maxHorizon)
 		for _, f := range []struct {
 			name string
 			t    *time.Time

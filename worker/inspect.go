@@ -52,7 +52,7 @@ func (w *Worker) ParkedCommands(ctx context.Context, m ParkedMeeting, limit int)
 		}
 		next = msg.Sequence + 1
 		del := parkedDelivery(msg.Data, msg.Header, 0, fromProbe, msg.Sequence, msg.Time)
-		d := w.p.decoder.decode(del.data, del.header, del.stream, del.seq, del.received)
+		d := w.p.decoder.decode(del.data, del.header, del.stream, del.seq, time.Time{})
 		out = append(out, ParkedCommand{CommandID: d.ID, EnterpriseID: d.EnterpriseID, Meeting: d.MeetingRoomNumber,
 			Deadline: w.p.deadlineOf(d, del), ReceivedAt: del.received, Replay: d.ReplayID != ""})
 	}

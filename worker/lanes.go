@@ -160,6 +160,15 @@ func (l *lanes) admit(ent string) (leave func(), turn *laneTurn, lane bool) {
 	return l.leaver(ent), l.nextTurn(l.grantTurns, ent), false
 }
 
+// enter takes a shared delivery into the pipeline whatever the tenant's
+// share: it cannot go to the tenant's lane.
+func (l *lanes) enter(ent string) (leave func(), turn *laneTurn) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.inPipe[ent]++
+	return l.leaver(ent), l.nextTurn(l.grantTurns, ent)
+}
+
 // peekEnterprise reads a command's tenant without decoding it (its intake
 // turn); a command that is no JSON gets the default's.
 func peekEnterprise(data []byte, def string) string {

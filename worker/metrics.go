@@ -80,7 +80,7 @@ func NewMetrics() *Metrics {
 		LaneMoves: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "xygroup_lane_moves_total",
 			Help: "Commands this replica moved to their enterprise's lane."}, []string{"enterprise"}),
 		ParkedRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "xygroup_parked_refused_total",
-			Help: "Commands that could not be parked, by enterprise and reason: over_quota (failed: the enterprise's share of the parked stream is full) or stream_full (kept queued)."}, []string{"enterprise", "reason"}),
+			Help: "Commands refused rather than parked (failed as over_quota), by enterprise and reason: over_quota (the enterprise's share of the parked stream is full) or stream_full (the parked stream, or the server's storage, is full)."}, []string{"enterprise", "reason"}),
 		Parked: prometheus.NewGauge(prometheus.GaugeOpts{Name: "xygroup_parked",
 			Help: "Commands waiting for their meeting to start (as seen by this replica)."}),
 		Retries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "xygroup_retries_total",

@@ -184,3 +184,42 @@ func TestParkedTenantShare(t *testing.T) {
 		}
 	}
 }
+
+// The horizon refuses a command at its first intake only: a command parked
+// within it stays accepted when its copy is taken again under a horizon
+// lowered since (an operator's change, an upgrade), and ends as it would have.
+func TestHorizonOnlyAtIntake(t *testing.T) {
+	srv := wt.StartNATS(t)
+	sb := wt.StartSandbox(t, sandbox.Config{Rate: 1e6})
+	if _, err := sb.AddMeeting(sandbox.MeetingSpec{Number: "m-lowered"}); err != nil {
+		t.Fatal(err)
+	}
+	c := wt.Client(t, sb)
+	first := wt.StartWorker(t, srv, c, worker.WithMaxHorizon(time.Hour))
+	js := wt.JetStream(t, wt.Connect(t, srv))
+	wt.AwaitStream(t, js, worker.StreamParked)
+	nb := time.Now().Add(15 * time.Second)
+	wt.Publish(t, js, "lowered", wt.Command("lowered", "m-lowered", "notBefore", at(nb), "deadline", at(nb.Add(10*time.Minute))))
+	wt.Eventually(t, time.Minute, func() bool { return parkedMsgs(t, js) == 1 }, "the command parked")
+	if err := first.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	// Its notBefore and deadline are now beyond the horizon from its arrival.
+	wt.StartWorker(t, srv, c, worker.WithMaxHorizon(5*time.Second))
+	evs := wt.AwaitTerminal(t, js, 1, 2*time.Minute)
+	var term []string
+	for _, e := range evs["lowered"] {
+		if e.Terminal() {
+			term = append(term, fmt.Sprintf("%s %v", e.Subject, e.Fields["developerMessage"]))
+		}
+	}
+	if len(term) != 1 || !strings.HasPrefix(term[0], "xylink.groups.created") {
+		t.Fatalf("terminal events %q, want one created: a parked command is not refused by a horizon lowered since", term)
+	}
+	// A new command beyond the lowered horizon is refused at intake.
+	wt.Publish(t, js, "new-far", wt.Command("new-far", "m-lowered", "notBefore", at(time.Now().Add(time.Minute))))
+	evs = wt.AwaitTerminal(t, js, 2, time.Minute)
+	if es := evs["new-far"]; len(es) != 1 || es[0].Subject != "xylink.groups.failed.invalid_command" {
+		t.Fatalf("new-far: %v, want one failed.invalid_command", es)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -185,6 +186,16 @@ type parker struct {
 	backoff  Backoff // between probes of one meeting
 	now      func() time.Time
 	shares   *parkedShares // nil: no tenant shares
+	// fullAt is when a store last found the parked stream full (unix
+	// nanoseconds; 0: a store succeeded since).
+	fullAt atomic.Int64
+}
+
+// full reports whether a store found the parked stream full less than
+// parkedFullRetry ago, with none stored since.
+func (p *parker) full() bool {
+	t := p.fullAt.Load()
+	return t != 0 && p.now().Sub(time.Unix(0, t)) < parkedFullRetry
 }
 
 // park stores the command under its meeting and makes sure the meeting has a
@@ -257,6 +268,12 @@ func (p *parker) storeFor(ctx context.Context, token, kind string, d *Decoded, d
 		gctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		p.shares.giveBack(gctx, d.EnterpriseID, cost)
 		cancel()
+	}
+	switch {
+	case err == nil:
+		p.fullAt.Store(0)
+	case parkedFull(err):
+		p.fullAt.Store(p.now().UnixNano())
 	}
 	if err != nil {
 		return parkedAt{}, fmt.Errorf("park: %w", asStoreFull(StreamParked, err))

@@ -331,7 +331,7 @@ func (pr *prober) expireParked(ctx context.Context, token string, rec meetingRec
 			defer span.End()
 			pr.apply(ctx, v, d, del, &probeSettler{stream: pr.parker.parked, seq: m.Sequence}, log)
 		}
-		d := pr.p.decoder.decode(del.data, del.header, del.stream, del.seq, del.received)
+		d := pr.p.decoder.decode(del.data, del.header, del.stream, del.seq, time.Time{})
 		log := commandLogger(meetingLog, d)
 		d.ReplayID = del.replayMark(&log)
 		if d.Invalid != nil {
@@ -420,13 +420,19 @@ func minTime(a, b time.Time) time.Time {
 type probeSettler struct {
 	stream jetstream.Stream
 	seq    uint64
+	// gone: the copy was removed already, by whoever settled it first (a
+	// cancel, an expiry, its release), which gave its bytes back.
+	gone bool
 }
 
 func (s *probeSettler) ack(ctx context.Context) error {
 	err := s.stream.DeleteMsg(ctx, s.seq)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		s.gone = true
 		return nil
 	}
 	return err
 }
+
+func (s *probeSettler) removedBefore() bool     { return s.gone }
 func (s *probeSettler) nak(time.Duration) error { return nil }

@@ -16,12 +16,12 @@ import (
 func (p *pipeline) stepDecode(ctx context.Context, a *attempt) (verdict, bool) {
 	del, log := a.del, a.log
 	base := *log
-	d := p.decoder.decode(del.data, del.header, del.stream, del.seq, del.received)
+	d := p.decoder.decode(del.data, del.header, del.stream, del.seq, intakeHorizon(del))
 	*log = commandLogger(base, d)
 	d.ReplayID = del.replayMark(log)
 	if d.namedByReplay && d.ReplayID == "" {
 		// The replay mark does not count here, nor does the name it gave.
-		d = p.decoder.decode(del.data, del.header, del.stream, del.seq, del.received)
+		d = p.decoder.decode(del.data, del.header, del.stream, del.seq, intakeHorizon(del))
 		*log = commandLogger(base, d)
 	}
 	a.d = d
@@ -48,6 +48,19 @@ func (p *pipeline) stepDecode(ctx context.Context, a *attempt) (verdict, bool) {
 	}
 	a.deadline = p.deadlineOf(d, del)
 	return verdict{}, false
+}
+
+// intakeHorizon is when the horizon on notBefore and deadline is counted from
+// for this delivery: its arrival, at a command's first delivery from the
+// commands stream, the only one that may refuse it as too far ahead. Later
+// deliveries (a retry, a parked copy let out, a lane's) carry a command that
+// was accepted, which a horizon lowered since, or one that a worker before an
+// upgrade did not check, must not drop (zero: not checked).
+func intakeHorizon(del *delivery) time.Time {
+	if del.kind != fromShared || del.delivered > 1 {
+		return time.Time{}
+	}
+	return del.received
 }
 
 // commandLogger names the command in every line: its id, tenant and meeting

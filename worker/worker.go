@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -617,16 +618,24 @@ func (w *Worker) apply(ctx context.Context, v verdict, d *Decoded, del *delivery
 	}
 }
 
-// parkedFullRetry is how long a command that found the parked stream full
-// waits before it is taken again: intake pauses for it, not for other
-// tenants' commands, and spends no attempt.
+// parkedFullRetry is how long a copy that could not be moved within the full
+// parked stream waits before it is tried again (it stays where it is), and how
+// long a full stream sends crowded tenants' commands straight on rather than
+// to their lanes, unless a store succeeds first.
 const parkedFullRetry = 30 * time.Second
 
 // notParked settles a command that could not be parked, held or moved to its
-// lane. Over its tenant's share, a command taken from the commands stream
-// ends failed.over_quota; a full parked stream returns it to the commands
-// stream for parkedFullRetry, logged once a minute per tenant; any other
-// error, for a second.
+// lane.
+//
+// A command taken from the commands stream that would wait ends
+// failed.over_quota when its tenant's share is full, and also when the parked
+// stream is: returned to the commands stream it would hold one of the shared
+// consumer's ack-pending slots, which every tenant shares (a nak, even with a
+// delay, keeps it pending), until its tenant took them all. One bound for its
+// lane is given back at once and comes in again straight (stepLane). A copy
+// moving within the parked stream keeps its old copy and is tried again after
+// parkedFullRetry. Any other error: the command is tried again in a second.
+// Refusals are counted; each kind is logged once a minute per tenant.
 func (w *Worker) notParked(ctx context.Context, err error, what string, v verdict, d *Decoded, del *delivery, s settler, log zerolog.Logger) {
 	now := w.opts.now()
 	switch {
@@ -640,21 +649,55 @@ func (w *Worker) notParked(ctx context.Context, err error, what string, v verdic
 			userMessage: "the enterprise's share of waiting commands is full: it has too many commands waiting for their meetings or their notBefore",
 			developerMessage: fmt.Sprintf("%v; a tenant may hold %.0f%% of the parked stream %s (--parked-tenant-share, XYGROUP_PARKED_TENANT_SHARE)",
 				err, share*100, StreamParked)}, v.attempts, now)), d, del, s, log)
-	case parkedFull(err):
+	case parkedFull(err) && del.kind == fromShared && v.kind == doLane:
+		if w.refused.due(d.EnterpriseID+"\x00full-lane", now) {
+			log.Warn().Err(err).Msg("the parked stream is full; the tenant's commands go on without its lane")
+		}
+		_ = s.nak(0)
+	case parkedFull(err) && del.kind == fromShared:
 		w.opts.metrics.ParkedRefused.WithLabelValues(d.EnterpriseID, "stream_full").Inc()
-		w.full.refused(err, log, "commands that would wait stay queued, spending no attempt")
+		w.full.refused(err, log, "commands that would wait fail as over_quota")
 		if w.refused.due(d.EnterpriseID+"\x00full", now) {
-			store := fullStoreName(err)
-			if store == "" {
-				store = "JetStream storage"
-			}
-			log.Error().Err(err).Dur("retryIn", parkedFullRetry).Msg(store + " is full; the tenant's commands that would wait stay queued")
+			log.Error().Err(err).Msg(w.fullStoreLabel(err) + " is full; the tenant's commands that would wait fail as over_quota")
+		}
+		w.apply(ctx, endWith(failedEvent(d, failure{class: xylink.ClassOverQuota,
+			userMessage:      "the store of waiting commands is full: the command cannot wait for its meeting or its notBefore",
+			developerMessage: w.parkedFullMessage(err)}, v.attempts, now)), d, del, s, log)
+	case parkedFull(err):
+		w.full.refused(err, log, "waiting commands stay where they are and are moved later")
+		if w.refused.due(d.EnterpriseID+"\x00full-move", now) {
+			log.Error().Err(err).Dur("retryIn", parkedFullRetry).Msg(w.fullStoreLabel(err) + " is full; a waiting command stays where it is and is moved later")
 		}
 		_ = s.nak(parkedFullRetry)
 	default:
 		log.Error().Err(err).Msg(what)
 		_ = s.nak(time.Second)
 	}
+}
+
+// fullStoreLabel names the store a refusal for lack of room came from.
+func (w *Worker) fullStoreLabel(err error) string {
+	if store := fullStoreName(err); store != "" {
+		return store
+	}
+	return "JetStream storage"
+}
+
+// parkedFullMessage says which store refused a command that would wait, how
+// big it is and how to raise it.
+func (w *Worker) parkedFullMessage(err error) string {
+	if store := fullStoreName(err); store != "" && store != StreamParked {
+		return fmt.Sprintf("%v: %s, which schedules waiting commands, is full (see the README's table of stores for how to raise its MaxBytes)", err, store)
+	}
+	if !strings.Contains(err.Error(), "maximum bytes exceeded") {
+		return fmt.Sprintf("%v: the NATS server's JetStream storage is full (raise its jetstream max_file_store, or free it)", err)
+	}
+	var size int64
+	if w.parked != nil {
+		size = w.parked.CachedInfo().Config.MaxBytes
+	}
+	return fmt.Sprintf("%v: the parked stream %s holds its MaxBytes (%d bytes) of waiting commands; raise it with "+
+		"nats stream edit %s --max-bytes <bytes> (each enterprise may hold --parked-tenant-share of it)", err, StreamParked, size, StreamParked)
 }
 
 // recordParked writes in the command's record where it was parked (under a
@@ -681,9 +724,12 @@ func (w *Worker) recordParked(ctx context.Context, at parkedAt, waiting bool, d 
 }
 
 // ackCopy acknowledges a settled delivery; a parked copy's bytes are given
-// back to its tenant's share once it is removed.
+// back to its tenant's share once it is removed, by whoever removed it.
 func (w *Worker) ackCopy(ctx context.Context, s settler, d *Decoded, del *delivery, log zerolog.Logger) {
 	if !w.ack(ctx, s, log) || !del.parkedCopy() || d == nil {
+		return
+	}
+	if r, ok := s.(interface{ removedBefore() bool }); ok && r.removedBefore() {
 		return
 	}
 	gctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
