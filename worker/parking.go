@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -335,4 +336,26 @@ func (p *parker) waiting(enterpriseID, meeting string) (meetingRecord, bool) {
 func (p *parker) holding(enterpriseID string) bool {
 	e, ok := p.view.get(holdToken(enterpriseID))
 	return ok && e.rec.State == meetingWaiting
+}
+
+// parkedCopyHeld reports whether the copy of the command its record names
+// (where it was last parked) is still in the parked stream: then that copy
+// ends the command. A copy taken since (let out, moved, ended) is not.
+func (p *pipeline) parkedCopyHeld(ctx context.Context, d *Decoded) (bool, error) {
+	rec, _, err := p.idem.get(ctx, d.ref())
+	if err != nil || rec.ParkedSeq == 0 || rec.Terminal != nil || p.parker == nil || p.parker.parked == nil {
+		return false, err
+	}
+	m, err := p.parker.parked.GetMsg(ctx, rec.ParkedSeq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("parked copy %d: %w", rec.ParkedSeq, err)
+	}
+	if m.Subject != parkedSubject(rec.ParkedUnder) {
+		return false, nil
+	}
+	del := parkedDelivery(m.Data, m.Header, 0, fromProbe, m.Sequence, m.Time)
+	return p.decoder.decode(del.data, del.header, del.stream, del.seq, time.Time{}).ref() == d.ref(), nil
 }

@@ -118,6 +118,8 @@ func noteVerdict(span trace.Span, v verdict, d *Decoded) {
 	switch v.kind {
 	case doGiveBack:
 		outcome = "given_back"
+	case doLeave:
+		outcome = "left_to_parked_copy"
 	case doEnd:
 		var class string
 		outcome, class, attempts = eventOutcome(v.event)

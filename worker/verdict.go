@@ -14,9 +14,10 @@ const (
 	doHold                         // park in its tenant's hold (breaker open) until parkFirst
 	doLane                         // move to its tenant's lane (crowded on this replica)
 	doGiveBack                     // give it back to NATS at once (stopping: another replica takes it)
+	doLeave                        // acknowledge only: a copy of the command waits in the parked stream and will end it
 )
 
-var verdictKindNames = [...]string{"retry", "end", "park", "park-ahead", "hold", "lane", "give-back"}
+var verdictKindNames = [...]string{"retry", "end", "park", "park-ahead", "hold", "lane", "give-back", "leave"}
 
 func (k verdictKind) String() string { return verdictKindNames[k] }
 
@@ -74,6 +75,11 @@ func toLane(attempts int, deadline time.Time) verdict {
 
 // giveBack returns the delivery to NATS at once.
 func giveBack() verdict { return verdict{kind: doGiveBack} }
+
+// leaveToParkedCopy acknowledges a repeat of a command (published again, or
+// delivered again after its park) whose copy waits in the parked stream: the
+// copy ends the command, and the repeat takes no share of the stream.
+func leaveToParkedCopy() verdict { return verdict{kind: doLeave} }
 
 // parks: the command leaves the consumer it came from for the parked stream.
 func (v verdict) parks() bool {

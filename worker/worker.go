@@ -541,6 +541,8 @@ func (w *Worker) apply(ctx context.Context, v verdict, d *Decoded, del *delivery
 	switch v.kind {
 	case doGiveBack:
 		_ = s.nak(0)
+	case doLeave:
+		w.ackCopy(ctx, s, d, del, log)
 	case doEnd:
 		body, seq, err := w.publishSeq(ctx, v.event, w.eventTraceparent(ctx, del))
 		if err != nil {
@@ -635,9 +637,27 @@ const parkedFullRetry = 30 * time.Second
 // lane is given back at once and comes in again straight (stepLane). A copy
 // moving within the parked stream keeps its old copy and is tried again after
 // parkedFullRetry. Any other error: the command is tried again in a second.
-// Refusals are counted; each kind is logged once a minute per tenant.
+// Refusals are counted; each kind is logged once a minute per tenant. Before
+// a refusal, a command whose copy waits in the parked stream already (the
+// same command published again) is left to that copy, never refused: it was
+// accepted.
 func (w *Worker) notParked(ctx context.Context, err error, what string, v verdict, d *Decoded, del *delivery, s settler, log zerolog.Logger) {
 	now := w.opts.now()
+	if refusal := errors.Is(err, errOverQuota) || parkedFull(err); refusal && del.kind == fromShared && d.ReplayID == "" {
+		// A repeat of a command whose copy waits already (published again,
+		// or delivered again after its park): the copy ends it.
+		held, herr := w.p.parkedCopyHeld(ctx, d)
+		if herr != nil {
+			log.Warn().Err(herr).Msg("parked copy unreadable; retrying")
+			_ = s.nak(time.Second)
+			return
+		}
+		if held {
+			log.Info().Msg("the command waits in the parked stream already; this copy is left to it")
+			w.apply(ctx, leaveToParkedCopy(), d, del, s, log)
+			return
+		}
+	}
 	switch {
 	case errors.Is(err, errOverQuota):
 		w.opts.metrics.ParkedRefused.WithLabelValues(d.EnterpriseID, "over_quota").Inc()
