@@ -223,3 +223,45 @@ func TestHorizonOnlyAtIntake(t *testing.T) {
 		t.Fatalf("new-far: %v, want one failed.invalid_command", es)
 	}
 }
+
+// A parked copy removed twice (a probe and a cancel settling it at once) gives
+// its bytes back to its tenant's share once, and the second removal, finding
+// the copy gone, is done at once rather than retried until the ack wait.
+func TestParkedShareGivenBackOnce(t *testing.T) {
+	srv := wt.StartNATS(t)
+	sb := wt.StartSandbox(t, sandbox.Config{Rate: 1e6})
+	run := wt.StartWorker(t, srv, wt.Client(t, sb), worker.WithStreams(worker.StreamSettings{AckWait: 10 * time.Minute}))
+	js := wt.JetStream(t, wt.Connect(t, srv))
+	wt.AwaitStream(t, js, worker.StreamParked)
+	later := time.Now().Add(10 * time.Minute)
+	wt.Publish(t, js, "twice-1", wt.Command("twice-1", "m-twice", "notBefore", at(later)))
+	wt.Publish(t, js, "twice-2", wt.Command("twice-2", "m-twice", "notBefore", at(later)))
+	ctx := context.Background()
+	wt.Eventually(t, time.Minute, func() bool {
+		_, n, err := worker.ParkedShare(ctx, js, wt.Enterprise)
+		return err == nil && n == 2 && parkedMsgs(t, js) == 2
+	}, "two commands parked and counted")
+	before, _, _ := worker.ParkedShare(ctx, js, wt.Enterprise)
+	s, err := js.Stream(ctx, worker.StreamParked)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := s.CachedInfo().State.FirstSeq
+	removed := make(chan error, 1)
+	go func() { removed <- worker.RemoveParkedCopy(ctx, run.Worker, first, 2) }()
+	select {
+	case err := <-removed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatal("the second removal of a copy already gone is still retried")
+	}
+	b, n, err := worker.ParkedShare(ctx, js, wt.Enterprise)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 || b != before/2 {
+		t.Errorf("after one copy of two removed (twice): %d bytes in %d copies, want %d in 1", b, n, before/2)
+	}
+}

@@ -94,8 +94,8 @@ func laneToken(enterpriseID string) string { return meetingToken(enterpriseID, "
 func parkedSubject(token string) string { return subjectParked + "." + token }
 
 // ParkedStream is the stream of parked commands: a work queue (a released
-// command's ack removes it), never discarding (a full stream refuses to park and
-// the command stays in the shared consumer).
+// command's ack removes it), never discarding (full, it refuses to park: a
+// command that would wait fails as over_quota, see Worker.notParked).
 func (s StreamSettings) ParkedStream() jetstream.StreamConfig {
 	s = s.withDefaults()
 	return jetstream.StreamConfig{

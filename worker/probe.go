@@ -427,11 +427,18 @@ type probeSettler struct {
 
 func (s *probeSettler) ack(ctx context.Context) error {
 	err := s.stream.DeleteMsg(ctx, s.seq)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
+	if msgGone(err) {
 		s.gone = true
 		return nil
 	}
 	return err
+}
+
+// msgGone reports a delete that found no message: the server answers
+// 10057 "no message found" (the API error's code is lost in nats.go's
+// wrapping), not ErrMsgNotFound.
+func msgGone(err error) bool {
+	return err != nil && (errors.Is(err, jetstream.ErrMsgNotFound) || strings.Contains(err.Error(), "no message found"))
 }
 
 func (s *probeSettler) removedBefore() bool     { return s.gone }
