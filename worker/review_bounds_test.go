@@ -2,6 +2,7 @@ package worker_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/xygroup/xygroup/worker"
 	wt "github.com/xygroup/xygroup/worker/workertest"
+	"github.com/xygroup/xygroup/xylink"
 	"github.com/xygroup/xygroup/xylink/sandbox"
 )
 
@@ -98,4 +100,51 @@ func TestFullMeetingsBucketAtParkLeavesNoCopy(t *testing.T) {
 	// command that has ended must not stay.
 	wt.Eventually(t, time.Minute, func() bool { return parkedMsgs(t, js) == 0 },
 		"no copy left in the parked stream of a command refused over_quota while the meetings bucket was full")
+}
+
+// A crowded tenant's commands go to its lane; while the meetings bucket is
+// full the lane's record cannot be opened (openLane), so the move fails as a
+// full store. Shows that such a command is given back at once (nak(0): the
+// parked stream itself has room, so parker.full stays false and the next
+// delivery is sent to the lane again), a retry loop of a publish and a record
+// write per turn for as long as the bucket is full, where a full store should
+// cost a try every 30 s or send the command straight.
+func TestFullMeetingsBucketLaneMoveIsNoRetryLoop(t *testing.T) {
+	srv := wt.StartNATS(t)
+	sb := wt.StartSandbox(t, sandbox.Config{Rate: 1000, Enterprises: []sandbox.Enterprise{{ID: "small", Token: "small-token", Rate: 1000}}})
+	c := wt.Client(t, sb, xylink.Credentials{EnterpriseID: "small", Token: "small-token"})
+	js := wt.JetStream(t, wt.Connect(t, srv))
+	wt.StartWorker(t, srv, c, worker.WithConcurrency(8), worker.WithRate(20, map[string]float64{"small": 1}),
+		worker.WithStreams(worker.StreamSettings{MeetingsMaxBytes: 64 << 10}))
+	wt.AwaitStream(t, js, worker.StreamCommands)
+	wt.AwaitStream(t, js, "KV_"+worker.BucketMeetings)
+	kv, err := js.KeyValue(context.Background(), worker.BucketMeetings)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fillBucket(t, kv, "filler", 1<<10)
+	fillBucket(t, kv, "small", 16)
+	const n = 12
+	for i := range n {
+		id := fmt.Sprintf("crowd-%03d", i)
+		wt.Publish(t, js, id, wt.Command(id, "m-"+id, "enterpriseId", `"small"`))
+	}
+	cons, err := js.Consumer(context.Background(), worker.StreamCommands, worker.ConsumerWorkers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deliveries := func() uint64 {
+		info, err := cons.Info(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.Delivered.Consumer
+	}
+	// The tenant's pace is a command a second: its commands take about n
+	// seconds whatever happens to its lane.
+	wt.Eventually(t, 2*time.Minute, func() bool { return wt.TerminalCount(t, js) >= n/2 || deliveries() > 50*n },
+		"half the crowded tenant's commands ended, or a retry loop")
+	if d := deliveries(); d > 50*n {
+		t.Fatalf("%d deliveries of %d commands while the meetings bucket is full: a retry loop (a lane move refused for lack of room is given back at once, again and again)", d, n)
+	}
 }
