@@ -25,6 +25,7 @@ func TestParkedRepeatAtFullShareKeepsParkedCommand(t *testing.T) {
 		worker.WithParkedTenantShare(0.075))
 	js := wt.JetStream(t, wt.Connect(t, srv))
 	wt.AwaitStream(t, js, worker.StreamCommands)
+	wt.AwaitStream(t, js, worker.StreamParked) // parkedMsgs fails the test while it does not exist
 	soon := time.Now().Add(10 * time.Second)
 	cmd := bigCommand("rep", wt.Enterprise, "m-rep", 4000, "notBefore", at(soon))
 	wt.Publish(t, js, "rep-1", cmd)

@@ -187,8 +187,9 @@ type parker struct {
 	backoff  Backoff // between probes of one meeting
 	now      func() time.Time
 	shares   *parkedShares // nil: no tenant shares
-	// fullAt is when a store last found the parked stream full (unix
-	// nanoseconds; 0: a store succeeded since).
+	// fullAt is when a store last found the parked stream, or the record
+	// that lets a copy out, full (unix nanoseconds; 0: a store succeeded
+	// since).
 	fullAt atomic.Int64
 }
 
@@ -281,9 +282,24 @@ func (p *parker) storeFor(ctx context.Context, token, kind string, d *Decoded, d
 	}
 	at := parkedAt{token: token, seq: ack.Sequence} // a duplicate's: the copy stored first
 	if kind == kindLane {
-		return at, p.openLane(ctx, token, d)
+		err = p.openLane(ctx, token, d)
+	} else {
+		at.next, err = p.schedule(ctx, token, kind, d, deadline, first, ahead)
 	}
-	at.next, err = p.schedule(ctx, token, kind, d, deadline, first, ahead)
+	if err != nil && parkedFull(err) {
+		// The record that lets the copy out could not be written for lack
+		// of room: the copy just stored would wait with nothing to let it
+		// out (the command is refused, or tried again under a new Nats-Msg-Id),
+		// so it is removed, and parking counts as full for lanes too.
+		p.fullAt.Store(p.now().UnixNano())
+		if !ack.Duplicate && p.parked != nil {
+			gctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			if derr := p.parked.DeleteMsg(gctx, ack.Sequence); derr == nil {
+				p.shares.giveBack(gctx, d.EnterpriseID, cost)
+			}
+			cancel()
+		}
+	}
 	return at, err
 }
 
