@@ -349,6 +349,12 @@ func replayT(replayID string, again *bool) transition {
 // command is done. A cancel written before it refuses it: the cancel may have
 // looked for the copy before it was stored, so the parker ends the command
 // itself.
+// accepted reports whether the command was taken on before: called, or
+// parked (under its meeting, its tenant's hold).
+func (r commandRecord) accepted() bool {
+	return r.Attempts > 0 || r.ParkedSeq != 0 || r.Waiting
+}
+
 func parkedT(token string, seq uint64, waiting bool, already *bool) transition {
 	return transition{"park", func(r *commandRecord, now time.Time) (bool, error) {
 		*already = r.Waiting || r.Terminal != nil

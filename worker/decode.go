@@ -55,6 +55,9 @@ type Decoded struct {
 type Invalid struct {
 	UserMessage      string
 	DeveloperMessage string
+	// BeyondHorizon: the command is valid but for its notBefore or deadline,
+	// beyond the horizon; one accepted before is not refused for it.
+	BeyondHorizon bool
 }
 
 // decoder turns raw messages into commands.
@@ -125,9 +128,11 @@ func (d *decoder) decode(raw []byte, hdr nats.Header, stream string, seq uint64,
 			t    *time.Time
 		}{{"notBefore", cmd.NotBefore}, {"deadline", cmd.Deadline}} {
 			if f.t != nil && f.t.After(limit) {
-				return invalid(fmt.Sprintf("%s is too far ahead: at most %s after the command arrives", f.name, d.maxHorizon),
+				beyond := invalid(fmt.Sprintf("%s is too far ahead: at most %s after the command arrives", f.name, d.maxHorizon),
 					fmt.Sprintf("%s %s is after %s, %s after the command was received (--max-horizon, XYGROUP_MAX_HORIZON)",
 						f.name, f.t.UTC().Format(time.RFC3339), limit.UTC().Format(time.RFC3339), d.maxHorizon))
+				beyond.Invalid.BeyondHorizon = true
+				return beyond
 			}
 		}
 	}

@@ -28,7 +28,6 @@ func (p *pipeline) stepDecode(ctx context.Context, a *attempt) (verdict, bool) {
 	now := p.now()
 	a.now = now
 	if d.Invalid != nil {
-		log.Warn().Str("reason", d.Invalid.DeveloperMessage).Msg("invalid command")
 		// A copy of a command that is done, or whose call is in flight, shares
 		// its record and its terminal Nats-Msg-Id: it must not state an outcome
 		// of its own over the command's.
@@ -42,7 +41,15 @@ func (p *pipeline) stepDecode(ctx context.Context, a *attempt) (verdict, bool) {
 			return repeatEvent(rec.Terminal.repeatFor(d)), true
 		case rec.state(now) == stateClaimed || rec.state(now) == stateSent:
 			return retryIn(min(max(rec.PendingUntil.Sub(now), 100*time.Millisecond), time.Second)), true // its call ends well before
+		case d.Invalid.BeyondHorizon && rec.accepted():
+			// Accepted before (a horizon lowered since, a worker before an
+			// upgrade): never refused later.
+			a.d = p.decoder.decode(del.data, del.header, del.stream, del.seq, time.Time{})
+			a.d.ReplayID = d.ReplayID
+			a.deadline = p.deadlineOf(a.d, del)
+			return verdict{}, false
 		}
+		log.Warn().Str("reason", d.Invalid.DeveloperMessage).Msg("invalid command")
 		return endWith(failedEvent(d, failure{class: xylink.ClassInvalidCommand,
 			userMessage: d.Invalid.UserMessage, developerMessage: d.Invalid.DeveloperMessage}, 0, now)), true
 	}
@@ -51,13 +58,14 @@ func (p *pipeline) stepDecode(ctx context.Context, a *attempt) (verdict, bool) {
 }
 
 // intakeHorizon is when the horizon on notBefore and deadline is counted from
-// for this delivery: its arrival, at a command's first delivery from the
-// commands stream, the only one that may refuse it as too far ahead. Later
-// deliveries (a retry, a parked copy let out, a lane's) carry a command that
-// was accepted, which a horizon lowered since, or one that a worker before an
-// upgrade did not check, must not drop (zero: not checked).
+// for this delivery: its arrival in the commands stream, for every delivery
+// from it (a first one, or one given back unread by a stopping replica).
+// Parked and lane copies carry a command that was accepted, which a horizon
+// lowered since, or a worker before an upgrade that did not check, must not
+// drop (zero: not checked); a delivery from the commands stream of a command
+// its record shows accepted is not refused either (stepDecode).
 func intakeHorizon(del *delivery) time.Time {
-	if del.kind != fromShared || del.delivered > 1 {
+	if del.kind != fromShared {
 		return time.Time{}
 	}
 	return del.received

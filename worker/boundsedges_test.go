@@ -18,8 +18,7 @@ import (
 // A replica that stops while a command is on its way to it gives it back
 // unread (Worker.pull naks what arrives while stopping); the next replica
 // reads it at its second delivery. The horizon must still refuse a command
-// far ahead that no replica ever accepted: shows that intakeHorizon, which
-// checks only delivered == 1, lets it park for ten years instead.
+// far ahead that no replica ever accepted, not park it for ten years.
 func TestHorizonRefusesFarAheadGivenBackUnread(t *testing.T) {
 	srv := wt.StartNATS(t)
 	sb := wt.StartSandbox(t, sandbox.Config{Rate: 1e6})
@@ -68,9 +67,9 @@ func TestHorizonRefusesFarAheadGivenBackUnread(t *testing.T) {
 
 // A command that would wait while the meetings bucket is full is refused
 // over_quota (notParked): its copy was stored in the parked stream before its
-// meeting's record failed. Shows that the copy stays there with no record to
-// let it out, even once the bucket has room again: it holds the stream's
-// bytes and its tenant's share for good, for a command that already ended.
+// meeting's record failed. The copy must not stay there with no record to let
+// it out, holding the stream's bytes and its tenant's share for a command
+// that already ended.
 func TestFullMeetingsBucketAtParkLeavesNoCopy(t *testing.T) {
 	srv := wt.StartNATS(t)
 	sb := wt.StartSandbox(t, sandbox.Config{Rate: 1e6})
@@ -104,11 +103,9 @@ func TestFullMeetingsBucketAtParkLeavesNoCopy(t *testing.T) {
 
 // A crowded tenant's commands go to its lane; while the meetings bucket is
 // full the lane's record cannot be opened (openLane), so the move fails as a
-// full store. Shows that such a command is given back at once (nak(0): the
-// parked stream itself has room, so parker.full stays false and the next
-// delivery is sent to the lane again), a retry loop of a publish and a record
-// write per turn for as long as the bucket is full, where a full store should
-// cost a try every 30 s or send the command straight.
+// full store. The command must then go straight (as while the parked stream
+// is full), not be given back and sent to the lane again: a loop of a publish
+// and a record write per delivery for as long as the bucket is full.
 func TestFullMeetingsBucketLaneMoveIsNoRetryLoop(t *testing.T) {
 	srv := wt.StartNATS(t)
 	sb := wt.StartSandbox(t, sandbox.Config{Rate: 1000, Enterprises: []sandbox.Enterprise{{ID: "small", Token: "small-token", Rate: 1000}}})
