@@ -108,16 +108,16 @@ func (s *Sandbox) dynamicGroup(r *http.Request, rec *Request, enterpriseID strin
 		m.Answers[rec.answerKey()]++
 		return status, code, v, latency
 	}
-	f := m.Fail
+	f, whose := m.Fail, "fixed answer of this meeting"
 	if f == nil {
-		f = s.faults.Fail
+		f, whose = s.faults.Fail, "fixed answer of every meeting (the sandbox's faults)"
 	}
 	if f != nil {
 		user := f.UserMessage
 		if user == "" {
 			user = "error.sandbox.fixed"
 		}
-		return answer(f.Status, f.ErrorCode, errorBody(f.ErrorCode, user, "fixed answer of this meeting"))
+		return answer(f.Status, f.ErrorCode, errorBody(f.ErrorCode, user, whose))
 	}
 	if m.State(now) != "in_progress" {
 		return answer(http.StatusBadRequest, xylink.CodeNoMeeting, errorBody(xylink.CodeNoMeeting, "error.no.meeting", ""))

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"testing"
@@ -172,4 +173,34 @@ func asAPI(err error, target **xylink.APIError) bool {
 	ae, ok := err.(*xylink.APIError)
 	*target = ae
 	return ok
+}
+
+// A fixed answer says whose it is: the meeting's own, or the sandbox's for
+// every meeting.
+func TestFixedAnswerSaysWhose(t *testing.T) {
+	sb, err := sandbox.Start(sandbox.Config{Enterprises: []sandbox.Enterprise{{ID: "e1", Token: "t1"}}}, "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close(context.Background())
+	api, _ := xylink.NewClient(sb.URL, xylink.WithTenants(xylink.Credentials{EnterpriseID: "e1", Token: "t1"}))
+	two := 2
+	create := func(meeting string) string {
+		_, err := api.CreateGroups(context.Background(), "e1", &xylink.CreateGroupsRequest{MeetingRoomNumber: meeting, Mode: "random", GroupCount: &two})
+		var ae *xylink.APIError
+		if !errors.As(err, &ae) {
+			t.Fatalf("%s: %v, want an API error", meeting, err)
+		}
+		return ae.DeveloperMessage
+	}
+	sb.SetFaults(sandbox.Faults{Fail: &sandbox.FixedAnswer{Status: 503}})
+	if got := create("910000000001"); got != "fixed answer of every meeting (the sandbox's faults)" {
+		t.Errorf("the sandbox's fault says %q", got)
+	}
+	if _, err := sb.AddMeeting(sandbox.MeetingSpec{Number: "910000000002", Fail: &sandbox.FixedAnswer{Status: 400, ErrorCode: 60001}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := create("910000000002"); got != "fixed answer of this meeting" {
+		t.Errorf("a meeting's own fault says %q", got)
+	}
 }
