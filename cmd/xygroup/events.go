@@ -25,7 +25,7 @@ func eventsCommand() *cli.Command {
 			&cli.StringFlag{Name: "since", Usage: "from this time (RFC 3339) or this long ago (1h); default: the start of the stream"},
 			&cli.StringFlag{Name: "until", Usage: "up to this time (RFC 3339) or this long ago"},
 			&cli.StringSliceFlag{Name: "class", Usage: "only failures of these classes (repeat or comma-separate)"},
-			&cli.StringFlag{Name: "type", Usage: "created, failed or waiting"},
+			&cli.StringFlag{Name: "type", Usage: "created, failed, waiting or cancel_rejected (a cancel that came too late)"},
 			&cli.StringFlag{Name: "meeting", Usage: "only this meetingRoomNumber"},
 			&cli.StringFlag{Name: "command", Usage: "only this commandId"},
 			&cli.StringFlag{Name: "enterprise", Usage: "only this enterpriseId"},
@@ -78,8 +78,13 @@ func eventSubjects(typ string, classes []string) ([]string, error) {
 		if len(subjects) == 0 {
 			subjects = []string{contract.SubjectFailedAll}
 		}
+	case "cancel_rejected":
+		if len(subjects) > 0 {
+			return nil, errors.New("--class selects failed events; --type cancel_rejected takes none")
+		}
+		subjects = []string{contract.SubjectCancelRejected}
 	default:
-		return nil, fmt.Errorf("--type %q is not an event type; the types are created, failed and waiting", typ)
+		return nil, fmt.Errorf("--type %q is not an event type; the types are created, failed, waiting and cancel_rejected", typ)
 	}
 	return subjects, nil
 }
@@ -171,13 +176,19 @@ func printEventRow(w io.Writer, subject string, data []byte) {
 	case subject == contract.SubjectCreated:
 		detail = fmt.Sprintf("%d group(s)", len(e.Groups))
 	case subject == contract.SubjectWaiting:
-		detail = "next attempt " + e.NextAttemptAt.Local().Format("15:04:05")
+		detail = waitingDetail(e, time.Now())
+	case subject == contract.SubjectCancelRejected:
+		detail = e.Reason + ": " + e.DeveloperMessage
 	default:
 		detail = e.UserMessage
 		if e.ErrorCode != 0 {
 			detail = fmt.Sprintf("%d %s", e.ErrorCode, detail)
 		}
-		if e.DeveloperMessage != "" {
+		switch {
+		case e.DeveloperMessage == "":
+		case e.ErrorCode == 0 && strings.HasPrefix(e.DeveloperMessage, e.UserMessage):
+			detail = e.DeveloperMessage // "cancelled before any request…", not "cancelled: cancelled before…"
+		default:
 			detail += ": " + e.DeveloperMessage
 		}
 		if r := []rune(detail); len(r) > 100 {
@@ -187,4 +198,24 @@ func printEventRow(w io.Writer, subject string, data []byte) {
 	// Every field comes from a publisher or from the API: printed escaped.
 	fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", e.OccurredAt.Local().Format("2006-01-02 15:04:05"), termSafe(kind), termSafe(e.CommandID),
 		termSafe(e.EnterpriseID), termSafe(e.MeetingRoomNumber), e.Attempts, termSafe(detail))
+}
+
+// waitingDetail says when a waiting command is tried next and when it stops
+// being tried (its deadline; for a command scheduled ahead, its notBefore plus
+// the workers' maximum wait), each with its date unless it is today.
+func waitingDetail(e contract.Event, now time.Time) string {
+	detail := "next attempt " + clockOrDate(e.NextAttemptAt, now)
+	if !e.Deadline.IsZero() {
+		detail += ", gives up at " + clockOrDate(e.Deadline, now)
+	}
+	return detail
+}
+
+// clockOrDate is t's local time of day, with its date when that is not now's.
+func clockOrDate(t, now time.Time) string {
+	t, now = t.Local(), now.Local()
+	if y, m, d := t.Date(); y == now.Year() && m == now.Month() && d == now.Day() {
+		return t.Format("15:04:05")
+	}
+	return t.Format("2006-01-02 15:04:05")
 }

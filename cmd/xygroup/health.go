@@ -16,7 +16,7 @@ func healthCommand() *cli.Command {
 		Usage: "exit 0 if the URL answers 200 (for container healthchecks)",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "url", Value: "http://127.0.0.1:9090/healthz", Usage: "what to ask"},
-			&cli.DurationFlag{Name: "timeout", Value: 3 * time.Second},
+			&cli.DurationFlag{Name: "timeout", Value: 3 * time.Second, Usage: "how long to wait for the answer; no answer within it exits 1"},
 		},
 		Action: func(ctx context.Context, cmd *cli.Command) error {
 			ctx, cancel := context.WithTimeout(ctx, cmd.Duration("timeout"))

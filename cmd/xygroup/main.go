@@ -101,11 +101,29 @@ func onUsageError(_ context.Context, cmd *cli.Command, err error, _ bool) error 
 	if m := undefinedFlag.FindStringSubmatch(msg); m != nil {
 		msg = "unknown flag " + dashed(m[1])
 	} else if m := invalidValue.FindStringSubmatch(msg); m != nil {
-		msg = fmt.Sprintf("invalid value %s for %s: %s", m[1], dashed(m[2]), m[3])
+		msg = fmt.Sprintf("invalid value %s for %s: %s", m[1], dashed(m[2]), expected(m[3]))
 	} else if m := missingValue.FindStringSubmatch(msg); m != nil {
 		msg = dashed(m[1]) + " needs a value"
 	}
 	return &usageError{msg: msg, command: cmd.FullName()}
+}
+
+// expected turns the parser's cause (strconv.ParseFloat: parsing "abc":
+// invalid syntax) into what the flag takes.
+func expected(cause string) string {
+	switch {
+	case strings.Contains(cause, "out of range"):
+		return "out of range"
+	case strings.HasPrefix(cause, "strconv.ParseFloat"):
+		return "want a number, such as 20 or 0.5"
+	case strings.HasPrefix(cause, "strconv.ParseInt"), strings.HasPrefix(cause, "strconv.ParseUint"):
+		return "want a whole number, such as 32"
+	case strings.HasPrefix(cause, "time: "):
+		return "want a duration, such as 500ms, 30s, 5m or 1h"
+	case strings.HasPrefix(cause, "strconv.ParseBool"), cause == "parse error":
+		return "want true or false"
+	}
+	return cause
 }
 
 func dashed(name string) string {

@@ -43,14 +43,14 @@ func runPublish(ctx context.Context, cmd *cli.Command) error {
 		if src != "-" {
 			f, err := os.Open(src)
 			if err != nil {
-				return cli.Exit(err.Error(), 2)
+				return cli.Exit(err.Error(), 1) // the input, not the command line, is wrong: exit 1 as a failure
 			}
 			defer f.Close()
 			r = f
 		}
 		got, err := commands.Parse(r, src)
 		if err != nil {
-			return cli.Exit(err.Error(), 2)
+			return cli.Exit(err.Error(), 1)
 		}
 		for _, it := range got {
 			if it.Err != nil {
@@ -62,10 +62,10 @@ func runPublish(ctx context.Context, cmd *cli.Command) error {
 		}
 	}
 	if invalid > 0 && !cmd.Bool("skip-invalid") {
-		return cli.Exit(fmt.Sprintf("%d invalid command(s); nothing published (use --skip-invalid to publish the others)", invalid), 2)
+		return cli.Exit(fmt.Sprintf("%d invalid command(s); nothing published (use --skip-invalid to publish the others)", invalid), 1)
 	}
 	if len(items) == 0 {
-		return cli.Exit("no commands to publish", 2)
+		return cli.Exit("no commands to publish", 1)
 	}
 	nc, err := connectNATS(cmd, "xygroup-publish")
 	if err != nil {

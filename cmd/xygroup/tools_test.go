@@ -67,7 +67,7 @@ func TestPublishWaitOnTheREADMEExamples(t *testing.T) {
 	js := wt.JetStream(t, wt.Connect(t, srv))
 	before := streamMsgs(t, js, worker.StreamCommands)
 	_, errOut, err = runApp(context.Background(), "publish", "--nats-url", url, bad)
-	if err == nil || exitCode(err) != 2 || !strings.Contains(errOut, "bad.ndjson:3:") {
+	if err == nil || exitCode(err) != 1 || !strings.Contains(errOut, "bad.ndjson:3:") {
 		t.Fatalf("invalid file: exit %v, stderr %q", err, errOut)
 	}
 	if after := streamMsgs(t, js, worker.StreamCommands); after != before {
