@@ -36,6 +36,9 @@ func NATSLogging(log zerolog.Logger) []nats.Option {
 			ev.Msg("NATS client error")
 		}),
 		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			if nc.IsClosed() {
+				return // closed on purpose (Close, the end of a Drain): no reconnect follows; the closed handler reports it
+			}
 			ev := log.Warn().Str("connection", nc.Opts.Name)
 			if err != nil {
 				ev = ev.Err(err)

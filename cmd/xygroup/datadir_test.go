@@ -21,10 +21,15 @@ import (
 func TestBinarySecondWorkerOnOneDataDir(t *testing.T) {
 	bin := buildBinary(t)
 	dir := t.TempDir()
+	var firstArgs map[string]string
 	start := func() (*exec.Cmd, *wt.SyncBuffer, string) {
 		httpAddr := freeAddr(t)
+		args := map[string]string{"--embedded-listen": freeAddr(t), "--sandbox-listen": freeAddr(t)}
+		if firstArgs == nil {
+			firstArgs = args
+		}
 		cmd, logs := startProcess(t, bin, []string{"NATS_URL="}, "worker", "--sandbox", "--data-dir", dir,
-			"--embedded-listen", freeAddr(t), "--http-addr", httpAddr, "--sandbox-listen", freeAddr(t))
+			"--embedded-listen", args["--embedded-listen"], "--http-addr", httpAddr, "--sandbox-listen", args["--sandbox-listen"])
 		return cmd, logs, httpAddr
 	}
 	first, logs1, http1 := start()
@@ -60,6 +65,16 @@ wait:
 	t.Logf("exit code %d: %s", exit.ExitCode(), strings.TrimSpace(out[strings.LastIndex(strings.TrimSpace(out), "\n")+1:]))
 	if resp, herr := http.Get("http://" + http1 + "/readyz"); herr != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("the first worker is not ready after the refusal: %v %v\n%s", resp, herr, logs1.String())
+	}
+
+	// A second `worker --sandbox` with the first one's own ports (the same
+	// command run twice in one directory): refused for the data directory,
+	// naming the first one's PID, not for the first port found taken.
+	code, stderr, _ := runBinary(t, 60*time.Second, []string{"NATS_URL="}, "worker", "--sandbox", "--data-dir", dir,
+		"--embedded-listen", firstArgs["--embedded-listen"], "--http-addr", http1, "--sandbox-listen", firstArgs["--sandbox-listen"])
+	if code != 1 || !strings.Contains(stderr, "PID "+strconv.Itoa(first.Process.Pid)) || !strings.Contains(stderr, "--data-dir") ||
+		strings.Contains(stderr, "address already in use") {
+		t.Fatalf("the same command again: exit %d, want 1 and the lock's owner, PID %d:\n%s", code, first.Process.Pid, stderr)
 	}
 
 	if err := first.Process.Signal(syscall.SIGKILL); err != nil {

@@ -111,8 +111,35 @@ func runWorker(ctx context.Context, cmd *cli.Command) error {
 		log.Info().Msg("tracing: spans exported over OTLP")
 	}
 
-	// XYLink: the sandbox, or the configured tenants.
-	baseURL, tenants, defaultEnterprise := cmd.String("xylink-base-url"), []xylink.Credentials(nil), cmd.String("enterprise-id")
+	// The configuration's errors come before anything starts.
+	var tenants []xylink.Credentials
+	if !cmd.Bool("sandbox") {
+		if tenants, err = configuredTenants(cmd); err != nil {
+			return cli.Exit(err.Error(), 2)
+		}
+	}
+
+	// The embedded server first: a second worker on the same data directory
+	// is refused naming the first one's PID, before any of its ports (the
+	// sandbox's, the server's) is found taken by that first worker.
+	var srv *embedded.Server
+	if cmd.String("nats-url") == "" {
+		srv, err = embedded.Start(embedded.Config{Listen: cmd.String("embedded-listen"), StoreDir: cmd.String("data-dir"), Logger: &log})
+		if inUse := (*embedded.StoreDirInUseError)(nil); errors.As(err, &inUse) {
+			return cli.Exit(err.Error()+": stop that worker, or give this one its own --data-dir (XYGROUP_DATA_DIR)", 1)
+		}
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return cli.Exit(err.Error()+": stop what listens there, or give this worker another --embedded-listen (XYGROUP_EMBEDDED_LISTEN)", 1)
+		}
+		if err != nil {
+			return cli.Exit(err.Error(), 1)
+		}
+		cleanups = append(cleanups, srv.Stop)
+		log.Info().Str("url", srv.ClientURL()).Str("dataDir", cmd.String("data-dir")).Msg("embedded NATS JetStream server started")
+	}
+
+	// XYLink: the sandbox, or the configured tenants (above).
+	baseURL, defaultEnterprise := cmd.String("xylink-base-url"), cmd.String("enterprise-id")
 	if cmd.Bool("sandbox") {
 		sb, err := sandbox.Start(sandbox.Config{Rate: cmd.Float("rate"), Logger: log.With().Str("component", "sandbox").Logger(),
 			Enterprises: []sandbox.Enterprise{{ID: sandboxEnterprise, Token: sandboxToken, ClientID: sandboxClientID, ClientSecret: sandboxClientSecret}}},
@@ -124,11 +151,6 @@ func runWorker(ctx context.Context, cmd *cli.Command) error {
 		baseURL, defaultEnterprise = sb.URL, sandboxEnterprise
 		tenants = []xylink.Credentials{{EnterpriseID: sandboxEnterprise, Token: sandboxToken}}
 		log.Info().Str("url", sb.URL).Str("enterpriseId", sandboxEnterprise).Msg("XYLink sandbox started; calls go to it")
-	} else {
-		var err error
-		if tenants, err = configuredTenants(cmd); err != nil {
-			return cli.Exit(err.Error(), 2)
-		}
 	}
 	rates := map[string]float64{}
 	for _, t := range tenants {
@@ -147,19 +169,7 @@ func runWorker(ctx context.Context, cmd *cli.Command) error {
 	// reports (slow consumers, disconnects, reconnects) goes to the JSON log.
 	natsLog := worker.NATSLogging(log.With().Str("component", "nats-client").Logger())
 	var nc *nats.Conn
-	if cmd.String("nats-url") == "" {
-		srv, err := embedded.Start(embedded.Config{Listen: cmd.String("embedded-listen"), StoreDir: cmd.String("data-dir"), Logger: &log})
-		if inUse := (*embedded.StoreDirInUseError)(nil); errors.As(err, &inUse) {
-			return cli.Exit(err.Error()+": stop that worker, or give this one its own --data-dir (XYGROUP_DATA_DIR)", 1)
-		}
-		if errors.Is(err, syscall.EADDRINUSE) {
-			return cli.Exit(err.Error()+": stop what listens there, or give this worker another --embedded-listen (XYGROUP_EMBEDDED_LISTEN)", 1)
-		}
-		if err != nil {
-			return cli.Exit(err.Error(), 1)
-		}
-		cleanups = append(cleanups, srv.Stop)
-		log.Info().Str("url", srv.ClientURL()).Str("dataDir", cmd.String("data-dir")).Msg("embedded NATS JetStream server started")
+	if srv != nil {
 		nc, err = srv.Connect(append(natsLog, nats.Name("xygroup-worker"))...)
 		if err != nil {
 			return cli.Exit(err.Error(), 1)
@@ -170,7 +180,7 @@ func runWorker(ctx context.Context, cmd *cli.Command) error {
 			return cli.Exit(err.Error(), 1)
 		}
 	}
-	cleanups = append(cleanups, func() { _ = nc.Drain() })
+	cleanups = append(cleanups, func() { drainAndWait(nc, 10*time.Second) })
 
 	host, _ := os.Hostname()
 	w, err := worker.New(nc, client, client, append(traced,
@@ -274,6 +284,29 @@ func configuredTenants(cmd *cli.Command) ([]xylink.Credentials, error) {
 		}
 	}
 	return tenants, nil
+}
+
+// drainAndWait drains nc and returns once it is closed (or after at most
+// within): Drain only starts the drain, and an embedded server stopped under
+// it would cut the connection, which the client logs as a lost connection.
+func drainAndWait(nc *nats.Conn, within time.Duration) {
+	closed := make(chan struct{})
+	prev := nc.Opts.ClosedCB
+	nc.SetClosedHandler(func(c *nats.Conn) {
+		if prev != nil {
+			prev(c)
+		}
+		close(closed)
+	})
+	if err := nc.Drain(); err != nil {
+		nc.Close()
+		return
+	}
+	select {
+	case <-closed:
+	case <-time.After(within):
+		nc.Close()
+	}
 }
 
 // splitList splits a comma-separated list, dropping blanks.
