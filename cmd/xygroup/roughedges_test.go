@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -119,7 +120,8 @@ func TestEventsTableOfAScheduledCommand(t *testing.T) {
 		t.Fatalf("the cancelled row (%v):\n%s", err, out)
 	}
 
-	// Too late: a command created.
+	// Too late: a command created (its record may still show the request
+	// in flight when the created event is read: rejected as in_flight then).
 	now := file("now.json", `{"commandId":"now-1","meetingRoomNumber":"910000000003","groupCount":2}`)
 	if _, errOut, err := runApp(context.Background(), "publish", "--wait", "--timeout", "60s", "--nats-url", url, now); err != nil {
 		t.Fatalf("publish --wait: %v\n%s", err, errOut)
@@ -133,7 +135,7 @@ func TestEventsTableOfAScheduledCommand(t *testing.T) {
 		t.Fatalf("events --type cancel_rejected: %v %s\n%s", err, errOut, out)
 	}
 	out, _, err = runApp(context.Background(), "events", "--type", "cancel_rejected", "--format", "table", "--nats-url", url)
-	if err != nil || !strings.Contains(out, "done: the command already has its terminal event") || !strings.Contains(out, "now-1") {
+	if err != nil || !regexp.MustCompile(`cancel_rejected +now-1 .* (done|in_flight): `).MatchString(out) {
 		t.Fatalf("events --type cancel_rejected --format table: %v\n%s", err, out)
 	}
 }
