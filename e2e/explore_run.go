@@ -322,7 +322,7 @@ const replayWait = 2 * time.Minute
 func (x *explorer) replay(id, class string) {
 	rec := replayRecord{ID: id, Class: class, Start: time.Now()}
 	rec.Stdout, rec.Stderr, rec.Code = x.h.Run(replayWait+30*time.Second, "replay", "--class", class, "--id", id,
-		"--enterprise-id", Enterprise, "--wait", replayWait.String(), "--no-progress")
+		"--enterprise-id", Enterprise, "--timeout", replayWait.String(), "--no-progress")
 	rec.End = time.Now()
 	if rec.Code == 0 && strings.Contains(rec.Stderr, "nothing to replay") {
 		rec.Summary = &replaySummary{}

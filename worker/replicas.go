@@ -11,11 +11,13 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/xygroup/xygroup/worker/contract"
 )
 
 // BucketReplicas holds a heartbeat per running replica; an entry expires 15 s
 // after its replica's last heartbeat.
-const BucketReplicas = "xygroup-replicas"
+const BucketReplicas = contract.BucketReplicas
 
 // Replica is one worker's heartbeat.
 type Replica struct {
@@ -30,6 +32,9 @@ type Replica struct {
 	Concurrency int       `json:"concurrency"`
 	Dispenser   bool      `json:"dispenser"`
 	SeenAt      time.Time `json:"seenAt"`
+	// DefaultEnterprise is the tenant of the commands that name none, for
+	// tools that look such a command's record up (publish --wait).
+	DefaultEnterprise string `json:"defaultEnterprise,omitempty"`
 }
 
 // replicasBucket holds the heartbeats: in memory, they expire by themselves.
@@ -49,7 +54,8 @@ func (w *Worker) heartbeat(ctx context.Context, kv jetstream.KeyValue, replicas 
 	_, _ = rand.Read(b[:])
 	host, _ := os.Hostname()
 	key := "r." + hex.EncodeToString(b[:])
-	me := Replica{Name: w.opts.source + "/" + hex.EncodeToString(b[:]), Host: host, StartedAt: time.Now().UTC(), Concurrency: w.opts.concurrency}
+	me := Replica{Name: w.opts.source + "/" + hex.EncodeToString(b[:]), Host: host, StartedAt: time.Now().UTC(), Concurrency: w.opts.concurrency,
+		DefaultEnterprise: w.opts.defaultEnterprise}
 	var last atomic.Value // the last heartbeat
 	write := func(ctx context.Context, js jetstream.JetStream) error {
 		v, ok := last.Load().([]byte)

@@ -9,8 +9,10 @@ import (
 	"os"
 	"os/signal"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/urfave/cli/v3"
 )
@@ -102,6 +104,9 @@ func onUsageError(_ context.Context, cmd *cli.Command, err error, _ bool) error 
 		msg = "unknown flag " + dashed(m[1])
 	} else if m := invalidValue.FindStringSubmatch(msg); m != nil {
 		msg = fmt.Sprintf("invalid value %s for %s: %s", m[1], dashed(m[2]), expected(m[3]))
+		if v, err := strconv.Unquote(m[1]); err == nil && m[2] == "wait" && isDuration(v) {
+			msg = fmt.Sprintf("--wait is a switch (wait or not): give how long with --timeout %s", v)
+		}
 	} else if m := missingValue.FindStringSubmatch(msg); m != nil {
 		msg = dashed(m[1]) + " needs a value"
 	}
@@ -124,6 +129,11 @@ func expected(cause string) string {
 		return "want true or false"
 	}
 	return cause
+}
+
+func isDuration(s string) bool {
+	_, err := time.ParseDuration(s)
+	return err == nil
 }
 
 func dashed(name string) string {

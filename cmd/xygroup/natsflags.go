@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	neturl "net/url"
 	"strings"
@@ -50,6 +51,9 @@ func connectNATS(cmd *cli.Command, name string, extra ...nats.Option) (*nats.Con
 		return nil, err
 	}
 	nc, err := nats.Connect(url, append(opts, extra...)...)
+	if errors.Is(err, nats.ErrNoServers) {
+		return nil, fmt.Errorf("connect to NATS at %s: no server answered at that address (is a worker or NATS server running and listening there?)", redactURLs(url))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("connect to NATS at %s: %s (is a worker or NATS server running?)", redactURLs(url), scrubSecrets(err.Error(), url))
 	}

@@ -155,3 +155,20 @@ func TestNATSInboxPrefix(t *testing.T) {
 		t.Error("a wildcard inbox prefix was accepted")
 	}
 }
+
+// A NATS URL without a scheme is one the client takes (nats:// is meant); with
+// nothing listening there, the error names the address and says that no server
+// answered.
+func TestNATSURLWithNothingListening(t *testing.T) {
+	addr := freeAddr(t)
+	for _, url := range []string{addr, "nats://" + addr} {
+		_, _, err := runApp(context.Background(), "status", "--nats-url", url)
+		if err == nil || exitCode(err) != 1 {
+			t.Fatalf("status --nats-url %s: %v, want exit 1", url, err)
+		}
+		want := "connect to NATS at " + url + ": no server answered at that address"
+		if msg := err.Error(); !strings.Contains(msg, want) || strings.Contains(msg, "unparseable") {
+			t.Errorf("status --nats-url %s: %q, want %q", url, msg, want)
+		}
+	}
+}

@@ -46,7 +46,8 @@ func replayCommand() *cli.Command {
 			&cli.StringFlag{Name: "id", Usage: "name of the replay (default: derived from the selection; the same name resumes)"},
 			&cli.FloatFlag{Name: "rate", Value: 20, Usage: "API requests per second, for the estimate", Sources: cli.EnvVars("XYGROUP_RATE")},
 			&cli.StringFlag{Name: "deadline", Usage: "the replayed commands' new deadline: a time (RFC 3339) or a duration from now (30m); default: the workers' maximum wait from each one's arrival"},
-			&cli.DurationFlag{Name: "wait", Value: time.Hour, Usage: "how long to wait for the outcomes after publishing (0: do not wait)"},
+			&cli.BoolFlag{Name: "wait", Value: true, Usage: "wait for the outcomes after publishing, print them summed up, exit 1 if any failed again or is still pending (--wait=false: publish and exit)"},
+			&cli.DurationFlag{Name: "timeout", Value: time.Hour, Usage: "with --wait, how long to wait for the outcomes"},
 			&cli.BoolFlag{Name: "no-progress", Usage: "no progress bar"},
 		),
 		Action: runReplay,
@@ -54,6 +55,10 @@ func replayCommand() *cli.Command {
 }
 
 func runReplay(ctx context.Context, cmd *cli.Command) error {
+	wait, err := replayWait(cmd)
+	if err != nil {
+		return err
+	}
 	given, err := selection(cmd)
 	if err != nil {
 		return usageErrorf(cmd, "%v", err)
@@ -98,12 +103,22 @@ func runReplay(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return cli.Exit(fmt.Sprintf("replay %s: select: %v", id, err), 1)
 	}
+	var others string
+	if len(items) == 0 {
+		others = notSelected(ctx, js, sel)
+	}
 	if cmd.Bool("dry-run") {
 		printDryRun(stdout(cmd), items, cmd.Float("rate"), id, cp, resumed)
+		if others != "" {
+			fmt.Fprintln(stdout(cmd), others)
+		}
 		return nil
 	}
 	if len(items) == 0 {
 		fmt.Fprintln(stderr(cmd), "nothing to replay")
+		if others != "" {
+			fmt.Fprintln(stderr(cmd), others)
+		}
 		return nil
 	}
 	if resumed {
@@ -115,7 +130,7 @@ func runReplay(ctx context.Context, cmd *cli.Command) error {
 	r := &commands.Replayer{JS: js, NewIDs: cp.NewIDs, Deadline: cp.Deadline, DefaultEnterprise: cmd.String("enterprise-id"), Progress: func(_, done, _ int) {
 		_ = bar.Set(done) // commands ended (or skipped): the ETA follows the API's pace
 	}}
-	waitCtx, cancel := context.WithTimeout(ctx, cmd.Duration("wait"))
+	waitCtx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	sum, err := r.Run(ctx, waitCtx, cp, items)
 	_ = bar.Finish()
@@ -127,10 +142,68 @@ func runReplay(ctx context.Context, cmd *cli.Command) error {
 		return cli.Exit(fmt.Sprintf("replay %s: %v", id, err), 1)
 	}
 	printSummary(cmd, sum)
-	if msg := unfinished(sum, cmd.Duration("wait")); msg != "" {
+	if msg := unfinished(sum, wait); msg != "" {
 		return cli.Exit(fmt.Sprintf("replay %s: %s", id, msg), 1)
 	}
 	return nil
+}
+
+// notSelected says which failures a selection of failed events that selects
+// nothing leaves out by their class: counts per class, and the flag that
+// selects them ("" when there are none, or they cannot be read).
+func notSelected(ctx context.Context, js jetstream.JetStream, sel commands.Selection) string {
+	if sel.Source != "failed" {
+		return ""
+	}
+	all := sel
+	all.Classes = make([]string, len(xylink.Classes))
+	for i, c := range xylink.Classes {
+		all.Classes[i] = string(c)
+	}
+	items, err := commands.Select(ctx, js, all)
+	if err != nil {
+		return ""
+	}
+	counts := commands.Classes(items)
+	selected := sel.Classes
+	if len(selected) == 0 {
+		selected = commands.WorthReplaying
+	}
+	for _, c := range selected {
+		delete(counts, c)
+	}
+	if len(counts) == 0 {
+		return ""
+	}
+	names := make([]string, 0, len(counts))
+	for c := range counts {
+		names = append(names, c)
+	}
+	sort.Strings(names)
+	return termSafe(fmt.Sprintf("not selected: failures of other classes: %s (select them with --class %s)", classCounts(counts), strings.Join(names, ",")))
+}
+
+// replayWait is how long a replay waits for the outcomes (0: not at all).
+// "--wait 30m", from when --wait took the time, still works, with a warning.
+func replayWait(cmd *cli.Command) (time.Duration, error) {
+	wait, timeout := cmd.Bool("wait"), cmd.Duration("timeout")
+	if args := cmd.Args().Slice(); len(args) > 0 {
+		d, err := time.ParseDuration(args[0])
+		if err != nil || len(args) > 1 || !cmd.IsSet("wait") {
+			return 0, usageErrorf(cmd, "unexpected argument %q: replay selects its commands with flags", args[0])
+		}
+		if d <= 0 {
+			fmt.Fprintf(stderr(cmd), "xygroup replay: --wait %s is deprecated: use --wait=false\n", args[0])
+			wait = false
+		} else {
+			fmt.Fprintf(stderr(cmd), "xygroup replay: --wait %s is deprecated: use --wait --timeout %s\n", args[0], args[0])
+			timeout = d
+		}
+	}
+	if !wait {
+		return 0, nil
+	}
+	return timeout, nil
 }
 
 // unfinished says what of a replay did not end in created: the commands that
@@ -138,12 +211,7 @@ func runReplay(ctx context.Context, cmd *cli.Command) error {
 func unfinished(s commands.Summary, wait time.Duration) string {
 	var parts []string
 	if n := failedAgain(s); n > 0 {
-		classes := make([]string, 0, len(s.FailedAgain))
-		for c, k := range s.FailedAgain {
-			classes = append(classes, fmt.Sprintf("%s %d", c, k))
-		}
-		sort.Strings(classes)
-		parts = append(parts, fmt.Sprintf("%s failed again (%s)", plural(n, "command"), strings.Join(classes, ", ")))
+		parts = append(parts, fmt.Sprintf("%s failed again (%s)", plural(n, "command"), classCounts(s.FailedAgain)))
 	}
 	if s.Pending > 0 {
 		const shown = 10
@@ -158,7 +226,7 @@ func unfinished(s commands.Summary, wait time.Duration) string {
 		}
 		when := fmt.Sprintf("after %v", wait)
 		if wait <= 0 {
-			when = "(--wait 0: not waited for)"
+			when = "(not waited for: --wait=false)"
 		}
 		parts = append(parts, fmt.Sprintf("%s %s still pending %s: %s%s", plural(s.Pending, "command"), verb, when, strings.Join(ids, ", "), more))
 	}
@@ -342,8 +410,22 @@ func printDryRun(out io.Writer, items []commands.ReplayItem, rate float64, id st
 func printSummary(cmd *cli.Command, s commands.Summary) {
 	b, _ := json.Marshal(s)
 	fmt.Fprintln(stdout(cmd), jsonSafe(b))
-	fmt.Fprintln(stderr(cmd), termSafe(fmt.Sprintf("selected %d: published %d, skipped as created %d, handled before %d; outcomes: created %d, failed again %d %v, pending %d",
-		s.Selected, s.Published, s.SkippedDone, s.AlreadyReplayed, s.Created, failedAgain(s), s.FailedAgain, s.Pending)))
+	again := strconv.Itoa(failedAgain(s))
+	if len(s.FailedAgain) > 0 {
+		again += " (" + classCounts(s.FailedAgain) + ")"
+	}
+	fmt.Fprintln(stderr(cmd), termSafe(fmt.Sprintf("selected %d: published %d, skipped as created %d, handled before %d; outcomes: created %d, failed again %s, pending %d",
+		s.Selected, s.Published, s.SkippedDone, s.AlreadyReplayed, s.Created, again, s.Pending)))
+}
+
+// classCounts is "rejected 2, unavailable 1": counts per class, by name.
+func classCounts(counts map[string]int) string {
+	classes := make([]string, 0, len(counts))
+	for c, k := range counts {
+		classes = append(classes, fmt.Sprintf("%s %d", c, k))
+	}
+	sort.Strings(classes)
+	return strings.Join(classes, ", ")
 }
 
 func failedAgain(s commands.Summary) int {

@@ -48,7 +48,7 @@ func TestReplayWithRelativeTimesResumesByItsPrintedCommand(t *testing.T) {
 	}
 	wt.AwaitTerminal(t, js, 3, time.Minute)
 	sb.SetFaults(sandbox.Faults{})
-	conn := []string{"--nats-url", srv.ClientURL(), "--no-progress", "--wait", "2m"}
+	conn := []string{"--nats-url", srv.ClientURL(), "--no-progress", "--timeout", "2m"}
 	args := append([]string{"replay", "--since", "1h", "--class", "rejected"}, conn...)
 
 	out, errOut, err := runApp(context.Background(), append(args, "--dry-run")...)
@@ -105,7 +105,7 @@ func TestReplayPendingNamesItsCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, errOut, err := runApp(context.Background(), "replay", "--nats-url", srv.ClientURL(), "--class", "too_many_groups",
-		"--no-progress", "--wait", "2s")
+		"--no-progress", "--timeout", "2s")
 	if err == nil || exitCode(err) != 1 {
 		t.Fatalf("pending replay: exit %v\n%s", err, errOut)
 	}

@@ -124,7 +124,7 @@ func TestReplayTenThousandFailedCommands(t *testing.T) {
 	wt.AwaitTerminal(t, js, n, 5*time.Minute)
 	sb.SetFaults(sandbox.Faults{})
 	url := srv.ClientURL()
-	args := []string{"replay", "--nats-url", url, "--class", "rejected", "--no-progress", "--wait", "5m"}
+	args := []string{"replay", "--nats-url", url, "--class", "rejected", "--no-progress", "--timeout", "5m"}
 
 	// Dry run: what and how long.
 	out, _, err := runApp(context.Background(), append(args, "--dry-run")...)

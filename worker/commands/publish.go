@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -55,6 +56,15 @@ func MsgID(enterpriseID, commandID string) string {
 // will carry, and its enterprise. A command without a commandId is given
 // "cli-…" as its bare Nats-Msg-Id, which the worker takes as its commandId.
 func Publish(ctx context.Context, js jetstream.JetStream, raw []byte, headers nats.Header) (Ref, error) {
+	ref, _, err := PublishAck(ctx, js, raw, headers)
+	return ref, err
+}
+
+// PublishAck is Publish, and says whether the commands stream already held
+// the command (its Nats-Msg-Id within the stream's dedupe window): then the
+// stream dropped it, no new event will come of it, and its outcome, if it has
+// one yet, is in the workers' records (RecordLookup).
+func PublishAck(ctx context.Context, js jetstream.JetStream, raw []byte, headers nats.Header) (Ref, bool, error) {
 	ref := refOf(raw)
 	msgID := MsgID(ref.EnterpriseID, ref.CommandID)
 	if ref.CommandID == "" {
@@ -69,17 +79,17 @@ func Publish(ctx context.Context, js jetstream.JetStream, raw []byte, headers na
 	}
 	m.Header.Set(nats.MsgIdHdr, msgID)
 	for delay := 100 * time.Millisecond; ; delay = min(2*delay, 2*time.Second) {
-		_, err := js.PublishMsg(ctx, m)
+		ack, err := js.PublishMsg(ctx, m)
 		if err == nil {
-			return ref, nil
+			return ref, ack.Duplicate, nil
 		}
 		// No stream yet (no worker has started) or no leader yet: wait for it.
 		if !errors.Is(err, nats.ErrNoResponders) && !errors.Is(err, jetstream.ErrNoStreamResponse) {
-			return Ref{}, fmt.Errorf("publish %s: %s%w", id, Refusal(err), err)
+			return Ref{}, false, fmt.Errorf("publish %s: %s%w", id, Refusal(err), err)
 		}
 		select {
 		case <-ctx.Done():
-			return Ref{}, fmt.Errorf("publish %s: no stream answers on %s (is a worker running?): %w", id, SubjectCreate, err)
+			return Ref{}, false, fmt.Errorf("publish %s: no stream answers on %s (is a worker running?): %w", id, SubjectCreate, err)
 		case <-time.After(delay):
 		}
 	}
@@ -123,6 +133,48 @@ func refOf(raw []byte) Ref {
 	return ref
 }
 
+// WorkersDefaultEnterprise reads the workers' default tenant (their
+// XYLINK_ENTERPRISE_ID, the tenant of the commands that name none) from the
+// heartbeats of the running replicas. It fails when no running replica names
+// one (none runs, or they predate it) or when they name different ones.
+func WorkersDefaultEnterprise(ctx context.Context, js jetstream.JetStream) (string, error) {
+	kv, err := js.KeyValue(ctx, contract.BucketReplicas)
+	if err != nil {
+		return "", fmt.Errorf("read the workers' heartbeats (%s): %w", contract.BucketReplicas, err)
+	}
+	keys, err := kv.ListKeys(ctx)
+	if err != nil {
+		return "", fmt.Errorf("read the workers' heartbeats (%s): %w", contract.BucketReplicas, err)
+	}
+	seen := map[string]bool{}
+	for k := range keys.Keys() {
+		e, err := kv.Get(ctx, k)
+		if err != nil {
+			continue // expired meanwhile
+		}
+		var hb struct {
+			DefaultEnterprise string `json:"defaultEnterprise"`
+		}
+		if json.Unmarshal(e.Value(), &hb) == nil && hb.DefaultEnterprise != "" {
+			seen[hb.DefaultEnterprise] = true
+		}
+	}
+	switch len(seen) {
+	case 0:
+		return "", errors.New("no running worker names its default tenant")
+	case 1:
+		for e := range seen {
+			return e, nil
+		}
+	}
+	names := make([]string, 0, len(seen))
+	for e := range seen {
+		names = append(names, e)
+	}
+	slices.Sort(names)
+	return "", fmt.Errorf("the running workers name different default tenants (%s)", strings.Join(names, ", "))
+}
+
 // Event is a terminal event as received.
 type Event struct {
 	Subject      string
@@ -130,6 +182,8 @@ type Event struct {
 	EnterpriseID string
 	Failed       bool
 	Data         json.RawMessage
+	// Ref is the awaited command this event answers.
+	Ref Ref
 }
 
 // LookupFunc reads the terminal event of a command from the workers' records:
@@ -282,8 +336,8 @@ func (w *Waiter) Await(ctx context.Context, cmds []Ref, found func(Event)) error
 		}
 		mu.Unlock()
 		if ref.CommandID != "" {
-			found(Event{Subject: subject, CommandID: e.CommandID, Data: data,
-				Failed: contract.IsFailed(subject)})
+			found(Event{Subject: subject, CommandID: e.CommandID, EnterpriseID: e.EnterpriseID, Data: data,
+				Failed: contract.IsFailed(subject), Ref: ref})
 		}
 	}
 

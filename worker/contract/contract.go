@@ -29,6 +29,10 @@ const (
 	ConsumerWorkers = "xygroup-workers"
 )
 
+// BucketReplicas holds a heartbeat per running worker replica (JSON; its
+// "defaultEnterprise" is the tenant of the commands that name none).
+const BucketReplicas = "xygroup-replicas"
+
 // SubjectFailedAll matches the failed events of every class.
 const SubjectFailedAll = SubjectFailed + ".>"
 

@@ -1,0 +1,117 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/xygroup/xygroup/worker/contract"
+	wt "github.com/xygroup/xygroup/worker/workertest"
+	"github.com/xygroup/xygroup/xylink/sandbox"
+)
+
+// The quickstart run twice: the second publish --wait, given no
+// --enterprise-id, finds the outcome of the command the stream dropped as a
+// duplicate under the tenant the running workers name, prints it and exits 0.
+func TestPublishWaitAgainPrintsTheRecordedOutcome(t *testing.T) {
+	t.Setenv("XYLINK_ENTERPRISE_ID", "")
+	srv := wt.StartNATS(t)
+	sb := wt.StartSandbox(t, sandbox.Config{Rate: 1e6})
+	wt.StartWorker(t, srv, wt.Client(t, sb))
+	file := filepath.Join(t.TempDir(), "command.json")
+	if err := os.WriteFile(file, wt.Command("twice-1", "910004217404"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"publish", "--wait", "--nats-url", srv.ClientURL(), "--timeout", "60s", file}
+	first, errOut, err := runApp(context.Background(), args...)
+	if err != nil || !strings.Contains(first, `"groups":[{`) {
+		t.Fatalf("first publish --wait: %v\n%s%s", err, first, errOut)
+	}
+	again, errOut, err := runApp(context.Background(), args...)
+	if err != nil {
+		t.Fatalf("publish --wait again: exit %d: %v\n%s", exitCode(err), err, errOut)
+	}
+	if again != first {
+		t.Errorf("published again, --wait printed\n%s\nthe first time\n%s", again, first)
+	}
+	if !strings.Contains(errOut, "1 of them the commands stream held already (published before)") {
+		t.Errorf("publish --wait again does not say the command was published before:\n%s", errOut)
+	}
+}
+
+// publish --wait on a command parked until its notBefore says so while it
+// waits, and its timeout names the command and what it waits for.
+func TestPublishWaitSaysWhatAParkedCommandWaitsFor(t *testing.T) {
+	srv := wt.StartNATS(t)
+	sb := wt.StartSandbox(t, sandbox.Config{Rate: 1e6})
+	wt.StartWorker(t, srv, wt.Client(t, sb))
+	notBefore := time.Now().Add(30 * time.Minute).UTC().Truncate(time.Second).Format(time.RFC3339)
+	file := filepath.Join(t.TempDir(), "command.json")
+	if err := os.WriteFile(file, wt.Command("later-1", "910004217404", "notBefore", `"`+notBefore+`"`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, errOut, err := runApp(context.Background(), "publish", "--wait", "--nats-url", srv.ClientURL(), "--timeout", "15s", file)
+	if err == nil || exitCode(err) != 1 {
+		t.Fatalf("publish --wait on a parked command: %v, want exit 1\n%s", err, errOut)
+	}
+	parked := "later-1: parked until its notBefore " + notBefore
+	if !strings.Contains(errOut, parked) {
+		t.Errorf("publish --wait did not say what it waits for (want %q):\n%s", parked, errOut)
+	}
+	msg := err.Error()
+	if strings.Contains(msg, "context deadline exceeded") || !strings.Contains(msg, "gave up waiting after 15s") ||
+		!strings.Contains(msg, "1 of 1 command(s) have no terminal event yet") || !strings.Contains(msg, parked) {
+		t.Errorf("the timeout does not say what was still pending:\n%s", msg)
+	}
+}
+
+// With no running worker to name the default tenant, publish --wait on a
+// command published before says at once what to give, and its timeout says
+// it again; given, the outcome is printed.
+func TestPublishWaitAgainWithoutTheWorkersTenantSaysWhatToGive(t *testing.T) {
+	t.Setenv("XYLINK_ENTERPRISE_ID", "")
+	srv := wt.StartNATS(t)
+	sb := wt.StartSandbox(t, sandbox.Config{Rate: 1e6})
+	w := wt.StartWorker(t, srv, wt.Client(t, sb))
+	file := filepath.Join(t.TempDir(), "command.json")
+	if err := os.WriteFile(file, wt.Command("notenant-1", "910004217404"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	url := srv.ClientURL()
+	first, errOut, err := runApp(context.Background(), "publish", "--wait", "--nats-url", url, "--timeout", "60s", file)
+	if err != nil {
+		t.Fatalf("first publish --wait: %v\n%s", err, errOut)
+	}
+	if err := w.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	// The stopped worker's heartbeat would expire in 15 s: gone at once.
+	js := wt.JetStream(t, wt.Connect(t, srv))
+	kv, err := js.KeyValue(context.Background(), contract.BucketReplicas)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, _ := kv.ListKeys(context.Background())
+	for k := range keys.Keys() {
+		_ = kv.Purge(context.Background(), k)
+	}
+
+	_, errOut, err = runApp(context.Background(), "publish", "--wait", "--nats-url", url, "--timeout", "3s", file)
+	if err == nil || exitCode(err) != 1 {
+		t.Fatalf("publish --wait again without a tenant: %v, want exit 1\n%s", err, errOut)
+	}
+	if !strings.Contains(errOut, "notenant-1: published before; it names no enterpriseId") ||
+		!strings.Contains(errOut, "no running worker names its default tenant") || !strings.Contains(errOut, "give it with --enterprise-id") {
+		t.Errorf("publish --wait does not say at once what to give:\n%s", errOut)
+	}
+	if msg := err.Error(); !strings.Contains(msg, "gave up waiting after 3s") || !strings.Contains(msg, "give it with --enterprise-id or XYLINK_ENTERPRISE_ID") {
+		t.Errorf("the timeout does not say what to give:\n%s", msg)
+	}
+	again, errOut, err := runApp(context.Background(), "publish", "--wait", "--nats-url", url, "--timeout", "60s", "--enterprise-id", wt.Enterprise, file)
+	if err != nil || again != first {
+		t.Fatalf("with --enterprise-id: %v\n%s\nwant\n%s\n%s", err, again, first, errOut)
+	}
+}
