@@ -16,7 +16,7 @@ func TestDeadlineCountsFromNotBefore(t *testing.T) {
 	const maxWait = 2 * time.Hour
 	received := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
 	ahead, passed, own, replayDeadline := received.Add(24*time.Hour), received.Add(-time.Hour), received.Add(time.Hour), received.Add(30*time.Minute)
-	p := &pipeline{maxWait: maxWait}
+	p := &pipeline{maxWait: maxWait, decoder: &decoder{maxHorizon: DefaultMaxHorizon}}
 	for _, tc := range []struct {
 		name      string
 		notBefore *time.Time
