@@ -27,6 +27,8 @@ func TestFlagValueErrorsSayWhatTheyTake(t *testing.T) {
 		{[]string{"worker", "--max-wait", "5x"}, `invalid value "5x" for --max-wait: want a duration, such as 500ms, 30s, 5m or 1h;`},
 		{[]string{"worker", "--sandbox=maybe"}, `invalid value "maybe" for --sandbox: want true or false;`},
 		{[]string{"health", "--timeout", "3"}, `invalid value "3" for --timeout: want a duration`},
+		{[]string{"worker", "--log-format", "text"}, `invalid value "text" for --log-format: want json or console;`},
+		{[]string{"worker", "--log-level", "verbose"}, `invalid value "verbose" for --log-level: want debug, info, warn or error;`},
 	} {
 		_, _, err := runApp(context.Background(), c.args...)
 		if err == nil || exitCode(err) != 2 || !strings.Contains(errorMessage(err), c.want) || strings.Contains(err.Error(), "strconv") {
