@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/schollz/progressbar/v3"
 	"github.com/urfave/cli/v3"
+	"golang.org/x/term"
 
 	"github.com/xygroup/xygroup/worker/commands"
 	"github.com/xygroup/xygroup/worker/contract"
@@ -361,8 +362,13 @@ func noWorkerRunning(ctx context.Context, js jetstream.JetStream) bool {
 	return ctx.Err() == nil // the list ended, not the time
 }
 
-// newBar is a progress bar on stderr, or one that draws nothing.
+// newBar is a progress bar on stderr, or one that draws nothing: also when
+// stderr is not a terminal (a log, a pipe), where its redraws would be kept as
+// text.
 func newBar(cmd *cli.Command, show bool, total int, what string) *progressbar.ProgressBar {
+	if f, ok := stderr(cmd).(*os.File); !ok || !term.IsTerminal(int(f.Fd())) {
+		show = false
+	}
 	if !show {
 		return progressbar.DefaultSilent(int64(total))
 	}

@@ -141,3 +141,27 @@ func TestEventsTableOfAScheduledCommand(t *testing.T) {
 		t.Fatalf("events --type cancel_rejected --format table: %v\n%s", err, out)
 	}
 }
+
+// A progress bar is drawn on a terminal only: in a log or a pipe its redraws
+// would stay as text, in front of the summary.
+func TestNoProgressBarOffATerminal(t *testing.T) {
+	srv := wt.StartNATS(t)
+	sb := wt.StartSandbox(t, sandbox.Config{Rate: 1e6})
+	wt.StartWorker(t, srv, wt.Client(t, sb))
+	var file strings.Builder
+	for i := range 100 {
+		file.Write(wt.Command(fmt.Sprintf("bar-%03d", i), fmt.Sprintf("m-bar-%03d", i)))
+		file.WriteByte('\n')
+	}
+	path := filepath.Join(t.TempDir(), "many.ndjson")
+	if err := os.WriteFile(path, []byte(file.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, errOut, err := runApp(context.Background(), "publish", "--nats-url", srv.ClientURL(), path)
+	if err != nil {
+		t.Fatalf("publish: %v\n%s", err, errOut)
+	}
+	if errOut != "published 100 command(s)\n" {
+		t.Errorf("publish of 100 commands, stderr not a terminal, printed:\n%q", errOut)
+	}
+}
