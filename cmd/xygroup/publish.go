@@ -251,6 +251,8 @@ func (w *waitState) describeDuplicates(ctx context.Context, js jetstream.JetStre
 			case st.Terminal != "":
 				w.recorded++
 				continue // printed at once by the wait
+			case st.Known && p.notBefore.After(time.Now()):
+				what = fmt.Sprintf("published before and not ended yet: its notBefore is %s (%d call(s) so far)", p.notBefore.UTC().Format(time.RFC3339), st.Attempts)
 			case st.Known:
 				what = fmt.Sprintf("published before and not ended yet (%d call(s) so far; a parked one waits for its meeting or notBefore: "+
 					"xygroup events --command %s --type waiting): waiting for its terminal event", st.Attempts, p.ref.CommandID)

@@ -69,6 +69,12 @@ func TestPublishWaitSaysWhatAParkedCommandWaitsFor(t *testing.T) {
 		!strings.Contains(msg, "1 of 1 command(s) have no terminal event yet") || !strings.Contains(msg, parked) {
 		t.Errorf("the timeout does not say what was still pending:\n%s", msg)
 	}
+	// Published again, the command's notBefore says what it waits for.
+	_, errOut, err = runApp(context.Background(), "publish", "--wait", "--nats-url", srv.ClientURL(), "--timeout", "2s", file)
+	again := "later-1: published before and not ended yet: its notBefore is " + notBefore + " (0 call(s) so far)"
+	if exitCode(err) != 1 || !strings.Contains(errOut, again) || !strings.Contains(errorMessage(err), again) {
+		t.Errorf("publish --wait again on a parked command: exit %d, want 1 and %q\n%s%s", exitCode(err), again, errOut, errorMessage(err))
+	}
 }
 
 // With no running worker to name the default tenant, publish --wait on a
