@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -163,5 +164,27 @@ func TestNoProgressBarOffATerminal(t *testing.T) {
 	}
 	if errOut != "published 100 command(s)\n" {
 		t.Errorf("publish of 100 commands, stderr not a terminal, printed:\n%q", errOut)
+	}
+}
+
+// A port of the worker's that is taken says which flag gives another, as the
+// embedded server's does: the sandbox's and the status page's.
+func TestWorkerPortInUseNamesItsFlag(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	for _, c := range []struct{ flag, want string }{
+		{"--sandbox-listen", "give this worker another --sandbox-listen (XYGROUP_SANDBOX_LISTEN)"},
+		{"--http-addr", "give this worker another --http-addr (XYGROUP_HTTP_ADDR)"},
+	} {
+		args := map[string]string{"--embedded-listen": freeAddr(t), "--sandbox-listen": freeAddr(t), "--http-addr": freeAddr(t)}
+		args[c.flag] = taken.Addr().String()
+		_, _, err := runApp(context.Background(), "worker", "--sandbox", "--data-dir", t.TempDir(), "--log-level", "error",
+			"--embedded-listen", args["--embedded-listen"], "--sandbox-listen", args["--sandbox-listen"], "--http-addr", args["--http-addr"])
+		if msg := errorMessage(err); exitCode(err) != 1 || !strings.Contains(msg, "address already in use: stop what listens there, or "+c.want) {
+			t.Errorf("%s taken: exit %d, %s", c.flag, exitCode(err), msg)
+		}
 	}
 }
