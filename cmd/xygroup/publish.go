@@ -165,13 +165,23 @@ func publishAndWait(ctx context.Context, cmd *cli.Command, nc *nats.Conn, js jet
 		w.notBefore[p.ref] = p.notBefore
 	}
 	w.describeDuplicates(ctx, js, cmds, tenant, tenantErr)
-	if w.recorded < len(cmds) && noWorkerRunning(ctx, js) {
-		w.say("%s", noWorkerNote)
-	}
 
 	wctx, wcancel := context.WithTimeout(ctx, cmd.Duration("timeout"))
 	defer wcancel()
 	go w.follow(wctx, waitingMsgs)
+	if w.recorded < len(cmds) {
+		go func() {
+			// After a heartbeat's interval: a worker that has just started
+			// (ready, consuming) may not have written its first one yet.
+			select {
+			case <-wctx.Done():
+			case <-time.After(heartbeatGrace):
+				if noWorkerRunning(wctx, js) && wctx.Err() == nil {
+					w.say("%s", noWorkerNote)
+				}
+			}
+		}()
+	}
 	failed := 0
 	bar = newBar(cmd, showBar, len(refs), "wait")
 	err = waiter.Await(wctx, refs, func(e commands.Event) {
@@ -340,6 +350,10 @@ func (w *waitState) unfinished(ctx context.Context, js jetstream.JetStream, why 
 	}
 	return msg
 }
+
+// heartbeatGrace is how long publish --wait waits before it says that no
+// worker is running: a little more than a worker's heartbeat interval (5 s).
+const heartbeatGrace = 6 * time.Second
 
 // noWorkerNote is said when no worker runs: nothing ends the wait until one starts.
 const noWorkerNote = "no worker is running (none has a heartbeat in " + contract.BucketReplicas +
