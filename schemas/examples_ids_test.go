@@ -16,7 +16,7 @@ import (
 
 // exampleCommand is a command shown somewhere a user may copy it from.
 type exampleCommand struct {
-	where, body string
+	where, body, meeting string
 }
 
 // collectCommands adds every command in v (a decoded JSON document): an
@@ -26,13 +26,13 @@ func collectCommands(v any, where string, found map[string][]exampleCommand) {
 	switch v := v.(type) {
 	case map[string]any:
 		id, hasID := v["commandId"].(string)
-		_, hasMeeting := v["meetingRoomNumber"]
+		meeting, hasMeeting := v["meetingRoomNumber"].(string)
 		_, isEvent := v["eventId"]
 		if hasID && hasMeeting && !isEvent {
 			body, _ := json.Marshal(v) // map keys sorted: one text per body
 			tenant, _ := v["enterpriseId"].(string)
 			key := tenant + "/" + id // the idempotency record is per tenant
-			found[key] = append(found[key], exampleCommand{where: where, body: string(body)})
+			found[key] = append(found[key], exampleCommand{where: where, body: string(body), meeting: meeting})
 		}
 		for _, c := range v {
 			collectCommands(c, where, found)
@@ -88,6 +88,39 @@ func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }
 // one would silently return the other's result (the commands stream drops it
 // as a duplicate).
 func TestExampleCommandIDsAreTheirs(t *testing.T) {
+	found := exampleCommands(t)
+	for key, cmds := range found {
+		for _, c := range cmds[1:] {
+			if c.body != cmds[0].body {
+				t.Errorf("commandId %s: %s and %s differ:\n%s\n%s", strings.TrimPrefix(key, "/"), cmds[0].where, c.where, cmds[0].body, c.body)
+			}
+		}
+	}
+}
+
+// No two example commands create groups in one meeting: published one after
+// the other (the quickstart, then the examples), the second would fail as
+// already_open, the first one's groups being open.
+func TestExampleCommandsHaveTheirOwnMeetings(t *testing.T) {
+	byMeeting := map[string]map[string]string{} // tenant/meeting: commandId: where
+	for key, cmds := range exampleCommands(t) {
+		tenant, id, _ := strings.Cut(key, "/")
+		m := tenant + "/" + cmds[0].meeting
+		if byMeeting[m] == nil {
+			byMeeting[m] = map[string]string{}
+		}
+		byMeeting[m][id] = cmds[0].where
+	}
+	for m, ids := range byMeeting {
+		if len(ids) > 1 {
+			t.Errorf("meeting %s: %d example commands create groups in it: %v", strings.TrimPrefix(m, "/"), len(ids), ids)
+		}
+	}
+}
+
+// exampleCommands finds the example commands by tenant/commandId.
+func exampleCommands(t *testing.T) map[string][]exampleCommand {
+	t.Helper()
 	found := map[string][]exampleCommand{}
 	docs := readmeJSON(t)
 	readme := 0
@@ -125,12 +158,5 @@ func TestExampleCommandIDsAreTheirs(t *testing.T) {
 		t.Fatal(err)
 	}
 	collectCommands(doc, "schemas/asyncapi.yaml", found)
-
-	for key, cmds := range found {
-		for _, c := range cmds[1:] {
-			if c.body != cmds[0].body {
-				t.Errorf("commandId %s: %s and %s differ:\n%s\n%s", strings.TrimPrefix(key, "/"), cmds[0].where, c.where, cmds[0].body, c.body)
-			}
-		}
-	}
+	return found
 }

@@ -57,10 +57,15 @@ func runCancel(ctx context.Context, cmd *cli.Command) error {
 	if !cmd.Bool("wait") {
 		return nil
 	}
+	if req.CommandID != "" {
+		fmt.Fprintf(stderr(cmd), "waiting up to %s (--timeout) for its outcome\n", cmd.Duration("timeout"))
+	} else {
+		fmt.Fprintf(stderr(cmd), "waiting up to %s (--timeout) for the first outcome, then %s (--window) for more\n", cmd.Duration("timeout"), cmd.Duration("window"))
+	}
 	wctx, wcancel := context.WithTimeout(ctx, cmd.Duration("timeout"))
 	defer wcancel()
 	outs, err := commands.AwaitCancel(wctx, js, req, id, since, cmd.Duration("window"))
-	if err != nil {
+	if err != nil && ctx.Err() == nil {
 		return cli.Exit(err.Error(), 1)
 	}
 	rejected := 0
@@ -71,6 +76,12 @@ func runCancel(ctx context.Context, cmd *cli.Command) error {
 		}
 	}
 	switch {
+	case len(outs) == 0 && ctx.Err() != nil: // Ctrl-C
+		return cli.Exit(fmt.Sprintf("cancel %s: interrupted before any outcome (the cancel is published: it is carried out all the same)", id), 1)
+	case len(outs) == 0 && req.MeetingRoomNumber != "":
+		// A cancel by meeting names no commands: no outcome may mean none to cancel.
+		return cli.Exit(fmt.Sprintf("cancel %s: no outcome within %s: meeting %s had no command waiting to be sent, or no worker has handled the cancel "+
+			"(commands published after it are not cancelled)", id, cmd.Duration("timeout"), req.MeetingRoomNumber), 1)
 	case len(outs) == 0:
 		return cli.Exit(fmt.Sprintf("cancel %s: no outcome within %s (a command not published yet ends cancelled when it is)", id, cmd.Duration("timeout")), 1)
 	case rejected > 0:

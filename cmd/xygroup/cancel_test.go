@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"strings"
@@ -64,3 +65,44 @@ func TestCancelThroughTheCLI(t *testing.T) {
 		t.Fatalf("the status screen does not count the cancel:\n%s", out)
 	}
 }
+
+// cancel --meeting --wait on a meeting with nothing to cancel says so when its
+// --timeout ends (not that a command published later ends cancelled: by
+// meeting, it does not), and Ctrl-C says the wait was interrupted.
+func TestCancelWaitWithoutAnOutcomeSaysWhy(t *testing.T) {
+	srv := wt.StartNATS(t)
+	sb := wt.StartSandbox(t, sandbox.Config{Rate: 1e6})
+	wt.StartWorker(t, srv, wt.Client(t, sb))
+	wt.AwaitStream(t, wt.JetStream(t, wt.Connect(t, srv)), worker.StreamCommands)
+	_, errOut, err := runApp(context.Background(), "cancel", "--meeting", "m-none", "--wait", "--timeout", "2s", "--nats-url", srv.ClientURL())
+	if err == nil || exitCode(err) != 1 {
+		t.Fatalf("cancel --meeting with nothing to cancel: %v, want exit 1\n%s", err, errOut)
+	}
+	if !strings.Contains(errOut, "waiting up to 2s (--timeout) for the first outcome, then 5s (--window) for more") {
+		t.Errorf("cancel --wait does not say how long it waits:\n%s", errOut)
+	}
+	if msg := errorMessage(err); !strings.Contains(msg, "no outcome within 2s: meeting m-none had no command waiting to be sent") ||
+		strings.Contains(msg, "ends cancelled when it is") {
+		t.Errorf("cancel --meeting without an outcome: %s", msg)
+	}
+
+	// Ctrl-C once it waits.
+	ctx, interrupt := context.WithCancel(context.Background())
+	defer interrupt()
+	app := newApp()
+	var out bytes.Buffer
+	app.Writer, app.ErrWriter = &out, writerFunc(func(p []byte) (int, error) {
+		if bytes.Contains(p, []byte("waiting up to")) {
+			interrupt()
+		}
+		return len(p), nil
+	})
+	err = app.Run(ctx, []string{"xygroup", "cancel", "--command", "not-yet-1", "--wait", "--nats-url", srv.ClientURL()})
+	if msg := errorMessage(err); exitCode(err) != 1 || !strings.Contains(msg, ": interrupted before any outcome") {
+		t.Errorf("cancel --wait interrupted: exit %d, %s", exitCode(err), msg)
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

@@ -1,7 +1,7 @@
 package main
 
 import (
-	"fmt"
+	"errors"
 	"io"
 	"os"
 	"time"
@@ -16,7 +16,7 @@ func logFormatFlag() cli.Flag {
 		Sources: cli.EnvVars("XYGROUP_LOG_FORMAT"),
 		Validator: func(s string) error {
 			if s != "json" && s != "console" {
-				return fmt.Errorf("--log-format must be json or console, not %q", s)
+				return errors.New("want json or console")
 			}
 			return nil
 		}}
@@ -26,8 +26,11 @@ func logLevelFlag() cli.Flag {
 	return &cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error",
 		Sources: cli.EnvVars("XYGROUP_LOG_LEVEL"),
 		Validator: func(s string) error {
-			_, err := zerolog.ParseLevel(s)
-			return err
+			// zerolog's own error says it defaults to no level; the worker stops instead
+			if _, err := zerolog.ParseLevel(s); err != nil {
+				return errors.New("want debug, info, warn or error")
+			}
+			return nil
 		}}
 }
 

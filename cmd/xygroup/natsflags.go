@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net"
 	neturl "net/url"
 	"strings"
 	"time"
@@ -53,6 +54,11 @@ func connectNATS(cmd *cli.Command, name string, extra ...nats.Option) (*nats.Con
 	nc, err := nats.Connect(url, append(opts, extra...)...)
 	if errors.Is(err, nats.ErrNoServers) {
 		return nil, fmt.Errorf("connect to NATS at %s: no server answered at that address (is a worker or NATS server running and listening there?)", redactURLs(url))
+	}
+	if netErr := net.Error(nil); errors.As(err, &netErr) && netErr.Timeout() {
+		// A TCP connection, but no NATS greeting: an HTTP port, another service.
+		return nil, fmt.Errorf("connect to NATS at %s: something listens at that address but did not answer as a NATS server within 5s "+
+			"(is it a NATS client port? the worker's embedded server is nats://127.0.0.1:4222, its status page is not NATS)", redactURLs(url))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("connect to NATS at %s: %s (is a worker or NATS server running?)", redactURLs(url), scrubSecrets(err.Error(), url))

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	neturl "net/url"
 	"os"
 	"os/exec"
@@ -170,5 +171,33 @@ func TestNATSURLWithNothingListening(t *testing.T) {
 		if msg := err.Error(); !strings.Contains(msg, want) || strings.Contains(msg, "unparseable") {
 			t.Errorf("status --nats-url %s: %q, want %q", url, msg, want)
 		}
+	}
+}
+
+// A NATS URL where something listens that is not a NATS server (the status
+// page's port, given as http://…) says so, not "i/o timeout".
+func TestNATSURLOfSomethingElse(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() { // accepts, and says nothing, as an HTTP server does
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	url := "http://" + ln.Addr().String()
+	_, _, err = runApp(context.Background(), "status", "--nats-url", url)
+	if err == nil || exitCode(err) != 1 {
+		t.Fatalf("status --nats-url %s: %v, want exit 1", url, err)
+	}
+	want := "connect to NATS at " + url + ": something listens at that address but did not answer as a NATS server within 5s"
+	if msg := err.Error(); !strings.Contains(msg, want) || strings.Contains(msg, "i/o timeout") {
+		t.Errorf("status --nats-url %s: %q, want %q", url, msg, want)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/schollz/progressbar/v3"
 	"github.com/urfave/cli/v3"
+	"golang.org/x/term"
 
 	"github.com/xygroup/xygroup/worker/commands"
 	"github.com/xygroup/xygroup/worker/contract"
@@ -168,6 +169,19 @@ func publishAndWait(ctx context.Context, cmd *cli.Command, nc *nats.Conn, js jet
 	wctx, wcancel := context.WithTimeout(ctx, cmd.Duration("timeout"))
 	defer wcancel()
 	go w.follow(wctx, waitingMsgs)
+	if w.recorded < len(cmds) {
+		go func() {
+			// After a heartbeat's interval: a worker that has just started
+			// (ready, consuming) may not have written its first one yet.
+			select {
+			case <-wctx.Done():
+			case <-time.After(heartbeatGrace):
+				if noWorkerRunning(wctx, js) && wctx.Err() == nil {
+					w.say("%s", noWorkerNote)
+				}
+			}
+		}()
+	}
 	failed := 0
 	bar = newBar(cmd, showBar, len(refs), "wait")
 	err = waiter.Await(wctx, refs, func(e commands.Event) {
@@ -180,8 +194,11 @@ func publishAndWait(ctx context.Context, cmd *cli.Command, nc *nats.Conn, js jet
 	})
 	_ = bar.Finish()
 	if err != nil {
-		if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
-			return cli.Exit(w.timedOut(cmd.Duration("timeout"), len(refs), tenant, tenantErr), 1)
+		switch {
+		case ctx.Err() != nil: // Ctrl-C: the commands go on without us
+			return cli.Exit(w.unfinished(ctx, js, "interrupted", len(refs), tenant, tenantErr), 1)
+		case errors.Is(err, context.DeadlineExceeded):
+			return cli.Exit(w.unfinished(ctx, js, fmt.Sprintf("gave up waiting after %v (--timeout)", cmd.Duration("timeout")), len(refs), tenant, tenantErr), 1)
 		}
 		return cli.Exit(err.Error(), 1)
 	}
@@ -198,6 +215,7 @@ type waitState struct {
 	mu        sync.Mutex
 	pending   map[commands.Ref]string
 	notBefore map[commands.Ref]time.Time
+	recorded  int // duplicates whose terminal event the records hold
 }
 
 // shownAtOnce: lines about single commands printed before they are summed up.
@@ -241,7 +259,10 @@ func (w *waitState) describeDuplicates(ctx context.Context, js jetstream.JetStre
 			case err != nil:
 				what = fmt.Sprintf("published before; its record could not be read (%v): waiting for its terminal event", err)
 			case st.Terminal != "":
+				w.recorded++
 				continue // printed at once by the wait
+			case st.Known && p.notBefore.After(time.Now()):
+				what = fmt.Sprintf("published before and not ended yet: its notBefore is %s (%d call(s) so far)", p.notBefore.UTC().Format(time.RFC3339), st.Attempts)
 			case st.Known:
 				what = fmt.Sprintf("published before and not ended yet (%d call(s) so far; a parked one waits for its meeting or notBefore: "+
 					"xygroup events --command %s --type waiting): waiting for its terminal event", st.Attempts, p.ref.CommandID)
@@ -299,8 +320,10 @@ func (w *waitState) follow(ctx context.Context, msgs <-chan *nats.Msg) {
 	}
 }
 
-// timedOut says which commands the wait ended without, and what they wait for.
-func (w *waitState) timedOut(after time.Duration, total int, tenant string, tenantErr error) string {
+// unfinished says which commands the wait ended without (how it ended: why),
+// and what they wait for.
+func (w *waitState) unfinished(ctx context.Context, js jetstream.JetStream, why string, total int, tenant string, tenantErr error) string {
+	noWorker := noWorkerRunning(context.WithoutCancel(ctx), js)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	refs := make([]commands.Ref, 0, len(w.pending))
@@ -316,8 +339,11 @@ func (w *waitState) timedOut(after time.Duration, total int, tenant string, tena
 		}
 		lines = append(lines, fmt.Sprintf("  %s: %s", r.CommandID, w.pending[r]))
 	}
-	msg := fmt.Sprintf("gave up waiting after %v (--timeout): %d of %d command(s) have no terminal event yet; publish them again with --wait to go on waiting:\n%s",
-		after, len(refs), total, strings.Join(lines, "\n"))
+	msg := fmt.Sprintf("%s: %d of %d command(s) have no terminal event yet; publish them again with --wait to go on waiting:\n%s",
+		why, len(refs), total, strings.Join(lines, "\n"))
+	if noWorker {
+		msg += "\n" + noWorkerNote
+	}
 	if tenant == "" && tenantErr != nil && slices.ContainsFunc(refs, func(r commands.Ref) bool { return r.EnterpriseID == "" }) {
 		msg += fmt.Sprintf("\nthe outcome of a command that names no enterpriseId is recorded under the workers' default tenant, which could not be read (%v): "+
 			"give it with --enterprise-id or XYLINK_ENTERPRISE_ID", tenantErr)
@@ -325,8 +351,40 @@ func (w *waitState) timedOut(after time.Duration, total int, tenant string, tena
 	return msg
 }
 
-// newBar is a progress bar on stderr, or one that draws nothing.
+// heartbeatGrace is how long publish --wait waits before it says that no
+// worker is running: a little more than a worker's heartbeat interval (5 s).
+const heartbeatGrace = 6 * time.Second
+
+// noWorkerNote is said when no worker runs: nothing ends the wait until one starts.
+const noWorkerNote = "no worker is running (none has a heartbeat in " + contract.BucketReplicas +
+	"): the commands wait in the commands stream until one starts (xygroup worker)"
+
+// noWorkerRunning says whether the heartbeats bucket shows no worker, within
+// 5 s; a user that may not read it (the shipped publisher) learns nothing.
+func noWorkerRunning(ctx context.Context, js jetstream.JetStream) bool {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	kv, err := js.KeyValue(ctx, contract.BucketReplicas)
+	if err != nil {
+		return false // a worker creates it as it starts: one may be starting
+	}
+	keys, err := kv.ListKeys(ctx)
+	if err != nil {
+		return false
+	}
+	for range keys.Keys() {
+		return false
+	}
+	return ctx.Err() == nil // the list ended, not the time
+}
+
+// newBar is a progress bar on stderr, or one that draws nothing: also when
+// stderr is not a terminal (a log, a pipe), where its redraws would be kept as
+// text.
 func newBar(cmd *cli.Command, show bool, total int, what string) *progressbar.ProgressBar {
+	if f, ok := stderr(cmd).(*os.File); !ok || !term.IsTerminal(int(f.Fd())) {
+		show = false
+	}
 	if !show {
 		return progressbar.DefaultSilent(int64(total))
 	}

@@ -8,7 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/xygroup/xygroup/worker/contract"
+	"github.com/xygroup/xygroup/worker/embedded"
 	wt "github.com/xygroup/xygroup/worker/workertest"
 	"github.com/xygroup/xygroup/xylink/sandbox"
 )
@@ -66,6 +69,12 @@ func TestPublishWaitSaysWhatAParkedCommandWaitsFor(t *testing.T) {
 		!strings.Contains(msg, "1 of 1 command(s) have no terminal event yet") || !strings.Contains(msg, parked) {
 		t.Errorf("the timeout does not say what was still pending:\n%s", msg)
 	}
+	// Published again, the command's notBefore says what it waits for.
+	_, errOut, err = runApp(context.Background(), "publish", "--wait", "--nats-url", srv.ClientURL(), "--timeout", "2s", file)
+	again := "later-1: published before and not ended yet: its notBefore is " + notBefore + " (0 call(s) so far)"
+	if exitCode(err) != 1 || !strings.Contains(errOut, again) || !strings.Contains(errorMessage(err), again) {
+		t.Errorf("publish --wait again on a parked command: exit %d, want 1 and %q\n%s%s", exitCode(err), again, errOut, errorMessage(err))
+	}
 }
 
 // With no running worker to name the default tenant, publish --wait on a
@@ -114,4 +123,97 @@ func TestPublishWaitAgainWithoutTheWorkersTenantSaysWhatToGive(t *testing.T) {
 	if err != nil || again != first {
 		t.Fatalf("with --enterprise-id: %v\n%s\nwant\n%s\n%s", err, again, first, errOut)
 	}
+}
+
+// Ctrl-C during publish --wait says that the wait was interrupted and which
+// commands it leaves, not "context deadline exceeded"; with a worker running,
+// it does not say that none runs.
+func TestPublishWaitInterruptedSaysWhatIsLeft(t *testing.T) {
+	srv := wt.StartNATS(t)
+	sb := wt.StartSandbox(t, sandbox.Config{Rate: 1e6})
+	wt.StartWorker(t, srv, wt.Client(t, sb))
+	notBefore := time.Now().Add(30 * time.Minute).UTC().Truncate(time.Second).Format(time.RFC3339)
+	file := filepath.Join(t.TempDir(), "command.json")
+	if err := os.WriteFile(file, wt.Command("later-2", "910004217404", "notBefore", `"`+notBefore+`"`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	awaitHeartbeat(t, srv)
+	ctx, interrupt := context.WithCancel(context.Background())
+	defer interrupt()
+	// Ctrl-C once the worker has parked the command.
+	sub, err := wt.Connect(t, srv).Subscribe(contract.SubjectWaiting, func(*nats.Msg) { interrupt() })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	_, errOut, err := runApp(ctx, "publish", "--wait", "--nats-url", srv.ClientURL(), "--timeout", "10m", file)
+	if err == nil || exitCode(err) != 1 {
+		t.Fatalf("publish --wait interrupted: %v, want exit 1\n%s", err, errOut)
+	}
+	msg := errorMessage(err)
+	if strings.Contains(msg, "context deadline exceeded") || !strings.HasPrefix(msg, "interrupted: 1 of 1 command(s) have no terminal event yet") ||
+		!strings.Contains(msg, "\n  later-2: ") {
+		t.Errorf("an interrupted wait does not say so, and what it leaves:\n%s", msg)
+	}
+	if strings.Contains(errOut+msg, "no worker is running") {
+		t.Errorf("with a worker running, publish --wait says none runs:\n%s%s", errOut, msg)
+	}
+}
+
+// publish --wait with no worker running says so while it waits (after a
+// heartbeat's interval: a worker just started may not have written its first),
+// and again when it gives up: nothing ends the wait until a worker starts.
+func TestPublishWaitWithoutAWorkerSaysSo(t *testing.T) {
+	srv := wt.StartNATS(t)
+	sb := wt.StartSandbox(t, sandbox.Config{Rate: 1e6})
+	w := wt.StartWorker(t, srv, wt.Client(t, sb)) // creates the streams and the heartbeats bucket
+	awaitHeartbeat(t, srv)
+	if err := w.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	// The stopped worker's heartbeat would expire in 15 s: gone at once.
+	js := wt.JetStream(t, wt.Connect(t, srv))
+	kv, err := js.KeyValue(context.Background(), contract.BucketReplicas)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, _ := kv.ListKeys(context.Background())
+	for k := range keys.Keys() {
+		_ = kv.Purge(context.Background(), k)
+	}
+	file := filepath.Join(t.TempDir(), "command.json")
+	if err := os.WriteFile(file, wt.Command("noworker-1", "910004217404", "enterpriseId", `"`+wt.Enterprise+`"`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, errOut, err := runApp(context.Background(), "publish", "--wait", "--nats-url", srv.ClientURL(), "--timeout", "10s", file)
+	if err == nil || exitCode(err) != 1 {
+		t.Fatalf("publish --wait without a worker: %v, want exit 1\n%s", err, errOut)
+	}
+	const note = "no worker is running (none has a heartbeat in xygroup-replicas): the commands wait in the commands stream until one starts (xygroup worker)"
+	if !strings.Contains(errOut, note) {
+		t.Errorf("publish --wait does not say while it waits that no worker runs:\n%s", errOut)
+	}
+	if msg := errorMessage(err); !strings.HasPrefix(msg, "gave up waiting after 10s") || !strings.Contains(msg, "noworker-1: no outcome yet") || !strings.Contains(msg, note) {
+		t.Errorf("the timeout does not say that no worker runs:\n%s", msg)
+	}
+}
+
+// awaitHeartbeat returns once a worker's heartbeat is stored.
+func awaitHeartbeat(t *testing.T, srv *embedded.Server) {
+	t.Helper()
+	js := wt.JetStream(t, wt.Connect(t, srv))
+	wt.Eventually(t, 30*time.Second, func() bool {
+		kv, err := js.KeyValue(context.Background(), contract.BucketReplicas)
+		if err != nil {
+			return false
+		}
+		keys, err := kv.ListKeys(context.Background())
+		if err != nil {
+			return false
+		}
+		for range keys.Keys() {
+			return true
+		}
+		return false
+	}, "a worker's heartbeat")
 }

@@ -122,7 +122,7 @@ func runReplay(ctx context.Context, cmd *cli.Command) error {
 		return nil
 	}
 	if resumed {
-		fmt.Fprintf(stderr(cmd), "resuming replay %s: %d of %d handled before\n", id, cp.Done, len(items))
+		fmt.Fprintf(stderr(cmd), "resuming replay %s: %d of %d handled before%s\n", id, cp.Done, len(items), finishedNote(cp.Done, len(items)))
 	} else {
 		fmt.Fprintf(stderr(cmd), "replay %s: %d command(s)\n", id, len(items))
 	}
@@ -380,6 +380,15 @@ func failureClasses(values []string) ([]string, error) {
 	return out, nil
 }
 
+// finishedNote says, of a replay resumed with everything handled, how to
+// replay its selection again: the same name only resumes it.
+func finishedNote(done, total int) string {
+	if done < total {
+		return ""
+	}
+	return "; it is finished: --id NAME starts another replay of this selection"
+}
+
 func printDryRun(out io.Writer, items []commands.ReplayItem, rate float64, id string, cp *commands.Checkpoint, resumed bool) {
 	meetings := map[string]bool{}
 	for _, it := range items {
@@ -391,7 +400,7 @@ func printDryRun(out io.Writer, items []commands.ReplayItem, rate float64, id st
 	}
 	fmt.Fprintf(out, "replay %s would publish %d command(s) for %d meeting(s)", id, left, len(meetings))
 	if resumed {
-		fmt.Fprintf(out, " (resuming: %d of %d handled before)", cp.Done, len(items))
+		fmt.Fprintf(out, " (resuming: %d of %d handled before%s)", cp.Done, len(items), finishedNote(cp.Done, len(items)))
 	}
 	fmt.Fprintln(out)
 	classes := commands.Classes(items)

@@ -71,3 +71,27 @@ func TestReplayOldWaitDurationIsDeprecated(t *testing.T) {
 		t.Errorf("replay --wait 2m: stderr\n%s", errOut)
 	}
 }
+
+// A replay run again once finished publishes nothing: it says so, and how to
+// replay the same selection again.
+func TestReplayFinishedSaysHowToReplayAgain(t *testing.T) {
+	srv := wt.StartNATS(t)
+	sb := wt.StartSandbox(t, sandbox.Config{Rate: 1e6, Faults: sandbox.Faults{Fail: &sandbox.FixedAnswer{Status: 400, ErrorCode: 60001}}})
+	wt.StartWorker(t, srv, wt.Client(t, sb))
+	js := wt.JetStream(t, wt.Connect(t, srv))
+	wt.Publish(t, js, "again-1", wt.Command("again-1", "m-again-1"))
+	wt.AwaitTerminal(t, js, 1, time.Minute)
+	url := srv.ClientURL()
+	if _, errOut, err := runApp(context.Background(), "replay", "--class", "rejected", "--timeout", "2m", "--nats-url", url); exitCode(err) != 1 {
+		t.Fatalf("replay of a command that fails again: %v, want exit 1\n%s", err, errOut)
+	}
+	const note = "1 of 1 handled before; it is finished: --id NAME starts another replay of this selection"
+	out, errOut, err := runApp(context.Background(), "replay", "--dry-run", "--class", "rejected", "--nats-url", url)
+	if err != nil || !strings.Contains(out, "would publish 0 command(s) for 1 meeting(s) (resuming: "+note+")") {
+		t.Errorf("dry run of a finished replay (%v):\n%s%s", err, out, errOut)
+	}
+	_, errOut, _ = runApp(context.Background(), "replay", "--class", "rejected", "--timeout", "2m", "--nats-url", url)
+	if !strings.Contains(errOut, ": "+note+"\n") {
+		t.Errorf("a finished replay run again:\n%s", errOut)
+	}
+}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -27,6 +28,8 @@ func TestFlagValueErrorsSayWhatTheyTake(t *testing.T) {
 		{[]string{"worker", "--max-wait", "5x"}, `invalid value "5x" for --max-wait: want a duration, such as 500ms, 30s, 5m or 1h;`},
 		{[]string{"worker", "--sandbox=maybe"}, `invalid value "maybe" for --sandbox: want true or false;`},
 		{[]string{"health", "--timeout", "3"}, `invalid value "3" for --timeout: want a duration`},
+		{[]string{"worker", "--log-format", "text"}, `invalid value "text" for --log-format: want json or console;`},
+		{[]string{"worker", "--log-level", "verbose"}, `invalid value "verbose" for --log-level: want debug, info, warn or error;`},
 	} {
 		_, _, err := runApp(context.Background(), c.args...)
 		if err == nil || exitCode(err) != 2 || !strings.Contains(errorMessage(err), c.want) || strings.Contains(err.Error(), "strconv") {
@@ -137,5 +140,51 @@ func TestEventsTableOfAScheduledCommand(t *testing.T) {
 	out, _, err = runApp(context.Background(), "events", "--type", "cancel_rejected", "--format", "table", "--nats-url", url)
 	if err != nil || !regexp.MustCompile(`cancel_rejected +now-1 .* (done|in_flight): `).MatchString(out) {
 		t.Fatalf("events --type cancel_rejected --format table: %v\n%s", err, out)
+	}
+}
+
+// A progress bar is drawn on a terminal only: in a log or a pipe its redraws
+// would stay as text, in front of the summary.
+func TestNoProgressBarOffATerminal(t *testing.T) {
+	srv := wt.StartNATS(t)
+	sb := wt.StartSandbox(t, sandbox.Config{Rate: 1e6})
+	wt.StartWorker(t, srv, wt.Client(t, sb))
+	var file strings.Builder
+	for i := range 100 {
+		file.Write(wt.Command(fmt.Sprintf("bar-%03d", i), fmt.Sprintf("m-bar-%03d", i)))
+		file.WriteByte('\n')
+	}
+	path := filepath.Join(t.TempDir(), "many.ndjson")
+	if err := os.WriteFile(path, []byte(file.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, errOut, err := runApp(context.Background(), "publish", "--nats-url", srv.ClientURL(), path)
+	if err != nil {
+		t.Fatalf("publish: %v\n%s", err, errOut)
+	}
+	if errOut != "published 100 command(s)\n" {
+		t.Errorf("publish of 100 commands, stderr not a terminal, printed:\n%q", errOut)
+	}
+}
+
+// A port of the worker's that is taken says which flag gives another, as the
+// embedded server's does: the sandbox's and the status page's.
+func TestWorkerPortInUseNamesItsFlag(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	for _, c := range []struct{ flag, want string }{
+		{"--sandbox-listen", "give this worker another --sandbox-listen (XYGROUP_SANDBOX_LISTEN)"},
+		{"--http-addr", "give this worker another --http-addr (XYGROUP_HTTP_ADDR)"},
+	} {
+		args := map[string]string{"--embedded-listen": freeAddr(t), "--sandbox-listen": freeAddr(t), "--http-addr": freeAddr(t)}
+		args[c.flag] = taken.Addr().String()
+		_, _, err := runApp(context.Background(), "worker", "--sandbox", "--data-dir", t.TempDir(), "--log-level", "error",
+			"--embedded-listen", args["--embedded-listen"], "--sandbox-listen", args["--sandbox-listen"], "--http-addr", args["--http-addr"])
+		if msg := errorMessage(err); exitCode(err) != 1 || !strings.Contains(msg, "address already in use: stop what listens there, or "+c.want) {
+			t.Errorf("%s taken: exit %d, %s", c.flag, exitCode(err), msg)
+		}
 	}
 }

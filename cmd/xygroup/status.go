@@ -98,7 +98,8 @@ func printStatus(out io.Writer, st *Status, maxMeetings int) {
 	if st.Limiter == nil {
 		fmt.Fprintln(tw, "LIMITER\tno dispenser: no API call is being granted")
 	} else {
-		fmt.Fprintf(tw, "LIMITER\tdispenser %s\tsince %s\n", termSafe(st.Limiter.Replica), ago(st.Limiter.Since))
+		// One cell: as a column, the dispenser's name widened the enterprises' table below it.
+		fmt.Fprintf(tw, "LIMITER\tdispenser %s, since %s\n", termSafe(st.Limiter.Replica), ago(st.Limiter.Since))
 		ids := make([]string, 0, len(st.Limiter.Enterprises))
 		for id := range st.Limiter.Enterprises {
 			ids = append(ids, id)

@@ -102,7 +102,7 @@ func TestStatusAndEventsShowAKnownState(t *testing.T) {
 // 429s reported.
 func TestStatusScreenShowsTheLimitAudit(t *testing.T) {
 	at := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
-	st := &Status{At: at, Limiter: &ratelimit.LeaseInfo{Replica: "worker-1", Since: at.Add(-time.Hour),
+	st := &Status{At: at, Limiter: &ratelimit.LeaseInfo{Replica: "xygroup/vm (16 of 16 shards)", Since: at.Add(-time.Hour),
 		Enterprises: map[string]ratelimit.EnterpriseInfo{
 			"ent-a": {Rate: 20, Granted10s: 195, MaxWindow1m: 20, GuardMs: 50, Throttled10m: 2, ThrottledTotal: 7},
 			"ent-b": {Rate: 5, Granted10s: 3, MaxWindow1m: 2, GuardMs: 25},
@@ -126,5 +126,20 @@ func TestStatusScreenShowsTheLimitAudit(t *testing.T) {
 	}
 	if !strings.Contains(out, "most in a second (last minute)") {
 		t.Errorf("no column for the most in a second:\n%s", out)
+	}
+	// The dispenser's name does not widen the enterprises' table.
+	header := func(out string) string {
+		for l := range strings.Lines(out) {
+			if strings.HasPrefix(l, "  enterprise") {
+				return l
+			}
+		}
+		return ""
+	}
+	st.Limiter.Replica = "w"
+	b.Reset()
+	printStatus(&b, st, 10)
+	if long, short := header(out), header(b.String()); long == "" || long != short {
+		t.Errorf("the enterprises' header, with a dispenser of a long name:\n%s\nof a short one:\n%s", out, b.String())
 	}
 }

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"unicode/utf8"
@@ -70,13 +72,19 @@ func unsafeRune(r rune) bool {
 	return false
 }
 
-// jsonSafe is JSON output (an event as the stream holds it, an answer) made
-// safe for a terminal without changing what it decodes to: JSON escapes C0
+// jsonSafe is JSON output (an event as the stream holds it, an answer) on one
+// line, made safe for a terminal without changing what it decodes to: JSON escapes C0
 // controls but not C1 controls or bidi controls, so those are written as
 // \uXXXX, which only a string can hold. Bytes that are not UTF-8 and raw
 // controls other than JSON's whitespace (not valid JSON; data published by
 // others) are written escaped as well, U+FFFD for the former.
 func jsonSafe(b []byte) string {
+	// One line per value, as JSON lines are: a failed event quotes its
+	// command as published, line breaks of a pretty-printed file included.
+	var compact bytes.Buffer
+	if json.Compact(&compact, b) == nil {
+		b = compact.Bytes()
+	}
 	s := string(b)
 	if !needsEscape(s) {
 		return s

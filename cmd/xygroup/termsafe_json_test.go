@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -66,6 +68,38 @@ func TestJSONSafeKeepsTheValue(t *testing.T) {
 	for k, v := range in {
 		if back[k] != v {
 			t.Errorf("%s: %q, want %q", k, back[k], v)
+		}
+	}
+}
+
+// A failed event quotes its command as published: a pretty-printed file's
+// line breaks included. publish --wait and events print it on one line, as
+// JSON lines are.
+func TestFailedEventOfAPrettyPrintedCommandIsOneLine(t *testing.T) {
+	srv := wt.StartNATS(t)
+	sb := wt.StartSandbox(t, sandbox.Config{Rate: 1e6, Faults: sandbox.Faults{Fail: &sandbox.FixedAnswer{Status: 400, ErrorCode: 60001}}})
+	wt.StartWorker(t, srv, wt.Client(t, sb))
+	file := filepath.Join(t.TempDir(), "command.json")
+	pretty := "{\n  \"commandId\": \"pretty-1\",\n  \"meetingRoomNumber\": \"910004217404\",\n  \"mode\": \"random\",\n  \"groupCount\": 2\n}\n"
+	if err := os.WriteFile(file, []byte(pretty), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	url := srv.ClientURL()
+	out, errOut, err := runApp(context.Background(), "publish", "--wait", "--timeout", "60s", "--nats-url", url, file)
+	if exitCode(err) != 1 {
+		t.Fatalf("publish --wait of a failing command: %v, want exit 1\n%s", err, errOut)
+	}
+	events, _, err := runApp(context.Background(), "events", "--nats-url", url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for what, printed := range map[string]string{"publish --wait": out, "events": events} {
+		var ev struct {
+			Class   string          `json:"class"`
+			Command json.RawMessage `json:"command"`
+		}
+		if strings.Count(printed, "\n") != 1 || json.Unmarshal([]byte(printed), &ev) != nil || ev.Class != "rejected" || !strings.Contains(string(ev.Command), `"pretty-1"`) {
+			t.Errorf("%s printed, not as one JSON line of the failed event:\n%s", what, printed)
 		}
 	}
 }

@@ -144,6 +144,9 @@ func runWorker(ctx context.Context, cmd *cli.Command) error {
 		sb, err := sandbox.Start(sandbox.Config{Rate: cmd.Float("rate"), Logger: log.With().Str("component", "sandbox").Logger(),
 			Enterprises: []sandbox.Enterprise{{ID: sandboxEnterprise, Token: sandboxToken, ClientID: sandboxClientID, ClientSecret: sandboxClientSecret}}},
 			cmd.String("sandbox-listen"))
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return cli.Exit(fmt.Sprintf("sandbox: %v: stop what listens there, or give this worker another --sandbox-listen (XYGROUP_SANDBOX_LISTEN)", err), 1)
+		}
 		if err != nil {
 			return cli.Exit(fmt.Sprintf("sandbox: %v", err), 1)
 		}
@@ -221,6 +224,9 @@ func runWorker(ctx context.Context, cmd *cli.Command) error {
 	}
 	hs, err := worker.StartHealthServer(cmd.String("http-addr"), w.Metrics(), w.Checks(), worker.WithPage(page),
 		worker.WithAllowedHosts(worker.NewHostAllowList(hosts)), worker.WithHTTPLimits(worker.HTTPLimits{MaxConns: cmd.Int("http-max-conns")}))
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return cli.Exit(fmt.Sprintf("http: %v: stop what listens there, or give this worker another --http-addr (XYGROUP_HTTP_ADDR)", err), 1)
+	}
 	if err != nil {
 		return cli.Exit(fmt.Sprintf("http: %v", err), 1)
 	}
