@@ -26,6 +26,10 @@ func TestHorizonRefusesFarAheadGivenBackUnread(t *testing.T) {
 	first := wt.StartWorker(t, srv, c, worker.WithMaxHorizon(time.Hour))
 	js := wt.JetStream(t, wt.Connect(t, srv))
 	wt.AwaitStream(t, js, worker.StreamCommands)
+	wt.Eventually(t, 30*time.Second, func() bool {
+		_, err := js.Consumer(context.Background(), worker.StreamCommands, worker.ConsumerWorkers)
+		return err == nil
+	}, "the workers' consumer")
 	if err := first.Stop(); err != nil {
 		t.Fatal(err)
 	}

@@ -45,7 +45,7 @@ func TestMeetingForgottenWhenItsCommandsAreCancelled(t *testing.T) {
 	js := wt.JetStream(t, wt.Connect(t, srv))
 	wt.AwaitStream(t, js, worker.StreamCommands)
 	wt.AwaitStream(t, js, worker.StreamEvents)
-	farAhead := fmt.Sprintf("%q", time.Now().Add(1000*time.Hour).UTC().Format(time.RFC3339))
+	farAhead := fmt.Sprintf("%q", time.Now().Add(48*time.Hour).UTC().Format(time.RFC3339)) // within the horizon
 
 	for round, req := range []commands.CancelRequest{
 		{EnterpriseID: wt.Enterprise, MeetingRoomNumber: meeting},
