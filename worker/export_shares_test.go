@@ -32,3 +32,12 @@ func RemoveParkedCopy(ctx context.Context, w *Worker, seq uint64, times int) err
 	}
 	return nil
 }
+
+// SetStoreFullRetry sets how long a command waits after a store refused it
+// for lack of room, until the returned func restores it (tests that would
+// otherwise wait 30 s; set before the worker starts).
+func SetStoreFullRetry(d time.Duration) (restore func()) {
+	was := storeFullRetry
+	storeFullRetry = d
+	return func() { storeFullRetry = was }
+}

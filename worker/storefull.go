@@ -26,8 +26,8 @@ import (
 // logged per command.
 
 // storeFullRetry is how long a command waits after a store refused one of its
-// writes for lack of room.
-const storeFullRetry = 30 * time.Second
+// writes for lack of room (a variable for tests: SetStoreFullRetry).
+var storeFullRetry = 30 * time.Second
 
 // storeFullFor is how long a store counts as full after its last refusal.
 const storeFullFor = time.Minute

@@ -100,6 +100,7 @@ func linesWith(t *testing.T, logs *wt.SyncBuffer, s string) (n int, lines []stri
 // per second), shown by xygroup_store_full and /readyz; once records leave,
 // every command is created, once.
 func TestFullRecordsBucketKeepsCommandsQueued(t *testing.T) {
+	t.Cleanup(worker.SetStoreFullRetry(3 * time.Second))
 	srv := wt.StartNATS(t)
 	sb := wt.StartSandbox(t, sandbox.Config{Rate: 1e6})
 	var logs wt.SyncBuffer
@@ -167,6 +168,7 @@ func TestFullRecordsBucketKeepsCommandsQueued(t *testing.T) {
 // stored, it is not acknowledged, and it is never sent again; once there is
 // room its record is written, every 30 s tried, logged once.
 func TestFullRecordsBucketAfterTheCallSendsOnce(t *testing.T) {
+	t.Cleanup(worker.SetStoreFullRetry(3 * time.Second))
 	srv := wt.StartNATS(t)
 	sb := wt.StartSandbox(t, sandbox.Config{Rate: 1e6})
 	var logs wt.SyncBuffer
