@@ -149,31 +149,3 @@ func TestNoStream(t *testing.T) {
 		t.Fatalf("NewReader without a stream: %v", err)
 	}
 }
-
-// Reading what is stored asks for no more messages than are left: a batch
-// larger than that would wait its whole Wait (here longer than the context)
-// for messages that are not there.
-func TestReaderStoredDoesNotWaitForAFullBatch(t *testing.T) {
-	js := startJS(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for i := range 3 {
-		if _, err := js.Publish(ctx, contract.SubjectCreated, fmt.Appendf(nil, `{"commandId":"c%d"}`, i)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	r, err := contract.NewReader(ctx, js, contract.ReadOptions{Batch: 500, Wait: 10 * time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, err := range r.Messages(ctx) {
-		if err != nil {
-			t.Fatalf("after %d message(s): %v", n, err)
-		}
-		n++
-	}
-	if n != 3 {
-		t.Errorf("read %d message(s), want 3", n)
-	}
-}

@@ -111,7 +111,6 @@ func (r *Reader) Messages(ctx context.Context) iter.Seq2[Msg, error] {
 				yield(Msg{}, err)
 				return
 			}
-			batchSize := r.opts.Batch
 			if !r.opts.Follow {
 				info, err := r.cons.Info(ctx)
 				if err != nil {
@@ -125,16 +124,13 @@ func (r *Reader) Messages(ctx context.Context) iter.Seq2[Msg, error] {
 				if info.NumPending == 0 {
 					return
 				}
-				// No more than are left: a fetch for more waits its whole Wait
-				// for messages that are not there.
-				batchSize = int(min(uint64(batchSize), info.NumPending))
 			}
 			// A fetch does not outlast the context.
 			wait := r.opts.Wait
 			if d, ok := ctx.Deadline(); ok {
 				wait = max(min(wait, time.Until(d)), time.Millisecond)
 			}
-			if batchSize <= 1 {
+			if r.opts.Batch == 1 {
 				m, err := r.cons.Next(jetstream.FetchMaxWait(wait))
 				switch {
 				case noMessage(err):
@@ -149,7 +145,7 @@ func (r *Reader) Messages(ctx context.Context) iter.Seq2[Msg, error] {
 				}
 				continue
 			}
-			batch, err := r.cons.Fetch(batchSize, jetstream.FetchMaxWait(wait))
+			batch, err := r.cons.Fetch(r.opts.Batch, jetstream.FetchMaxWait(wait))
 			if err != nil {
 				if !yield(Msg{}, err) {
 					return
