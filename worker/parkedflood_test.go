@@ -69,7 +69,7 @@ func testParkedFlood(t *testing.T, fc floodCase) {
 	const (
 		steady  = "steady-ent"
 		rate    = 10.0
-		backlog = 150 // at the rate, 15 s
+		backlog = 100 // at the rate, 10 s
 	)
 	ents := []sandbox.Enterprise{{ID: steady, Token: "steady-token"}}
 	creds := []xylink.Credentials{{EnterpriseID: steady, Token: "steady-token"}}
